@@ -1,0 +1,302 @@
+//! End-to-end tests of [`RemoteRuntime`] against a real containerd started
+//! by `scripts/testbed` (one private containerd per test). Under CI they fail
+//! when the test bed is missing; elsewhere they skip.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use kubelet_cri_client::api::{self, ContainerEventType, ContainerState};
+use kubelet_cri_client::{Error, ImageService, RemoteRuntime, RuntimeService};
+use kubelet_testbed::{BUSYBOX_IMAGE, Testbed};
+
+/// A pod under test: its sandbox and the config to create containers with.
+struct Pod {
+    sandbox_id: String,
+    config: api::PodSandboxConfig,
+    cgroup_parent: String,
+    log_dir: PathBuf,
+}
+
+async fn connect(bed: &Testbed) -> RemoteRuntime {
+    RemoteRuntime::builder(bed.endpoint())
+        .connect_timeout(Duration::from_secs(20))
+        .connect()
+        .await
+        .expect("connect to the test bed's containerd")
+}
+
+async fn run_pod(rt: &RemoteRuntime, bed: &Testbed, name: &str) -> Pod {
+    let uid = format!("{name}-uid");
+    let cgroup_parent = format!("/{}/pod{uid}", bed.cgroup_root());
+    let log_dir = bed.log_dir().join(format!("default_{name}_{uid}"));
+    std::fs::create_dir_all(&log_dir).expect("log dir");
+    let config = api::PodSandboxConfig {
+        metadata: Some(api::PodSandboxMetadata {
+            name: name.into(),
+            namespace: "default".into(),
+            uid: uid.clone(),
+            attempt: 0,
+        }),
+        hostname: name.into(),
+        log_directory: log_dir.display().to_string(),
+        labels: HashMap::from([("io.kubernetes.pod.uid".to_string(), uid)]),
+        linux: Some(api::LinuxPodSandboxConfig {
+            cgroup_parent: cgroup_parent.clone(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let sandbox_id = rt
+        .run_pod_sandbox(config.clone(), "")
+        .await
+        .expect("RunPodSandbox");
+    Pod {
+        sandbox_id,
+        config,
+        cgroup_parent,
+        log_dir,
+    }
+}
+
+fn container_config(name: &str, cmd: &[&str], resources: Option<api::LinuxContainerResources>) -> api::ContainerConfig {
+    api::ContainerConfig {
+        metadata: Some(api::ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: Some(api::ImageSpec {
+            image: BUSYBOX_IMAGE.into(),
+            ..Default::default()
+        }),
+        command: cmd.iter().map(|s| s.to_string()).collect(),
+        log_path: format!("{name}/0.log"),
+        linux: Some(api::LinuxContainerConfig {
+            resources,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+async fn start(rt: &RemoteRuntime, pod: &Pod, config: api::ContainerConfig) -> String {
+    let name = config.metadata.as_ref().map(|m| m.name.clone()).unwrap_or_default();
+    std::fs::create_dir_all(pod.log_dir.join(&name)).expect("container log dir");
+    let id = rt
+        .create_container(&pod.sandbox_id, config, pod.config.clone())
+        .await
+        .expect("CreateContainer");
+    rt.start_container(&id).await.expect("StartContainer");
+    id
+}
+
+async fn wait_exited(rt: &RemoteRuntime, id: &str, limit: Duration) -> api::ContainerStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        let status = rt
+            .container_status(id, false)
+            .await
+            .expect("ContainerStatus")
+            .status
+            .expect("status");
+        if status.state() == ContainerState::ContainerExited {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "container {id} still {:?} after {limit:?}", status.state());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn teardown(rt: &RemoteRuntime, pod: &Pod) {
+    rt.stop_pod_sandbox(&pod.sandbox_id).await.expect("StopPodSandbox");
+    rt.remove_pod_sandbox(&pod.sandbox_id).await.expect("RemovePodSandbox");
+}
+
+fn read_trimmed(path: &std::path::Path) -> String {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+        .trim()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn version_reports_containerd_and_v1() {
+    let Some(bed) = Testbed::start() else { return };
+    let rt = connect(&bed).await;
+    let v = rt.version().await.expect("Version");
+    assert_eq!(v.runtime_name, "containerd");
+    assert_eq!(v.runtime_api_version, "v1");
+    assert!(v.runtime_version.starts_with('v') || v.runtime_version.starts_with('1'), "{v:?}");
+    let status = rt.status(false).await.expect("Status").status.expect("status");
+    assert!(
+        status.conditions.iter().any(|c| c.r#type == "RuntimeReady" && c.status),
+        "{status:?}"
+    );
+    eprintln!("containerd {} (CRI {})", v.runtime_version, v.runtime_api_version);
+}
+
+#[tokio::test]
+async fn container_limits_reach_the_cgroup_files() {
+    let Some(bed) = Testbed::start() else { return };
+    let rt = connect(&bed).await;
+    let pod = run_pod(&rt, &bed, "limits").await;
+    let resources = api::LinuxContainerResources {
+        memory_limit_in_bytes: 67_108_864,
+        cpu_quota: 50_000,
+        cpu_period: 100_000,
+        cpu_shares: 256,
+        ..Default::default()
+    };
+    let id = start(&rt, &pod, container_config("app", &["sleep", "3600"], Some(resources))).await;
+
+    let cgroup = format!("{}/{id}", pod.cgroup_parent);
+    if Testbed::is_cgroup_v2() {
+        let dir = PathBuf::from("/sys/fs/cgroup").join(cgroup.trim_start_matches('/'));
+        assert_eq!(read_trimmed(&dir.join("memory.max")), "67108864");
+        assert_eq!(read_trimmed(&dir.join("cpu.max")), "50000 100000");
+    } else {
+        let mem = Testbed::cgroup_v1_dir("memory", &cgroup);
+        assert_eq!(read_trimmed(&mem.join("memory.limit_in_bytes")), "67108864");
+        let cpu = Testbed::cgroup_v1_dir("cpu", &cgroup);
+        assert_eq!(read_trimmed(&cpu.join("cpu.cfs_quota_us")), "50000");
+        assert_eq!(read_trimmed(&cpu.join("cpu.cfs_period_us")), "100000");
+        assert_eq!(read_trimmed(&cpu.join("cpu.shares")), "256");
+    }
+    teardown(&rt, &pod).await;
+}
+
+#[tokio::test]
+async fn a_container_over_its_memory_limit_is_oom_killed() {
+    let Some(bed) = Testbed::start() else { return };
+    let rt = connect(&bed).await;
+    let pod = run_pod(&rt, &bed, "oom").await;
+    let resources = api::LinuxContainerResources {
+        memory_limit_in_bytes: 67_108_864,
+        // No swap: the limit is the limit.
+        memory_swap_limit_in_bytes: 67_108_864,
+        ..Default::default()
+    };
+    // dd allocates a 200 MiB buffer: three times the limit.
+    let cmd = ["dd", "if=/dev/zero", "of=/dev/null", "bs=200M", "count=1"];
+    let id = start(&rt, &pod, container_config("hog", &cmd, Some(resources))).await;
+    let status = wait_exited(&rt, &id, Duration::from_secs(30)).await;
+    assert_eq!(status.reason, "OOMKilled", "{status:?}");
+    assert_eq!(status.exit_code, 137, "{status:?}");
+    teardown(&rt, &pod).await;
+}
+
+#[tokio::test]
+async fn exec_sync_returns_stdout_stderr_and_exit_code() {
+    let Some(bed) = Testbed::start() else { return };
+    let rt = connect(&bed).await;
+    let pod = run_pod(&rt, &bed, "exec").await;
+    let id = start(&rt, &pod, container_config("app", &["sleep", "3600"], None)).await;
+    let cmd = ["sh", "-c", "echo to-out; echo to-err >&2; exit 3"];
+    let reply = rt
+        .exec_sync(&id, cmd.iter().map(|s| s.to_string()).collect(), Duration::from_secs(10))
+        .await
+        .expect("ExecSync");
+    assert_eq!(String::from_utf8_lossy(&reply.stdout), "to-out\n");
+    assert_eq!(String::from_utf8_lossy(&reply.stderr), "to-err\n");
+    assert_eq!(reply.exit_code, 3);
+    teardown(&rt, &pod).await;
+}
+
+#[tokio::test]
+async fn the_log_file_holds_output_in_the_cri_format() {
+    let Some(bed) = Testbed::start() else { return };
+    let rt = connect(&bed).await;
+    let pod = run_pod(&rt, &bed, "logs").await;
+    let cmd = ["sh", "-c", "echo hello-out; echo hello-err >&2"];
+    let id = start(&rt, &pod, container_config("app", &cmd, None)).await;
+    let status = wait_exited(&rt, &id, Duration::from_secs(20)).await;
+    assert_eq!(status.exit_code, 0);
+    assert_eq!(status.reason, "Completed");
+    let path = pod.log_dir.join("app/0.log");
+    assert_eq!(PathBuf::from(&status.log_path), path);
+    let text = std::fs::read_to_string(&path).expect("container log");
+    let mut seen = Vec::new();
+    for line in text.lines() {
+        // <RFC3339Nano> <stdout|stderr> <F|P> <content>
+        let mut parts = line.splitn(4, ' ');
+        let (ts, stream, tag, content) = (
+            parts.next().unwrap_or_default(),
+            parts.next().unwrap_or_default(),
+            parts.next().unwrap_or_default(),
+            parts.next().unwrap_or_default(),
+        );
+        assert!(ts.len() >= 20 && ts.contains('T'), "timestamp in {line:?}");
+        assert!(tag == "F" || tag == "P", "tag in {line:?}");
+        seen.push((stream.to_owned(), content.to_owned()));
+    }
+    assert!(seen.contains(&("stdout".into(), "hello-out".into())), "{text}");
+    assert!(seen.contains(&("stderr".into(), "hello-err".into())), "{text}");
+    teardown(&rt, &pod).await;
+}
+
+#[tokio::test]
+async fn container_events_arrive_in_order() {
+    let Some(bed) = Testbed::start() else { return };
+    let rt = connect(&bed).await;
+    let events = rt.get_container_events().await;
+    if !bed.has_container_events() {
+        let err = events.err().expect("containerd 1.6 has no GetContainerEvents");
+        assert!(err.is_unimplemented(), "{err}");
+        eprintln!("containerd {}: GetContainerEvents is unimplemented, as expected", bed.containerd_version());
+        return;
+    }
+    let mut events = events.expect("GetContainerEvents");
+    let pod = run_pod(&rt, &bed, "events").await;
+    let id = start(&rt, &pod, container_config("app", &["sleep", "3600"], None)).await;
+    rt.stop_container(&id, Duration::from_secs(0)).await.expect("StopContainer");
+    rt.remove_container(&id).await.expect("RemoveContainer");
+
+    let mut kinds = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while kinds.len() < 4 {
+        let next = tokio::time::timeout_at(deadline, events.next())
+            .await
+            .unwrap_or_else(|_| panic!("only {kinds:?} arrived for {id}"))
+            .expect("stream open")
+            .expect("event");
+        if next.container_id == id {
+            kinds.push(next.container_event_type());
+        }
+    }
+    assert_eq!(
+        kinds,
+        [
+            ContainerEventType::ContainerCreatedEvent,
+            ContainerEventType::ContainerStartedEvent,
+            ContainerEventType::ContainerStoppedEvent,
+            ContainerEventType::ContainerDeletedEvent,
+        ]
+    );
+    teardown(&rt, &pod).await;
+}
+
+#[tokio::test]
+async fn unknown_ids_give_not_found() {
+    let Some(bed) = Testbed::start() else { return };
+    let rt = connect(&bed).await;
+    let missing = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    let err = rt.container_status(missing, false).await.expect_err("no such container");
+    assert!(matches!(err, Error::NotFound { .. }), "{err:?}");
+    assert_eq!(err.call().map(|c| c.method), Some("ContainerStatus"));
+    let err = rt.pod_sandbox_status(missing, false).await.expect_err("no such sandbox");
+    assert!(matches!(err, Error::NotFound { .. }), "{err:?}");
+    let err = rt.start_container(missing).await.expect_err("no such container");
+    assert!(err.is_not_found(), "{err:?}");
+    // The image service too: an absent image is None, not an error.
+    let image = rt
+        .image_status(api::ImageSpec { image: "localhost/absent:1".into(), ..Default::default() }, false)
+        .await
+        .expect("ImageStatus");
+    assert!(image.is_none());
+    let busybox = rt
+        .image_status(api::ImageSpec { image: BUSYBOX_IMAGE.into(), ..Default::default() }, false)
+        .await
+        .expect("ImageStatus");
+    assert!(busybox.is_some_and(|i| i.id.starts_with("sha256:")));
+}

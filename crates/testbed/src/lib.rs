@@ -1,0 +1,226 @@
+//! A private containerd for end-to-end tests.
+//!
+//! [`Testbed::start`] runs the project's `scripts/testbed/start.sh` in a fresh
+//! temporary directory: a containerd of its own (socket, root, state, CNI
+//! bridge and IP range) with the locally built `pause` and `busybox` images
+//! imported. Each test bed also owns a cgroup root, [`Testbed::cgroup_root`],
+//! under which tests place their pods. Dropping the [`Testbed`] runs
+//! `scripts/testbed/stop.sh` (kills containers, containerd and its shims,
+//! unmounts, removes the bridge) and removes the cgroup root in every
+//! hierarchy, so a test leaves nothing running or mounted behind it, even
+//! when it panics.
+//!
+//! The scripts need root and an installed test bed (`scripts/testbed/install.sh`).
+//! Where they are missing, [`Testbed::start`] returns `None` so that
+//! `cargo test` on a developer's laptop skips; under CI (`CI` set) it panics
+//! instead, because a missing test bed there is a failure, not a skip.
+//!
+//! ```no_run
+//! let Some(bed) = kubelet_testbed::Testbed::start() else { return };
+//! println!("containerd at {}", bed.endpoint());
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// The pause image the test bed imports and sets as the sandbox image.
+pub const PAUSE_IMAGE: &str = "localhost/pause:3.10";
+/// A busybox image (static busybox, `/bin/sh` and the applets).
+pub const BUSYBOX_IMAGE: &str = "localhost/busybox:latest";
+
+/// A running private containerd; stopped and cleaned up on drop.
+#[derive(Debug)]
+pub struct Testbed {
+    dir: tempfile::TempDir,
+    cgroup_root: String,
+    version: String,
+}
+
+/// The repository's `scripts/testbed` directory.
+pub fn scripts_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/testbed")
+}
+
+fn is_ci() -> bool {
+    std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false")
+}
+
+fn is_root() -> bool {
+    // The effective uid, read without libc: /proc/self/status "Uid:" line.
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}
+
+impl Testbed {
+    /// Starts a private containerd, or returns `None` (skip) when the test
+    /// bed cannot run here and this is not CI. Panics under CI.
+    pub fn start() -> Option<Testbed> {
+        match Self::try_start() {
+            Ok(bed) => Some(bed),
+            Err(reason) if is_ci() => panic!("the containerd test bed is required under CI: {reason}"),
+            Err(reason) => {
+                eprintln!("SKIPPED: no containerd test bed: {reason}");
+                None
+            }
+        }
+    }
+
+    /// Starts a private containerd; the error says why it could not.
+    pub fn try_start() -> Result<Testbed, String> {
+        if !is_root() {
+            return Err("the test bed needs root".into());
+        }
+        let scripts = scripts_dir();
+        let start = scripts.join("start.sh");
+        if !start.exists() {
+            return Err(format!("{} is missing", start.display()));
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("kubelet-tb-")
+            .tempdir_in("/tmp")
+            .map_err(|e| format!("cannot create the test bed directory: {e}"))?;
+        static SEQ: AtomicU32 = AtomicU32::new(0);
+        let cgroup_root = format!(
+            "kubelet-e2e-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut bed = Testbed {
+            dir,
+            cgroup_root,
+            version: String::new(),
+        };
+        let out = Command::new("bash")
+            .arg(&start)
+            .arg(bed.dir.path())
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", start.display()))?;
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        if !out.status.success() {
+            // `bed` drops here and runs stop.sh on whatever was started.
+            return Err(format!(
+                "{} failed ({}):\n{}\n{}",
+                start.display(),
+                out.status,
+                stdout,
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        bed.version = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("testbed: containerd "))
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or("unknown")
+            .to_owned();
+        eprintln!(
+            "testbed: containerd {} in {}",
+            bed.version,
+            bed.dir.path().display()
+        );
+        Ok(bed)
+    }
+
+    /// The CRI endpoint: `unix://<dir>/containerd.sock`.
+    pub fn endpoint(&self) -> String {
+        format!("unix://{}", self.socket().display())
+    }
+
+    /// The socket path.
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("containerd.sock")
+    }
+
+    /// The test bed's directory (config, root, state, logs).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A directory for pod logs, inside the test bed's directory.
+    pub fn log_dir(&self) -> PathBuf {
+        self.dir.path().join("pod-logs")
+    }
+
+    /// The containerd version reported by start.sh (`v1.7.24`, ...).
+    pub fn containerd_version(&self) -> &str {
+        &self.version
+    }
+
+    /// True for containerd 1.7 and later (they implement `GetContainerEvents`).
+    pub fn has_container_events(&self) -> bool {
+        let v = self.version.trim_start_matches('v');
+        let mut parts = v.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+        let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+        (major, minor) >= (1, 7)
+    }
+
+    /// This test bed's cgroup root, without a leading slash
+    /// (`kubelet-e2e-<pid>-<n>`): put pod cgroups below `/<root>/...`.
+    pub fn cgroup_root(&self) -> &str {
+        &self.cgroup_root
+    }
+
+    /// The cgroup v1 directory of `controller` for the cgroup path `path`
+    /// (`/kubelet-e2e-1-0/podx/<id>`), e.g. `/sys/fs/cgroup/memory/...`.
+    pub fn cgroup_v1_dir(controller: &str, path: &str) -> PathBuf {
+        Path::new("/sys/fs/cgroup")
+            .join(controller)
+            .join(path.trim_start_matches('/'))
+    }
+
+    /// True when the unified (v2) hierarchy is the only one mounted.
+    pub fn is_cgroup_v2() -> bool {
+        Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
+    }
+
+    fn remove_cgroups(&self) {
+        let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") else {
+            return;
+        };
+        let mut roots: Vec<PathBuf> = entries
+            .flatten()
+            .map(|e| e.path().join(&self.cgroup_root))
+            .collect();
+        roots.push(Path::new("/sys/fs/cgroup").join(&self.cgroup_root));
+        for root in roots.into_iter().filter(|r| r.is_dir()) {
+            remove_cgroup_tree(&root);
+        }
+    }
+}
+
+/// cgroup directories are removed with rmdir, children first.
+fn remove_cgroup_tree(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_cgroup_tree(&entry.path());
+            }
+        }
+    }
+    if let Err(e) = std::fs::remove_dir(dir) {
+        eprintln!("testbed: cannot remove cgroup {}: {e}", dir.display());
+    }
+}
+
+impl Drop for Testbed {
+    fn drop(&mut self) {
+        let stop = scripts_dir().join("stop.sh");
+        match Command::new("bash").arg(&stop).arg(self.dir.path()).output() {
+            Ok(out) if out.status.success() => {}
+            Ok(out) => eprintln!(
+                "testbed: {} failed: {}{}",
+                stop.display(),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+            Err(e) => eprintln!("testbed: cannot run {}: {e}", stop.display()),
+        }
+        self.remove_cgroups();
+    }
+}
