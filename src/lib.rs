@@ -1,1 +1,43 @@
-//! placeholder
+//! A Kubernetes node agent as composable crates, and a working `kubelet`
+//! made from them.
+//!
+//! This facade re-exports each component crate behind a feature of the same
+//! name (all on by default); depend on a component crate directly to take one
+//! piece alone (`cargo add kubelet-podworkers`).
+//!
+//! | module | crate | mirrors upstream |
+//! |---|---|---|
+//! | [`cri`] | `kubelet-cri-client` | `staging/src/k8s.io/cri-client` |
+//! | [`podconfig`] | `kubelet-podconfig` | `pkg/kubelet/config` |
+//! | [`podworkers`] | `kubelet-podworkers` | `pkg/kubelet/pod_workers.go` |
+//! | [`pleg`] | `kubelet-pleg` | `pkg/kubelet/pleg` |
+//! | [`cm`] | `kubelet-cm` | `pkg/kubelet/cm` |
+//! | [`eviction`] | `kubelet-eviction` | `pkg/kubelet/eviction` |
+//! | [`kuberuntime`] | `kubelet-kuberuntime` | `pkg/kubelet/kuberuntime` |
+//! | [`agent`] | `kubelet-agent` | `pkg/kubelet/kubelet.go` |
+//!
+//! The example binary `kubelet` (`cargo run --example kubelet`) wires them.
+
+#[cfg(feature = "cri-client")]
+pub use kubelet_cri_client as cri;
+
+#[cfg(feature = "podconfig")]
+pub use kubelet_podconfig as podconfig;
+
+#[cfg(feature = "podworkers")]
+pub use kubelet_podworkers as podworkers;
+
+#[cfg(feature = "pleg")]
+pub use kubelet_pleg as pleg;
+
+#[cfg(feature = "cm")]
+pub use kubelet_cm as cm;
+
+#[cfg(feature = "eviction")]
+pub use kubelet_eviction as eviction;
+
+#[cfg(feature = "kuberuntime")]
+pub use kubelet_kuberuntime as kuberuntime;
+
+#[cfg(feature = "agent")]
+pub use kubelet_agent as agent;
