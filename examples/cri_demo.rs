@@ -93,9 +93,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }),
         ..Default::default()
     };
-    let id = rt
-        .create_container(&sandbox_id, container, sandbox)
-        .await?;
+    let id = rt.create_container(&sandbox_id, container, sandbox).await?;
     rt.start_container(&id).await?;
     println!("container app {} started", &id[..12]);
 

@@ -254,9 +254,9 @@ impl Error {
             | Error::Cancelled { call, .. }
             | Error::Rpc { call, .. }
             | Error::MalformedResponse { call, .. } => Some(call),
-            Error::InvalidEndpoint { .. } | Error::Connect { .. } | Error::UnsupportedApi { .. } => {
-                None
-            }
+            Error::InvalidEndpoint { .. }
+            | Error::Connect { .. }
+            | Error::UnsupportedApi { .. } => None,
         }
     }
 
@@ -267,7 +267,10 @@ impl Error {
 
     /// True when the runtime does not implement the method.
     pub fn is_unimplemented(&self) -> bool {
-        matches!(self, Error::Unimplemented { .. } | Error::UnsupportedApi { .. })
+        matches!(
+            self,
+            Error::Unimplemented { .. } | Error::UnsupportedApi { .. }
+        )
     }
 
     /// Converts the error back into a gRPC status (used by the fake runtime's

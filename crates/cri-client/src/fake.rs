@@ -378,7 +378,10 @@ impl FakeRuntime {
             let shutdown = async {
                 let _ = stopped.await;
             };
-            if let Err(e) = router.serve_with_incoming_shutdown(incoming, shutdown).await {
+            if let Err(e) = router
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await
+            {
                 tracing::warn!(error = %e, "fake CRI server stopped");
             }
         });
@@ -660,7 +663,10 @@ impl RuntimeService for FakeRuntime {
             .iter()
             .filter(|(id, sb)| {
                 (filter.id.is_empty() || **id == filter.id)
-                    && filter.state.as_ref().is_none_or(|s| s.state == sb.state as i32)
+                    && filter
+                        .state
+                        .as_ref()
+                        .is_none_or(|s| s.state == sb.state as i32)
                     && labels_match(&sb.config.labels, &filter.label_selector)
             })
             .map(|(id, sb)| PodSandbox {
@@ -805,7 +811,10 @@ impl RuntimeService for FakeRuntime {
             .filter(|(id, c)| {
                 (filter.id.is_empty() || **id == filter.id)
                     && (filter.pod_sandbox_id.is_empty() || c.sandbox_id == filter.pod_sandbox_id)
-                    && filter.state.as_ref().is_none_or(|s| s.state == c.state as i32)
+                    && filter
+                        .state
+                        .as_ref()
+                        .is_none_or(|s| s.state == c.state as i32)
                     && labels_match(&c.config.labels, &filter.label_selector)
             })
             .map(|(id, c)| Container {
@@ -903,9 +912,10 @@ impl RuntimeService for FakeRuntime {
     async fn container_stats(&self, container_id: &str) -> Result<ContainerStats> {
         self.enter("ContainerStats").await?;
         let state = self.state();
-        let c = state.containers.get(container_id).ok_or_else(|| {
-            not_found(Call::with_id("ContainerStats", container_id), "container")
-        })?;
+        let c = state
+            .containers
+            .get(container_id)
+            .ok_or_else(|| not_found(Call::with_id("ContainerStats", container_id), "container"))?;
         Ok(stats_of(container_id, c))
     }
 
@@ -1095,7 +1105,10 @@ mod server {
             &self,
             r: Request<StopPodSandboxRequest>,
         ) -> Reply<StopPodSandboxResponse> {
-            let res = self.0.stop_pod_sandbox(&r.into_inner().pod_sandbox_id).await;
+            let res = self
+                .0
+                .stop_pod_sandbox(&r.into_inner().pod_sandbox_id)
+                .await;
             self.reply("StopPodSandbox", res.map(|()| StopPodSandboxResponse {}))
         }
 
@@ -1107,7 +1120,10 @@ mod server {
                 .0
                 .remove_pod_sandbox(&r.into_inner().pod_sandbox_id)
                 .await;
-            self.reply("RemovePodSandbox", res.map(|()| RemovePodSandboxResponse {}))
+            self.reply(
+                "RemovePodSandbox",
+                res.map(|()| RemovePodSandboxResponse {}),
+            )
         }
 
         async fn pod_sandbox_status(
@@ -1115,7 +1131,10 @@ mod server {
             r: Request<PodSandboxStatusRequest>,
         ) -> Reply<PodSandboxStatusResponse> {
             let r = r.into_inner();
-            let res = self.0.pod_sandbox_status(&r.pod_sandbox_id, r.verbose).await;
+            let res = self
+                .0
+                .pod_sandbox_status(&r.pod_sandbox_id, r.verbose)
+                .await;
             self.reply("PodSandboxStatus", res)
         }
 
@@ -1355,13 +1374,13 @@ mod server {
     impl image_service_server::ImageService for Service {
         async fn list_images(&self, r: Request<ListImagesRequest>) -> Reply<ListImagesResponse> {
             let res = self.0.list_images(r.into_inner().filter).await;
-            self.reply("ListImages", res.map(|images| ListImagesResponse { images }))
+            self.reply(
+                "ListImages",
+                res.map(|images| ListImagesResponse { images }),
+            )
         }
 
-        async fn image_status(
-            &self,
-            r: Request<ImageStatusRequest>,
-        ) -> Reply<ImageStatusResponse> {
+        async fn image_status(&self, r: Request<ImageStatusRequest>) -> Reply<ImageStatusResponse> {
             let r = r.into_inner();
             let res = self
                 .0
@@ -1385,7 +1404,10 @@ mod server {
         }
 
         async fn remove_image(&self, r: Request<RemoveImageRequest>) -> Reply<RemoveImageResponse> {
-            let res = self.0.remove_image(r.into_inner().image.unwrap_or_default()).await;
+            let res = self
+                .0
+                .remove_image(r.into_inner().image.unwrap_or_default())
+                .await;
             self.reply("RemoveImage", res.map(|()| RemoveImageResponse {}))
         }
 
@@ -1395,5 +1417,190 @@ mod server {
         ) -> Reply<ImageFsInfoResponse> {
             self.reply("ImageFsInfo", self.0.image_fs_info().await)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sandbox(name: &str) -> PodSandboxConfig {
+        PodSandboxConfig {
+            metadata: Some(PodSandboxMetadata {
+                name: name.into(),
+                namespace: "ns".into(),
+                uid: format!("{name}-uid"),
+                attempt: 0,
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn container(name: &str, image: &str) -> ContainerConfig {
+        ContainerConfig {
+            metadata: Some(ContainerMetadata {
+                name: name.into(),
+                attempt: 0,
+            }),
+            image: Some(ImageSpec {
+                image: image.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn containers_move_through_their_states() {
+        let rt = FakeRuntime::new();
+        rt.add_image("img");
+        let sb = rt.run_pod_sandbox(sandbox("p"), "").await.unwrap();
+        let id = rt
+            .create_container(&sb, container("c", "img"), sandbox("p"))
+            .await
+            .unwrap();
+        let state = |rt: &FakeRuntime, id: &str| {
+            let rt = rt.clone();
+            let id = id.to_owned();
+            async move {
+                rt.container_status(&id, false)
+                    .await
+                    .unwrap()
+                    .status
+                    .unwrap()
+            }
+        };
+        assert_eq!(
+            state(&rt, &id).await.state(),
+            ContainerState::ContainerCreated
+        );
+        rt.start_container(&id).await.unwrap();
+        assert_eq!(
+            state(&rt, &id).await.state(),
+            ContainerState::ContainerRunning
+        );
+        // Starting twice is refused, as containerd does.
+        assert!(rt.start_container(&id).await.is_err());
+        rt.exit_container(&id, 1, "Error").unwrap();
+        let s = state(&rt, &id).await;
+        assert_eq!(s.state(), ContainerState::ContainerExited);
+        assert_eq!((s.exit_code, s.reason.as_str()), (1, "Error"));
+        assert!(s.finished_at >= s.started_at && s.started_at >= s.created_at);
+    }
+
+    #[tokio::test]
+    async fn names_are_reserved_and_images_required() {
+        let rt = FakeRuntime::new();
+        rt.add_image("img");
+        let sb = rt.run_pod_sandbox(sandbox("p"), "").await.unwrap();
+        let err = rt.run_pod_sandbox(sandbox("p"), "").await.unwrap_err();
+        assert!(matches!(err, Error::AlreadyExists { .. }), "{err}");
+        rt.create_container(&sb, container("c", "img"), sandbox("p"))
+            .await
+            .unwrap();
+        let err = rt
+            .create_container(&sb, container("c", "img"), sandbox("p"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::AlreadyExists { .. }), "{err}");
+        let err = rt
+            .create_container(&sb, container("d", "missing"), sandbox("p"))
+            .await
+            .unwrap_err();
+        assert!(err.is_not_found(), "{err}");
+    }
+
+    #[tokio::test]
+    async fn stopping_a_sandbox_stops_its_containers_and_removal_is_idempotent() {
+        let rt = FakeRuntime::new();
+        rt.add_image("img");
+        let sb = rt.run_pod_sandbox(sandbox("p"), "").await.unwrap();
+        let id = rt
+            .create_container(&sb, container("c", "img"), sandbox("p"))
+            .await
+            .unwrap();
+        rt.start_container(&id).await.unwrap();
+        rt.stop_pod_sandbox(&sb).await.unwrap();
+        let listed = rt.list_containers(None).await.unwrap();
+        assert_eq!(listed[0].state(), ContainerState::ContainerExited);
+        let status = rt.pod_sandbox_status(&sb, false).await.unwrap();
+        assert_eq!(
+            status.status.unwrap().state(),
+            PodSandboxState::SandboxNotready
+        );
+        // Containers cannot be created in a sandbox that is not ready.
+        assert!(
+            rt.create_container(&sb, container("late", "img"), sandbox("p"))
+                .await
+                .is_err()
+        );
+        rt.remove_pod_sandbox(&sb).await.unwrap();
+        rt.remove_pod_sandbox(&sb).await.unwrap();
+        rt.remove_container(&id).await.unwrap();
+        assert!(rt.list_containers(None).await.unwrap().is_empty());
+        assert!(rt.stop_pod_sandbox(&sb).await.unwrap_err().is_not_found());
+    }
+
+    #[tokio::test]
+    async fn filters_select_by_sandbox_state_and_label() {
+        let rt = FakeRuntime::new();
+        rt.add_image("img");
+        let a = rt.run_pod_sandbox(sandbox("a"), "").await.unwrap();
+        let b = rt.run_pod_sandbox(sandbox("b"), "").await.unwrap();
+        let mut labelled = container("c", "img");
+        labelled.labels.insert("k".into(), "v".into());
+        let ca = rt
+            .create_container(&a, labelled, sandbox("a"))
+            .await
+            .unwrap();
+        rt.create_container(&b, container("c", "img"), sandbox("b"))
+            .await
+            .unwrap();
+        rt.start_container(&ca).await.unwrap();
+        let by_sandbox = rt
+            .list_containers(Some(ContainerFilter {
+                pod_sandbox_id: a.clone(),
+                ..Default::default()
+            }))
+            .await
+            .unwrap();
+        assert_eq!(by_sandbox.len(), 1);
+        let running = rt
+            .list_containers(Some(ContainerFilter {
+                state: Some(ContainerStateValue {
+                    state: ContainerState::ContainerRunning as i32,
+                }),
+                ..Default::default()
+            }))
+            .await
+            .unwrap();
+        assert_eq!(running.iter().map(|c| &c.id).collect::<Vec<_>>(), [&ca]);
+        let by_label = rt
+            .list_containers(Some(ContainerFilter {
+                label_selector: [("k".to_string(), "v".to_string())].into(),
+                ..Default::default()
+            }))
+            .await
+            .unwrap();
+        assert_eq!(by_label.len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn injected_delays_and_errors_apply_per_method() {
+        let rt = FakeRuntime::new();
+        rt.set_delay("Version", Duration::from_secs(3));
+        let started = tokio::time::Instant::now();
+        rt.version().await.unwrap();
+        assert!(started.elapsed() >= Duration::from_secs(3));
+        rt.inject_error(
+            "Status",
+            Error::Unavailable {
+                call: Call::new("Status"),
+                message: "down".into(),
+            },
+        );
+        assert!(rt.status(false).await.is_err());
+        assert!(rt.status(false).await.is_ok());
+        assert_eq!(rt.calls(), ["Version", "Status", "Status"]);
     }
 }

@@ -183,7 +183,11 @@ pub trait RuntimeService: Send + Sync {
     /// A stream of container lifecycle events (created, started, stopped,
     /// deleted), for the evented PLEG.
     ///
-    /// containerd 1.6 answers [`Error::Unimplemented`]; a caller then falls
+    /// The subscription is opened in the background: events of changes made
+    /// before the runtime has registered it may be missed, so a caller
+    /// relists after subscribing, as upstream's evented PLEG does. Errors —
+    /// [`Error::Unimplemented`] from containerd 1.6 among them — may come as
+    /// an `Err` item of the stream, after which it ends; a caller then falls
     /// back to relisting.
     async fn get_container_events(&self) -> Result<ContainerEventStream>;
 }

@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use futures::StreamExt;
 use tonic::transport::{Channel, Endpoint};
 use tracing::Instrument;
 
@@ -697,20 +696,59 @@ impl RuntimeService for RemoteRuntime {
     }
 
     async fn get_container_events(&self) -> Result<ContainerEventStream> {
-        let mut c = self.runtime.clone();
-        // A stream has no deadline: it lives as long as the PLEG reads it.
-        let stream = self
-            .run(
-                "get_container_events",
-                || Call::new("GetContainerEvents"),
-                None,
-                c.get_container_events(GetEventsRequest {}),
-            )
-            .await?;
-        Ok(Box::pin(stream.map(|item| {
-            item.map_err(|status| Error::from_status(Call::new("GetContainerEvents"), status))
-        })))
+        // grpc-go servers (containerd) send a stream's headers only with its
+        // first message, so awaiting the call here would block until the
+        // first event. Like grpc-go's own client, hand back the stream at
+        // once and let a task drive the call; errors, `Unimplemented` from
+        // containerd 1.6 included, arrive as the stream's first item.
+        let (tx, rx) = tokio::sync::mpsc::channel(EVENT_BUFFER);
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut c = this.runtime.clone();
+            let opened = tokio::select! {
+                opened = this.run(
+                    "get_container_events",
+                    || Call::new("GetContainerEvents"),
+                    None,
+                    c.get_container_events(GetEventsRequest {}),
+                ) => opened,
+                () = tx.closed() => return,
+            };
+            let mut stream = match opened {
+                Ok(stream) => stream,
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+            };
+            loop {
+                let item = tokio::select! {
+                    item = stream.message() => item,
+                    () = tx.closed() => return,
+                };
+                let item = match item {
+                    Ok(Some(event)) => Ok(event),
+                    Ok(None) => return,
+                    Err(status) => Err(Error::from_status(Call::new("GetContainerEvents"), status)),
+                };
+                let failed = item.is_err();
+                if tx.send(item).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Ok(Box::pin(tokio_stream_from(rx)))
     }
+}
+
+/// Upstream's evented PLEG reads events as they come; this buffer only
+/// absorbs bursts between reads.
+const EVENT_BUFFER: usize = 1000;
+
+fn tokio_stream_from(
+    mut rx: tokio::sync::mpsc::Receiver<Result<ContainerEventResponse>>,
+) -> impl futures::Stream<Item = Result<ContainerEventResponse>> + Send + 'static {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
 #[async_trait]

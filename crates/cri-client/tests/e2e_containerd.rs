@@ -60,7 +60,11 @@ async fn run_pod(rt: &RemoteRuntime, bed: &Testbed, name: &str) -> Pod {
     }
 }
 
-fn container_config(name: &str, cmd: &[&str], resources: Option<api::LinuxContainerResources>) -> api::ContainerConfig {
+fn container_config(
+    name: &str,
+    cmd: &[&str],
+    resources: Option<api::LinuxContainerResources>,
+) -> api::ContainerConfig {
     api::ContainerConfig {
         metadata: Some(api::ContainerMetadata {
             name: name.into(),
@@ -81,7 +85,11 @@ fn container_config(name: &str, cmd: &[&str], resources: Option<api::LinuxContai
 }
 
 async fn start(rt: &RemoteRuntime, pod: &Pod, config: api::ContainerConfig) -> String {
-    let name = config.metadata.as_ref().map(|m| m.name.clone()).unwrap_or_default();
+    let name = config
+        .metadata
+        .as_ref()
+        .map(|m| m.name.clone())
+        .unwrap_or_default();
     std::fs::create_dir_all(pod.log_dir.join(&name)).expect("container log dir");
     let id = rt
         .create_container(&pod.sandbox_id, config, pod.config.clone())
@@ -103,14 +111,22 @@ async fn wait_exited(rt: &RemoteRuntime, id: &str, limit: Duration) -> api::Cont
         if status.state() == ContainerState::ContainerExited {
             return status;
         }
-        assert!(Instant::now() < deadline, "container {id} still {:?} after {limit:?}", status.state());
+        assert!(
+            Instant::now() < deadline,
+            "container {id} still {:?} after {limit:?}",
+            status.state()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
 async fn teardown(rt: &RemoteRuntime, pod: &Pod) {
-    rt.stop_pod_sandbox(&pod.sandbox_id).await.expect("StopPodSandbox");
-    rt.remove_pod_sandbox(&pod.sandbox_id).await.expect("RemovePodSandbox");
+    rt.stop_pod_sandbox(&pod.sandbox_id)
+        .await
+        .expect("StopPodSandbox");
+    rt.remove_pod_sandbox(&pod.sandbox_id)
+        .await
+        .expect("RemovePodSandbox");
 }
 
 fn read_trimmed(path: &std::path::Path) -> String {
@@ -127,13 +143,27 @@ async fn version_reports_containerd_and_v1() {
     let v = rt.version().await.expect("Version");
     assert_eq!(v.runtime_name, "containerd");
     assert_eq!(v.runtime_api_version, "v1");
-    assert!(v.runtime_version.starts_with('v') || v.runtime_version.starts_with('1'), "{v:?}");
-    let status = rt.status(false).await.expect("Status").status.expect("status");
     assert!(
-        status.conditions.iter().any(|c| c.r#type == "RuntimeReady" && c.status),
+        v.runtime_version.starts_with('v') || v.runtime_version.starts_with('1'),
+        "{v:?}"
+    );
+    let status = rt
+        .status(false)
+        .await
+        .expect("Status")
+        .status
+        .expect("status");
+    assert!(
+        status
+            .conditions
+            .iter()
+            .any(|c| c.r#type == "RuntimeReady" && c.status),
         "{status:?}"
     );
-    eprintln!("containerd {} (CRI {})", v.runtime_version, v.runtime_api_version);
+    eprintln!(
+        "containerd {} (CRI {})",
+        v.runtime_version, v.runtime_api_version
+    );
 }
 
 #[tokio::test]
@@ -148,7 +178,12 @@ async fn container_limits_reach_the_cgroup_files() {
         cpu_shares: 256,
         ..Default::default()
     };
-    let id = start(&rt, &pod, container_config("app", &["sleep", "3600"], Some(resources))).await;
+    let id = start(
+        &rt,
+        &pod,
+        container_config("app", &["sleep", "3600"], Some(resources)),
+    )
+    .await;
 
     let cgroup = format!("{}/{id}", pod.cgroup_parent);
     if Testbed::is_cgroup_v2() {
@@ -194,7 +229,11 @@ async fn exec_sync_returns_stdout_stderr_and_exit_code() {
     let id = start(&rt, &pod, container_config("app", &["sleep", "3600"], None)).await;
     let cmd = ["sh", "-c", "echo to-out; echo to-err >&2; exit 3"];
     let reply = rt
-        .exec_sync(&id, cmd.iter().map(|s| s.to_string()).collect(), Duration::from_secs(10))
+        .exec_sync(
+            &id,
+            cmd.iter().map(|s| s.to_string()).collect(),
+            Duration::from_secs(10),
+        )
         .await
         .expect("ExecSync");
     assert_eq!(String::from_utf8_lossy(&reply.stdout), "to-out\n");
@@ -230,8 +269,14 @@ async fn the_log_file_holds_output_in_the_cri_format() {
         assert!(tag == "F" || tag == "P", "tag in {line:?}");
         seen.push((stream.to_owned(), content.to_owned()));
     }
-    assert!(seen.contains(&("stdout".into(), "hello-out".into())), "{text}");
-    assert!(seen.contains(&("stderr".into(), "hello-err".into())), "{text}");
+    assert!(
+        seen.contains(&("stdout".into(), "hello-out".into())),
+        "{text}"
+    );
+    assert!(
+        seen.contains(&("stderr".into(), "hello-err".into())),
+        "{text}"
+    );
     teardown(&rt, &pod).await;
 }
 
@@ -239,17 +284,28 @@ async fn the_log_file_holds_output_in_the_cri_format() {
 async fn container_events_arrive_in_order() {
     let Some(bed) = Testbed::start() else { return };
     let rt = connect(&bed).await;
-    let events = rt.get_container_events().await;
+    let mut events = rt.get_container_events().await.expect("GetContainerEvents");
     if !bed.has_container_events() {
-        let err = events.err().expect("containerd 1.6 has no GetContainerEvents");
+        let first = tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await
+            .expect("an answer from containerd 1.6");
+        let err = first
+            .and_then(Result::err)
+            .expect("containerd 1.6 has no GetContainerEvents");
         assert!(err.is_unimplemented(), "{err}");
-        eprintln!("containerd {}: GetContainerEvents is unimplemented, as expected", bed.containerd_version());
+        eprintln!(
+            "containerd {}: GetContainerEvents is unimplemented, as expected",
+            bed.containerd_version()
+        );
         return;
     }
-    let mut events = events.expect("GetContainerEvents");
+    // Give containerd a moment to register the subscription (see the trait docs).
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let pod = run_pod(&rt, &bed, "events").await;
     let id = start(&rt, &pod, container_config("app", &["sleep", "3600"], None)).await;
-    rt.stop_container(&id, Duration::from_secs(0)).await.expect("StopContainer");
+    rt.stop_container(&id, Duration::from_secs(0))
+        .await
+        .expect("StopContainer");
     rt.remove_container(&id).await.expect("RemoveContainer");
 
     let mut kinds = Vec::new();
@@ -281,21 +337,42 @@ async fn unknown_ids_give_not_found() {
     let Some(bed) = Testbed::start() else { return };
     let rt = connect(&bed).await;
     let missing = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
-    let err = rt.container_status(missing, false).await.expect_err("no such container");
+    let err = rt
+        .container_status(missing, false)
+        .await
+        .expect_err("no such container");
     assert!(matches!(err, Error::NotFound { .. }), "{err:?}");
     assert_eq!(err.call().map(|c| c.method), Some("ContainerStatus"));
-    let err = rt.pod_sandbox_status(missing, false).await.expect_err("no such sandbox");
+    let err = rt
+        .pod_sandbox_status(missing, false)
+        .await
+        .expect_err("no such sandbox");
     assert!(matches!(err, Error::NotFound { .. }), "{err:?}");
-    let err = rt.start_container(missing).await.expect_err("no such container");
+    let err = rt
+        .start_container(missing)
+        .await
+        .expect_err("no such container");
     assert!(err.is_not_found(), "{err:?}");
     // The image service too: an absent image is None, not an error.
     let image = rt
-        .image_status(api::ImageSpec { image: "localhost/absent:1".into(), ..Default::default() }, false)
+        .image_status(
+            api::ImageSpec {
+                image: "localhost/absent:1".into(),
+                ..Default::default()
+            },
+            false,
+        )
         .await
         .expect("ImageStatus");
     assert!(image.is_none());
     let busybox = rt
-        .image_status(api::ImageSpec { image: BUSYBOX_IMAGE.into(), ..Default::default() }, false)
+        .image_status(
+            api::ImageSpec {
+                image: BUSYBOX_IMAGE.into(),
+                ..Default::default()
+            },
+            false,
+        )
         .await
         .expect("ImageStatus");
     assert!(busybox.is_some_and(|i| i.id.starts_with("sha256:")));

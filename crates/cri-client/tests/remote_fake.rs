@@ -22,7 +22,10 @@ async fn serve() -> Served {
     let dir = tempfile::tempdir().expect("tempdir");
     let fake = FakeRuntime::new();
     fake.add_image("localhost/busybox:latest");
-    let server = fake.serve(dir.path().join("cri.sock")).await.expect("serve");
+    let server = fake
+        .serve(dir.path().join("cri.sock"))
+        .await
+        .expect("serve");
     Served {
         fake,
         server,
@@ -145,7 +148,10 @@ async fn malformed_replies_are_errors_not_panics() {
     let sb = rt.run_pod_sandbox(sandbox("web"), "").await.expect("run");
 
     s.fake.inject_malformed_reply("PodSandboxStatus");
-    let err = rt.pod_sandbox_status(&sb, false).await.expect_err("empty reply");
+    let err = rt
+        .pod_sandbox_status(&sb, false)
+        .await
+        .expect_err("empty reply");
     assert!(matches!(err, Error::MalformedResponse { .. }), "{err:?}");
     assert!(err.to_string().contains("PodSandboxStatus"), "{err}");
 
@@ -300,5 +306,10 @@ async fn image_pulls_carry_credentials() {
         pulls[0].1.as_ref().map(|a| a.username.as_str()),
         Some("robot")
     );
-    assert!(rt.image_status(image, false).await.expect("status").is_some());
+    assert!(
+        rt.image_status(image, false)
+            .await
+            .expect("status")
+            .is_some()
+    );
 }

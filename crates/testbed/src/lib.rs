@@ -64,7 +64,9 @@ impl Testbed {
     pub fn start() -> Option<Testbed> {
         match Self::try_start() {
             Ok(bed) => Some(bed),
-            Err(reason) if is_ci() => panic!("the containerd test bed is required under CI: {reason}"),
+            Err(reason) if is_ci() => {
+                panic!("the containerd test bed is required under CI: {reason}")
+            }
             Err(reason) => {
                 eprintln!("SKIPPED: no containerd test bed: {reason}");
                 None
@@ -82,6 +84,7 @@ impl Testbed {
         if !start.exists() {
             return Err(format!("{} is missing", start.display()));
         }
+        sweep_abandoned();
         let dir = tempfile::Builder::new()
             .prefix("kubelet-tb-")
             .tempdir_in("/tmp")
@@ -113,6 +116,12 @@ impl Testbed {
                 String::from_utf8_lossy(&out.stderr)
             ));
         }
+        // Who owns this test bed, so a later run can sweep it if this
+        // process is killed before its Drop runs.
+        let _ = std::fs::write(
+            bed.dir.path().join("owner.pid"),
+            std::process::id().to_string(),
+        );
         bed.version = stdout
             .lines()
             .find_map(|l| l.strip_prefix("testbed: containerd "))
@@ -194,6 +203,58 @@ impl Testbed {
     }
 }
 
+fn pid_alive(pid: &str) -> bool {
+    Path::new("/proc").join(pid).exists()
+}
+
+/// Stops the test beds and removes the cgroup roots of test processes that
+/// died without dropping their [`Testbed`] (killed by a timeout, say).
+fn sweep_abandoned() {
+    let Ok(entries) = std::fs::read_dir("/tmp") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let dir = entry.path();
+        let is_bed = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with("kubelet-tb-"));
+        let owner = std::fs::read_to_string(dir.join("owner.pid")).unwrap_or_default();
+        if is_bed && !owner.is_empty() && !pid_alive(owner.trim()) {
+            eprintln!(
+                "testbed: sweeping {} (owner {} is gone)",
+                dir.display(),
+                owner.trim()
+            );
+            let _ = Command::new("bash")
+                .arg(scripts_dir().join("stop.sh"))
+                .arg(&dir)
+                .output();
+        }
+    }
+    let Ok(controllers) = std::fs::read_dir("/sys/fs/cgroup") else {
+        return;
+    };
+    for controller in controllers.flatten() {
+        let Ok(children) = std::fs::read_dir(controller.path()) else {
+            continue;
+        };
+        for child in children.flatten() {
+            let name = child.file_name();
+            let Some(pid) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix("kubelet-e2e-"))
+                .and_then(|rest| rest.split('-').next())
+            else {
+                continue;
+            };
+            if !pid_alive(pid) {
+                remove_cgroup_tree(&child.path());
+            }
+        }
+    }
+}
+
 /// cgroup directories are removed with rmdir, children first.
 fn remove_cgroup_tree(dir: &Path) {
     if let Ok(entries) = std::fs::read_dir(dir) {
@@ -211,7 +272,11 @@ fn remove_cgroup_tree(dir: &Path) {
 impl Drop for Testbed {
     fn drop(&mut self) {
         let stop = scripts_dir().join("stop.sh");
-        match Command::new("bash").arg(&stop).arg(self.dir.path()).output() {
+        match Command::new("bash")
+            .arg(&stop)
+            .arg(self.dir.path())
+            .output()
+        {
             Ok(out) if out.status.success() => {}
             Ok(out) => eprintln!(
                 "testbed: {} failed: {}{}",
