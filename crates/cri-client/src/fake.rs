@@ -706,7 +706,7 @@ impl RuntimeService for FakeRuntime {
                 });
             };
             let image = config.image.as_ref().map(|i| i.image.clone());
-            let image_ref = match image.as_deref().and_then(|i| state.images.get(i)) {
+            let image_ref = match image.as_deref().and_then(|i| find_image(&state.images, i)) {
                 Some(found) => found.id.clone(),
                 None => {
                     return Err(Error::NotFound {
@@ -990,6 +990,13 @@ impl RuntimeService for FakeRuntime {
     }
 }
 
+/// An image by name or by ID, as containerd resolves either.
+fn find_image<'a>(images: &'a BTreeMap<String, Image>, name_or_id: &str) -> Option<&'a Image> {
+    images
+        .get(name_or_id)
+        .or_else(|| images.values().find(|i| i.id == name_or_id))
+}
+
 fn stats_of(id: &str, c: &FakeContainer) -> ContainerStats {
     ContainerStats {
         attributes: Some(ContainerAttributes {
@@ -1018,7 +1025,7 @@ impl ImageService for FakeRuntime {
 
     async fn image_status(&self, image: ImageSpec, _verbose: bool) -> Result<Option<Image>> {
         self.enter("ImageStatus").await?;
-        Ok(self.state().images.get(&image.image).cloned())
+        Ok(find_image(&self.state().images, &image.image).cloned())
     }
 
     async fn pull_image(

@@ -1,25 +1,214 @@
-//! Pods translated into CRI calls: SyncPod, KillPod, image pulls and garbage collection.
+//! Pods translated into CRI calls: SyncPod, KillPod, pod status from the
+//! runtime, and image pulls.
 //!
-//! Mirrors upstream `pkg/kubelet/kuberuntime`.
+//! Mirrors upstream `pkg/kubelet/kuberuntime` (the "generic runtime
+//! manager"). Its central trait is [`Runtime`] (upstream
+//! `kubecontainer.Runtime`): what the kubelet's pod workers call to make a
+//! pod's containers match its spec. [`RuntimeManager`] implements it over
+//! any [`RuntimeService`](kubelet_cri_client::RuntimeService) +
+//! [`ImageService`](kubelet_cri_client::ImageService), such as containerd
+//! through [`RemoteRuntime`](kubelet_cri_client::RemoteRuntime).
 //!
-//! The runtime manager computes which sandboxes and containers a pod needs
-//! and drives the CRI to get there: SyncPod, KillPod, image pulls and
-//! container garbage collection.
+//! - [`actions`]: `compute_pod_actions`, a pure function of spec and status
+//!   that decides which sandbox and containers to create or kill.
+//! - [`config`]: the CRI sandbox and container configs (log paths, cgroup
+//!   parent, namespaces, env with `$(VAR)` expansion and the downward API,
+//!   mounts, resources from `kubelet-cm`, security context).
+//! - [`labels`] and [`hash`]: the `io.kubernetes.*` labels and annotations
+//!   from which state is rebuilt after a restart, and the versioned
+//!   container hash.
+//! - [`status`]: the runtime's view of a pod.
 //!
-//! **Status: not built yet.** This crate holds its name in the workspace;
-//! the runtime manager (issue: working kubelet) fills it. Nothing here pretends to work: [`Error::Unimplemented`]
-//! is all it can return.
+//! Not built yet: crash-loop and image-pull backoff (the eviction crate's
+//! backoff plugs in here), lifecycle hooks, container garbage collection,
+//! sidecar init containers. They are listed in the issues.
 //!
 //! ```no_run
-//! let err = kubelet_kuberuntime::Error::Unimplemented("Runtime");
-//! eprintln!("{err}");
+//! use std::sync::Arc;
+//! use kubelet_cri_client::RemoteRuntime;
+//! use kubelet_kuberuntime::{Runtime, RuntimeManager, config::ConfigOptions};
+//!
+//! # async fn demo(pod: k8s_openapi::api::core::v1::Pod) -> Result<(), Box<dyn std::error::Error>> {
+//! let cri = RemoteRuntime::builder("unix:///run/containerd/containerd.sock").connect().await?;
+//! let manager = RuntimeManager::new(Arc::new(cri), ConfigOptions::default());
+//! let uid = pod.metadata.uid.clone().unwrap_or_default();
+//! let status = manager.get_pod_status(&uid, "web", "default").await?;
+//! let result = manager.sync_pod(&pod, &status, &Default::default()).await;
+//! println!("started {:?}, errors {:?}", result.started_containers, result.errors);
+//! # Ok(())
+//! # }
 //! ```
 
-/// Errors of this crate.
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+use k8s_openapi::api::core::v1::Pod;
+
+pub mod actions;
+pub mod config;
+pub mod hash;
+pub mod labels;
+mod manager;
+pub mod status;
+
+pub use manager::{CriRuntime, MINIMUM_GRACE_PERIOD, RuntimeManager, pull_policy};
+pub use status::{ContainerState, ContainerStatus, PodStatus, RunningPod};
+
+/// Errors of this crate. Each names the pod (`namespace/name`) and, where
+/// it applies, the container or image.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The named part is not built yet.
-    #[error("{0} is not implemented yet")]
-    Unimplemented(&'static str),
+    /// The pod spec cannot be run as written.
+    #[error("pod {pod}: {reason}")]
+    InvalidPod {
+        /// The pod.
+        pod: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The image is absent and its pull policy is `Never`
+    /// (upstream `ErrImageNeverPull`).
+    #[error("pod {pod}: image {image:?} is not present with pull policy of Never")]
+    ImageNeverPull {
+        /// The pod.
+        pod: String,
+        /// The image.
+        image: String,
+    },
+    /// Pulling the image failed (upstream `ErrImagePull`).
+    #[error("pod {pod}: pulling image {image:?}: {source}")]
+    ImagePull {
+        /// The pod.
+        pod: String,
+        /// The image.
+        image: String,
+        /// The CRI error.
+        source: kubelet_cri_client::Error,
+    },
+    /// RunPodSandbox failed (upstream `ErrCreatePodSandbox`).
+    #[error("pod {pod}: creating the sandbox: {source}")]
+    CreateSandbox {
+        /// The pod.
+        pod: String,
+        /// The CRI error.
+        source: kubelet_cri_client::Error,
+    },
+    /// CreateContainer failed (upstream `ErrCreateContainer`).
+    #[error("pod {pod}: creating container {container:?}: {source}")]
+    CreateContainer {
+        /// The pod.
+        pod: String,
+        /// The container.
+        container: String,
+        /// The CRI error.
+        source: kubelet_cri_client::Error,
+    },
+    /// StartContainer failed (upstream `ErrRunContainer`).
+    #[error("pod {pod}: starting container {container:?}: {source}")]
+    StartContainer {
+        /// The pod.
+        pod: String,
+        /// The container.
+        container: String,
+        /// The CRI error.
+        source: kubelet_cri_client::Error,
+    },
+    /// StopContainer failed (upstream `ErrKillContainer`).
+    #[error("killing container {container:?} ({id}): {source}")]
+    KillContainer {
+        /// The container.
+        container: String,
+        /// Its ID.
+        id: String,
+        /// The CRI error.
+        source: kubelet_cri_client::Error,
+    },
+    /// Stopping or removing the sandbox failed (upstream `ErrKillPodSandbox`).
+    #[error("pod {pod}: stopping the sandbox: {source}")]
+    KillPod {
+        /// The pod.
+        pod: String,
+        /// The CRI error.
+        source: kubelet_cri_client::Error,
+    },
+    /// Reading the runtime's state failed.
+    #[error("pod {pod}: {source}")]
+    Runtime {
+        /// The pod (`*` for all).
+        pod: String,
+        /// The CRI error.
+        source: kubelet_cri_client::Error,
+    },
+    /// A file or directory the pod needs could not be made.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// What one [`Runtime::sync_pod`] did (upstream `PodSyncResult`).
+#[derive(Debug, Default)]
+pub struct PodSyncResult {
+    /// Whether the whole pod was killed first.
+    pub killed_pod: bool,
+    /// The sandbox created, if any.
+    pub created_sandbox: Option<String>,
+    /// Containers killed (by name).
+    pub killed_containers: Vec<String>,
+    /// Containers started (by name).
+    pub started_containers: Vec<String>,
+    /// What failed; the sync carried on where upstream does.
+    pub errors: Vec<Error>,
+}
+
+impl PodSyncResult {
+    /// The first error, if the sync failed anywhere.
+    pub fn error(&self) -> Option<&Error> {
+        self.errors.first()
+    }
+}
+
+/// What the kubelet needs from a container runtime (upstream
+/// `kubecontainer.Runtime`, `pkg/kubelet/container/runtime.go`).
+#[async_trait]
+pub trait Runtime: Send + Sync {
+    /// Every pod found in the runtime (with exited containers and
+    /// not-ready sandboxes when `all`), grouped by the pod UID label.
+    async fn get_pods(&self, all: bool) -> Result<Vec<RunningPod>, Error>;
+
+    /// The runtime status of one pod.
+    async fn get_pod_status(
+        &self,
+        uid: &str,
+        name: &str,
+        namespace: &str,
+    ) -> Result<PodStatus, Error>;
+
+    /// Brings the pod's sandbox and containers to its spec, in upstream's
+    /// order. `volumes` maps the pod's volume names to prepared host paths.
+    async fn sync_pod(
+        &self,
+        pod: &Pod,
+        status: &PodStatus,
+        volumes: &HashMap<String, PathBuf>,
+    ) -> PodSyncResult;
+
+    /// Stops every container (with its grace period) and every sandbox of
+    /// the pod. `pod` is `None` for a pod the kubelet no longer knows: the
+    /// grace periods then come from the containers' annotations.
+    async fn kill_pod(
+        &self,
+        pod: Option<&Pod>,
+        running: &RunningPod,
+        grace_override: Option<i64>,
+    ) -> Result<(), Error>;
+
+    /// Removes the pod's sandboxes (and with them its containers) once it is
+    /// killed.
+    async fn remove_pod(&self, running: &RunningPod) -> Result<(), Error>;
 }

@@ -1,0 +1,484 @@
+//! Pod sandbox and container configs for the CRI, from a pod spec.
+//!
+//! Mirrors upstream `generatePodSandboxConfig`
+//! (`pkg/kubelet/kuberuntime/kuberuntime_sandbox.go`) and
+//! `generateContainerConfig` (`kuberuntime_container.go`,
+//! `kuberuntime_container_linux.go`).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::core::v1::{Container, Pod};
+use kubelet_cm::{CgroupDriverKind, CgroupName, ContainerResourceOptions};
+use kubelet_cri_client::api;
+
+use crate::Error;
+use crate::labels::{
+    ContainerType, new_container_annotations, new_container_labels, new_pod_annotations,
+    new_pod_labels,
+};
+
+/// Node-wide settings the configs depend on.
+#[derive(Debug, Clone)]
+pub struct ConfigOptions {
+    /// Where pod logs go (upstream `podLogsDir`, default `/var/log/pods`).
+    pub pod_logs_dir: PathBuf,
+    /// The cgroup everything of the kubelet's lives under (upstream
+    /// `--cgroup-root`, with `kubepods` below it when cgroups-per-QoS is on).
+    pub cgroup_root: CgroupName,
+    /// Whether pods get QoS-level cgroups (`kubepods/burstable/...`).
+    pub cgroups_per_qos: bool,
+    /// The cgroup driver: how cgroup names are spelled for the runtime.
+    pub cgroup_driver: CgroupDriverKind,
+    /// How container resources are computed.
+    pub resources: ContainerResourceOptions,
+    /// The node's name, for the downward API.
+    pub node_name: String,
+}
+
+impl Default for ConfigOptions {
+    fn default() -> Self {
+        Self {
+            pod_logs_dir: PathBuf::from("/var/log/pods"),
+            cgroup_root: CgroupName::new(Vec::<String>::new()),
+            cgroups_per_qos: true,
+            cgroup_driver: CgroupDriverKind::Cgroupfs,
+            resources: ContainerResourceOptions::default(),
+            node_name: String::new(),
+        }
+    }
+}
+
+fn meta(pod: &Pod) -> (&str, &str, &str) {
+    let m = &pod.metadata;
+    (
+        m.name.as_deref().unwrap_or_default(),
+        m.namespace.as_deref().unwrap_or("default"),
+        m.uid.as_deref().unwrap_or_default(),
+    )
+}
+
+/// The pod's log directory: `<podLogsDir>/<namespace>_<name>_<uid>`
+/// (upstream `BuildPodLogsDirectory`).
+pub fn pod_log_dir(logs_dir: &Path, pod: &Pod) -> PathBuf {
+    let (name, namespace, uid) = meta(pod);
+    logs_dir.join(format!("{namespace}_{name}_{uid}"))
+}
+
+/// The pod's cgroup, spelled for the runtime by the configured driver.
+pub fn pod_cgroup_parent(opts: &ConfigOptions, pod: &Pod) -> String {
+    let name = if opts.cgroups_per_qos {
+        kubelet_cm::pod_cgroup_name(&opts.cgroup_root, pod)
+    } else {
+        opts.cgroup_root.clone()
+    };
+    match opts.cgroup_driver {
+        CgroupDriverKind::Cgroupfs => name.to_cgroupfs(),
+        CgroupDriverKind::Systemd => name.to_systemd(),
+    }
+}
+
+fn namespace_options(pod: &Pod) -> api::NamespaceOption {
+    let spec = pod.spec.as_ref();
+    let mode = |host: bool| {
+        if host {
+            api::NamespaceMode::Node as i32
+        } else {
+            api::NamespaceMode::Pod as i32
+        }
+    };
+    let share_pid = spec
+        .and_then(|s| s.share_process_namespace)
+        .unwrap_or(false);
+    api::NamespaceOption {
+        network: mode(spec.and_then(|s| s.host_network).unwrap_or(false)),
+        pid: if spec.and_then(|s| s.host_pid).unwrap_or(false) {
+            api::NamespaceMode::Node as i32
+        } else if share_pid {
+            api::NamespaceMode::Pod as i32
+        } else {
+            api::NamespaceMode::Container as i32
+        },
+        ipc: mode(spec.and_then(|s| s.host_ipc).unwrap_or(false)),
+        ..Default::default()
+    }
+}
+
+/// The sandbox config for `pod` (upstream `generatePodSandboxConfig`).
+pub fn pod_sandbox_config(
+    pod: &Pod,
+    attempt: u32,
+    opts: &ConfigOptions,
+) -> Result<api::PodSandboxConfig, Error> {
+    let (name, namespace, uid) = meta(pod);
+    if name.is_empty() || uid.is_empty() {
+        return Err(Error::InvalidPod {
+            pod: format!("{namespace}/{name}"),
+            reason: "a pod needs a name and a UID".into(),
+        });
+    }
+    let spec = pod.spec.as_ref();
+    let host_network = spec.and_then(|s| s.host_network).unwrap_or(false);
+    // Upstream GeneratePodHostNameAndDomain: spec.hostname or the pod name,
+    // truncated to 63 characters.
+    let hostname: String = spec
+        .and_then(|s| s.hostname.clone())
+        .unwrap_or_else(|| name.to_owned())
+        .chars()
+        .take(63)
+        .collect();
+    let mut port_mappings = Vec::new();
+    for c in spec.map(|s| s.containers.as_slice()).unwrap_or_default() {
+        for p in c.ports.iter().flatten() {
+            let protocol = match p.protocol.as_deref() {
+                Some("UDP") => api::Protocol::Udp,
+                Some("SCTP") => api::Protocol::Sctp,
+                _ => api::Protocol::Tcp,
+            };
+            port_mappings.push(api::PortMapping {
+                protocol: protocol as i32,
+                container_port: p.container_port,
+                host_port: p.host_port.unwrap_or(0),
+                host_ip: p.host_ip.clone().unwrap_or_default(),
+            });
+        }
+    }
+    let sysctls = spec
+        .and_then(|s| s.security_context.as_ref())
+        .and_then(|sc| sc.sysctls.as_ref())
+        .map(|list| {
+            list.iter()
+                .map(|s| (s.name.clone(), s.value.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let pod_sc = spec.and_then(|s| s.security_context.as_ref());
+    let privileged = spec
+        .map(|s| {
+            s.containers
+                .iter()
+                .chain(s.init_containers.iter().flatten())
+        })
+        .into_iter()
+        .flatten()
+        .any(|c| {
+            c.security_context
+                .as_ref()
+                .and_then(|sc| sc.privileged)
+                .unwrap_or(false)
+        });
+    Ok(api::PodSandboxConfig {
+        metadata: Some(api::PodSandboxMetadata {
+            name: name.into(),
+            namespace: namespace.into(),
+            uid: uid.into(),
+            attempt,
+        }),
+        hostname: if host_network {
+            String::new()
+        } else {
+            hostname
+        },
+        log_directory: pod_log_dir(&opts.pod_logs_dir, pod).display().to_string(),
+        dns_config: None,
+        port_mappings,
+        labels: new_pod_labels(pod),
+        annotations: new_pod_annotations(pod),
+        linux: Some(api::LinuxPodSandboxConfig {
+            cgroup_parent: pod_cgroup_parent(opts, pod),
+            security_context: Some(api::LinuxSandboxSecurityContext {
+                namespace_options: Some(namespace_options(pod)),
+                privileged,
+                run_as_user: pod_sc
+                    .and_then(|s| s.run_as_user)
+                    .map(|value| api::Int64Value { value }),
+                run_as_group: pod_sc
+                    .and_then(|s| s.run_as_group)
+                    .map(|value| api::Int64Value { value }),
+                supplemental_groups: pod_sc
+                    .and_then(|s| s.supplemental_groups.clone())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .chain(pod_sc.and_then(|s| s.fs_group))
+                    .collect(),
+                seccomp: Some(api::SecurityProfile {
+                    profile_type: api::security_profile::ProfileType::RuntimeDefault as i32,
+                    localhost_ref: String::new(),
+                }),
+                ..Default::default()
+            }),
+            sysctls,
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}
+
+/// Expands `$(VAR)` references from `env`; `$$` escapes a `$`, and an
+/// unknown reference stays as written (upstream `expansion.Expand`).
+pub fn expand(input: &str, env: &HashMap<String, String>) -> String {
+    let mut out = String::with_capacity(input.len());
+    let mut rest = input;
+    while let Some(pos) = rest.find('$') {
+        out.push_str(&rest[..pos]);
+        let after = &rest[pos + 1..];
+        if let Some(tail) = after.strip_prefix('$') {
+            out.push('$');
+            rest = tail;
+        } else if let Some(body) = after.strip_prefix('(') {
+            match body.find(')') {
+                Some(end) => {
+                    let name = &body[..end];
+                    match env.get(name) {
+                        Some(v) => out.push_str(v),
+                        None => {
+                            out.push_str("$(");
+                            out.push_str(name);
+                            out.push(')');
+                        }
+                    }
+                    rest = &body[end + 1..];
+                }
+                None => {
+                    out.push_str("$(");
+                    rest = body;
+                }
+            }
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The container's environment: literal values with `$(VAR)` expansion and
+/// the downward-API fields a standalone kubelet can fill. A reference it
+/// cannot resolve (secrets, config maps, resource fields) is an error.
+pub fn container_env(
+    pod: &Pod,
+    container: &Container,
+    pod_ips: &[String],
+    opts: &ConfigOptions,
+) -> Result<Vec<(String, String)>, Error> {
+    let (name, namespace, uid) = meta(pod);
+    let mut resolved: Vec<(String, String)> = Vec::new();
+    let mut lookup: HashMap<String, String> = HashMap::new();
+    for var in container.env.iter().flatten() {
+        let value = if let Some(v) = &var.value {
+            expand(v, &lookup)
+        } else if let Some(from) = &var.value_from {
+            match from.field_ref.as_ref().map(|f| f.field_path.as_str()) {
+                Some("metadata.name") => name.to_owned(),
+                Some("metadata.namespace") => namespace.to_owned(),
+                Some("metadata.uid") => uid.to_owned(),
+                Some("spec.nodeName") => opts.node_name.clone(),
+                Some("spec.serviceAccountName") => pod
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.service_account_name.clone())
+                    .unwrap_or_default(),
+                Some("status.podIP") => pod_ips.first().cloned().unwrap_or_default(),
+                Some("status.podIPs") => pod_ips.join(","),
+                Some(path) if path.starts_with("metadata.labels['") => {
+                    let key = path
+                        .trim_start_matches("metadata.labels['")
+                        .trim_end_matches("']");
+                    pod.metadata
+                        .labels
+                        .as_ref()
+                        .and_then(|l| l.get(key).cloned())
+                        .unwrap_or_default()
+                }
+                other => {
+                    return Err(Error::InvalidPod {
+                        pod: format!("{namespace}/{name}"),
+                        reason: format!(
+                            "container {:?} env {:?}: unsupported source {:?}",
+                            container.name,
+                            var.name,
+                            other.unwrap_or("(not a field reference)")
+                        ),
+                    });
+                }
+            }
+        } else {
+            String::new()
+        };
+        lookup.insert(var.name.clone(), value.clone());
+        resolved.push((var.name.clone(), value));
+    }
+    Ok(resolved)
+}
+
+/// The container config (upstream `generateContainerConfig`). `volumes`
+/// maps each volume name of the pod to its directory on the host; the
+/// caller (the volume manager) prepared them.
+#[allow(clippy::too_many_arguments)]
+pub fn container_config(
+    pod: &Pod,
+    container: &Container,
+    container_type: ContainerType,
+    restart_count: i32,
+    image_ref: &str,
+    pod_ips: &[String],
+    volumes: &HashMap<String, PathBuf>,
+    opts: &ConfigOptions,
+) -> Result<api::ContainerConfig, Error> {
+    let (name, namespace, _) = meta(pod);
+    let env = container_env(pod, container, pod_ips, opts)?;
+    let lookup: HashMap<String, String> = env.iter().cloned().collect();
+    let mut mounts = Vec::new();
+    for m in container.volume_mounts.iter().flatten() {
+        let Some(host) = volumes.get(&m.name) else {
+            return Err(Error::InvalidPod {
+                pod: format!("{namespace}/{name}"),
+                reason: format!(
+                    "container {:?} mounts volume {:?}, which is not prepared",
+                    container.name, m.name
+                ),
+            });
+        };
+        let host_path = match m.sub_path.as_deref().filter(|s| !s.is_empty()) {
+            // Reject escapes; resolving beneath the volume root safely is
+            // the volume manager's job (issue: volumes).
+            Some(sub) if sub.split('/').any(|p| p == "..") || sub.starts_with('/') => {
+                return Err(Error::InvalidPod {
+                    pod: format!("{namespace}/{name}"),
+                    reason: format!("subPath {sub:?} must be relative and stay in the volume"),
+                });
+            }
+            Some(sub) => host.join(sub),
+            None => host.clone(),
+        };
+        mounts.push(api::Mount {
+            container_path: m.mount_path.clone(),
+            host_path: host_path.display().to_string(),
+            readonly: m.read_only.unwrap_or(false),
+            ..Default::default()
+        });
+    }
+    let sc = container.security_context.as_ref();
+    let pod_sc = pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
+    let seccomp = sc
+        .and_then(|s| s.seccomp_profile.as_ref())
+        .or(pod_sc.and_then(|s| s.seccomp_profile.as_ref()));
+    let seccomp = match seccomp.map(|p| (p.type_.as_str(), p.localhost_profile.as_deref())) {
+        Some(("Unconfined", _)) => api::SecurityProfile {
+            profile_type: api::security_profile::ProfileType::Unconfined as i32,
+            localhost_ref: String::new(),
+        },
+        Some(("Localhost", profile)) => {
+            // Fail closed: an empty localhost profile would run unconfined.
+            let Some(profile) = profile.filter(|p| !p.trim().is_empty()) else {
+                return Err(Error::InvalidPod {
+                    pod: format!("{namespace}/{name}"),
+                    reason: format!(
+                        "container {:?}: seccomp profile type Localhost needs a localhostProfile",
+                        container.name
+                    ),
+                });
+            };
+            api::SecurityProfile {
+                profile_type: api::security_profile::ProfileType::Localhost as i32,
+                localhost_ref: profile.to_owned(),
+            }
+        }
+        _ => api::SecurityProfile {
+            profile_type: api::security_profile::ProfileType::RuntimeDefault as i32,
+            localhost_ref: String::new(),
+        },
+    };
+    let capabilities = sc
+        .and_then(|s| s.capabilities.as_ref())
+        .map(|c| api::Capability {
+            add_capabilities: c.add.clone().unwrap_or_default(),
+            drop_capabilities: c.drop.clone().unwrap_or_default(),
+            ..Default::default()
+        });
+    let run_as_user = sc
+        .and_then(|s| s.run_as_user)
+        .or(pod_sc.and_then(|s| s.run_as_user));
+    let run_as_group = sc
+        .and_then(|s| s.run_as_group)
+        .or(pod_sc.and_then(|s| s.run_as_group));
+    Ok(api::ContainerConfig {
+        metadata: Some(api::ContainerMetadata {
+            name: container.name.clone(),
+            attempt: u32::try_from(restart_count).unwrap_or(0),
+        }),
+        image: Some(api::ImageSpec {
+            image: image_ref.to_owned(),
+            user_specified_image: container.image.clone().unwrap_or_default(),
+            ..Default::default()
+        }),
+        command: container
+            .command
+            .iter()
+            .flatten()
+            .map(|c| expand(c, &lookup))
+            .collect(),
+        args: container
+            .args
+            .iter()
+            .flatten()
+            .map(|a| expand(a, &lookup))
+            .collect(),
+        working_dir: container.working_dir.clone().unwrap_or_default(),
+        envs: env
+            .into_iter()
+            .map(|(key, value)| api::KeyValue { key, value })
+            .collect(),
+        mounts,
+        labels: new_container_labels(container, pod),
+        annotations: new_container_annotations(container, pod, container_type, restart_count),
+        log_path: format!("{}/{restart_count}.log", container.name),
+        stdin: container.stdin.unwrap_or(false),
+        stdin_once: container.stdin_once.unwrap_or(false),
+        tty: container.tty.unwrap_or(false),
+        linux: Some(api::LinuxContainerConfig {
+            resources: Some(kubelet_cm::container_linux_resources(
+                pod,
+                container,
+                &opts.resources,
+            )),
+            security_context: Some(api::LinuxContainerSecurityContext {
+                capabilities,
+                privileged: sc.and_then(|s| s.privileged).unwrap_or(false),
+                namespace_options: Some(namespace_options(pod)),
+                run_as_user: run_as_user.map(|value| api::Int64Value { value }),
+                run_as_group: run_as_group.map(|value| api::Int64Value { value }),
+                run_as_username: String::new(),
+                readonly_rootfs: sc
+                    .and_then(|s| s.read_only_root_filesystem)
+                    .unwrap_or(false),
+                supplemental_groups: pod_sc
+                    .and_then(|s| s.supplemental_groups.clone())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .chain(pod_sc.and_then(|s| s.fs_group))
+                    .collect(),
+                no_new_privs: !sc
+                    .and_then(|s| s.allow_privilege_escalation)
+                    .unwrap_or(true),
+                seccomp: Some(seccomp),
+                ..Default::default()
+            }),
+        }),
+        ..Default::default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expansion_follows_upstream() {
+        let env = HashMap::from([("A".to_string(), "x".to_string())]);
+        assert_eq!(expand("$(A)-$(B)-$$(A)-$", &env), "x-$(B)-$(A)-$");
+        assert_eq!(expand("$(A", &env), "$(A");
+        assert_eq!(expand("plain", &env), "plain");
+    }
+}

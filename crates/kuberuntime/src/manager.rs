@@ -1,0 +1,584 @@
+//! [`RuntimeManager`]: SyncPod, KillPod, GetPodStatus and GetPods over any
+//! CRI runtime.
+//!
+//! Mirrors upstream `kubeGenericRuntimeManager`
+//! (`pkg/kubelet/kuberuntime/kuberuntime_manager.go`,
+//! `kuberuntime_container.go`, `kuberuntime_sandbox.go`,
+//! `pkg/kubelet/images/image_manager.go`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::future::join_all;
+use k8s_openapi::api::core::v1::{Container, Pod};
+use kubelet_cri_client::{ImageService, RuntimeService, api};
+
+use crate::actions::compute_pod_actions;
+use crate::config::{ConfigOptions, container_config, pod_log_dir, pod_sandbox_config};
+use crate::labels::{self, ContainerType, annotated_container_info, labeled_container_info};
+use crate::status::{ContainerStatus, PodStatus, RunningContainer, RunningPod, RunningSandbox};
+use crate::{Error, PodSyncResult, Runtime};
+
+/// Upstream `minimumGracePeriodInSeconds`.
+pub const MINIMUM_GRACE_PERIOD: Duration = Duration::from_secs(2);
+
+/// A CRI runtime that serves both halves of the CRI.
+pub trait CriRuntime: RuntimeService + ImageService {}
+impl<T: RuntimeService + ImageService> CriRuntime for T {}
+
+/// Drives a CRI runtime to run pods.
+pub struct RuntimeManager {
+    runtime: Arc<dyn CriRuntime>,
+    opts: ConfigOptions,
+    runtime_handler: String,
+}
+
+impl std::fmt::Debug for RuntimeManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuntimeManager")
+            .field("opts", &self.opts)
+            .finish_non_exhaustive()
+    }
+}
+
+fn pod_name(pod: &Pod) -> String {
+    format!(
+        "{}/{}",
+        pod.metadata.namespace.as_deref().unwrap_or("default"),
+        pod.metadata.name.as_deref().unwrap_or_default()
+    )
+}
+
+/// The effective pull policy (upstream defaulting: `Always` for `:latest`
+/// or untagged images, else `IfNotPresent`).
+pub fn pull_policy(container: &Container) -> &str {
+    if let Some(p) = container.image_pull_policy.as_deref() {
+        return p;
+    }
+    let image = container.image.as_deref().unwrap_or_default();
+    let last = image.rsplit('/').next().unwrap_or(image);
+    let untagged = !last.contains(':') && !image.contains('@');
+    if untagged || last.ends_with(":latest") {
+        "Always"
+    } else {
+        "IfNotPresent"
+    }
+}
+
+impl RuntimeManager {
+    /// A manager of the pods on `runtime`.
+    pub fn new(runtime: Arc<dyn CriRuntime>, opts: ConfigOptions) -> Self {
+        Self {
+            runtime,
+            opts,
+            runtime_handler: String::new(),
+        }
+    }
+
+    /// The config options in use.
+    pub fn options(&self) -> &ConfigOptions {
+        &self.opts
+    }
+
+    /// Makes sure the container's image is present, by its pull policy
+    /// (upstream `EnsureImageExists`); returns the image reference to run.
+    pub async fn ensure_image_exists(
+        &self,
+        pod: &Pod,
+        container: &Container,
+        sandbox: &api::PodSandboxConfig,
+    ) -> Result<String, Error> {
+        let image = container.image.clone().unwrap_or_default();
+        if image.is_empty() {
+            return Err(Error::InvalidPod {
+                pod: pod_name(pod),
+                reason: format!("container {:?} has no image", container.name),
+            });
+        }
+        let spec = api::ImageSpec {
+            image: image.clone(),
+            ..Default::default()
+        };
+        let policy = pull_policy(container);
+        if policy != "Always" {
+            let present = self
+                .runtime
+                .image_status(spec.clone(), false)
+                .await
+                .map_err(|source| Error::Runtime {
+                    pod: pod_name(pod),
+                    source,
+                })?;
+            match (present, policy) {
+                (Some(found), _) => return Ok(found.id),
+                (None, "Never") => {
+                    return Err(Error::ImageNeverPull {
+                        pod: pod_name(pod),
+                        image,
+                    });
+                }
+                (None, _) => {}
+            }
+        }
+        tracing::info!(pod = %pod_name(pod), %image, policy, "pulling image");
+        self.runtime
+            .pull_image(spec, None, Some(sandbox.clone()))
+            .await
+            .map_err(|source| Error::ImagePull {
+                pod: pod_name(pod),
+                image,
+                source,
+            })
+    }
+
+    /// Creates and starts one container (upstream `startContainer`).
+    #[allow(clippy::too_many_arguments)]
+    async fn start_container(
+        &self,
+        pod: &Pod,
+        container: &Container,
+        container_type: ContainerType,
+        sandbox_id: &str,
+        sandbox: &api::PodSandboxConfig,
+        status: &PodStatus,
+        pod_ips: &[String],
+        volumes: &HashMap<String, PathBuf>,
+    ) -> Result<String, Error> {
+        let image_ref = self.ensure_image_exists(pod, container, sandbox).await?;
+        let restart_count = status
+            .find_container_status_by_name(&container.name)
+            .map(|s| s.restart_count + 1)
+            .unwrap_or(0);
+        let log_dir = pod_log_dir(&self.opts.pod_logs_dir, pod).join(&container.name);
+        std::fs::create_dir_all(&log_dir).map_err(|e| Error::Io {
+            path: log_dir.clone(),
+            source: e,
+        })?;
+        let config = container_config(
+            pod,
+            container,
+            container_type,
+            restart_count,
+            &image_ref,
+            pod_ips,
+            volumes,
+            &self.opts,
+        )?;
+        let id = self
+            .runtime
+            .create_container(sandbox_id, config, sandbox.clone())
+            .await
+            .map_err(|source| Error::CreateContainer {
+                pod: pod_name(pod),
+                container: container.name.clone(),
+                source,
+            })?;
+        self.runtime
+            .start_container(&id)
+            .await
+            .map_err(|source| Error::StartContainer {
+                pod: pod_name(pod),
+                container: container.name.clone(),
+                source,
+            })?;
+        tracing::info!(pod = %pod_name(pod), container = %container.name, id = %id, restart_count, "container started");
+        Ok(id)
+    }
+
+    /// Stops one container with a grace period (upstream `killContainer`,
+    /// without the preStop hook, which the prober issue adds).
+    pub async fn kill_container(
+        &self,
+        pod: Option<&Pod>,
+        container: &RunningContainer,
+        grace_override: Option<i64>,
+        message: &str,
+    ) -> Result<(), Error> {
+        let grace = grace_override
+            .or_else(|| pod.and_then(|p| p.metadata.deletion_grace_period_seconds))
+            .or_else(|| {
+                pod.and_then(|p| p.spec.as_ref())
+                    .and_then(|s| s.termination_grace_period_seconds)
+            })
+            .or(container.pod_termination_grace_period)
+            .unwrap_or(30);
+        let grace =
+            Duration::from_secs(u64::try_from(grace).unwrap_or(0)).max(MINIMUM_GRACE_PERIOD);
+        tracing::info!(container = %container.name, id = %container.id, ?grace, message, "killing container");
+        match self.runtime.stop_container(&container.id, grace).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(source) => Err(Error::KillContainer {
+                container: container.name.clone(),
+                id: container.id.clone(),
+                source,
+            }),
+        }
+    }
+}
+
+#[async_trait]
+impl Runtime for RuntimeManager {
+    async fn get_pods(&self, all: bool) -> Result<Vec<RunningPod>, Error> {
+        let wrap = |source| Error::Runtime {
+            pod: "*".into(),
+            source,
+        };
+        let sandboxes = self.runtime.list_pod_sandbox(None).await.map_err(wrap)?;
+        let containers = self.runtime.list_containers(None).await.map_err(wrap)?;
+        let mut pods: BTreeMap<String, RunningPod> = BTreeMap::new();
+        for s in sandboxes {
+            let ready = s.state() == api::PodSandboxState::SandboxReady;
+            if !all && !ready {
+                continue;
+            }
+            let info = labeled_container_info(&s.labels);
+            let meta = s.metadata.clone().unwrap_or_default();
+            let uid = if info.pod_uid.is_empty() {
+                meta.uid
+            } else {
+                info.pod_uid
+            };
+            let pod = pods.entry(uid.clone()).or_insert_with(|| RunningPod {
+                uid,
+                name: meta.name,
+                namespace: meta.namespace,
+                ..Default::default()
+            });
+            pod.sandboxes.push(RunningSandbox {
+                id: s.id,
+                ready,
+                created_at: s.created_at,
+            });
+        }
+        for c in containers {
+            let state = crate::status::ContainerState::from(c.state());
+            if !all && state != crate::status::ContainerState::Running {
+                continue;
+            }
+            let info = labeled_container_info(&c.labels);
+            if info.pod_uid.is_empty() {
+                continue;
+            }
+            let annotations = annotated_container_info(&c.annotations);
+            let pod = pods
+                .entry(info.pod_uid.clone())
+                .or_insert_with(|| RunningPod {
+                    uid: info.pod_uid.clone(),
+                    name: info.pod_name.clone(),
+                    namespace: info.pod_namespace.clone(),
+                    ..Default::default()
+                });
+            pod.containers.push(RunningContainer {
+                id: c.id,
+                name: c.metadata.map(|m| m.name).unwrap_or(info.container_name),
+                state,
+                created_at: c.created_at,
+                hash: annotations.hash,
+                pod_termination_grace_period: annotations.pod_termination_grace_period,
+            });
+        }
+        let mut pods: Vec<RunningPod> = pods.into_values().collect();
+        for p in &mut pods {
+            p.sandboxes.sort_by_key(|x| std::cmp::Reverse(x.created_at));
+            p.containers
+                .sort_by_key(|x| std::cmp::Reverse(x.created_at));
+        }
+        Ok(pods)
+    }
+
+    async fn get_pod_status(
+        &self,
+        uid: &str,
+        name: &str,
+        namespace: &str,
+    ) -> Result<PodStatus, Error> {
+        let wrap = |source| Error::Runtime {
+            pod: format!("{namespace}/{name}"),
+            source,
+        };
+        let selector: HashMap<String, String> =
+            HashMap::from([(labels::POD_UID.to_string(), uid.to_string())]);
+        let mut sandboxes = self
+            .runtime
+            .list_pod_sandbox(Some(api::PodSandboxFilter {
+                label_selector: selector.clone(),
+                ..Default::default()
+            }))
+            .await
+            .map_err(wrap)?;
+        sandboxes.sort_by_key(|x| std::cmp::Reverse(x.created_at));
+        let mut status = PodStatus {
+            uid: uid.into(),
+            name: name.into(),
+            namespace: namespace.into(),
+            ..Default::default()
+        };
+        for (i, s) in sandboxes.iter().enumerate() {
+            match self.runtime.pod_sandbox_status(&s.id, false).await {
+                Ok(reply) => {
+                    if let Some(st) = reply.status {
+                        // Upstream takes the IPs of the newest sandbox, if ready.
+                        if i == 0
+                            && st.state() == api::PodSandboxState::SandboxReady
+                            && let Some(net) = &st.network
+                        {
+                            status.ips = std::iter::once(net.ip.clone())
+                                .chain(net.additional_ips.iter().map(|p| p.ip.clone()))
+                                .filter(|ip| !ip.is_empty())
+                                .collect();
+                        }
+                        status.sandbox_statuses.push(st);
+                    }
+                }
+                // Removed between the list and the status: skip it.
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(wrap(e)),
+            }
+        }
+        let containers = self
+            .runtime
+            .list_containers(Some(api::ContainerFilter {
+                label_selector: selector,
+                ..Default::default()
+            }))
+            .await
+            .map_err(wrap)?;
+        for c in containers {
+            match self.runtime.container_status(&c.id, false).await {
+                Ok(reply) => {
+                    if let Some(st) = reply.status {
+                        status
+                            .container_statuses
+                            .push(ContainerStatus::from_cri(&st));
+                    }
+                }
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(wrap(e)),
+            }
+        }
+        status
+            .container_statuses
+            .sort_by_key(|x| std::cmp::Reverse(x.created_at));
+        Ok(status)
+    }
+
+    async fn sync_pod(
+        &self,
+        pod: &Pod,
+        status: &PodStatus,
+        volumes: &HashMap<String, PathBuf>,
+    ) -> PodSyncResult {
+        let mut result = PodSyncResult::default();
+        let actions = compute_pod_actions(pod, status);
+        tracing::debug!(pod = %pod_name(pod), ?actions, "computed pod actions");
+
+        // Step 2: kill the pod, or the containers that must not run.
+        if actions.kill_pod {
+            let running = status.to_running_pod();
+            if let Err(e) = self.kill_pod(Some(pod), &running, None).await {
+                result.errors.push(e);
+                return result;
+            }
+            result.killed_pod = true;
+            if actions.create_sandbox {
+                // Upstream purges init containers so the sequence restarts.
+                for c in status
+                    .container_statuses
+                    .iter()
+                    .filter(|c| c.container_type == ContainerType::Init)
+                {
+                    if let Err(e) = self.runtime.remove_container(&c.id).await {
+                        tracing::warn!(container = %c.name, error = %e, "cannot purge init container");
+                    }
+                }
+            }
+        } else {
+            for k in &actions.containers_to_kill {
+                let running = status
+                    .to_running_pod()
+                    .containers
+                    .into_iter()
+                    .find(|c| c.id == k.id);
+                if let Some(c) = running {
+                    if let Err(e) = self.kill_container(Some(pod), &c, None, &k.message).await {
+                        result.errors.push(e);
+                        return result;
+                    }
+                    result.killed_containers.push(k.name.clone());
+                }
+            }
+        }
+
+        // Step 4: create the sandbox.
+        let mut sandbox_id = actions.sandbox_id.clone().unwrap_or_default();
+        let mut pod_ips = status.ips.clone();
+        let sandbox_config = match pod_sandbox_config(pod, actions.attempt, &self.opts) {
+            Ok(c) => c,
+            Err(e) => {
+                result.errors.push(e);
+                return result;
+            }
+        };
+        if actions.create_sandbox {
+            let log_dir = PathBuf::from(&sandbox_config.log_directory);
+            if let Err(e) = std::fs::create_dir_all(&log_dir) {
+                result.errors.push(Error::Io {
+                    path: log_dir,
+                    source: e,
+                });
+                return result;
+            }
+            match self
+                .runtime
+                .run_pod_sandbox(sandbox_config.clone(), &self.runtime_handler)
+                .await
+            {
+                Ok(id) => sandbox_id = id,
+                Err(source) => {
+                    result.errors.push(Error::CreateSandbox {
+                        pod: pod_name(pod),
+                        source,
+                    });
+                    return result;
+                }
+            }
+            result.created_sandbox = Some(sandbox_id.clone());
+            match self.runtime.pod_sandbox_status(&sandbox_id, false).await {
+                Ok(reply) => {
+                    pod_ips = reply
+                        .status
+                        .and_then(|s| s.network)
+                        .map(|n| vec![n.ip])
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter(|ip| !ip.is_empty())
+                        .collect();
+                }
+                Err(source) => {
+                    result.errors.push(Error::Runtime {
+                        pod: pod_name(pod),
+                        source,
+                    });
+                    return result;
+                }
+            }
+        }
+        if sandbox_id.is_empty() {
+            return result;
+        }
+
+        let spec = pod.spec.as_ref();
+        // Step 7: the next init container, alone.
+        if let Some(i) = actions.next_init_container_to_start {
+            let Some(c) = spec
+                .and_then(|s| s.init_containers.as_ref())
+                .and_then(|v| v.get(i))
+            else {
+                return result;
+            };
+            match self
+                .start_container(
+                    pod,
+                    c,
+                    ContainerType::Init,
+                    &sandbox_id,
+                    &sandbox_config,
+                    status,
+                    &pod_ips,
+                    volumes,
+                )
+                .await
+            {
+                Ok(_) => result.started_containers.push(c.name.clone()),
+                Err(e) => result.errors.push(e),
+            }
+            return result;
+        }
+
+        // Step 9: app containers; one failing does not stop the others.
+        for &i in &actions.containers_to_start {
+            let Some(c) = spec.and_then(|s| s.containers.get(i)) else {
+                continue;
+            };
+            match self
+                .start_container(
+                    pod,
+                    c,
+                    ContainerType::Regular,
+                    &sandbox_id,
+                    &sandbox_config,
+                    status,
+                    &pod_ips,
+                    volumes,
+                )
+                .await
+            {
+                Ok(_) => result.started_containers.push(c.name.clone()),
+                Err(e) => result.errors.push(e),
+            }
+        }
+        result
+    }
+
+    async fn kill_pod(
+        &self,
+        pod: Option<&Pod>,
+        running: &RunningPod,
+        grace_override: Option<i64>,
+    ) -> Result<(), Error> {
+        // Upstream killPodWithSyncResult: all containers in parallel, then
+        // every sandbox.
+        let kills = running
+            .containers
+            .iter()
+            .filter(|c| {
+                c.state == crate::status::ContainerState::Running
+                    || c.state == crate::status::ContainerState::Unknown
+                    || c.state == crate::status::ContainerState::Created
+            })
+            .map(|c| self.kill_container(pod, c, grace_override, "pod is being killed"));
+        let mut first_error = None;
+        for r in join_all(kills).await {
+            if let Err(e) = r {
+                tracing::warn!(pod = %running.name, error = %e, "kill container failed");
+                first_error.get_or_insert(e);
+            }
+        }
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        for s in &running.sandboxes {
+            match self.runtime.stop_pod_sandbox(&s.id).await {
+                Ok(()) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(source) => {
+                    return Err(Error::KillPod {
+                        pod: format!("{}/{}", running.namespace, running.name),
+                        source,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn remove_pod(&self, running: &RunningPod) -> Result<(), Error> {
+        for s in &running.sandboxes {
+            match self.runtime.remove_pod_sandbox(&s.id).await {
+                Ok(()) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(source) => {
+                    return Err(Error::KillPod {
+                        pod: format!("{}/{}", running.namespace, running.name),
+                        source,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,260 @@
+//! SyncPod and KillPod against the in-memory `FakeRuntime`: the CRI calls
+//! made, in upstream's order, and the state they leave.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Pod;
+use kubelet_cri_client::{FakeRuntime, RuntimeService};
+use kubelet_kuberuntime::config::ConfigOptions;
+use kubelet_kuberuntime::{ContainerState, Error, Runtime, RuntimeManager};
+
+fn pod(yaml: &str) -> Pod {
+    serde_yaml::from_str(yaml).expect("test manifest")
+}
+
+const WEB: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: web, namespace: default, uid: uid-web}
+spec:
+  restartPolicy: Always
+  containers:
+  - name: app
+    image: localhost/busybox:latest
+    imagePullPolicy: IfNotPresent
+    command: [sleep, "3600"]
+  - name: side
+    image: localhost/busybox:latest
+    imagePullPolicy: IfNotPresent
+    command: [sleep, "3600"]
+"#;
+
+fn setup() -> (FakeRuntime, RuntimeManager, tempfile::TempDir) {
+    let fake = FakeRuntime::new();
+    fake.add_image("localhost/busybox:latest");
+    let logs = tempfile::tempdir().expect("tempdir");
+    let opts = ConfigOptions {
+        pod_logs_dir: logs.path().to_path_buf(),
+        ..Default::default()
+    };
+    let manager = RuntimeManager::new(Arc::new(fake.clone()), opts);
+    (fake, manager, logs)
+}
+
+async fn status_of(m: &RuntimeManager, p: &Pod) -> kubelet_kuberuntime::PodStatus {
+    m.get_pod_status(
+        p.metadata.uid.as_deref().unwrap_or_default(),
+        p.metadata.name.as_deref().unwrap_or_default(),
+        "default",
+    )
+    .await
+    .expect("pod status")
+}
+
+#[tokio::test]
+async fn a_new_pod_is_created_in_upstream_order() {
+    let (fake, m, logs) = setup();
+    let p = pod(WEB);
+    let st = status_of(&m, &p).await;
+    fake.clear_calls();
+    let r = m.sync_pod(&p, &st, &HashMap::new()).await;
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert_eq!(r.started_containers, ["app", "side"]);
+    assert_eq!(
+        fake.calls(),
+        [
+            "RunPodSandbox",
+            "PodSandboxStatus",
+            "ImageStatus",
+            "CreateContainer",
+            "StartContainer",
+            "ImageStatus",
+            "CreateContainer",
+            "StartContainer"
+        ]
+    );
+    // The pod's log directory and each container's were made.
+    assert!(logs.path().join("default_web_uid-web/app").is_dir());
+    let st = status_of(&m, &p).await;
+    assert_eq!(st.sandbox_statuses.len(), 1);
+    assert_eq!(st.running_containers().count(), 2);
+    assert!(!st.ips.is_empty(), "the pod IP comes from the sandbox");
+}
+
+#[tokio::test]
+async fn a_crashed_container_restarts_in_the_same_sandbox_with_a_higher_count() {
+    let (fake, m, _logs) = setup();
+    let p = pod(WEB);
+    m.sync_pod(&p, &status_of(&m, &p).await, &HashMap::new())
+        .await;
+    let before = status_of(&m, &p).await;
+    let app = before
+        .find_container_status_by_name("app")
+        .expect("app")
+        .clone();
+    fake.exit_container(&app.id, 1, "Error").expect("exit");
+
+    let r = m
+        .sync_pod(&p, &status_of(&m, &p).await, &HashMap::new())
+        .await;
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert_eq!(r.started_containers, ["app"], "only the dead one");
+    assert!(r.created_sandbox.is_none());
+    let after = status_of(&m, &p).await;
+    let new_app = after.find_container_status_by_name("app").expect("app");
+    assert_ne!(new_app.id, app.id);
+    assert_eq!(new_app.restart_count, 1);
+    assert_eq!(new_app.state, ContainerState::Running);
+    assert_eq!(after.sandbox_statuses.len(), 1);
+}
+
+#[tokio::test]
+async fn a_restarted_manager_recovers_state_and_restarts_nothing() {
+    let (fake, m, logs) = setup();
+    let p = pod(WEB);
+    m.sync_pod(&p, &status_of(&m, &p).await, &HashMap::new())
+        .await;
+    let ids: Vec<String> = status_of(&m, &p)
+        .await
+        .container_statuses
+        .iter()
+        .map(|c| c.id.clone())
+        .collect();
+    drop(m);
+    // A new manager knows only what the runtime's labels and annotations say.
+    let m2 = RuntimeManager::new(
+        Arc::new(fake.clone()),
+        ConfigOptions {
+            pod_logs_dir: logs.path().to_path_buf(),
+            ..Default::default()
+        },
+    );
+    fake.clear_calls();
+    let r = m2
+        .sync_pod(&p, &status_of(&m2, &p).await, &HashMap::new())
+        .await;
+    assert!(
+        r.errors.is_empty() && r.started_containers.is_empty() && !r.killed_pod,
+        "{r:?}"
+    );
+    let still: Vec<String> = status_of(&m2, &p)
+        .await
+        .container_statuses
+        .iter()
+        .map(|c| c.id.clone())
+        .collect();
+    assert_eq!(ids, still);
+    assert!(!fake.calls().contains(&"StopContainer"));
+    let pods = m2.get_pods(false).await.expect("pods");
+    assert_eq!(pods.len(), 1);
+    assert_eq!(
+        (pods[0].name.as_str(), pods[0].containers.len()),
+        ("web", 2)
+    );
+}
+
+#[tokio::test]
+async fn kill_pod_stops_containers_then_the_sandbox() {
+    let (fake, m, _logs) = setup();
+    let p = pod(WEB);
+    m.sync_pod(&p, &status_of(&m, &p).await, &HashMap::new())
+        .await;
+    let running = status_of(&m, &p).await.to_running_pod();
+    fake.clear_calls();
+    m.kill_pod(Some(&p), &running, None).await.expect("kill");
+    let calls = fake.calls();
+    assert_eq!(calls, ["StopContainer", "StopContainer", "StopPodSandbox"]);
+    let st = status_of(&m, &p).await;
+    assert_eq!(st.running_containers().count(), 0);
+    assert!(!st.has_ready_sandbox());
+    m.remove_pod(&running).await.expect("remove");
+    assert!(fake.list_pod_sandbox(None).await.expect("list").is_empty());
+}
+
+#[tokio::test]
+async fn never_pull_of_a_missing_image_is_a_clear_error() {
+    let (_fake, m, _logs) = setup();
+    let p = pod(r#"
+metadata: {name: np, namespace: default, uid: uid-np}
+spec:
+  containers:
+  - {name: app, image: "localhost/absent:1", imagePullPolicy: Never}
+"#);
+    let r = m
+        .sync_pod(&p, &status_of(&m, &p).await, &HashMap::new())
+        .await;
+    assert!(
+        matches!(r.error(), Some(Error::ImageNeverPull { image, .. }) if image == "localhost/absent:1"),
+        "{:?}",
+        r.errors
+    );
+}
+
+#[tokio::test]
+async fn a_failing_container_does_not_stop_the_others() {
+    let (fake, m, _logs) = setup();
+    let p = pod(WEB);
+    fake.inject_error(
+        "CreateContainer",
+        kubelet_cri_client::Error::Unavailable {
+            call: kubelet_cri_client::Call::new("CreateContainer"),
+            message: "boom".into(),
+        },
+    );
+    let r = m
+        .sync_pod(&p, &status_of(&m, &p).await, &HashMap::new())
+        .await;
+    assert_eq!(r.started_containers, ["side"]);
+    assert!(
+        matches!(r.error(), Some(Error::CreateContainer { container, .. }) if container == "app")
+    );
+}
+
+#[tokio::test]
+async fn init_containers_gate_the_app_containers() {
+    let (fake, m, _logs) = setup();
+    let p = pod(r#"
+metadata: {name: init, namespace: default, uid: uid-init}
+spec:
+  restartPolicy: Never
+  initContainers:
+  - {name: i1, image: "localhost/busybox:latest", imagePullPolicy: IfNotPresent}
+  - {name: i2, image: "localhost/busybox:latest", imagePullPolicy: IfNotPresent}
+  containers:
+  - {name: app, image: "localhost/busybox:latest", imagePullPolicy: IfNotPresent}
+"#);
+    let r = m
+        .sync_pod(&p, &status_of(&m, &p).await, &HashMap::new())
+        .await;
+    assert_eq!(r.started_containers, ["i1"]);
+    let i1 = status_of(&m, &p)
+        .await
+        .find_container_status_by_name("i1")
+        .expect("i1")
+        .id
+        .clone();
+    fake.exit_container(&i1, 0, "Completed").expect("exit");
+    let r = m
+        .sync_pod(&p, &status_of(&m, &p).await, &HashMap::new())
+        .await;
+    assert_eq!(r.started_containers, ["i2"]);
+    let i2 = status_of(&m, &p)
+        .await
+        .find_container_status_by_name("i2")
+        .expect("i2")
+        .id
+        .clone();
+    fake.exit_container(&i2, 2, "Error").expect("exit");
+    // i2 failed and the policy is Never: the pod is killed, app never starts.
+    let r = m
+        .sync_pod(&p, &status_of(&m, &p).await, &HashMap::new())
+        .await;
+    assert!(r.killed_pod && r.started_containers.is_empty(), "{r:?}");
+    assert!(
+        status_of(&m, &p)
+            .await
+            .find_container_status_by_name("app")
+            .is_none()
+    );
+}
