@@ -1,25 +1,381 @@
-//! The sync loop, pod and status managers, and the node API: what turns the components into a kubelet.
+//! The sync loop, pod and status managers: what turns the components into a
+//! kubelet.
 //!
-//! Mirrors upstream `pkg/kubelet/kubelet.go`.
+//! Mirrors upstream `pkg/kubelet/kubelet.go` (`syncLoop`,
+//! `syncLoopIteration`, `HandlePodAdditions`/`Updates`/`Removes`/`Reconcile`,
+//! `HandlePodCleanups`) and the pod manager (`pkg/kubelet/pod`). Its central
+//! type is [`Kubelet`]: it takes the pod config's updates
+//! (`kubelet-podconfig`), drives one pod worker per pod
+//! (`kubelet-podworkers`) whose sync functions ([`KubeletSyncer`]) call the
+//! runtime manager (`kubelet-kuberuntime`), wakes pods on lifecycle events,
+//! and cleans up after pods that are gone.
 //!
-//! The agent wires pod config, pod workers, the PLEG, the container manager,
-//! eviction and the runtime manager into a kubelet: the sync loop, the pod
-//! manager, admission, and the status manager.
-//!
-//! **Status: not built yet.** This crate holds its name in the workspace;
-//! the agent (issue: working kubelet) fills it. Nothing here pretends to work: [`Error::Unimplemented`]
-//! is all it can return.
+//! The status cache the workers wait on and the lifecycle events are
+//! supplied by the caller (the PLEG crate provides both), so the loop runs
+//! with any implementation of [`PodStatusCache`].
 //!
 //! ```no_run
-//! let err = kubelet_agent::Error::Unimplemented("Kubelet");
-//! eprintln!("{err}");
+//! use std::sync::Arc;
+//! # async fn demo<C>(runtime: Arc<dyn kubelet_kuberuntime::Runtime>, cache: C)
+//! # -> Result<(), kubelet_agent::Error>
+//! # where C: kubelet_podworkers::PodStatusCache<Status = Arc<kubelet_kuberuntime::PodStatus>> {
+//! use kubelet_agent::{Kubelet, KubeletConfig};
+//! use kubelet_podconfig::PodConfig;
+//!
+//! let (config, updates) = PodConfig::builder("node-1").file("/etc/kubernetes/manifests").start();
+//! let kubelet = Kubelet::new(KubeletConfig::new("node-1"), runtime, cache)?;
+//! let (_events_tx, events) = tokio::sync::mpsc::channel(1000);
+//! let ready = Box::new(move || config.sources_ready());
+//! kubelet.run(updates, events, ready, std::future::pending()).await;
+//! # Ok(())
+//! # }
 //! ```
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use kubelet_kuberuntime::{PodStatus, Runtime};
+use kubelet_podconfig::{PodOperation, PodUpdate, PodUpdates};
+use kubelet_podworkers::{
+    KillPodOptions, PodStatusCache, PodWorkerPool, PodWorkers, RuntimePod, UpdatePodOptions,
+};
+
+pub mod config;
+pub mod standalone;
+pub mod status;
+mod syncer;
+pub mod volumes;
+
+pub use status::StatusManager;
+pub use syncer::{KubeletSyncer, cleanup_pod};
 
 /// Errors of this crate.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The named part is not built yet.
-    #[error("{0} is not implemented yet")]
-    Unimplemented(&'static str),
+    /// The pod cannot be run as written.
+    #[error("pod {pod}: {reason}")]
+    InvalidPod {
+        /// The pod (`namespace/name`).
+        pod: String,
+        /// Why.
+        reason: String,
+    },
+    /// A file or directory could not be made or removed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The runtime failed.
+    #[error(transparent)]
+    Runtime(Box<kubelet_kuberuntime::Error>),
+    /// The pod workers could not start.
+    #[error(transparent)]
+    Workers(Box<kubelet_podworkers::Error>),
+}
+
+impl From<kubelet_kuberuntime::Error> for Error {
+    fn from(e: kubelet_kuberuntime::Error) -> Self {
+        Error::Runtime(Box::new(e))
+    }
+}
+
+impl From<kubelet_podworkers::Error> for Error {
+    fn from(e: kubelet_podworkers::Error) -> Self {
+        Error::Workers(Box::new(e))
+    }
+}
+
+/// Upstream `housekeepingPeriod`.
+pub const HOUSEKEEPING_PERIOD: Duration = Duration::from_secs(2);
+
+/// The kubelet's own settings.
+#[derive(Debug, Clone)]
+pub struct KubeletConfig {
+    /// This node's name.
+    pub node_name: String,
+    /// Where pod directories live (upstream `--root-dir`,
+    /// `/var/lib/kubelet`).
+    pub root_dir: PathBuf,
+    /// How often housekeeping runs.
+    pub housekeeping_period: Duration,
+    /// At most this many pods are admitted (upstream `maxPods`, 110).
+    pub max_pods: usize,
+}
+
+impl KubeletConfig {
+    /// Upstream's defaults for `node_name`.
+    pub fn new(node_name: impl Into<String>) -> Self {
+        Self {
+            node_name: node_name.into(),
+            root_dir: PathBuf::from("/var/lib/kubelet"),
+            housekeeping_period: HOUSEKEEPING_PERIOD,
+            max_pods: 110,
+        }
+    }
+}
+
+fn uid_of(pod: &Pod) -> String {
+    pod.metadata.uid.clone().unwrap_or_default()
+}
+
+fn is_terminal(pod: &Pod) -> bool {
+    matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded") | Some("Failed")
+    )
+}
+
+/// A kubelet: the pod manager, the pod workers and the sync loop.
+pub struct Kubelet<C>
+where
+    C: PodStatusCache<Status = Arc<PodStatus>>,
+{
+    config: KubeletConfig,
+    runtime: Arc<dyn Runtime>,
+    workers: PodWorkerPool<KubeletSyncer, C>,
+    statuses: Arc<StatusManager>,
+    pods: Mutex<HashMap<String, Arc<Pod>>>,
+}
+
+impl<C> std::fmt::Debug for Kubelet<C>
+where
+    C: PodStatusCache<Status = Arc<PodStatus>>,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kubelet")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<C> Kubelet<C>
+where
+    C: PodStatusCache<Status = Arc<PodStatus>>,
+{
+    /// A kubelet over `runtime`, whose pod workers wait on `cache`.
+    pub fn new(config: KubeletConfig, runtime: Arc<dyn Runtime>, cache: C) -> Result<Self, Error> {
+        Self::with_status_manager(config, runtime, cache, Arc::new(StatusManager::default()))
+    }
+
+    /// Like [`Kubelet::new`], recording pod statuses in `statuses`, which
+    /// the caller may read (a node API, a test).
+    pub fn with_status_manager(
+        config: KubeletConfig,
+        runtime: Arc<dyn Runtime>,
+        cache: C,
+        statuses: Arc<StatusManager>,
+    ) -> Result<Self, Error> {
+        let syncer = KubeletSyncer::new(runtime.clone(), statuses.clone(), config.root_dir.clone());
+        let workers = PodWorkerPool::builder(syncer, cache).build()?;
+        Ok(Self {
+            config,
+            runtime,
+            workers,
+            statuses,
+            pods: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The status manager (every pod's API status).
+    pub fn statuses(&self) -> &Arc<StatusManager> {
+        &self.statuses
+    }
+
+    /// The pods the kubelet should run, by UID (upstream pod manager).
+    pub fn pods(&self) -> Vec<Arc<Pod>> {
+        self.pod_map().values().cloned().collect()
+    }
+
+    fn pod_map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Pod>>> {
+        self.pods.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs the sync loop until `shutdown` completes: config updates,
+    /// lifecycle events (pod UIDs to sync) and housekeeping. Pods keep
+    /// running when it returns, as upstream's kubelet leaves them on SIGTERM.
+    pub async fn run(
+        &self,
+        mut updates: PodUpdates,
+        mut events: tokio::sync::mpsc::Receiver<String>,
+        sources_ready: Box<dyn Fn() -> bool + Send + Sync>,
+        shutdown: impl Future<Output = ()>,
+    ) {
+        let mut housekeeping = tokio::time::interval(self.config.housekeeping_period);
+        housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                update = updates.recv() => match update {
+                    Some(update) => self.handle_update(update),
+                    None => {
+                        tracing::warn!("pod config closed: stopping the sync loop");
+                        return;
+                    }
+                },
+                Some(uid) = events.recv() => self.handle_event(&uid),
+                _ = housekeeping.tick() => {
+                    if sources_ready() {
+                        self.handle_pod_cleanups().await;
+                    }
+                }
+                () = &mut shutdown => {
+                    tracing::info!("shutting down the sync loop; pods keep running");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Dispatches one config update (upstream `syncLoopIteration`).
+    pub fn handle_update(&self, update: PodUpdate) {
+        tracing::debug!(op = %update.op, source = %update.source, pods = update.pods.len(), "pod config update");
+        match update.op {
+            PodOperation::Add => self.handle_pod_additions(update.pods),
+            PodOperation::Update | PodOperation::Delete => self.handle_pod_updates(update.pods),
+            PodOperation::Remove => self.handle_pod_removes(update.pods),
+            PodOperation::Reconcile => self.handle_pod_reconcile(update.pods),
+            PodOperation::Set => tracing::warn!("SET updates are not supported (as upstream)"),
+        }
+    }
+
+    /// Upstream `HandlePodAdditions`: oldest first, admitted, then created.
+    pub fn handle_pod_additions(&self, mut pods: Vec<Pod>) {
+        pods.sort_by(|a, b| {
+            let t = |p: &Pod| p.metadata.creation_timestamp.as_ref().map(|t| t.0);
+            t(a).cmp(&t(b))
+        });
+        for pod in pods {
+            let uid = uid_of(&pod);
+            let pod = Arc::new(pod);
+            let active = self.pod_map().len();
+            self.pod_map().insert(uid.clone(), pod.clone());
+            if !is_terminal(&pod)
+                && pod.metadata.deletion_timestamp.is_none()
+                && let Err(reason) = self.admit(&pod, active)
+            {
+                self.reject(&pod, &reason);
+                continue;
+            }
+            self.workers.update_pod(UpdatePodOptions::create(pod));
+        }
+    }
+
+    /// Upstream's admit handlers, as far as a standalone kubelet has them:
+    /// the pod count (predicate admission's `OutOfpods`).
+    fn admit(&self, _pod: &Pod, active: usize) -> Result<(), String> {
+        if active >= self.config.max_pods {
+            return Err(format!(
+                "OutOfpods: node has reached its pod limit ({})",
+                self.config.max_pods
+            ));
+        }
+        Ok(())
+    }
+
+    fn reject(&self, pod: &Pod, reason: &str) {
+        tracing::warn!(pod = ?pod.metadata.name, reason, "pod rejected at admission");
+        let (kind, message) = reason.split_once(": ").unwrap_or(("Rejected", reason));
+        self.statuses.set(
+            &uid_of(pod),
+            k8s_openapi::api::core::v1::PodStatus {
+                phase: Some(status::phase::FAILED.into()),
+                reason: Some(kind.into()),
+                message: Some(message.into()),
+                ..Default::default()
+            },
+        );
+        self.pod_map().remove(&uid_of(pod));
+    }
+
+    /// Upstream `HandlePodUpdates`.
+    pub fn handle_pod_updates(&self, pods: Vec<Pod>) {
+        for pod in pods {
+            let pod = Arc::new(pod);
+            self.pod_map().insert(uid_of(&pod), pod.clone());
+            self.workers.update_pod(UpdatePodOptions::update(pod));
+        }
+    }
+
+    /// Upstream `HandlePodRemoves`: forget the pod and kill it.
+    pub fn handle_pod_removes(&self, pods: Vec<Pod>) {
+        for pod in pods {
+            let uid = uid_of(&pod);
+            let pod = self.pod_map().remove(&uid).unwrap_or_else(|| Arc::new(pod));
+            tracing::info!(pod = ?pod.metadata.name, %uid, "pod removed from its source: killing it");
+            self.workers
+                .update_pod(UpdatePodOptions::kill(pod, KillPodOptions::default()));
+        }
+    }
+
+    /// Upstream `HandlePodReconcile`: a status-only change.
+    pub fn handle_pod_reconcile(&self, pods: Vec<Pod>) {
+        for pod in pods {
+            self.pod_map().insert(uid_of(&pod), Arc::new(pod));
+        }
+    }
+
+    /// A lifecycle event for `uid`: sync the pod, if we know it.
+    pub fn handle_event(&self, uid: &str) {
+        let pod = self.pod_map().get(uid).cloned();
+        if let Some(pod) = pod {
+            self.workers.update_pod(UpdatePodOptions::sync(pod));
+        }
+    }
+
+    /// Upstream `HandlePodCleanups`: forget finished workers, kill runtime
+    /// pods nobody knows, and remove what terminated pods left behind.
+    pub async fn handle_pod_cleanups(&self) {
+        let desired: HashSet<String> = self.pod_map().keys().cloned().collect();
+        let known = self.workers.sync_known_pods(&desired);
+        let runtime_pods = match self.runtime.get_pods(true).await {
+            Ok(pods) => pods,
+            Err(e) => {
+                tracing::warn!(error = %e, "housekeeping: cannot list runtime pods");
+                return;
+            }
+        };
+        for pod in &runtime_pods {
+            if desired.contains(&pod.uid) || known.contains_key(&pod.uid) {
+                continue;
+            }
+            if pod.is_running() {
+                tracing::info!(pod = %pod.name, uid = %pod.uid, "runtime pod unknown to the kubelet: killing it");
+                self.workers
+                    .update_pod(UpdatePodOptions::kill_runtime_pod(RuntimePod::new(
+                        pod.uid.clone(),
+                        pod.name.clone(),
+                        pod.namespace.clone(),
+                    )));
+            } else if let Err(e) =
+                cleanup_pod(self.runtime.as_ref(), &self.config.root_dir, &pod.uid).await
+            {
+                tracing::warn!(pod = %pod.name, error = %e, "cannot clean up a terminated pod");
+            } else {
+                tracing::info!(pod = %pod.name, uid = %pod.uid, "removed a terminated pod's sandboxes and directory");
+                self.statuses.remove(&pod.uid);
+            }
+        }
+        // Directories of pods that are neither desired, known nor in the runtime.
+        let in_runtime: HashSet<&str> = runtime_pods.iter().map(|p| p.uid.as_str()).collect();
+        if let Ok(entries) = std::fs::read_dir(self.config.root_dir.join("pods")) {
+            for entry in entries.flatten() {
+                let uid = entry.file_name().to_string_lossy().into_owned();
+                if !desired.contains(&uid)
+                    && !known.contains_key(&uid)
+                    && !in_runtime.contains(uid.as_str())
+                    && let Err(e) = volumes::remove_pod_dir(&self.config.root_dir, &uid)
+                {
+                    tracing::warn!(%uid, error = %e, "cannot remove an orphaned pod directory");
+                }
+            }
+        }
+    }
 }

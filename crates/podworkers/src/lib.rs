@@ -221,6 +221,20 @@ pub trait PodStatusCache: Send + Sync + 'static {
     fn is_runtime_terminal(&self, uid: &str) -> bool;
 }
 
+/// A shared cache is a cache: the PLEG writes the one the workers read.
+#[async_trait]
+impl<T: PodStatusCache> PodStatusCache for Arc<T> {
+    type Status = T::Status;
+
+    async fn get_newer_than(&self, uid: &str, min_time: Option<Instant>) -> Result<Self::Status> {
+        T::get_newer_than(self, uid, min_time).await
+    }
+
+    fn is_runtime_terminal(&self, uid: &str) -> bool {
+        T::is_runtime_terminal(self, uid)
+    }
+}
+
 /// Where the pod workers report what upstream records as events.
 ///
 /// Every method has a no-op default.

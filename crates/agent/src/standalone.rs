@@ -1,0 +1,178 @@
+//! A standalone kubelet: static pods from a directory, run on a CRI
+//! runtime, as upstream's kubelet runs without an API server.
+//!
+//! [`run`] wires the components: the CRI client, the runtime manager, the
+//! PLEG and its pod cache, the pod config's file source, the pod workers
+//! and the sync loop. The example binary parses flags and calls it; tests
+//! call it in-process against the containerd test bed.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kubelet_cm::{CgroupDriverKind, CgroupName, ContainerResourceOptions};
+use kubelet_cri_client::{RemoteRuntime, RuntimeService};
+use kubelet_kuberuntime::RuntimeManager;
+use kubelet_kuberuntime::config::ConfigOptions;
+use kubelet_pleg::{
+    GenericPleg, PlegConfig, PodCache, PodLifecycleEventGenerator, PodLifecycleEventType,
+};
+use kubelet_podconfig::PodConfig;
+
+use crate::config::KubeletConfiguration;
+use crate::{Error, Kubelet, KubeletConfig, StatusManager};
+
+/// What a standalone kubelet needs besides its [`KubeletConfiguration`].
+#[derive(Debug, Clone)]
+pub struct StandaloneOptions {
+    /// This node's name (upstream: the hostname, or `--hostname-override`).
+    pub node_name: String,
+    /// Where pod directories live (`--root-dir`).
+    pub root_dir: PathBuf,
+    /// How long to wait for the runtime's socket.
+    pub runtime_connect_timeout: Duration,
+    /// The housekeeping period (upstream 2 s).
+    pub housekeeping_period: Duration,
+    /// Where pod statuses are recorded; keep a clone to read them.
+    pub statuses: Arc<StatusManager>,
+}
+
+impl StandaloneOptions {
+    /// Upstream's defaults for `node_name`.
+    pub fn new(node_name: impl Into<String>) -> Self {
+        Self {
+            node_name: node_name.into(),
+            root_dir: PathBuf::from("/var/lib/kubelet"),
+            runtime_connect_timeout: Duration::from_secs(30),
+            housekeeping_period: crate::HOUSEKEEPING_PERIOD,
+            statuses: Arc::new(StatusManager::default()),
+        }
+    }
+}
+
+/// The node's memory, from `/proc/meminfo` (for OOM score adjustments).
+fn memory_capacity_bytes() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map(|kb| kb * 1024)
+        .unwrap_or(0)
+}
+
+/// The lowercase hostname, upstream's default node name.
+pub fn default_node_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_lowercase())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+/// Runs a standalone kubelet until `shutdown` completes. Pods keep running
+/// afterwards, as upstream's kubelet leaves them on SIGTERM.
+pub async fn run(
+    config: KubeletConfiguration,
+    opts: StandaloneOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error> {
+    let cri = RemoteRuntime::builder(&config.container_runtime_endpoint)
+        .connect_timeout(opts.runtime_connect_timeout)
+        .connect()
+        .await
+        .map_err(|source| kubelet_kuberuntime::Error::Runtime {
+            pod: "*".into(),
+            source,
+        })?;
+    let version = cri
+        .version()
+        .await
+        .map_err(|source| kubelet_kuberuntime::Error::Runtime {
+            pod: "*".into(),
+            source,
+        })?;
+    tracing::info!(
+        runtime = %version.runtime_name,
+        version = %version.runtime_version,
+        endpoint = %config.container_runtime_endpoint,
+        "connected to the container runtime"
+    );
+    let driver = if config.cgroup_driver == "systemd" {
+        CgroupDriverKind::Systemd
+    } else {
+        CgroupDriverKind::Cgroupfs
+    };
+    let runtime = Arc::new(RuntimeManager::new(
+        Arc::new(cri),
+        ConfigOptions {
+            pod_logs_dir: config.pod_logs_dir.clone(),
+            cgroup_root: CgroupName::from_cgroupfs(&config.cgroup_root),
+            cgroups_per_qos: config.cgroups_per_qos,
+            cgroup_driver: driver,
+            resources: ContainerResourceOptions {
+                memory_capacity_bytes: memory_capacity_bytes(),
+                ..Default::default()
+            },
+            node_name: opts.node_name.clone(),
+        },
+    ));
+
+    let cache = Arc::new(PodCache::new());
+    let pleg = GenericPleg::new(runtime.clone(), cache.clone(), PlegConfig::default());
+    let mut pleg_events = pleg.watch().ok_or_else(|| Error::InvalidPod {
+        pod: "*".into(),
+        reason: "the PLEG's event channel was already taken".into(),
+    })?;
+    pleg.start().map_err(|e| Error::InvalidPod {
+        pod: "*".into(),
+        reason: format!("cannot start the PLEG: {e}"),
+    })?;
+
+    let mut builder = PodConfig::builder(opts.node_name.clone());
+    if let Some(path) = &config.static_pod_path {
+        builder = builder.file(path.clone());
+    }
+    let (pod_config, updates) = builder.start();
+
+    let kubelet = Kubelet::with_status_manager(
+        KubeletConfig {
+            node_name: opts.node_name.clone(),
+            root_dir: opts.root_dir.clone(),
+            housekeeping_period: opts.housekeeping_period,
+            max_pods: usize::try_from(config.max_pods).unwrap_or(110),
+        },
+        runtime,
+        cache,
+        opts.statuses.clone(),
+    )?;
+
+    // PLEG events wake the pod's worker; ContainerRemoved needs no sync (upstream).
+    let (events_tx, events_rx) = tokio::sync::mpsc::channel(1000);
+    let forward = tokio::spawn(async move {
+        while let Some(event) = pleg_events.recv().await {
+            if event.kind == PodLifecycleEventType::ContainerRemoved {
+                continue;
+            }
+            if events_tx.send(event.pod_uid).await.is_err() {
+                return;
+            }
+        }
+    });
+    let pod_config = Arc::new(pod_config);
+    let ready_config = pod_config.clone();
+    kubelet
+        .run(
+            updates,
+            events_rx,
+            Box::new(move || ready_config.sources_ready()),
+            shutdown,
+        )
+        .await;
+    pleg.stop();
+    pod_config.shutdown();
+    forward.abort();
+    Ok(())
+}

@@ -1,0 +1,500 @@
+//! The pod's API status, computed from the runtime's view: phase,
+//! conditions and container statuses, as upstream's status manager reports
+//! them.
+//!
+//! Mirrors upstream `generateAPIPodStatus`, `getPhase` and
+//! `convertToAPIContainerStatuses` (`pkg/kubelet/kubelet_pods.go`) and the
+//! condition generators of `pkg/kubelet/status/generate.go`. The local
+//! [`StatusManager`] keeps the newest status per pod (upstream
+//! `pkg/kubelet/status/status_manager.go`, without an API server to patch),
+//! and a terminal phase sticks, as upstream.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Mutex, PoisonError};
+
+use k8s_openapi::api::core::v1::{
+    Container, ContainerState, ContainerStateRunning, ContainerStateTerminated,
+    ContainerStateWaiting, ContainerStatus, Pod, PodCondition, PodIP, PodStatus,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kubelet_kuberuntime::{ContainerState as RtState, PodStatus as RuntimePodStatus};
+
+/// The pod phases (upstream `v1.PodPhase`).
+pub mod phase {
+    /// Not all containers have started.
+    pub const PENDING: &str = "Pending";
+    /// At least one container runs, or restarts.
+    pub const RUNNING: &str = "Running";
+    /// Every container exited 0 and none will restart.
+    pub const SUCCEEDED: &str = "Succeeded";
+    /// Every container stopped and at least one failed, for good.
+    pub const FAILED: &str = "Failed";
+}
+
+fn time_of(nanos: i64) -> Option<Time> {
+    if nanos <= 0 {
+        return None;
+    }
+    let secs = nanos.div_euclid(1_000_000_000);
+    let sub = u32::try_from(nanos.rem_euclid(1_000_000_000)).unwrap_or(0);
+    k8s_openapi::jiff::Timestamp::new(secs, i32::try_from(sub).unwrap_or(0))
+        .ok()
+        .map(Time)
+}
+
+fn now() -> Time {
+    Time(k8s_openapi::jiff::Timestamp::now())
+}
+
+fn restart_policy(pod: &Pod) -> &str {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.restart_policy.as_deref())
+        .unwrap_or("Always")
+}
+
+/// One container's API status from the runtime's newest record of it.
+fn container_status(
+    c: &Container,
+    rt: &RuntimePodStatus,
+    waiting_reason: Option<&str>,
+) -> ContainerStatus {
+    let mut statuses = rt.container_statuses.iter().filter(|s| s.name == c.name);
+    let newest = statuses.next();
+    let previous = statuses.next();
+    let terminated = |s: &kubelet_kuberuntime::ContainerStatus| ContainerStateTerminated {
+        exit_code: s.exit_code,
+        reason: Some(s.reason.clone()).filter(|r| !r.is_empty()),
+        message: Some(s.message.clone()).filter(|m| !m.is_empty()),
+        started_at: time_of(s.started_at),
+        finished_at: time_of(s.finished_at),
+        container_id: Some(format!("containerd://{}", s.id)),
+        signal: None,
+    };
+    let (state, ready, started) = match newest.map(|s| (s, s.state)) {
+        Some((s, RtState::Running)) => (
+            ContainerState {
+                running: Some(ContainerStateRunning {
+                    started_at: time_of(s.started_at),
+                }),
+                ..Default::default()
+            },
+            // Without probes a running container is ready (upstream's
+            // default when no readiness probe is set).
+            c.readiness_probe.is_none(),
+            true,
+        ),
+        Some((s, RtState::Exited)) if waiting_reason.is_none() => (
+            ContainerState {
+                terminated: Some(terminated(s)),
+                ..Default::default()
+            },
+            false,
+            false,
+        ),
+        _ => (
+            ContainerState {
+                waiting: Some(ContainerStateWaiting {
+                    reason: Some(waiting_reason.unwrap_or("ContainerCreating").to_owned()),
+                    message: None,
+                }),
+                ..Default::default()
+            },
+            false,
+            false,
+        ),
+    };
+    // lastState: the previous run, or the newest one while waiting to restart.
+    let last = match (waiting_reason, newest) {
+        (Some(_), Some(s)) if s.state == RtState::Exited => Some(s),
+        _ => previous.filter(|s| s.state == RtState::Exited),
+    };
+    ContainerStatus {
+        name: c.name.clone(),
+        image: c.image.clone().unwrap_or_default(),
+        image_id: newest.map(|s| s.image_ref.clone()).unwrap_or_default(),
+        container_id: newest.map(|s| format!("containerd://{}", s.id)),
+        restart_count: newest.map(|s| s.restart_count).unwrap_or(0),
+        ready,
+        started: Some(started),
+        state: Some(state),
+        last_state: last.map(|s| ContainerState {
+            terminated: Some(terminated(s)),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The pod phase (upstream `getPhase`).
+pub fn get_phase(pod: &Pod, init: &[ContainerStatus], app: &[ContainerStatus]) -> &'static str {
+    let policy = restart_policy(pod);
+    let spec_inits = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.init_containers.as_deref())
+        .unwrap_or_default();
+    let mut pending_init = 0;
+    let mut failed_init = 0;
+    for (c, s) in spec_inits.iter().zip(init) {
+        let _ = c;
+        let st = s.state.as_ref();
+        match (
+            st.and_then(|x| x.terminated.as_ref()),
+            st.and_then(|x| x.running.as_ref()),
+        ) {
+            (Some(t), _) if t.exit_code == 0 => {}
+            (Some(_), _) => {
+                failed_init += 1;
+                pending_init += 1;
+            }
+            _ => pending_init += 1,
+        }
+    }
+    if failed_init > 0 && policy == "Never" {
+        return phase::FAILED;
+    }
+    let (mut running, mut waiting, mut stopped, mut succeeded) = (0, 0, 0, 0);
+    for s in app {
+        let st = s.state.as_ref();
+        if st.and_then(|x| x.running.as_ref()).is_some() {
+            running += 1;
+        } else if let Some(t) = st.and_then(|x| x.terminated.as_ref()) {
+            stopped += 1;
+            if t.exit_code == 0 {
+                succeeded += 1;
+            }
+        } else if s
+            .last_state
+            .as_ref()
+            .and_then(|l| l.terminated.as_ref())
+            .is_some()
+        {
+            // Waiting to restart after a run: it counts as stopped-then-waiting.
+            waiting += 1;
+        } else {
+            waiting += 1;
+        }
+    }
+    if pending_init > 0 && running == 0 && stopped == 0 {
+        return phase::PENDING;
+    }
+    if waiting > 0 {
+        // A container waiting to restart after it ran keeps the pod Running
+        // (upstream counts it as running when restartable).
+        let restarting = app.iter().any(|s| {
+            s.last_state
+                .as_ref()
+                .and_then(|l| l.terminated.as_ref())
+                .is_some()
+        });
+        if restarting && policy != "Never" {
+            return phase::RUNNING;
+        }
+        return phase::PENDING;
+    }
+    if running > 0 {
+        return phase::RUNNING;
+    }
+    if stopped == app.len() && !app.is_empty() {
+        return match policy {
+            "Always" => phase::RUNNING,
+            "OnFailure" if succeeded == stopped => phase::SUCCEEDED,
+            "OnFailure" => phase::RUNNING,
+            _ if succeeded == stopped => phase::SUCCEEDED,
+            _ => phase::FAILED,
+        };
+    }
+    phase::PENDING
+}
+
+fn condition(kind: &str, ok: bool, reason: Option<&str>) -> PodCondition {
+    PodCondition {
+        type_: kind.into(),
+        status: if ok { "True" } else { "False" }.into(),
+        reason: if ok { None } else { reason.map(str::to_owned) },
+        last_transition_time: Some(now()),
+        ..Default::default()
+    }
+}
+
+/// The API status of `pod` from the runtime's view (upstream
+/// `generateAPIPodStatus`). `waiting` gives, per container name, the
+/// waiting reason the last sync ran into (`CrashLoopBackOff`,
+/// `ErrImageNeverPull`, ...).
+pub fn generate_api_pod_status(
+    pod: &Pod,
+    rt: &RuntimePodStatus,
+    waiting: &HashMap<String, String>,
+) -> PodStatus {
+    let spec = pod.spec.as_ref();
+    let reason = |c: &Container| waiting.get(&c.name).map(String::as_str);
+    let init: Vec<ContainerStatus> = spec
+        .and_then(|s| s.init_containers.as_deref())
+        .unwrap_or_default()
+        .iter()
+        .map(|c| container_status(c, rt, reason(c)))
+        .collect();
+    let app: Vec<ContainerStatus> = spec
+        .map(|s| s.containers.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .map(|c| container_status(c, rt, reason(c)))
+        .collect();
+    let phase = get_phase(pod, &init, &app);
+    let initialized = init.iter().all(|s| {
+        s.state
+            .as_ref()
+            .and_then(|x| x.terminated.as_ref())
+            .is_some_and(|t| t.exit_code == 0)
+    }) || app.iter().any(|s| s.started == Some(true));
+    let containers_ready = !app.is_empty() && app.iter().all(|s| s.ready);
+    let sandbox_ready = rt.has_ready_sandbox();
+    let terminal = phase == phase::SUCCEEDED || phase == phase::FAILED;
+    PodStatus {
+        phase: Some(phase.to_owned()),
+        qos_class: Some(kubelet_cm::pod_qos_class(pod).as_str().to_owned()),
+        pod_ip: rt.ips.first().cloned(),
+        pod_ips: Some(rt.ips.iter().map(|ip| PodIP { ip: ip.clone() }).collect()),
+        host_ip: None,
+        start_time: rt
+            .sandbox_statuses
+            .last()
+            .and_then(|s| time_of(s.created_at)),
+        conditions: Some(vec![
+            condition("PodReadyToStartContainers", sandbox_ready, None),
+            condition("Initialized", initialized, Some("ContainersNotInitialized")),
+            condition(
+                "ContainersReady",
+                containers_ready && !terminal,
+                Some(if terminal {
+                    "PodCompleted"
+                } else {
+                    "ContainersNotReady"
+                }),
+            ),
+            condition(
+                "Ready",
+                containers_ready && !terminal,
+                Some(if terminal {
+                    "PodCompleted"
+                } else {
+                    "ContainersNotReady"
+                }),
+            ),
+            condition("PodScheduled", true, None),
+        ]),
+        init_container_statuses: (!init.is_empty()).then_some(init),
+        container_statuses: Some(app),
+        ..Default::default()
+    }
+}
+
+/// The newest API status of every pod (upstream's status manager, local
+/// only: a standalone kubelet has no API server to patch).
+#[derive(Debug, Default)]
+pub struct StatusManager {
+    statuses: Mutex<BTreeMap<String, PodStatus>>,
+}
+
+impl StatusManager {
+    /// Records `status` for `uid`; a terminal phase already recorded sticks
+    /// (upstream: no transition out of Failed or Succeeded).
+    pub fn set(&self, uid: &str, mut status: PodStatus) -> PodStatus {
+        let mut map = self.statuses.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(old) = map.get(uid) {
+            let old_phase = old.phase.as_deref();
+            if matches!(old_phase, Some(phase::SUCCEEDED) | Some(phase::FAILED))
+                && status.phase.as_deref() != old_phase
+            {
+                status.phase = old.phase.clone();
+            }
+            // Keep transition times of conditions that did not change.
+            if let (Some(new), Some(old)) = (status.conditions.as_mut(), old.conditions.as_ref()) {
+                for c in new.iter_mut() {
+                    if let Some(o) = old
+                        .iter()
+                        .find(|o| o.type_ == c.type_ && o.status == c.status)
+                    {
+                        c.last_transition_time = o.last_transition_time.clone();
+                    }
+                }
+            }
+        }
+        map.insert(uid.to_owned(), status.clone());
+        status
+    }
+
+    /// The newest status of `uid`.
+    pub fn get(&self, uid: &str) -> Option<PodStatus> {
+        self.statuses
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(uid)
+            .cloned()
+    }
+
+    /// Forgets `uid` (after the pod is gone).
+    pub fn remove(&self, uid: &str) {
+        self.statuses
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(uid);
+    }
+
+    /// Every pod's status, by UID.
+    pub fn all(&self) -> BTreeMap<String, PodStatus> {
+        self.statuses
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kubelet_kuberuntime::labels::ContainerType;
+
+    fn pod(policy: &str, apps: &[&str]) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "default", "uid": "u"},
+            "spec": {
+                "restartPolicy": policy,
+                "containers": apps.iter().map(|n| serde_json::json!({"name": n, "image": "busybox"})).collect::<Vec<_>>()
+            }
+        }))
+        .expect("pod")
+    }
+
+    fn rt(containers: &[(&str, RtState, i32, i64)]) -> RuntimePodStatus {
+        RuntimePodStatus {
+            uid: "u".into(),
+            name: "p".into(),
+            namespace: "default".into(),
+            ips: vec!["10.88.0.2".into()],
+            sandbox_statuses: vec![],
+            container_statuses: containers
+                .iter()
+                .map(
+                    |(name, state, code, created)| kubelet_kuberuntime::ContainerStatus {
+                        id: format!("{name}-{created}"),
+                        name: (*name).into(),
+                        state: *state,
+                        created_at: *created,
+                        started_at: *created,
+                        finished_at: 0,
+                        exit_code: *code,
+                        image: "busybox".into(),
+                        image_ref: "sha256:x".into(),
+                        hash: None,
+                        restart_count: i32::try_from(*created).unwrap_or(0),
+                        reason: if *code == 0 {
+                            "Completed".into()
+                        } else {
+                            "Error".into()
+                        },
+                        message: String::new(),
+                        container_type: ContainerType::Regular,
+                        pod_termination_grace_period: None,
+                    },
+                )
+                .collect(),
+        }
+    }
+
+    fn phase_of(policy: &str, apps: &[&str], cs: &[(&str, RtState, i32, i64)]) -> String {
+        let s = generate_api_pod_status(&pod(policy, apps), &rt(cs), &HashMap::new());
+        s.phase.unwrap_or_default()
+    }
+
+    #[test]
+    fn phases_follow_upstream() {
+        use RtState::*;
+        assert_eq!(phase_of("Always", &["a"], &[]), "Pending");
+        assert_eq!(
+            phase_of("Always", &["a"], &[("a", Running, 0, 1)]),
+            "Running"
+        );
+        assert_eq!(
+            phase_of("Never", &["a"], &[("a", Exited, 0, 1)]),
+            "Succeeded"
+        );
+        assert_eq!(phase_of("Never", &["a"], &[("a", Exited, 1, 1)]), "Failed");
+        assert_eq!(
+            phase_of("OnFailure", &["a"], &[("a", Exited, 0, 1)]),
+            "Succeeded"
+        );
+        assert_eq!(
+            phase_of("OnFailure", &["a"], &[("a", Exited, 2, 1)]),
+            "Running"
+        );
+        assert_eq!(
+            phase_of("Always", &["a"], &[("a", Exited, 0, 1)]),
+            "Running"
+        );
+        assert_eq!(
+            phase_of(
+                "Never",
+                &["a", "b"],
+                &[("a", Exited, 0, 1), ("b", Running, 0, 1)]
+            ),
+            "Running"
+        );
+        assert_eq!(
+            phase_of(
+                "Never",
+                &["a", "b"],
+                &[("a", Exited, 0, 1), ("b", Exited, 3, 1)]
+            ),
+            "Failed"
+        );
+    }
+
+    #[test]
+    fn container_statuses_carry_restart_count_and_last_state() {
+        use RtState::*;
+        let s = generate_api_pod_status(
+            &pod("Always", &["a"]),
+            // Newest first: the second run is running, the first exited 137.
+            &rt(&[("a", Running, 0, 2), ("a", Exited, 137, 1)]),
+            &HashMap::new(),
+        );
+        let c = &s.container_statuses.unwrap_or_default()[0];
+        assert_eq!(c.restart_count, 2);
+        assert!(c.ready);
+        assert_eq!(
+            c.last_state
+                .as_ref()
+                .and_then(|l| l.terminated.as_ref())
+                .map(|t| t.exit_code),
+            Some(137)
+        );
+        assert_eq!(c.container_id.as_deref(), Some("containerd://a-2"));
+        let ready = s
+            .conditions
+            .unwrap_or_default()
+            .into_iter()
+            .find(|c| c.type_ == "Ready")
+            .map(|c| c.status);
+        assert_eq!(ready.as_deref(), Some("True"));
+    }
+
+    #[test]
+    fn a_terminal_phase_sticks() {
+        let m = StatusManager::default();
+        let done = PodStatus {
+            phase: Some("Succeeded".into()),
+            ..Default::default()
+        };
+        m.set("u", done);
+        let later = m.set(
+            "u",
+            PodStatus {
+                phase: Some("Pending".into()),
+                ..Default::default()
+            },
+        );
+        assert_eq!(later.phase.as_deref(), Some("Succeeded"));
+    }
+}

@@ -1,0 +1,203 @@
+//! [`KubeletSyncer`]: the four sync functions the pod workers drive.
+//!
+//! Mirrors upstream `(*Kubelet).SyncPod`, `SyncTerminatingPod`,
+//! `SyncTerminatingRuntimePod` and `SyncTerminatedPod`
+//! (`pkg/kubelet/kubelet.go`): compute the API status, stop at a terminal
+//! phase, prepare the pod's directories and volumes, then let the runtime
+//! manager bring the containers to the spec.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use k8s_openapi::api::core::v1::Pod;
+use kubelet_kuberuntime::{PodStatus, Runtime};
+use kubelet_podworkers::{
+    Error as WorkerError, PodSyncer, RuntimePod, SyncContext, SyncPodOutcome, SyncPodType,
+    TerminatePodOptions,
+};
+
+use crate::status::{StatusManager, generate_api_pod_status, phase};
+use crate::volumes::{prepare_pod_volumes, remove_pod_dir};
+
+/// The kubelet's pod syncer.
+pub struct KubeletSyncer {
+    runtime: Arc<dyn Runtime>,
+    statuses: Arc<StatusManager>,
+    root_dir: PathBuf,
+}
+
+impl std::fmt::Debug for KubeletSyncer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubeletSyncer")
+            .field("root_dir", &self.root_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+fn name_of(pod: &Pod) -> String {
+    format!(
+        "{}/{}",
+        pod.metadata.namespace.as_deref().unwrap_or("default"),
+        pod.metadata.name.as_deref().unwrap_or_default()
+    )
+}
+
+fn worker_error(e: impl std::error::Error + Send + Sync + 'static) -> WorkerError {
+    WorkerError::Sync(Box::new(e))
+}
+
+/// The waiting reason a sync error gives a container (upstream's
+/// `ErrImagePull`, `ErrImageNeverPull`, `CreateContainerError`, ...).
+fn waiting_reason(e: &kubelet_kuberuntime::Error) -> Option<(String, &'static str)> {
+    use kubelet_kuberuntime::Error as E;
+    match e {
+        E::CreateContainer { container, .. } => Some((container.clone(), "CreateContainerError")),
+        E::StartContainer { container, .. } => Some((container.clone(), "RunContainerError")),
+        _ => None,
+    }
+}
+
+impl KubeletSyncer {
+    /// A syncer over `runtime`, recording statuses in `statuses`, with pod
+    /// directories under `root_dir` (upstream `--root-dir`).
+    pub fn new(runtime: Arc<dyn Runtime>, statuses: Arc<StatusManager>, root_dir: PathBuf) -> Self {
+        Self {
+            runtime,
+            statuses,
+            root_dir,
+        }
+    }
+
+    fn record(&self, pod: &Pod, status: &PodStatus, waiting: &HashMap<String, String>) -> String {
+        let api = generate_api_pod_status(pod, status, waiting);
+        let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+        let summary = |s: &k8s_openapi::api::core::v1::PodStatus| {
+            let containers: Vec<String> = s
+                .container_statuses
+                .iter()
+                .flatten()
+                .map(|c| {
+                    let state = c.state.as_ref();
+                    let what = if state.and_then(|x| x.running.as_ref()).is_some() {
+                        "running".to_owned()
+                    } else if let Some(t) = state.and_then(|x| x.terminated.as_ref()) {
+                        format!("exited {}", t.exit_code)
+                    } else {
+                        state
+                            .and_then(|x| x.waiting.as_ref())
+                            .and_then(|w| w.reason.clone())
+                            .unwrap_or_else(|| "waiting".into())
+                    };
+                    format!("{}={what} restarts={}", c.name, c.restart_count)
+                })
+                .collect();
+            (s.phase.clone().unwrap_or_default(), containers.join(" "))
+        };
+        let before = self.statuses.get(uid).map(|s| summary(&s));
+        let api = self.statuses.set(uid, api);
+        let after = summary(&api);
+        if before.as_ref() != Some(&after) {
+            tracing::info!(pod = %name_of(pod), phase = %after.0, containers = %after.1, "pod status");
+        }
+        api.phase.unwrap_or_default()
+    }
+}
+
+#[async_trait]
+impl PodSyncer for KubeletSyncer {
+    type Status = Arc<PodStatus>;
+
+    async fn sync_pod(
+        &self,
+        ctx: &SyncContext,
+        _update_type: SyncPodType,
+        pod: &Pod,
+        _mirror_pod: Option<&Pod>,
+        status: &Self::Status,
+    ) -> Result<SyncPodOutcome, WorkerError> {
+        let phase = self.record(pod, status, &HashMap::new());
+        // Upstream: a pod in a terminal phase goes on to termination.
+        if phase == phase::SUCCEEDED || phase == phase::FAILED {
+            tracing::info!(pod = %name_of(pod), phase, "pod reached a terminal phase");
+            return Ok(SyncPodOutcome::Terminal);
+        }
+        ctx.check()?;
+        let volumes = prepare_pod_volumes(&self.root_dir, pod).map_err(worker_error)?;
+        ctx.check()?;
+        let result = self.runtime.sync_pod(pod, status, &volumes).await;
+        let mut waiting = HashMap::new();
+        for e in &result.errors {
+            tracing::warn!(pod = %name_of(pod), error = %e, "sync failed");
+            if let Some((container, reason)) = waiting_reason(e) {
+                waiting.insert(container, reason.to_owned());
+            }
+        }
+        if !waiting.is_empty() {
+            self.record(pod, status, &waiting);
+        }
+        match result.errors.into_iter().next() {
+            Some(e) => Err(worker_error(e)),
+            None => Ok(SyncPodOutcome::Running),
+        }
+    }
+
+    async fn sync_terminating_pod(
+        &self,
+        _ctx: &SyncContext,
+        pod: &Pod,
+        status: &Self::Status,
+        grace_period_seconds: i64,
+        _options: Option<&TerminatePodOptions>,
+    ) -> Result<(), WorkerError> {
+        tracing::info!(pod = %name_of(pod), grace_period_seconds, "terminating pod");
+        let running = status.to_running_pod();
+        self.runtime
+            .kill_pod(Some(pod), &running, Some(grace_period_seconds))
+            .await
+            .map_err(worker_error)
+    }
+
+    async fn sync_terminating_runtime_pod(
+        &self,
+        _ctx: &SyncContext,
+        running_pod: &RuntimePod,
+    ) -> Result<(), WorkerError> {
+        let pods = self.runtime.get_pods(true).await.map_err(worker_error)?;
+        if let Some(found) = pods.into_iter().find(|p| p.uid == running_pod.uid) {
+            tracing::info!(pod = %found.name, uid = %found.uid, "killing orphaned runtime pod");
+            self.runtime
+                .kill_pod(None, &found, None)
+                .await
+                .map_err(worker_error)?;
+        }
+        Ok(())
+    }
+
+    async fn sync_terminated_pod(
+        &self,
+        _ctx: &SyncContext,
+        pod: &Pod,
+        status: &Self::Status,
+    ) -> Result<(), WorkerError> {
+        self.record(pod, status, &HashMap::new());
+        tracing::info!(pod = %name_of(pod), "pod terminated");
+        Ok(())
+    }
+}
+
+/// Removes what a terminated pod leaves: its sandboxes (and containers)
+/// and its directory (upstream `HandlePodCleanups` → `removeOrphanedPodStatuses`,
+/// `cleanupOrphanedPodDirs`, container GC of deleted pods).
+pub async fn cleanup_pod(
+    runtime: &dyn Runtime,
+    root_dir: &std::path::Path,
+    uid: &str,
+) -> Result<(), crate::Error> {
+    let pods = runtime.get_pods(true).await?;
+    if let Some(found) = pods.iter().find(|p| p.uid == uid) {
+        runtime.remove_pod(found).await?;
+    }
+    remove_pod_dir(root_dir, uid)
+}

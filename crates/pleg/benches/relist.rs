@@ -1,0 +1,2 @@
+//! Relist benchmark (being written).
+fn main() {}

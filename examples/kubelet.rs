@@ -1,0 +1,154 @@
+//! `kubelet`: a standalone kubelet made from this workspace's crates.
+//!
+//! It runs the static pods of `--pod-manifest-path` on the CRI runtime at
+//! `--container-runtime-endpoint`, as upstream's kubelet does without an API
+//! server. Flags keep upstream's names; a `KubeletConfiguration` file
+//! (`--config`) sets the same fields, and flags win over it. SIGTERM or
+//! SIGINT stops the kubelet and leaves the pods running.
+//!
+//! ```text
+//! cargo run --release --example kubelet -- \
+//!     --pod-manifest-path examples/manifests \
+//!     --container-runtime-endpoint unix:///run/containerd/containerd.sock
+//! ```
+//!
+//! This file only parses flags and wires; the kubelet is `kubelet-agent`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use kubelet_rs::agent::config::{Flags, KubeletConfiguration};
+use kubelet_rs::agent::standalone::{self, StandaloneOptions};
+
+/// Upstream's flags (a subset); see `kubelet --help` upstream.
+#[derive(Debug, Parser)]
+#[command(name = "kubelet", version, about = "A standalone kubelet in Rust")]
+struct Cli {
+    /// A KubeletConfiguration file (kubelet.config.k8s.io/v1beta1, YAML).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The static pod manifests: a directory or one file.
+    #[arg(long)]
+    pod_manifest_path: Option<PathBuf>,
+    /// The CRI endpoint (unix:///run/containerd/containerd.sock).
+    #[arg(long)]
+    container_runtime_endpoint: Option<String>,
+    /// Where pod directories live.
+    #[arg(long, default_value = "/var/lib/kubelet")]
+    root_dir: PathBuf,
+    /// The node name, instead of the hostname.
+    #[arg(long)]
+    hostname_override: Option<String>,
+    /// cgroupfs or systemd.
+    #[arg(long)]
+    cgroup_driver: Option<String>,
+    /// Create QoS-level cgroups (kubepods/burstable, kubepods/besteffort).
+    #[arg(long)]
+    cgroups_per_qos: Option<bool>,
+    /// The root cgroup for pods.
+    #[arg(long)]
+    cgroup_root: Option<String>,
+    /// Resources reserved for Kubernetes daemons (cpu=100m,memory=100Mi).
+    #[arg(long)]
+    kube_reserved: Option<String>,
+    /// Resources reserved for the system.
+    #[arg(long)]
+    system_reserved: Option<String>,
+    /// Hard eviction thresholds (memory.available<100Mi,...).
+    #[arg(long)]
+    eviction_hard: Option<String>,
+    /// none or static.
+    #[arg(long)]
+    cpu_manager_policy: Option<String>,
+    /// CPUs reserved for the system (0,1).
+    #[arg(long)]
+    reserved_cpus: Option<String>,
+    /// None or Static.
+    #[arg(long)]
+    memory_manager_policy: Option<String>,
+    /// none, best-effort, restricted or single-numa-node.
+    #[arg(long)]
+    topology_manager_policy: Option<String>,
+    /// The most pods this node runs.
+    #[arg(long)]
+    max_pods: Option<i64>,
+    /// Log verbosity (0: info; 4: debug; 6: trace).
+    #[arg(short = 'v', long = "v", default_value_t = 0)]
+    verbosity: u8,
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let level = match cli.verbosity {
+        0..=3 => "info",
+        4..=5 => "debug",
+        _ => "trace",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
+        )
+        .init();
+
+    let mut config = match &cli.config {
+        Some(path) => match KubeletConfiguration::from_file(path) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("kubelet: {e}");
+                return std::process::ExitCode::FAILURE;
+            }
+        },
+        None => KubeletConfiguration::default(),
+    };
+    let flags = Flags {
+        pod_manifest_path: cli.pod_manifest_path,
+        container_runtime_endpoint: cli.container_runtime_endpoint,
+        cgroup_driver: cli.cgroup_driver,
+        cgroups_per_qos: cli.cgroups_per_qos,
+        cgroup_root: cli.cgroup_root,
+        kube_reserved: cli.kube_reserved,
+        system_reserved: cli.system_reserved,
+        eviction_hard: cli.eviction_hard,
+        cpu_manager_policy: cli.cpu_manager_policy,
+        reserved_cpus: cli.reserved_cpus,
+        memory_manager_policy: cli.memory_manager_policy,
+        topology_manager_policy: cli.topology_manager_policy,
+        max_pods: cli.max_pods,
+    };
+    if let Err(e) = config.apply_flags(&flags).and_then(|()| config.validate()) {
+        eprintln!("kubelet: {e}");
+        return std::process::ExitCode::FAILURE;
+    }
+    let mut opts = StandaloneOptions::new(
+        cli.hostname_override
+            .map(|h| h.to_lowercase())
+            .unwrap_or_else(standalone::default_node_name),
+    );
+    opts.root_dir = cli.root_dir;
+    opts.runtime_connect_timeout = Duration::from_secs(30);
+    match standalone::run(config, opts, shutdown_signal()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kubelet: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

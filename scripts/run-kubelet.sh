@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# run-kubelet.sh: the README's first command. On a fresh Debian 12 machine,
+# as root: installs the test bed, starts a private containerd, builds the
+# example kubelet and runs it on the manifests of examples/manifests (seed
+# 004's Burstable pod, seed 002's two containers sharing a network and an
+# emptyDir, a run-to-completion job). It shows the kubelet's log, the
+# containers as containerd sees them and seed 004's cgroup limits, then
+# stops the kubelet (SIGTERM: the pods keep running, as upstream), and
+# finally stops containerd and removes everything it created.
+#
+# RUN_SECONDS (default 30) sets how long the kubelet runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/testbed/install.sh
+cargo build --quiet --example kubelet
+dir="$(mktemp -d /tmp/kubelet-run-XXXXXX)"
+cgroup_root="kubelet-run-$$"
+kubelet_pid=""
+cleanup() {
+	[ -n "$kubelet_pid" ] && kill "$kubelet_pid" 2>/dev/null || true
+	scripts/testbed/stop.sh "$dir" || true
+	for d in /sys/fs/cgroup/*/"$cgroup_root"; do
+		[ -d "$d" ] && find "$d" -depth -type d -exec rmdir {} \; 2>/dev/null || true
+	done
+}
+trap cleanup EXIT
+scripts/testbed/start.sh "$dir"
+mkdir -p "$dir/manifests" "$dir/root"
+cp examples/manifests/*.yaml "$dir/manifests/"
+cat > "$dir/kubelet.yaml" <<CONFIG
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+staticPodPath: $dir/manifests
+containerRuntimeEndpoint: unix://$dir/containerd.sock
+cgroupRoot: /$cgroup_root
+podLogsDir: $dir/pod-logs
+CONFIG
+
+echo "== kubelet --config $dir/kubelet.yaml"
+"${CARGO_TARGET_DIR:-target}/debug/examples/kubelet" --config "$dir/kubelet.yaml" --root-dir "$dir/root" \
+	--hostname-override demo-node >"$dir/kubelet.log" 2>&1 &
+kubelet_pid=$!
+sleep "${RUN_SECONDS:-30}"
+if ! kill -0 "$kubelet_pid" 2>/dev/null; then
+	echo "the kubelet exited early:" >&2
+	tail -20 "$dir/kubelet.log" >&2
+	exit 1
+fi
+
+echo "== the kubelet's log (pod status changes)"
+grep -E "pod status|rejected|error|ERROR|WARN" "$dir/kubelet.log" | sed -e 's/\x1b\[[0-9;]*m//g' | cut -c1-220 || true
+echo "== containers in containerd (namespace k8s.io)"
+. "$dir/testbed.env"
+"$CTR" --address "$CONTAINERD_SOCKET" -n k8s.io tasks ls
+echo "== seed 004: the frontend container's cgroup"
+for f in /sys/fs/cgroup/memory/"$cgroup_root"/kubepods/burstable/pod*/*/memory.limit_in_bytes \
+	/sys/fs/cgroup/cpu/"$cgroup_root"/kubepods/burstable/pod*/*/cpu.cfs_quota_us; do
+	[ -f "$f" ] && echo "$f = $(cat "$f")"
+done
+echo "== SIGTERM: the kubelet stops, the pods keep running"
+kill -TERM "$kubelet_pid"
+wait "$kubelet_pid" || true
+kubelet_pid=""
+"$CTR" --address "$CONTAINERD_SOCKET" -n k8s.io tasks ls | grep -c RUNNING | sed 's/^/running tasks after the kubelet stopped: /'
