@@ -3,7 +3,7 @@
 //! a busybox container with a 64 MiB memory limit, that limit read back from
 //! the container's cgroup, and the container's log in the CRI format.
 //!
-//! `scripts/demo.sh` starts a private containerd and runs this against it:
+//! Start a private containerd with `scripts/testbed/start.sh DIR`, then:
 //!
 //! ```text
 //! cargo run --example cri_demo -- unix:///path/to/containerd.sock /path/to/logs

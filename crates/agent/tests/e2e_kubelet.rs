@@ -1,0 +1,528 @@
+//! The standalone kubelet end to end against a real containerd from
+//! `scripts/testbed`: static pod manifests in a directory, pods running for
+//! real, observed through the CRI, the cgroup files and the kubelet's pod
+//! statuses. Each test has its own containerd, cgroup root and directories.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kubelet_agent::StatusManager;
+use kubelet_agent::config::KubeletConfiguration;
+use kubelet_agent::standalone::{self, StandaloneOptions};
+use kubelet_cri_client::{RemoteRuntime, RuntimeService};
+use kubelet_kuberuntime::config::ConfigOptions;
+use kubelet_kuberuntime::{ContainerState, PodStatus, RunningPod, Runtime, RuntimeManager};
+use kubelet_testbed::Testbed;
+
+const NODE: &str = "e2e";
+
+/// A kubelet running in this process on a test bed.
+struct Node {
+    bed: Testbed,
+    manifests: PathBuf,
+    root: PathBuf,
+    statuses: Arc<StatusManager>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    cri: RemoteRuntime,
+    runtime: RuntimeManager,
+}
+
+impl Node {
+    async fn start() -> Option<Node> {
+        let bed = Testbed::start()?;
+        let manifests = bed.dir().join("manifests");
+        let root = bed.dir().join("root");
+        std::fs::create_dir_all(&manifests).expect("manifests dir");
+        let cri = RemoteRuntime::builder(bed.endpoint())
+            .connect()
+            .await
+            .expect("connect");
+        let runtime = RuntimeManager::new(Arc::new(cri.clone()), ConfigOptions::default());
+        let mut node = Node {
+            bed,
+            manifests,
+            root,
+            statuses: Arc::new(StatusManager::default()),
+            stop: None,
+            task: None,
+            cri,
+            runtime,
+        };
+        node.start_kubelet();
+        Some(node)
+    }
+
+    fn start_kubelet(&mut self) {
+        let config = KubeletConfiguration {
+            static_pod_path: Some(self.manifests.clone()),
+            container_runtime_endpoint: self.bed.endpoint(),
+            cgroup_root: format!("/{}", self.bed.cgroup_root()),
+            pod_logs_dir: self.bed.log_dir(),
+            ..Default::default()
+        };
+        config.validate().expect("valid config");
+        let mut opts = StandaloneOptions::new(NODE);
+        opts.root_dir = self.root.clone();
+        opts.housekeeping_period = Duration::from_millis(500);
+        self.statuses = Arc::new(StatusManager::default());
+        opts.statuses = self.statuses.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        self.stop = Some(tx);
+        self.task = Some(tokio::spawn(async move {
+            let shutdown = async {
+                let _ = rx.await;
+            };
+            if let Err(e) = standalone::run(config, opts, shutdown).await {
+                panic!("kubelet failed: {e}");
+            }
+        }));
+    }
+
+    /// Like `kill -9`: the kubelet disappears without any cleanup.
+    fn kill_kubelet(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+        self.stop = None;
+    }
+
+    fn write(&self, file: &str, yaml: &str) {
+        // Write then rename, as editors and config managers do.
+        let tmp = self.manifests.join(format!(".{file}.tmp"));
+        std::fs::write(&tmp, yaml).expect("write manifest");
+        std::fs::rename(&tmp, self.manifests.join(file)).expect("rename manifest");
+    }
+
+    async fn pod(&self, name: &str) -> Option<RunningPod> {
+        let full = format!("{name}-{NODE}");
+        self.runtime
+            .get_pods(true)
+            .await
+            .expect("pods")
+            .into_iter()
+            .find(|p| p.name == full)
+    }
+
+    async fn status(&self, name: &str) -> Option<PodStatus> {
+        let pod = self.pod(name).await?;
+        self.runtime
+            .get_pod_status(&pod.uid, &pod.name, &pod.namespace)
+            .await
+            .ok()
+    }
+
+    fn phase(&self, uid: &str) -> Option<String> {
+        self.statuses.get(uid).and_then(|s| s.phase)
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill_kubelet();
+    }
+}
+
+async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn running(status: &PodStatus, container: &str) -> bool {
+    status
+        .find_container_status_by_name(container)
+        .is_some_and(|c| c.state == ContainerState::Running)
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .trim()
+        .to_owned()
+}
+
+const SEED_004: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: frontend}
+spec:
+  terminationGracePeriodSeconds: 2
+  containers:
+  - name: app
+    image: localhost/busybox:latest
+    imagePullPolicy: IfNotPresent
+    command: [sleep, "3600"]
+    resources:
+      requests: {memory: 10Mi, cpu: 250m}
+      limits: {memory: 64Mi, cpu: 500m}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_004_burstable_pod_gets_its_cgroup_limits() {
+    let Some(node) = Node::start().await else {
+        return;
+    };
+    node.write("frontend.yaml", SEED_004);
+    let st = wait_for("frontend running", Duration::from_secs(30), || async {
+        node.status("frontend").await.filter(|s| running(s, "app"))
+    })
+    .await;
+    let app = st.find_container_status_by_name("app").expect("app");
+    let cgroup = format!(
+        "{}/kubepods/burstable/pod{}/{}",
+        node.bed.cgroup_root(),
+        st.uid,
+        app.id
+    );
+    assert_eq!(
+        read(&Testbed::cgroup_v1_dir("memory", &cgroup).join("memory.limit_in_bytes")),
+        "67108864"
+    );
+    assert_eq!(
+        read(&Testbed::cgroup_v1_dir("cpu", &cgroup).join("cpu.cfs_quota_us")),
+        "50000"
+    );
+    assert_eq!(
+        read(&Testbed::cgroup_v1_dir("cpu", &cgroup).join("cpu.shares")),
+        "256"
+    );
+    let api = wait_for("status Running", Duration::from_secs(10), || async {
+        node.statuses
+            .get(&st.uid)
+            .filter(|s| s.phase.as_deref() == Some("Running"))
+    })
+    .await;
+    assert_eq!(api.qos_class.as_deref(), Some("Burstable"));
+}
+
+const SEED_002: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: twins}
+spec:
+  terminationGracePeriodSeconds: 2
+  volumes: [{name: shared, emptyDir: {}}]
+  containers:
+  - name: writer
+    image: localhost/busybox:latest
+    imagePullPolicy: IfNotPresent
+    command: [sh, -c, "echo hello-from-writer > /data/msg; exec sleep 3600"]
+    volumeMounts: [{name: shared, mountPath: /data}]
+  - name: reader
+    image: localhost/busybox:latest
+    imagePullPolicy: IfNotPresent
+    command: [sleep, "3600"]
+    volumeMounts: [{name: shared, mountPath: /data}]
+"#;
+
+async fn exec(cri: &RemoteRuntime, id: &str, cmd: &[&str]) -> String {
+    let out = cri
+        .exec_sync(
+            id,
+            cmd.iter().map(|s| s.to_string()).collect(),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("exec");
+    assert_eq!(out.exit_code, 0, "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_002_shared_network_and_volume_and_a_restart_in_the_same_sandbox() {
+    let Some(node) = Node::start().await else {
+        return;
+    };
+    node.write("twins.yaml", SEED_002);
+    let st = wait_for("twins running", Duration::from_secs(30), || async {
+        node.status("twins")
+            .await
+            .filter(|s| running(s, "writer") && running(s, "reader"))
+    })
+    .await;
+    let writer = st
+        .find_container_status_by_name("writer")
+        .expect("writer")
+        .clone();
+    let reader = st
+        .find_container_status_by_name("reader")
+        .expect("reader")
+        .clone();
+    let ip = |id: String| {
+        let cri = node.cri.clone();
+        async move {
+            exec(
+                &cri,
+                &id,
+                &["sh", "-c", "ip -o -4 addr show eth0 | awk '{print $4}'"],
+            )
+            .await
+        }
+    };
+    let writer_ip = ip(writer.id.clone()).await;
+    assert_eq!(
+        writer_ip,
+        ip(reader.id.clone()).await,
+        "one network namespace"
+    );
+    assert_eq!(
+        exec(&node.cri, &reader.id, &["cat", "/data/msg"]).await,
+        "hello-from-writer"
+    );
+
+    // Kill the writer behind the kubelet's back: the PLEG sees it die and the
+    // kubelet restarts it in the same sandbox, with the same IP.
+    let sandbox = st.sandbox_statuses[0].id.clone();
+    node.cri
+        .stop_container(&writer.id, Duration::ZERO)
+        .await
+        .expect("stop");
+    let after = wait_for("writer restarted", Duration::from_secs(30), || async {
+        node.status("twins").await.filter(|s| {
+            s.find_container_status_by_name("writer")
+                .is_some_and(|c| c.state == ContainerState::Running && c.restart_count == 1)
+        })
+    })
+    .await;
+    assert_eq!(after.sandbox_statuses[0].id, sandbox, "same sandbox");
+    let new_writer = after
+        .find_container_status_by_name("writer")
+        .expect("writer")
+        .id
+        .clone();
+    assert_ne!(new_writer, writer.id);
+    assert_eq!(ip(new_writer).await, writer_ip, "same IP");
+    assert_eq!(
+        after
+            .find_container_status_by_name("reader")
+            .map(|c| c.id.clone()),
+        Some(reader.id),
+        "the reader was left alone"
+    );
+    let api = wait_for(
+        "restart count in the status",
+        Duration::from_secs(10),
+        || async {
+            node.statuses.get(&st.uid).filter(|s| {
+                s.container_statuses
+                    .iter()
+                    .flatten()
+                    .any(|c| c.name == "writer" && c.restart_count == 1 && c.ready)
+            })
+        },
+    )
+    .await;
+    assert_eq!(api.phase.as_deref(), Some("Running"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_to_completion_pods_end_succeeded_or_failed_and_init_containers_go_in_order() {
+    let Some(node) = Node::start().await else {
+        return;
+    };
+    let pod = |name: &str, policy: &str, code: i32| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  restartPolicy: {policy}\n  containers:\n  - {{name: c, image: \"localhost/busybox:latest\", imagePullPolicy: IfNotPresent, command: [sh, -c, \"exit {code}\"]}}\n"
+        )
+    };
+    node.write("never-ok.yaml", &pod("never-ok", "Never", 0));
+    node.write("never-fail.yaml", &pod("never-fail", "Never", 3));
+    node.write("onfailure-ok.yaml", &pod("onfailure-ok", "OnFailure", 0));
+    // Init containers run in order and the app checks it.
+    node.write(
+        "ordered.yaml",
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: ordered}
+spec:
+  restartPolicy: Never
+  volumes: [{name: d, emptyDir: {}}]
+  initContainers:
+  - {name: first, image: "localhost/busybox:latest", imagePullPolicy: IfNotPresent, command: [sh, -c, "echo -n 1 >> /d/order"], volumeMounts: [{name: d, mountPath: /d}]}
+  - {name: second, image: "localhost/busybox:latest", imagePullPolicy: IfNotPresent, command: [sh, -c, "echo -n 2 >> /d/order"], volumeMounts: [{name: d, mountPath: /d}]}
+  containers:
+  - {name: app, image: "localhost/busybox:latest", imagePullPolicy: IfNotPresent, command: [sh, -c, "test \"$(cat /d/order)\" = 12"], volumeMounts: [{name: d, mountPath: /d}]}
+"#,
+    );
+    // A failing init container blocks the app container for good.
+    node.write(
+        "blocked.yaml",
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: blocked}
+spec:
+  restartPolicy: Never
+  initContainers:
+  - {name: broken, image: "localhost/busybox:latest", imagePullPolicy: IfNotPresent, command: [sh, -c, "exit 1"]}
+  containers:
+  - {name: app, image: "localhost/busybox:latest", imagePullPolicy: IfNotPresent, command: [sleep, "3600"]}
+"#,
+    );
+    for (name, want) in [
+        ("never-ok", "Succeeded"),
+        ("never-fail", "Failed"),
+        ("onfailure-ok", "Succeeded"),
+        ("ordered", "Succeeded"),
+        ("blocked", "Failed"),
+    ] {
+        let uid = wait_for(
+            &format!("{name} in the runtime"),
+            Duration::from_secs(30),
+            || async { node.pod(name).await.map(|p| p.uid) },
+        )
+        .await;
+        wait_for(
+            &format!("{name} {want}"),
+            Duration::from_secs(30),
+            || async { node.phase(&uid).filter(|p| p == want) },
+        )
+        .await;
+    }
+    let blocked = node.status("blocked").await.expect("blocked");
+    assert!(
+        blocked.find_container_status_by_name("app").is_none(),
+        "app never created"
+    );
+}
+
+const WEB_V1: &str = "apiVersion: v1\nkind: Pod\nmetadata: {name: web}\nspec:\n  terminationGracePeriodSeconds: 2\n  containers:\n  - {name: app, image: \"localhost/busybox:latest\", imagePullPolicy: IfNotPresent, command: [sleep, \"3600\"]}\n";
+const WEB_V2: &str = "apiVersion: v1\nkind: Pod\nmetadata: {name: web}\nspec:\n  terminationGracePeriodSeconds: 2\n  containers:\n  - {name: app, image: \"localhost/busybox:latest\", imagePullPolicy: IfNotPresent, command: [sleep, \"7200\"]}\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_pods_follow_their_manifest_files() {
+    let Some(node) = Node::start().await else {
+        return;
+    };
+    node.write("web.yaml", WEB_V1);
+    let v1 = wait_for("web v1 running", Duration::from_secs(30), || async {
+        node.status("web").await.filter(|s| running(s, "app"))
+    })
+    .await;
+    assert!(
+        node.root.join("pods").join(&v1.uid).is_dir(),
+        "pod directory made"
+    );
+
+    // Edited: a new UID (the manifest's hash); the old pod is replaced.
+    node.write("web.yaml", WEB_V2);
+    let v2 = wait_for("web v2 running", Duration::from_secs(30), || async {
+        let pods = node.runtime.get_pods(true).await.ok()?;
+        let new = pods
+            .iter()
+            .find(|p| p.name == format!("web-{NODE}") && p.uid != v1.uid && p.is_running())?;
+        node.runtime
+            .get_pod_status(&new.uid, &new.name, &new.namespace)
+            .await
+            .ok()
+            .filter(|s| running(s, "app"))
+    })
+    .await;
+    assert_ne!(v2.uid, v1.uid);
+    wait_for("v1 gone", Duration::from_secs(30), || async {
+        let pods = node.runtime.get_pods(true).await.ok()?;
+        (!pods.iter().any(|p| p.uid == v1.uid)).then_some(())
+    })
+    .await;
+
+    // Removed: the pod is killed, its sandbox and its directory are removed.
+    std::fs::remove_file(node.manifests.join("web.yaml")).expect("rm");
+    wait_for("web removed", Duration::from_secs(30), || async {
+        let pods = node.runtime.get_pods(true).await.ok()?;
+        (pods.is_empty() && !node.root.join("pods").join(&v2.uid).exists()).then_some(())
+    })
+    .await;
+    assert!(!node.root.join("pods").join(&v1.uid).exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_manifest_does_not_stop_the_good_ones() {
+    let Some(node) = Node::start().await else {
+        return;
+    };
+    node.write("broken.yaml", "apiVersion: v1\nkind: Pod\nmetadata: {name: broken}\nspec: {containers: [{name: x, image: busybox, resources: {limits: {memory: lots}}}]}\n");
+    node.write("garbage.yaml", "{{{{ not yaml");
+    node.write("web.yaml", WEB_V1);
+    wait_for("web running", Duration::from_secs(30), || async {
+        node.status("web").await.filter(|s| running(s, "app"))
+    })
+    .await;
+    assert!(node.pod("broken").await.is_none());
+    assert!(
+        node.task.as_ref().is_some_and(|t| !t.is_finished()),
+        "the kubelet still runs"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_kubelet_restarts_no_container() {
+    let Some(mut node) = Node::start().await else {
+        return;
+    };
+    node.write("frontend.yaml", SEED_004);
+    node.write("twins.yaml", SEED_002);
+    wait_for("both pods running", Duration::from_secs(30), || async {
+        let a = node
+            .status("frontend")
+            .await
+            .filter(|s| running(s, "app"))?;
+        let b = node
+            .status("twins")
+            .await
+            .filter(|s| running(s, "writer") && running(s, "reader"))?;
+        Some((a, b))
+    })
+    .await;
+    let snapshot = |pods: Vec<RunningPod>| {
+        let mut ids: Vec<(String, String)> = pods
+            .into_iter()
+            .flat_map(|p| {
+                p.containers
+                    .into_iter()
+                    .map(|c| (c.id, format!("{:?}", c.state)))
+            })
+            .collect();
+        ids.sort();
+        ids
+    };
+    let before = snapshot(node.runtime.get_pods(true).await.expect("pods"));
+
+    node.kill_kubelet();
+    node.start_kubelet();
+    // Let the new kubelet sync every pod and run housekeeping a few times.
+    let uid = node.pod("twins").await.expect("twins").uid;
+    wait_for(
+        "the new kubelet's status",
+        Duration::from_secs(30),
+        || async { node.phase(&uid).filter(|p| p == "Running") },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = snapshot(node.runtime.get_pods(true).await.expect("pods"));
+    assert_eq!(
+        before, after,
+        "no container was created, restarted or removed"
+    );
+    let twins = node.status("twins").await.expect("twins");
+    assert!(
+        twins
+            .container_statuses
+            .iter()
+            .all(|c| c.restart_count == 0)
+    );
+}
