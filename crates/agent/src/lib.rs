@@ -38,7 +38,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
-use kubelet_kuberuntime::{PodStatus, Runtime};
+use kubelet_kuberuntime::gc::{GcPolicy, PodStateProvider};
+use kubelet_kuberuntime::{PodStatus, Runtime, RuntimeManager};
 use kubelet_podconfig::{PodOperation, PodUpdate, PodUpdates};
 use kubelet_podworkers::{
     KillPodOptions, PodStatusCache, PodWorkerPool, PodWorkers, RuntimePod, UpdatePodOptions,
@@ -95,6 +96,8 @@ impl From<kubelet_podworkers::Error> for Error {
 
 /// Upstream `housekeepingPeriod`.
 pub const HOUSEKEEPING_PERIOD: Duration = Duration::from_secs(2);
+/// Upstream `ContainerGCPeriod`.
+pub const CONTAINER_GC_PERIOD: Duration = Duration::from_secs(60);
 
 /// The kubelet's own settings.
 #[derive(Debug, Clone)]
@@ -108,6 +111,10 @@ pub struct KubeletConfig {
     pub housekeeping_period: Duration,
     /// At most this many pods are admitted (upstream `maxPods`, 110).
     pub max_pods: usize,
+    /// How often dead containers are garbage collected.
+    pub container_gc_period: Duration,
+    /// What garbage collection keeps.
+    pub gc_policy: GcPolicy,
 }
 
 impl KubeletConfig {
@@ -118,6 +125,8 @@ impl KubeletConfig {
             root_dir: PathBuf::from("/var/lib/kubelet"),
             housekeeping_period: HOUSEKEEPING_PERIOD,
             max_pods: 110,
+            container_gc_period: CONTAINER_GC_PERIOD,
+            gc_policy: GcPolicy::default(),
         }
     }
 }
@@ -140,6 +149,7 @@ where
 {
     config: KubeletConfig,
     runtime: Arc<dyn Runtime>,
+    gc: Option<Arc<RuntimeManager>>,
     workers: PodWorkerPool<KubeletSyncer, C>,
     statuses: Arc<StatusManager>,
     pods: Mutex<HashMap<String, Arc<Pod>>>,
@@ -178,10 +188,18 @@ where
         Ok(Self {
             config,
             runtime,
+            gc: None,
             workers,
             statuses,
             pods: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Garbage-collects dead containers of `manager` every
+    /// `container_gc_period` while the loop runs.
+    pub fn with_container_gc(mut self, manager: Arc<RuntimeManager>) -> Self {
+        self.gc = Some(manager);
+        self
     }
 
     /// The status manager (every pod's API status).
@@ -210,6 +228,11 @@ where
     ) {
         let mut housekeeping = tokio::time::interval(self.config.housekeeping_period);
         housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut gc = tokio::time::interval_at(
+            tokio::time::Instant::now() + self.config.container_gc_period,
+            self.config.container_gc_period,
+        );
+        gc.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -226,6 +249,7 @@ where
                         self.handle_pod_cleanups().await;
                     }
                 }
+                _ = gc.tick() => self.garbage_collect(sources_ready()).await,
                 () = &mut shutdown => {
                     tracing::info!("shutting down the sync loop; pods keep running");
                     return;
@@ -330,6 +354,29 @@ where
         }
     }
 
+    /// One container garbage collection pass (upstream
+    /// `StartGarbageCollection`'s container half).
+    pub async fn garbage_collect(&self, all_sources_ready: bool) {
+        let Some(manager) = &self.gc else { return };
+        let provider = WorkerState {
+            desired: self.pod_map().keys().cloned().collect(),
+            workers: &self.workers,
+        };
+        match manager
+            .garbage_collect(self.config.gc_policy, all_sources_ready, false, &provider)
+            .await
+        {
+            Ok(r) if !r.containers.is_empty() || !r.sandboxes.is_empty() => tracing::info!(
+                containers = r.containers.len(),
+                sandboxes = r.sandboxes.len(),
+                log_dirs = r.log_dirs.len(),
+                "garbage collected"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "container garbage collection failed"),
+        }
+    }
+
     /// Upstream `HandlePodCleanups`: forget finished workers, kill runtime
     /// pods nobody knows, and remove what terminated pods left behind.
     pub async fn handle_pod_cleanups(&self) {
@@ -377,5 +424,22 @@ where
                 }
             }
         }
+    }
+}
+
+/// What garbage collection may remove, from the pod manager and the pod
+/// workers (upstream's pod workers are the kubelet's `podStateProvider`).
+struct WorkerState<'a, W: PodWorkers> {
+    desired: HashSet<String>,
+    workers: &'a W,
+}
+
+impl<W: PodWorkers + Sync> PodStateProvider for WorkerState<'_, W> {
+    fn should_pod_content_be_removed(&self, uid: &str) -> bool {
+        !self.desired.contains(uid) && self.workers.should_pod_content_be_removed(uid)
+    }
+
+    fn should_pod_runtime_be_removed(&self, uid: &str) -> bool {
+        self.workers.should_pod_runtime_be_removed(uid)
     }
 }

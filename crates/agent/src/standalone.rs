@@ -143,11 +143,13 @@ pub async fn run(
             root_dir: opts.root_dir.clone(),
             housekeeping_period: opts.housekeeping_period,
             max_pods: usize::try_from(config.max_pods).unwrap_or(110),
+            ..KubeletConfig::new(opts.node_name.clone())
         },
-        runtime,
+        runtime.clone(),
         cache,
         opts.statuses.clone(),
-    )?;
+    )?
+    .with_container_gc(runtime);
 
     // PLEG events wake the pod's worker; ContainerRemoved needs no sync (upstream).
     let (events_tx, events_rx) = tokio::sync::mpsc::channel(1000);

@@ -47,6 +47,7 @@ use k8s_openapi::api::core::v1::Pod;
 
 pub mod actions;
 pub mod config;
+pub mod gc;
 pub mod hash;
 pub mod labels;
 mod manager;

@@ -258,3 +258,36 @@ spec:
             .is_none()
     );
 }
+
+#[tokio::test]
+async fn the_pre_stop_hook_runs_before_the_container_is_stopped() {
+    let (fake, m, _logs) = setup();
+    let p = pod(r#"
+metadata: {name: hooked, namespace: default, uid: uid-hooked}
+spec:
+  terminationGracePeriodSeconds: 5
+  containers:
+  - name: app
+    image: localhost/busybox:latest
+    imagePullPolicy: IfNotPresent
+    lifecycle:
+      preStop:
+        exec: {command: [sh, -c, "echo bye"]}
+"#);
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    fake.set_exec_handler(move |_, cmd| {
+        record.lock().unwrap().push(cmd.join(" "));
+        Default::default()
+    });
+    m.sync_pod(&p, &status_of(&m, &p).await, &HashMap::new())
+        .await;
+    let running = status_of(&m, &p).await.to_running_pod();
+    fake.clear_calls();
+    m.kill_pod(Some(&p), &running, None).await.expect("kill");
+    assert_eq!(
+        fake.calls(),
+        ["ExecSync", "StopContainer", "StopPodSandbox"]
+    );
+    assert_eq!(*seen.lock().unwrap(), ["sh -c echo bye"]);
+}
