@@ -201,19 +201,17 @@ pub async fn garbage_collect(
     }
 
     // 6. Logs of removed pods: <ns>_<name>_<uid>, the UID after the last '_'.
-    if all_sources_ready {
-        if let Ok(entries) = std::fs::read_dir(pod_logs_dir) {
-            for entry in entries.flatten() {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                let Some(uid) = name.rsplit('_').next() else {
-                    continue;
-                };
-                if name.contains('_') && pods.should_pod_content_be_removed(uid) {
-                    if let Err(e) = std::fs::remove_dir_all(entry.path()) {
-                        tracing::warn!(dir = %name, error = %e, "GC: cannot remove pod logs");
-                    } else {
-                        result.log_dirs.push(name);
-                    }
+    if all_sources_ready && let Ok(entries) = std::fs::read_dir(pod_logs_dir) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(uid) = name.rsplit('_').next() else {
+                continue;
+            };
+            if name.contains('_') && pods.should_pod_content_be_removed(uid) {
+                if let Err(e) = std::fs::remove_dir_all(entry.path()) {
+                    tracing::warn!(dir = %name, error = %e, "GC: cannot remove pod logs");
+                } else {
+                    result.log_dirs.push(name);
                 }
             }
         }
