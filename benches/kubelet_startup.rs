@@ -1,0 +1,228 @@
+//! Pod start-up through the kubelet against the runtime's floor, and the
+//! kubelet's memory.
+//!
+//! For N = 1, 10 and 50 pods, in one run on one private containerd:
+//! - **floor**: a small driver makes the CRI calls a kubelet must make for
+//!   each pod (RunPodSandbox, CreateContainer, StartContainer), all pods at
+//!   once, and stops the clock when the last StartContainer returns;
+//! - **kubelet**: the release build of `examples/kubelet` runs as a child
+//!   process; the clock starts when N manifests are written to its static
+//!   pod directory and stops when ListContainers shows N app containers
+//!   running (polled every 10 ms).
+//!
+//! It also reads the kubelet's VmRSS from `/proc/<pid>/status`: idle (no
+//! pods, after start-up) and with N pods running.
+//!
+//! Run as root: `scripts/bench-kubelet.sh` (it builds the kubelet in
+//! release mode and runs `cargo bench --bench kubelet_startup`).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kubelet_rs::cri::{RemoteRuntime, RuntimeService, api};
+use kubelet_testbed::Testbed;
+
+const IMAGE: &str = "localhost/busybox:latest";
+
+fn kubelet_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("KUBELET_BIN") {
+        return PathBuf::from(p);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+    target.join("release/examples/kubelet")
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+async fn remove_everything(cri: &RemoteRuntime) {
+    for s in cri.list_pod_sandbox(None).await.unwrap_or_default() {
+        let _ = cri.stop_pod_sandbox(&s.id).await;
+        let _ = cri.remove_pod_sandbox(&s.id).await;
+    }
+}
+
+/// The floor: the same CRI calls, made directly, all pods at once.
+async fn floor(cri: &RemoteRuntime, bed: &Testbed, n: usize, round: &str) -> Duration {
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let cri = cri.clone();
+        let uid = format!("floor-{round}-{i}");
+        let log_dir = bed.log_dir().join(&uid);
+        let parent = format!("/{}/floor/pod{uid}", bed.cgroup_root());
+        tasks.push(tokio::spawn(async move {
+            std::fs::create_dir_all(log_dir.join("app")).expect("log dir");
+            let sandbox = api::PodSandboxConfig {
+                metadata: Some(api::PodSandboxMetadata {
+                    name: uid.clone(),
+                    namespace: "default".into(),
+                    uid: uid.clone(),
+                    attempt: 0,
+                }),
+                hostname: uid.clone(),
+                log_directory: log_dir.display().to_string(),
+                linux: Some(api::LinuxPodSandboxConfig {
+                    cgroup_parent: parent,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            let sb = cri.run_pod_sandbox(sandbox.clone(), "").await.expect("sandbox");
+            // A kubelet checks the sandbox's IP and the image before creating.
+            cri.pod_sandbox_status(&sb, false).await.expect("sandbox status");
+            let container = api::ContainerConfig {
+                metadata: Some(api::ContainerMetadata {
+                    name: "app".into(),
+                    attempt: 0,
+                }),
+                image: Some(api::ImageSpec {
+                    image: IMAGE.into(),
+                    ..Default::default()
+                }),
+                command: vec!["sleep".into(), "3600".into()],
+                log_path: "app/0.log".into(),
+                ..Default::default()
+            };
+            let id = cri.create_container(&sb, container, sandbox).await.expect("create");
+            cri.start_container(&id).await.expect("start");
+        }));
+    }
+    for t in tasks {
+        t.await.expect("floor task");
+    }
+    started.elapsed()
+}
+
+fn manifest(i: usize) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: bench-{i}}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {{name: app, image: \"{IMAGE}\", imagePullPolicy: IfNotPresent, command: [sleep, \"3600\"]}}\n"
+    )
+}
+
+async fn running_apps(cri: &RemoteRuntime) -> usize {
+    cri.list_containers(Some(api::ContainerFilter {
+        state: Some(api::ContainerStateValue {
+            state: api::ContainerState::ContainerRunning as i32,
+        }),
+        ..Default::default()
+    }))
+    .await
+    .map(|c| c.len())
+    .unwrap_or(0)
+}
+
+struct KubeletProcess(Child);
+
+impl Drop for KubeletProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn through_kubelet(
+    cri: &RemoteRuntime,
+    bed: &Testbed,
+    n: usize,
+    round: &str,
+) -> (Duration, u64, u64) {
+    let dir = bed.dir().join(format!("kubelet-{round}"));
+    let manifests = dir.join("manifests");
+    std::fs::create_dir_all(&manifests).expect("manifests");
+    let child = Command::new(kubelet_binary())
+        .arg("--pod-manifest-path")
+        .arg(&manifests)
+        .arg("--container-runtime-endpoint")
+        .arg(bed.endpoint())
+        .arg("--root-dir")
+        .arg(dir.join("root"))
+        .arg("--cgroup-root")
+        .arg(format!("/{}/kubelet-{round}", bed.cgroup_root()))
+        .arg("--hostname-override")
+        .arg("bench")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {}: {e}", kubelet_binary().display()));
+    let kubelet = KubeletProcess(child);
+    let pid = kubelet.0.id();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let idle = rss_kib(pid);
+
+    let tmp = dir.join("staging");
+    std::fs::create_dir_all(&tmp).expect("staging");
+    for i in 0..n {
+        std::fs::write(tmp.join(format!("bench-{i}.yaml")), manifest(i)).expect("write");
+    }
+    let started = Instant::now();
+    for i in 0..n {
+        let name = format!("bench-{i}.yaml");
+        std::fs::rename(tmp.join(&name), manifests.join(&name)).expect("rename");
+    }
+    let deadline = started + Duration::from_secs(120);
+    while running_apps(cri).await < n {
+        assert!(Instant::now() < deadline, "pods did not start within 120 s");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let elapsed = started.elapsed();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let loaded = rss_kib(pid);
+    drop(kubelet);
+    (elapsed, idle, loaded)
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    if !kubelet_binary().exists() {
+        eprintln!(
+            "{} is missing: run scripts/bench-kubelet.sh (or cargo build --release --example kubelet)",
+            kubelet_binary().display()
+        );
+        std::process::exit(1);
+    }
+    let Some(bed) = Testbed::start() else {
+        eprintln!("no test bed: run as root after scripts/testbed/install.sh");
+        std::process::exit(1);
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio");
+    rt.block_on(async {
+        let cri = RemoteRuntime::builder(bed.endpoint()).connect().await.expect("connect");
+        println!("containerd {}", bed.containerd_version());
+        println!("| pods | floor (direct CRI) | kubelet | kubelet / floor | kubelet RSS idle | kubelet RSS with pods |");
+        println!("|---|---|---|---|---|---|");
+        for n in [1usize, 10, 50] {
+            let f = floor(&cri, &bed, n, &format!("f{n}")).await;
+            remove_everything(&cri).await;
+            let (k, idle, loaded) = through_kubelet(&cri, &bed, n, &format!("k{n}")).await;
+            remove_everything(&cri).await;
+            println!(
+                "| {n} | {:.0} ms | {:.0} ms | {:.2} | {:.1} MiB | {:.1} MiB |",
+                f.as_secs_f64() * 1e3,
+                k.as_secs_f64() * 1e3,
+                k.as_secs_f64() / f.as_secs_f64(),
+                idle as f64 / 1024.0,
+                loaded as f64 / 1024.0
+            );
+        }
+    });
+}
