@@ -80,9 +80,14 @@ async fn floor(cri: &RemoteRuntime, bed: &Testbed, n: usize, round: &str) -> Dur
                 }),
                 ..Default::default()
             };
-            let sb = cri.run_pod_sandbox(sandbox.clone(), "").await.expect("sandbox");
+            let sb = cri
+                .run_pod_sandbox(sandbox.clone(), "")
+                .await
+                .expect("sandbox");
             // A kubelet checks the sandbox's IP and the image before creating.
-            cri.pod_sandbox_status(&sb, false).await.expect("sandbox status");
+            cri.pod_sandbox_status(&sb, false)
+                .await
+                .expect("sandbox status");
             let container = api::ContainerConfig {
                 metadata: Some(api::ContainerMetadata {
                     name: "app".into(),
@@ -96,7 +101,10 @@ async fn floor(cri: &RemoteRuntime, bed: &Testbed, n: usize, round: &str) -> Dur
                 log_path: "app/0.log".into(),
                 ..Default::default()
             };
-            let id = cri.create_container(&sb, container, sandbox).await.expect("create");
+            let id = cri
+                .create_container(&sb, container, sandbox)
+                .await
+                .expect("create");
             cri.start_container(&id).await.expect("start");
         }));
     }

@@ -55,6 +55,7 @@ fn waiting_reason(e: &kubelet_kuberuntime::Error) -> Option<(String, &'static st
     match e {
         E::CreateContainer { container, .. } => Some((container.clone(), "CreateContainerError")),
         E::StartContainer { container, .. } => Some((container.clone(), "RunContainerError")),
+        E::CrashLoopBackOff { container, .. } => Some((container.clone(), "CrashLoopBackOff")),
         _ => None,
     }
 }

@@ -526,3 +526,84 @@ async fn a_restarted_kubelet_restarts_no_container() {
             .all(|c| c.restart_count == 0)
     );
 }
+
+const OOM: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: hog}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: hog
+    image: localhost/busybox:latest
+    imagePullPolicy: IfNotPresent
+    command: [dd, if=/dev/zero, of=/dev/null, bs=200M, count=1]
+    resources:
+      limits: {memory: 64Mi}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oom_killed_container_restarts_with_crash_loop_backoff() {
+    let Some(node) = Node::start().await else {
+        return;
+    };
+    node.write("hog.yaml", OOM);
+    let uid = wait_for("hog in the runtime", Duration::from_secs(30), || async {
+        node.pod("hog").await.map(|p| p.uid)
+    })
+    .await;
+    // Watch the restart count climb and note when each restart happens.
+    let mut restarts: Vec<(i32, Instant)> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut oom_seen = false;
+    while restarts.len() < 4 && Instant::now() < deadline {
+        if let Some(st) = node.status("hog").await {
+            for c in st.container_statuses.iter().filter(|c| c.name == "hog") {
+                oom_seen |= c.state == ContainerState::Exited
+                    && (c.reason == "OOMKilled" || c.exit_code == 137);
+            }
+            if let Some(newest) = st.find_container_status_by_name("hog")
+                && restarts
+                    .last()
+                    .is_none_or(|(n, _)| *n < newest.restart_count)
+            {
+                restarts.push((newest.restart_count, Instant::now()));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(oom_seen, "the kernel OOM-killed the container");
+    assert_eq!(
+        restarts.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+        [0, 1, 2, 3],
+        "four runs within 120 s"
+    );
+    // Run 0 crashes and run 1 follows at once; then the backoff doubles:
+    // run 2 waits out 10 s, run 3 20 s (upstream's crash-loop backoff).
+    let gaps: Vec<Duration> = restarts.windows(2).map(|w| w[1].1 - w[0].1).collect();
+    eprintln!("restart gaps: {gaps:?}");
+    assert!(
+        gaps[1] >= Duration::from_secs(10),
+        "second restart after {:?}",
+        gaps[1]
+    );
+    assert!(
+        gaps[2] >= Duration::from_secs(20),
+        "third restart after {:?}",
+        gaps[2]
+    );
+    assert!(gaps[2] > gaps[1], "the backoff grows");
+    let api = node.statuses.get(&uid).expect("status");
+    let c = api
+        .container_statuses
+        .unwrap_or_default()
+        .into_iter()
+        .next()
+        .expect("hog");
+    let reason = c
+        .last_state
+        .and_then(|l| l.terminated)
+        .and_then(|t| t.reason)
+        .unwrap_or_default();
+    assert_eq!(reason, "OOMKilled", "lastState names the OOM kill");
+}

@@ -19,9 +19,13 @@
 //!   container hash.
 //! - [`status`]: the runtime's view of a pod.
 //!
-//! Not built yet: crash-loop and image-pull backoff (the eviction crate's
-//! backoff plugs in here), lifecycle hooks, container garbage collection,
-//! sidecar init containers. They are listed in the issues.
+//! - [`gc`]: container and sandbox garbage collection.
+//!
+//! Crash loops and failing pulls back off as upstream (10 s doubling to
+//! 300 s), with `kubelet-eviction`'s keyed backoff.
+//!
+//! Not built yet: HTTP lifecycle hooks, sidecar (restartable init)
+//! containers, ephemeral containers, in-place resize.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -73,6 +77,26 @@ pub enum Error {
     /// (upstream `ErrImageNeverPull`).
     #[error("pod {pod}: image {image:?} is not present with pull policy of Never")]
     ImageNeverPull {
+        /// The pod.
+        pod: String,
+        /// The image.
+        image: String,
+    },
+    /// The container exited and its restart backoff has not passed yet
+    /// (upstream `ErrCrashLoopBackOff`).
+    #[error("pod {pod}: back-off {delay:?} restarting failed container={container}")]
+    CrashLoopBackOff {
+        /// The pod.
+        pod: String,
+        /// The container.
+        container: String,
+        /// The current backoff.
+        delay: std::time::Duration,
+    },
+    /// A pull of this image failed recently; waiting before the next try
+    /// (upstream `ErrImagePullBackOff`).
+    #[error("pod {pod}: back-off pulling image {image:?}")]
+    ImagePullBackOff {
         /// The pod.
         pod: String,
         /// The image.

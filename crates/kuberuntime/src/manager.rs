@@ -15,6 +15,7 @@ use async_trait::async_trait;
 use futures::future::join_all;
 use k8s_openapi::api::core::v1::{Container, Pod};
 use kubelet_cri_client::{ImageService, RuntimeService, api};
+use kubelet_eviction::{Backoff, crash_loop_key, image_pull_key, system_time_from_unix_nanos};
 
 use crate::actions::compute_pod_actions;
 use crate::config::{ConfigOptions, container_config, pod_log_dir, pod_sandbox_config};
@@ -34,6 +35,8 @@ pub struct RuntimeManager {
     runtime: Arc<dyn CriRuntime>,
     opts: ConfigOptions,
     runtime_handler: String,
+    crash_loop: Arc<Backoff>,
+    image_pull: Arc<Backoff>,
 }
 
 impl std::fmt::Debug for RuntimeManager {
@@ -75,7 +78,54 @@ impl RuntimeManager {
             runtime,
             opts,
             runtime_handler: String::new(),
+            crash_loop: Arc::new(Backoff::crash_loop()),
+            image_pull: Arc::new(Backoff::image_pull()),
         }
+    }
+
+    /// Uses these backoffs for crash loops and image pulls (defaults:
+    /// upstream's 10 s doubling to 300 s for both).
+    pub fn with_backoffs(mut self, crash_loop: Arc<Backoff>, image_pull: Arc<Backoff>) -> Self {
+        self.crash_loop = crash_loop;
+        self.image_pull = image_pull;
+        self
+    }
+
+    /// Upstream `doBackOff`: a container that exited before restarts only
+    /// once its backoff, counted from its last finish, has passed.
+    fn do_backoff(
+        &self,
+        pod: &Pod,
+        container: &Container,
+        status: &PodStatus,
+    ) -> Result<(), Error> {
+        let Some(last) = status
+            .container_statuses
+            .iter()
+            .find(|c| c.name == container.name && c.state == crate::status::ContainerState::Exited)
+        else {
+            return Ok(());
+        };
+        let key = crash_loop_key(
+            pod.metadata.name.as_deref().unwrap_or_default(),
+            pod.metadata.namespace.as_deref().unwrap_or("default"),
+            pod.metadata.uid.as_deref().unwrap_or_default(),
+            &container.name,
+            &crate::hash::ContainerHash::of(container).hex(),
+        );
+        let finished = system_time_from_unix_nanos(last.finished_at);
+        if self
+            .crash_loop
+            .is_in_backoff_since_system_time(&key, finished)
+        {
+            return Err(Error::CrashLoopBackOff {
+                pod: pod_name(pod),
+                container: container.name.clone(),
+                delay: self.crash_loop.get(&key),
+            });
+        }
+        self.crash_loop.next_at_system_time(&key, finished);
+        Ok(())
     }
 
     /// The config options in use.
@@ -123,15 +173,32 @@ impl RuntimeManager {
                 (None, _) => {}
             }
         }
-        tracing::info!(pod = %pod_name(pod), %image, policy, "pulling image");
-        self.runtime
-            .pull_image(spec, None, Some(sandbox.clone()))
-            .await
-            .map_err(|source| Error::ImagePull {
+        let key = image_pull_key(pod.metadata.uid.as_deref().unwrap_or_default(), &image);
+        if self.image_pull.is_in_backoff_now(&key) {
+            return Err(Error::ImagePullBackOff {
                 pod: pod_name(pod),
                 image,
-                source,
-            })
+            });
+        }
+        tracing::info!(pod = %pod_name(pod), %image, policy, "pulling image");
+        match self
+            .runtime
+            .pull_image(spec, None, Some(sandbox.clone()))
+            .await
+        {
+            Ok(image_ref) => {
+                self.image_pull.gc();
+                Ok(image_ref)
+            }
+            Err(source) => {
+                self.image_pull.next_now(&key);
+                Err(Error::ImagePull {
+                    pod: pod_name(pod),
+                    image,
+                    source,
+                })
+            }
+        }
     }
 
     /// Creates and starts one container (upstream `startContainer`).
@@ -147,6 +214,7 @@ impl RuntimeManager {
         pod_ips: &[String],
         volumes: &HashMap<String, PathBuf>,
     ) -> Result<String, Error> {
+        self.do_backoff(pod, container, status)?;
         let image_ref = self.ensure_image_exists(pod, container, sandbox).await?;
         let restart_count = status
             .find_container_status_by_name(&container.name)

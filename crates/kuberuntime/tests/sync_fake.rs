@@ -291,3 +291,79 @@ spec:
     );
     assert_eq!(*seen.lock().unwrap(), ["sh -c echo bye"]);
 }
+
+#[tokio::test]
+async fn a_crash_looping_container_backs_off_10_then_20_seconds() {
+    use kubelet_eviction::{Backoff, FakeClock};
+    let fake = FakeRuntime::new();
+    fake.add_image("localhost/busybox:latest");
+    let logs = tempfile::tempdir().expect("tempdir");
+    let clock = Arc::new(FakeClock::new());
+    let m = RuntimeManager::new(
+        Arc::new(fake.clone()),
+        ConfigOptions {
+            pod_logs_dir: logs.path().to_path_buf(),
+            ..Default::default()
+        },
+    )
+    .with_backoffs(
+        Arc::new(Backoff::crash_loop().clock(clock.clone())),
+        Arc::new(Backoff::image_pull().clock(clock.clone())),
+    );
+    let p = pod(WEB);
+    let crash = |fake: &FakeRuntime, st: &kubelet_kuberuntime::PodStatus| {
+        let id = st
+            .find_container_status_by_name("app")
+            .expect("app")
+            .id
+            .clone();
+        fake.exit_container(&id, 1, "Error").expect("exit");
+    };
+    m.sync_pod(&p, &status_of(&m, &p).await, &HashMap::new())
+        .await;
+
+    // First crash: restarted at once (the backoff starts counting now).
+    crash(&fake, &status_of(&m, &p).await);
+    let r = m
+        .sync_pod(&p, &status_of(&m, &p).await, &HashMap::new())
+        .await;
+    assert_eq!(r.started_containers, ["app"], "{:?}", r.errors);
+
+    // Second crash: 10 s of backoff.
+    crash(&fake, &status_of(&m, &p).await);
+    let r = m
+        .sync_pod(&p, &status_of(&m, &p).await, &HashMap::new())
+        .await;
+    assert!(
+        matches!(r.error(), Some(Error::CrashLoopBackOff { delay, .. }) if delay.as_secs() == 10),
+        "{:?}",
+        r.errors
+    );
+    clock.advance(std::time::Duration::from_secs(9));
+    let r = m
+        .sync_pod(&p, &status_of(&m, &p).await, &HashMap::new())
+        .await;
+    assert!(r.started_containers.is_empty(), "still backing off at 9 s");
+    clock.advance(std::time::Duration::from_secs(2));
+    let r = m
+        .sync_pod(&p, &status_of(&m, &p).await, &HashMap::new())
+        .await;
+    assert_eq!(r.started_containers, ["app"], "{:?}", r.errors);
+
+    // Third crash: 20 s.
+    crash(&fake, &status_of(&m, &p).await);
+    let r = m
+        .sync_pod(&p, &status_of(&m, &p).await, &HashMap::new())
+        .await;
+    assert!(
+        matches!(r.error(), Some(Error::CrashLoopBackOff { delay, .. }) if delay.as_secs() == 20),
+        "{:?}",
+        r.errors
+    );
+    let st = status_of(&m, &p).await;
+    assert_eq!(
+        st.find_container_status_by_name("app")
+            .map(|c| c.restart_count),
+        Some(2)
+    );
+}

@@ -97,6 +97,10 @@ struct Inner {
 /// generic one is restarted at 1 s with a 3 min threshold. While events
 /// flow, the cache's global timestamp is refreshed every 2 s.
 ///
+/// containerd 1.7 hands each event to one `GetContainerEvents` stream only
+/// (its CRI plugin has one event channel that every stream reads), so run
+/// one evented PLEG per containerd and no other event reader beside it.
+///
 /// Clones share the same PLEG.
 #[derive(Clone)]
 pub struct EventedPleg {
@@ -160,17 +164,35 @@ impl EventedPleg {
     }
 }
 
-/// A wall-clock time in nanoseconds since the epoch (a CRI `created_at`) as
-/// a tokio instant, by its age now; a time in the future is now.
-pub(crate) fn instant_from_unix_nanos(nanos: i64) -> Instant {
-    let now = Instant::now();
-    let Ok(nanos) = u64::try_from(nanos) else {
-        return now;
-    };
-    let then = UNIX_EPOCH + Duration::from_nanos(nanos);
-    match SystemTime::now().duration_since(then) {
-        Ok(age) => now.checked_sub(age).unwrap_or(now),
-        Err(_) => now,
+/// Maps the runtime's wall-clock event times (nanoseconds since the epoch)
+/// to tokio instants, by one offset taken when the stream opens: events
+/// keep their order and their distance from relists, whatever the delay in
+/// reading them. An instant after now is now.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ClockBase {
+    instant: Instant,
+    wall: SystemTime,
+}
+
+impl ClockBase {
+    pub(crate) fn now() -> Self {
+        Self {
+            instant: Instant::now(),
+            wall: SystemTime::now(),
+        }
+    }
+
+    pub(crate) fn instant_of(&self, unix_nanos: i64) -> Instant {
+        let now = Instant::now();
+        let Ok(nanos) = u64::try_from(unix_nanos) else {
+            return now;
+        };
+        let at = UNIX_EPOCH + Duration::from_nanos(nanos);
+        let mapped = match at.duration_since(self.wall) {
+            Ok(after) => self.instant.checked_add(after),
+            Err(before) => self.instant.checked_sub(before.duration()),
+        };
+        mapped.map_or(now, |m| m.min(now))
     }
 }
 
@@ -260,7 +282,7 @@ pub fn pod_status_from_event(
 
 impl Inner {
     /// Upstream `processCRIEvents` for one event.
-    fn process(&self, event: &ContainerEventResponse) {
+    fn process(&self, event: &ContainerEventResponse, clock: &ClockBase) {
         use PodLifecycleEventType::*;
         self.events.fetch_add(1, Ordering::Relaxed);
         let kind = event.container_event_type();
@@ -283,7 +305,7 @@ impl Inner {
         let previous = self.cache.get(&uid).ok();
         let mut status = pod_status_from_event(&uid, previous.as_deref(), event);
         status.ips = preserved_ips(&self.cache, &uid, &status);
-        let timestamp = instant_from_unix_nanos(event.created_at);
+        let timestamp = clock.instant_of(event.created_at);
         tracing::trace!(pod = %uid, container = %event.container_id, ?kind, "evented PLEG: event");
 
         let send = if kind == ContainerEventType::ContainerDeletedEvent {
@@ -356,6 +378,7 @@ async fn read_stream(
         Ok(stream) => stream,
         Err(e) => return StreamEnd::Failed(e, true),
     };
+    let clock = ClockBase::now();
     // Changes made before the runtime registered the subscription have no
     // event: relist once it is open.
     match weak.upgrade() {
@@ -375,7 +398,7 @@ async fn read_stream(
             Some(Ok(event)) => {
                 first = false;
                 *failures = 0;
-                this.process(&event);
+                this.process(&event, &clock);
             }
             Some(Err(e)) => return StreamEnd::Failed(e, first),
             None => return StreamEnd::Ended,

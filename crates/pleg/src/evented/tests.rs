@@ -145,19 +145,128 @@ fn events_merge_into_the_previous_status_by_id() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn event_times_become_instants_by_their_age() {
+async fn event_times_map_to_instants_by_one_offset() {
+    let base = ClockBase::now();
+    let wall = |d: i64| {
+        i64::try_from(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .expect("clock")
+                .as_nanos(),
+        )
+        .expect("nanos")
+            + d
+    };
     let now = Instant::now();
-    let wall = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_nanos();
-    let five_seconds_ago = i64::try_from(wall).expect("nanos") - 5_000_000_000;
-    let at = instant_from_unix_nanos(five_seconds_ago);
+    let at = base.instant_of(wall(-5_000_000_000));
     let age = now - at;
     assert!(
-        age >= Duration::from_secs(5) && age < Duration::from_secs(6),
+        age >= Duration::from_millis(4900) && age < Duration::from_secs(6),
         "{age:?}"
     );
-    assert_eq!(instant_from_unix_nanos(-1), now);
-    assert_eq!(instant_from_unix_nanos(i64::MAX), now, "the future is now");
+    // Order is kept between two events, however late they are read.
+    let (a, b) = (wall(-2_000_000), wall(-1_000_000));
+    assert!(base.instant_of(a) < base.instant_of(b));
+    assert_eq!(base.instant_of(-1), now);
+    assert_eq!(base.instant_of(i64::MAX), now, "the future is now");
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert!(base.instant_of(wall(0)) <= Instant::now());
+}
+
+#[tokio::test(start_paused = true)]
+async fn stale_events_change_nothing_and_send_nothing() {
+    let fake = kubelet_cri_client::FakeRuntime::new();
+    let manager = kubelet_kuberuntime::RuntimeManager::new(
+        Arc::new(fake.clone()),
+        kubelet_kuberuntime::config::ConfigOptions::default(),
+    );
+    let cache = Arc::new(PodCache::new());
+    let pleg = EventedPleg::new(
+        Arc::new(manager),
+        Arc::new(fake),
+        cache.clone(),
+        EventedConfig::default(),
+    );
+    let mut rx = pleg.watch().expect("receiver");
+    let base = ClockBase::now();
+    let wall_now = i64::try_from(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("clock")
+            .as_nanos(),
+    )
+    .expect("nanos");
+    let mut sb = sandbox("s1", true, 1, "10.0.0.5");
+    sb.labels
+        .insert(kubelet_kuberuntime::labels::POD_UID.into(), "uid-1".into());
+    let mut stopped = event(
+        ContainerEventType::ContainerStoppedEvent,
+        "c1",
+        Some(sb.clone()),
+        vec![container("c1", api::ContainerState::ContainerExited, 2)],
+    );
+    stopped.created_at = wall_now - 1_000_000_000;
+    // The cache already holds something newer (a relist, say).
+    cache.set("uid-1", Ok(Arc::new(PodStatus::default())), Instant::now());
+    pleg.inner.process(&stopped, &base);
+    assert!(rx.try_recv().is_err(), "stale: nothing sent");
+    assert!(
+        cache
+            .get("uid-1")
+            .expect("status")
+            .container_statuses
+            .is_empty()
+    );
+    // A newer one is taken and sent.
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let base = ClockBase::now();
+    stopped.created_at = wall_now + 1;
+    pleg.inner.process(&stopped, &base);
+    let e = rx.try_recv().expect("event");
+    assert_eq!(
+        (e.pod_uid.as_str(), e.kind, e.data.as_str()),
+        ("uid-1", PodLifecycleEventType::ContainerDied, "c1")
+    );
+    assert_eq!(
+        cache.get("uid-1").expect("status").container_statuses.len(),
+        1
+    );
+    // No sandbox status and a container nobody knows: dropped.
+    let orphan = event(
+        ContainerEventType::ContainerDeletedEvent,
+        "zzz",
+        None,
+        vec![],
+    );
+    pleg.inner.process(&orphan, &base);
+    assert!(rx.try_recv().is_err());
+    // No sandbox status, but the cache knows the container: attributed.
+    let mut deleted = event(
+        ContainerEventType::ContainerDeletedEvent,
+        "c1",
+        None,
+        vec![],
+    );
+    deleted.created_at = wall_now + 2;
+    pleg.inner.process(&deleted, &base);
+    let kinds: Vec<_> = std::iter::from_fn(|| rx.try_recv().ok())
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            PodLifecycleEventType::ContainerDied,
+            PodLifecycleEventType::ContainerRemoved
+        ]
+    );
+    // The sandbox deleted too: nothing left, the entry goes.
+    let mut gone = event(
+        ContainerEventType::ContainerDeletedEvent,
+        "s1",
+        Some(sb),
+        vec![],
+    );
+    gone.created_at = wall_now + 3;
+    pleg.inner.process(&gone, &base);
+    assert!(cache.is_empty());
 }
