@@ -308,6 +308,84 @@ impl KubeletConfiguration {
     }
 }
 
+impl KubeletConfiguration {
+    /// The container manager's configuration (upstream
+    /// `NodeConfig`, built in `cmd/kubelet/app/server.go`).
+    pub fn container_manager_config(
+        &self,
+        state_dir: &Path,
+    ) -> Result<kubelet_cm::manager::ContainerManagerConfig, ConfigError> {
+        use kubelet_cm::{CgroupDriverKind, CgroupName, CpuPolicy, ReservedCpus};
+        let list = |field: &str, map: &BTreeMap<String, String>| {
+            let mut out = kubelet_cm::ResourceList::new();
+            for (k, v) in map {
+                let n = if k == "cpu" {
+                    kubelet_cm::quantity::milli_value(v)
+                } else {
+                    kubelet_cm::quantity::value(v)
+                }
+                .map_err(|e| invalid(field, format!("{k}={v}: {e}")))?;
+                out.insert(k.clone(), n);
+            }
+            Ok::<_, ConfigError>(out)
+        };
+        let kube_reserved = list("kubeReserved", &self.kube_reserved)?;
+        let system_reserved = list("systemReserved", &self.system_reserved)?;
+        let mut thresholds = Vec::new();
+        for (k, v) in &self.eviction_hard {
+            thresholds.push(
+                kubelet_cm::EvictionThreshold::parse(&format!("{k}<{v}"))
+                    .map_err(|e| invalid("evictionHard", e.to_string()))?,
+            );
+        }
+        let cpu_policy = match self.cpu_manager_policy.as_str() {
+            "static" if !self.reserved_system_cpus.is_empty() => CpuPolicy::Static {
+                reserved: ReservedCpus::List(
+                    kubelet_cm::CpuSet::parse(&self.reserved_system_cpus)
+                        .map_err(|e| invalid("reservedSystemCPUs", e.to_string()))?,
+                ),
+            },
+            "static" => {
+                let milli = kube_reserved.get("cpu").copied().unwrap_or(0)
+                    + system_reserved.get("cpu").copied().unwrap_or(0);
+                CpuPolicy::Static {
+                    reserved: ReservedCpus::Count(
+                        usize::try_from((milli + 999) / 1000).unwrap_or(0),
+                    ),
+                }
+            }
+            _ => CpuPolicy::None,
+        };
+        if self.memory_manager_policy == "Static" {
+            return Err(invalid(
+                "memoryManagerPolicy",
+                "Static needs reservedMemory, which this kubelet does not read yet",
+            ));
+        }
+        let topology_policy = kubelet_cm::TopologyPolicy::parse(&self.topology_manager_policy)
+            .map_err(|e| invalid("topologyManagerPolicy", e.to_string()))?;
+        Ok(kubelet_cm::manager::ContainerManagerConfig {
+            cgroup_root: CgroupName::from_cgroupfs(&self.cgroup_root),
+            cgroup_driver: if self.cgroup_driver == "systemd" {
+                CgroupDriverKind::Systemd
+            } else {
+                CgroupDriverKind::Cgroupfs
+            },
+            cgroups_per_qos: self.cgroups_per_qos,
+            node_allocatable: kubelet_cm::NodeAllocatableConfig {
+                kube_reserved,
+                system_reserved,
+                hard_eviction_thresholds: thresholds,
+                ..Default::default()
+            },
+            cpu_policy,
+            topology_policy,
+            state_dir: Some(state_dir.to_path_buf()),
+            ..Default::default()
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -362,5 +440,41 @@ mod tests {
         }
         let err = KubeletConfiguration::from_yaml("maxPods: [1]").expect_err("type");
         assert_eq!(err.field, "--config");
+    }
+
+    #[test]
+    fn the_container_manager_gets_the_node_settings() {
+        let mut c = KubeletConfiguration::default();
+        c.apply_flags(&Flags {
+            kube_reserved: Some("cpu=500m,memory=100Mi".into()),
+            system_reserved: Some("cpu=600m".into()),
+            cpu_manager_policy: Some("static".into()),
+            cgroup_root: Some("/custom".into()),
+            ..Default::default()
+        })
+        .expect("flags");
+        c.validate().expect("valid");
+        let cm = c
+            .container_manager_config(Path::new("/tmp/state"))
+            .expect("cm config");
+        assert_eq!(cm.cgroup_root.to_cgroupfs(), "/custom");
+        assert_eq!(cm.node_allocatable.kube_reserved.get("cpu"), Some(&500));
+        assert_eq!(
+            cm.node_allocatable.kube_reserved.get("memory"),
+            Some(&(100 << 20))
+        );
+        // 500m + 600m rounds up to 2 reserved CPUs, as upstream.
+        assert_eq!(
+            cm.cpu_policy,
+            kubelet_cm::CpuPolicy::Static {
+                reserved: kubelet_cm::ReservedCpus::Count(2)
+            }
+        );
+        assert_eq!(cm.node_allocatable.hard_eviction_thresholds.len(), 4);
+        c.memory_manager_policy = "Static".into();
+        let err = c
+            .container_manager_config(Path::new("/tmp"))
+            .expect_err("no reservedMemory");
+        assert_eq!(err.field, "memoryManagerPolicy");
     }
 }

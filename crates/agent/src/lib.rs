@@ -38,6 +38,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
+use kubelet_cm::ContainerManager;
 use kubelet_kuberuntime::gc::{GcPolicy, PodStateProvider};
 use kubelet_kuberuntime::{PodStatus, Runtime, RuntimeManager};
 use kubelet_podconfig::{PodOperation, PodUpdate, PodUpdates};
@@ -150,6 +151,8 @@ where
     config: KubeletConfig,
     runtime: Arc<dyn Runtime>,
     gc: Option<Arc<RuntimeManager>>,
+    cm: Option<Arc<dyn ContainerManager>>,
+    syncer_cm: Arc<std::sync::OnceLock<Arc<dyn ContainerManager>>>,
     workers: PodWorkerPool<KubeletSyncer, C>,
     statuses: Arc<StatusManager>,
     pods: Mutex<HashMap<String, Arc<Pod>>>,
@@ -183,12 +186,16 @@ where
         cache: C,
         statuses: Arc<StatusManager>,
     ) -> Result<Self, Error> {
-        let syncer = KubeletSyncer::new(runtime.clone(), statuses.clone(), config.root_dir.clone());
+        let syncer_cm = Arc::new(std::sync::OnceLock::new());
+        let syncer = KubeletSyncer::new(runtime.clone(), statuses.clone(), config.root_dir.clone())
+            .with_container_manager(syncer_cm.clone());
         let workers = PodWorkerPool::builder(syncer, cache).build()?;
         Ok(Self {
             config,
             runtime,
             gc: None,
+            cm: None,
+            syncer_cm,
             workers,
             statuses,
             pods: Mutex::new(HashMap::new()),
@@ -199,6 +206,14 @@ where
     /// `container_gc_period` while the loop runs.
     pub fn with_container_gc(mut self, manager: Arc<RuntimeManager>) -> Self {
         self.gc = Some(manager);
+        self
+    }
+
+    /// Uses `cm` for admission (topology, CPU and memory managers), pod
+    /// cgroups and the QoS cgroups.
+    pub fn with_container_manager(mut self, cm: Arc<dyn ContainerManager>) -> Self {
+        let _ = self.syncer_cm.set(cm.clone());
+        self.cm = Some(cm);
         self
     }
 
@@ -294,12 +309,18 @@ where
 
     /// Upstream's admit handlers, as far as a standalone kubelet has them:
     /// the pod count (predicate admission's `OutOfpods`).
-    fn admit(&self, _pod: &Pod, active: usize) -> Result<(), String> {
+    fn admit(&self, pod: &Pod, active: usize) -> Result<(), String> {
         if active >= self.config.max_pods {
             return Err(format!(
                 "OutOfpods: node has reached its pod limit ({})",
                 self.config.max_pods
             ));
+        }
+        if let Some(cm) = &self.cm {
+            // Topology, CPU and memory managers (upstream's allocate-resources
+            // admit handler); the error text carries upstream's reason.
+            cm.admit(pod)
+                .map_err(|e| format!("UnexpectedAdmissionError: {e}"))?;
         }
         Ok(())
     }
@@ -381,6 +402,17 @@ where
     /// pods nobody knows, and remove what terminated pods left behind.
     pub async fn handle_pod_cleanups(&self) {
         let desired: HashSet<String> = self.pod_map().keys().cloned().collect();
+        if let Some(cm) = &self.cm {
+            let active: Vec<Pod> = self
+                .pod_map()
+                .values()
+                .filter(|p| !self.workers.is_pod_known_terminated(&uid_of(p)))
+                .map(|p| Pod::clone(p))
+                .collect();
+            if let Err(e) = cm.update_qos_cgroups(&active) {
+                tracing::warn!(error = %e, "cannot update the QoS cgroups");
+            }
+        }
         let known = self.workers.sync_known_pods(&desired);
         let runtime_pods = match self.runtime.get_pods(true).await {
             Ok(pods) => pods,

@@ -11,7 +11,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kubelet_cm::{CgroupDriverKind, CgroupName, ContainerResourceOptions};
+use kubelet_cm::{
+    CgroupDriverKind, CgroupName, ContainerManager, ContainerResourceOptions, NodeContainerManager,
+};
 use kubelet_cri_client::{RemoteRuntime, RuntimeService};
 use kubelet_kuberuntime::RuntimeManager;
 use kubelet_kuberuntime::config::ConfigOptions;
@@ -100,6 +102,24 @@ pub async fn run(
         endpoint = %config.container_runtime_endpoint,
         "connected to the container runtime"
     );
+    // The container manager: the kubepods tree, node allocatable, the CPU,
+    // memory and topology managers (upstream `NewContainerManager` + `Start`).
+    let cm_config = config
+        .container_manager_config(&opts.root_dir)
+        .map_err(|e| Error::InvalidPod {
+            pod: "*".into(),
+            reason: e.to_string(),
+        })?;
+    let cm_error = |e: kubelet_cm::Error| Error::InvalidPod {
+        pod: "*".into(),
+        reason: format!("container manager: {e}"),
+    };
+    let machine = kubelet_cm::MachineInfo::host().map_err(cm_error)?;
+    let cm: Arc<dyn ContainerManager> =
+        Arc::new(NodeContainerManager::new(cm_config, machine).map_err(cm_error)?);
+    cm.start().map_err(cm_error)?;
+    tracing::info!(allocatable = ?cm.node_allocatable(), "container manager started");
+
     let driver = if config.cgroup_driver == "systemd" {
         CgroupDriverKind::Systemd
     } else {
@@ -117,6 +137,7 @@ pub async fn run(
                 ..Default::default()
             },
             node_name: opts.node_name.clone(),
+            container_manager: Some(cm.clone()),
         },
     ));
 
@@ -149,7 +170,8 @@ pub async fn run(
         cache,
         opts.statuses.clone(),
     )?
-    .with_container_gc(runtime);
+    .with_container_gc(runtime)
+    .with_container_manager(cm);
 
     // PLEG events wake the pod's worker; ContainerRemoved needs no sync (upstream).
     let (events_tx, events_rx) = tokio::sync::mpsc::channel(1000);

@@ -8,7 +8,9 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+
+use kubelet_cm::ContainerManager;
 
 use async_trait::async_trait;
 use k8s_openapi::api::core::v1::Pod;
@@ -26,6 +28,7 @@ pub struct KubeletSyncer {
     runtime: Arc<dyn Runtime>,
     statuses: Arc<StatusManager>,
     root_dir: PathBuf,
+    cm: Arc<OnceLock<Arc<dyn ContainerManager>>>,
 }
 
 impl std::fmt::Debug for KubeletSyncer {
@@ -68,7 +71,15 @@ impl KubeletSyncer {
             runtime,
             statuses,
             root_dir,
+            cm: Arc::new(OnceLock::new()),
         }
+    }
+
+    /// Pod cgroups are made and removed through the container manager set
+    /// in `cm` (set once, possibly after the pod workers started).
+    pub fn with_container_manager(mut self, cm: Arc<OnceLock<Arc<dyn ContainerManager>>>) -> Self {
+        self.cm = cm;
+        self
     }
 
     fn record(&self, pod: &Pod, status: &PodStatus, waiting: &HashMap<String, String>) -> String {
@@ -125,6 +136,11 @@ impl PodSyncer for KubeletSyncer {
             return Ok(SyncPodOutcome::Terminal);
         }
         ctx.check()?;
+        // Upstream SyncPod: the pod cgroup, with the pod's limits, exists
+        // before its sandbox.
+        if let Some(cm) = self.cm.get() {
+            cm.ensure_pod_cgroup(pod).map_err(worker_error)?;
+        }
         let volumes = prepare_pod_volumes(&self.root_dir, pod).map_err(worker_error)?;
         ctx.check()?;
         let result = self.runtime.sync_pod(pod, status, &volumes).await;
@@ -183,6 +199,11 @@ impl PodSyncer for KubeletSyncer {
         status: &Self::Status,
     ) -> Result<(), WorkerError> {
         self.record(pod, status, &HashMap::new());
+        // Upstream removes the pod cgroup once nothing runs in it; an error
+        // (a process still there) makes the worker retry.
+        if let Some(cm) = self.cm.get() {
+            cm.destroy_pod_cgroup(pod).map_err(worker_error)?;
+        }
         tracing::info!(pod = %name_of(pod), "pod terminated");
         Ok(())
     }

@@ -418,6 +418,16 @@ async fn static_pods_follow_their_manifest_files() {
         node.root.join("pods").join(&v1.uid).is_dir(),
         "pod directory made"
     );
+    let pod_cgroup = |uid: &str| {
+        Testbed::cgroup_v1_dir(
+            "memory",
+            &format!("{}/kubepods/besteffort/pod{uid}", node.bed.cgroup_root()),
+        )
+    };
+    assert!(
+        pod_cgroup(&v1.uid).is_dir(),
+        "the pod cgroup exists while it runs"
+    );
 
     // Edited: a new UID (the manifest's hash); the old pod is replaced.
     node.write("web.yaml", WEB_V2);
@@ -448,6 +458,10 @@ async fn static_pods_follow_their_manifest_files() {
     })
     .await;
     assert!(!node.root.join("pods").join(&v1.uid).exists());
+    wait_for("pod cgroups removed", Duration::from_secs(30), || async {
+        (!pod_cgroup(&v1.uid).exists() && !pod_cgroup(&v2.uid).exists()).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

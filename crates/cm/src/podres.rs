@@ -14,8 +14,50 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use crate::quantity;
 
-/// Resource name → amount in thousandths (milli-CPU for `cpu`, milli-bytes for memory).
-pub(crate) type MilliList = BTreeMap<String, i64>;
+/// Resource name → amount in thousandths (milli-CPU for `cpu`, milli-bytes
+/// for memory). Names are borrowed from the pod, and the few entries a pod
+/// has live in a small vector: no allocation per name, no tree.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct MilliList<'a>(Vec<(&'a str, i64)>);
+
+impl<'a> MilliList<'a> {
+    pub(crate) fn get(&self, name: &str) -> Option<&i64> {
+        self.0.iter().find(|(k, _)| *k == name).map(|(_, v)| v)
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&'a str, i64)> + '_ {
+        self.0.iter().copied()
+    }
+
+    pub(crate) fn insert(&mut self, name: &'a str, v: i64) {
+        match self.0.iter_mut().find(|(k, _)| *k == name) {
+            Some(e) => e.1 = v,
+            None => self.0.push((name, v)),
+        }
+    }
+
+    fn add(&mut self, name: &'a str, v: i64) {
+        match self.0.iter_mut().find(|(k, _)| *k == name) {
+            Some(e) => e.1 = e.1.saturating_add(v),
+            None => self.0.push((name, v)),
+        }
+    }
+
+    fn add_all(&mut self, other: &MilliList<'a>) {
+        for (k, v) in other.iter() {
+            self.add(k, v);
+        }
+    }
+
+    fn max_all(&mut self, other: &MilliList<'a>) {
+        for (k, v) in other.iter() {
+            match self.0.iter_mut().find(|(n, _)| *n == k) {
+                Some(e) => e.1 = e.1.max(v),
+                None => self.0.push((k, v)),
+            }
+        }
+    }
+}
 
 /// The amount of `name` in `list`, in thousandths (0 when absent or invalid).
 pub(crate) fn milli_of(list: Option<&BTreeMap<String, Quantity>>, name: &str) -> i64 {
@@ -48,29 +90,15 @@ pub(crate) fn milli_to_value(m: i64) -> i64 {
     }
 }
 
-pub(crate) fn to_milli_list(list: Option<&BTreeMap<String, Quantity>>) -> MilliList {
-    list.map(|l| {
-        l.iter()
-            .map(|(k, q)| (k.clone(), parse_milli(k, q)))
-            .collect()
-    })
-    .unwrap_or_default()
-}
-
-fn add_into(dst: &mut MilliList, src: &MilliList) {
-    for (k, v) in src {
-        let e = dst.entry(k.clone()).or_insert(0);
-        *e = e.saturating_add(*v);
-    }
-}
-
-fn max_into(dst: &mut MilliList, src: &MilliList) {
-    for (k, v) in src {
-        let e = dst.entry(k.clone()).or_insert(*v);
-        if *v > *e {
-            *e = *v;
-        }
-    }
+pub(crate) fn to_milli_list(list: Option<&BTreeMap<String, Quantity>>) -> MilliList<'_> {
+    MilliList(
+        list.map(|l| {
+            l.iter()
+                .map(|(k, q)| (k.as_str(), parse_milli(k, q)))
+                .collect()
+        })
+        .unwrap_or_default(),
+    )
 }
 
 /// Whether an init container is a sidecar (`restartPolicy: Always`).
@@ -78,71 +106,84 @@ pub(crate) fn is_restartable_init(c: &Container) -> bool {
     c.restart_policy.as_deref() == Some("Always")
 }
 
-fn requirements_list(c: &Container, limits: bool) -> MilliList {
+fn requirements(c: &Container, limits: bool) -> Option<&BTreeMap<String, Quantity>> {
     let r: Option<&ResourceRequirements> = c.resources.as_ref();
-    to_milli_list(r.and_then(|r| {
+    r.and_then(|r| {
         if limits {
             r.limits.as_ref()
         } else {
             r.requests.as_ref()
         }
-    }))
+    })
 }
 
 /// Upstream's pod request/limit aggregation: sum of app containers and
 /// sidecars, at least the largest init container (plus the sidecars started
-/// before it), plus the pod overhead. `visit` sees every container's list
-/// (upstream's `ContainerFn`).
-fn aggregate(pod: &Pod, limits: bool, visit: &mut dyn FnMut(&MilliList)) -> MilliList {
+/// before it), plus the pod overhead. `visit` sees every container's cpu and
+/// memory (upstream's `ContainerFn`).
+fn aggregate<'a>(pod: &'a Pod, limits: bool, visit: &mut dyn FnMut(i64, i64)) -> MilliList<'a> {
     let Some(spec) = pod.spec.as_ref() else {
-        return MilliList::new();
+        return MilliList::default();
     };
-    let mut sum = MilliList::new();
+    let mut sum = MilliList::default();
     for c in &spec.containers {
-        let l = requirements_list(c, limits);
-        visit(&l);
-        add_into(&mut sum, &l);
-    }
-    let mut restartable = MilliList::new();
-    let mut init_max = MilliList::new();
-    for c in spec.init_containers.iter().flatten() {
-        let l = requirements_list(c, limits);
-        visit(&l);
-        if is_restartable_init(c) {
-            add_into(&mut sum, &l);
-            add_into(&mut restartable, &l);
-            max_into(&mut init_max, &restartable);
-        } else {
-            let mut tmp = l;
-            add_into(&mut tmp, &restartable);
-            max_into(&mut init_max, &tmp);
-        }
-    }
-    max_into(&mut sum, &init_max);
-    if let Some(overhead) = spec.overhead.as_ref() {
-        let overhead = to_milli_list(Some(overhead));
-        if limits {
-            // Overhead only raises limits that are set (upstream PodLimits).
-            for (k, v) in &overhead {
-                if let Some(e) = sum.get_mut(k) {
-                    *e = e.saturating_add(*v);
-                }
+        let (mut cpu, mut mem) = (0, 0);
+        for (k, q) in requirements(c, limits).into_iter().flatten() {
+            let v = parse_milli(k, q);
+            match k.as_str() {
+                "cpu" => cpu = v,
+                "memory" => mem = v,
+                _ => {}
             }
-        } else {
-            add_into(&mut sum, &overhead);
+            sum.add(k, v);
+        }
+        visit(cpu, mem);
+    }
+    if let Some(inits) = spec.init_containers.as_ref().filter(|i| !i.is_empty()) {
+        let mut restartable = MilliList::default();
+        let mut init_max = MilliList::default();
+        for c in inits {
+            let l = to_milli_list(requirements(c, limits));
+            visit(
+                l.get("cpu").copied().unwrap_or(0),
+                l.get("memory").copied().unwrap_or(0),
+            );
+            if is_restartable_init(c) {
+                sum.add_all(&l);
+                restartable.add_all(&l);
+                init_max.max_all(&restartable);
+            } else {
+                let mut tmp = l;
+                tmp.add_all(&restartable);
+                init_max.max_all(&tmp);
+            }
+        }
+        sum.max_all(&init_max);
+    }
+    if let Some(overhead) = spec.overhead.as_ref() {
+        for (k, q) in overhead {
+            let v = parse_milli(k, q);
+            if limits {
+                // Overhead only raises limits that are set (upstream PodLimits).
+                if sum.get(k).is_some() {
+                    sum.add(k, v);
+                }
+            } else {
+                sum.add(k, v);
+            }
         }
     }
     sum
 }
 
 /// The pod's effective requests (upstream `resource.PodRequests`).
-pub(crate) fn pod_requests(pod: &Pod) -> MilliList {
-    let mut reqs = aggregate(pod, false, &mut |_| {});
+pub(crate) fn pod_requests(pod: &Pod) -> MilliList<'_> {
+    let mut reqs = aggregate(pod, false, &mut |_, _| {});
     if let Some(r) = pod_level(pod) {
         // Pod-level resources (KEP 2837) replace the aggregate for cpu and memory.
         for name in ["cpu", "memory"] {
             if has(r.requests.as_ref(), name) {
-                reqs.insert(name.into(), milli_of(r.requests.as_ref(), name));
+                reqs.insert(name, milli_of(r.requests.as_ref(), name));
             }
         }
     }
@@ -151,21 +192,21 @@ pub(crate) fn pod_requests(pod: &Pod) -> MilliList {
 
 /// The pod's effective limits (upstream `resource.PodLimits`) and whether
 /// every container declared a cpu limit and a memory limit.
-pub(crate) fn pod_limits(pod: &Pod) -> (MilliList, bool, bool) {
+pub(crate) fn pod_limits(pod: &Pod) -> (MilliList<'_>, bool, bool) {
     let mut cpu_declared = true;
     let mut mem_declared = true;
-    let mut limits = aggregate(pod, true, &mut |l| {
-        if l.get("cpu").copied().unwrap_or(0) == 0 {
+    let mut limits = aggregate(pod, true, &mut |cpu, mem| {
+        if cpu == 0 {
             cpu_declared = false;
         }
-        if l.get("memory").copied().unwrap_or(0) == 0 {
+        if mem == 0 {
             mem_declared = false;
         }
     });
     if let Some(r) = pod_level(pod) {
         for (name, declared) in [("cpu", &mut cpu_declared), ("memory", &mut mem_declared)] {
             if has(r.limits.as_ref(), name) {
-                limits.insert(name.into(), milli_of(r.limits.as_ref(), name));
+                limits.insert(name, milli_of(r.limits.as_ref(), name));
                 *declared = true;
             }
         }

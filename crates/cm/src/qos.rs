@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Container, Pod};
 
-use crate::podres::{self, is_restartable_init, milli_of, milli_to_value};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+
+use crate::podres::{self, is_restartable_init, milli_of, milli_to_value, parse_milli};
 
 /// A pod's quality-of-service class.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -75,23 +77,41 @@ pub fn pod_qos_class(pod: &Pod) -> QosClass {
 /// summed requests equal the summed limits; Burstable otherwise. Pod-level
 /// `spec.resources` (when they set cpu or memory) replace the containers.
 pub fn compute_pod_qos(pod: &Pod) -> QosClass {
-    let mut requests: BTreeMap<&str, i64> = BTreeMap::new();
-    let mut limits: BTreeMap<&str, i64> = BTreeMap::new();
+    // [cpu, memory] sums of positive requests and limits, and whether any was seen.
+    let mut req = [0i64; 2];
+    let mut lim = [0i64; 2];
+    let mut req_seen = [false; 2];
+    let mut lim_seen = [false; 2];
     let mut guaranteed = true;
-    let mut visit = |req: Option<&BTreeMap<String, _>>, lim: Option<&BTreeMap<String, _>>| {
-        let mut limits_found = 0;
-        for name in ["cpu", "memory"] {
-            let r = milli_of(req, name);
-            if r > 0 {
-                *requests.entry(name).or_insert(0) += r;
-            }
-            let l = milli_of(lim, name);
-            if l > 0 {
-                *limits.entry(name).or_insert(0) += l;
-                limits_found += 1;
+    let mut visit = |r: Option<&BTreeMap<String, Quantity>>,
+                     l: Option<&BTreeMap<String, Quantity>>| {
+        // One pass over each list (they hold a handful of entries).
+        let index = |k: &str| match k {
+            "cpu" => Some(0),
+            "memory" => Some(1),
+            _ => None,
+        };
+        for (k, q) in r.into_iter().flatten() {
+            if let Some(i) = index(k) {
+                let v = parse_milli(k, q);
+                if v > 0 {
+                    req[i] = req[i].saturating_add(v);
+                    req_seen[i] = true;
+                }
             }
         }
-        if limits_found < 2 {
+        let mut limits_found = [false; 2];
+        for (k, q) in l.into_iter().flatten() {
+            if let Some(i) = index(k) {
+                let v = parse_milli(k, q);
+                if v > 0 {
+                    lim[i] = lim[i].saturating_add(v);
+                    lim_seen[i] = true;
+                    limits_found[i] = true;
+                }
+            }
+        }
+        if !(limits_found[0] && limits_found[1]) {
             guaranteed = false;
         }
     };
@@ -110,13 +130,14 @@ pub fn compute_pod_qos(pod: &Pod) -> QosClass {
             );
         }
     }
-    if requests.is_empty() && limits.is_empty() {
+    if !req_seen.iter().any(|s| *s) && !lim_seen.iter().any(|s| *s) {
         return QosClass::BestEffort;
     }
-    if guaranteed
-        && requests.len() == limits.len()
-        && requests.iter().all(|(k, v)| limits.get(k) == Some(v))
-    {
+    // Every requested resource has an equal limit, and as many limits as requests.
+    let equal = (0..2).all(|i| !req_seen[i] || (lim_seen[i] && lim[i] == req[i]));
+    let same_count =
+        req_seen.iter().filter(|s| **s).count() == lim_seen.iter().filter(|s| **s).count();
+    if guaranteed && equal && same_count {
         return QosClass::Guaranteed;
     }
     QosClass::Burstable

@@ -120,8 +120,78 @@ fn parse(text: &str) -> Result<Parsed> {
     })
 }
 
+const POW10: [u64; 20] = {
+    let mut t = [1u64; 20];
+    let mut i = 1;
+    while i < 20 {
+        t[i] = t[i - 1] * 10;
+        i += 1;
+    }
+    t
+};
+
+/// The common case without allocation or 128-bit arithmetic: unsigned,
+/// at most 18 digits, a plain SI or binary suffix, a result within `i64`.
+/// `None` sends the text to the exact general path (which also reports errors).
+fn scaled_fast(text: &str, scale: i32) -> Option<i64> {
+    let b = text.as_bytes();
+    let mut i = 0;
+    let mut mant: u64 = 0;
+    let mut digits = 0;
+    let mut frac: i32 = 0;
+    let mut dot = false;
+    while i < b.len() {
+        let c = b[i];
+        if c.is_ascii_digit() {
+            if digits == 18 {
+                return None;
+            }
+            mant = mant * 10 + u64::from(c - b'0');
+            digits += 1;
+            if dot {
+                frac += 1;
+            }
+        } else if c == b'.' && !dot {
+            dot = true;
+        } else {
+            break;
+        }
+        i += 1;
+    }
+    if digits == 0 {
+        return None;
+    }
+    let (e10, bin): (i32, u32) = match &b[i..] {
+        b"" => (0, 0),
+        b"m" => (-3, 0),
+        b"k" => (3, 0),
+        b"M" => (6, 0),
+        b"G" => (9, 0),
+        b"T" => (12, 0),
+        b"Ki" => (0, 10),
+        b"Mi" => (0, 20),
+        b"Gi" => (0, 30),
+        b"Ti" => (0, 40),
+        _ => return None,
+    };
+    if mant == 0 {
+        return Some(0);
+    }
+    let v = mant.checked_mul(1u64.checked_shl(bin)?)?;
+    let exp = e10 - frac + scale;
+    let out = if exp >= 0 {
+        v.checked_mul(*POW10.get(exp as usize)?)?
+    } else {
+        v.div_ceil(*POW10.get(exp.unsigned_abs() as usize)?)
+    };
+    i64::try_from(out).ok()
+}
+
 /// `ceil(|q| × 10^scale)` with the sign of `q`, as an `i64`.
 fn scaled(text: &str, scale: i32) -> Result<i64> {
+    if let Some(v) = scaled_fast(text, scale) {
+        return Ok(v);
+    }
     let p = parse(text)?;
     if p.mantissa == 0 {
         return Ok(0);
@@ -249,6 +319,26 @@ mod tests {
         fn never_panics(s in "\\PC{0,24}") {
             let _ = value(&s);
             let _ = milli_value(&s);
+        }
+
+        #[test]
+        fn fast_path_agrees_with_exact_path(n in 0u64..1_000_000_000, f in 0u32..1000, suffix in "(|m|k|M|G|Ki|Mi|Gi)") {
+            for text in [format!("{n}{suffix}"), format!("{n}.{f}{suffix}"), format!(".{f}{suffix}")] {
+                for scale in [0, 3] {
+                    let fast = scaled_fast(&text, scale);
+                    let p = parse(&text).unwrap();
+                    // The exact path, bypassing the fast one.
+                    let exact = {
+                        let mut v = p.mantissa;
+                        for _ in 0..p.bin { v *= 1024; }
+                        let e = p.exp10 + scale;
+                        if e >= 0 { v * 10u128.pow(e as u32) } else { v.div_ceil(10u128.pow((-e) as u32)) }
+                    };
+                    if let Some(fv) = fast {
+                        proptest::prop_assert_eq!(fv as u128, exact, "{}", text);
+                    }
+                }
+            }
         }
 
         #[test]

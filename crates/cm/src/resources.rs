@@ -134,11 +134,11 @@ pub struct ResourceConfig {
 }
 
 /// Huge page limits from a resource list: page size → bytes (upstream `HugePageLimits`).
-fn hugepage_limits_of(list: &podres::MilliList) -> BTreeMap<String, i64> {
+fn hugepage_limits_of(list: &podres::MilliList<'_>) -> BTreeMap<String, i64> {
     let mut out = BTreeMap::new();
-    for (name, milli) in list {
+    for (name, milli) in list.iter() {
         if let Some(size) = hugepage_size_of_resource(name) {
-            *out.entry(size).or_insert(0) += milli_to_value(*milli);
+            *out.entry(size).or_insert(0) += milli_to_value(milli);
         }
     }
     out
@@ -319,7 +319,19 @@ pub const POD_CGROUP_PREFIX: &str = "pod";
 /// `pod` alone; callers should not create cgroups for such pods.
 pub fn pod_cgroup_name(cgroup_root: &CgroupName, pod: &Pod) -> CgroupName {
     let uid = pod.metadata.uid.as_deref().unwrap_or_default();
-    qos_cgroup_name(cgroup_root, pod_qos_class(pod)).child(format!("{POD_CGROUP_PREFIX}{uid}"))
+    let mut parts = Vec::with_capacity(cgroup_root.parts().len() + 3);
+    parts.extend(cgroup_root.parts().iter().cloned());
+    parts.push(KUBEPODS.to_owned());
+    match pod_qos_class(pod) {
+        QosClass::Guaranteed => {}
+        QosClass::Burstable => parts.push("burstable".to_owned()),
+        QosClass::BestEffort => parts.push("besteffort".to_owned()),
+    }
+    let mut pod_part = String::with_capacity(POD_CGROUP_PREFIX.len() + uid.len());
+    pod_part.push_str(POD_CGROUP_PREFIX);
+    pod_part.push_str(uid);
+    parts.push(pod_part);
+    CgroupName::new(parts)
 }
 
 /// Checks that every quantity in the pod's containers, init containers and

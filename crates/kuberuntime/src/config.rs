@@ -19,7 +19,7 @@ use crate::labels::{
 };
 
 /// Node-wide settings the configs depend on.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ConfigOptions {
     /// Where pod logs go (upstream `podLogsDir`, default `/var/log/pods`).
     pub pod_logs_dir: PathBuf,
@@ -34,6 +34,23 @@ pub struct ConfigOptions {
     pub resources: ContainerResourceOptions,
     /// The node's name, for the downward API.
     pub node_name: String,
+    /// When set, the container manager decides the pod's cgroup parent and
+    /// each container's resources (with the CPU and memory managers'
+    /// cpusets); otherwise they are computed from the fields above.
+    pub container_manager: Option<std::sync::Arc<dyn kubelet_cm::ContainerManager>>,
+}
+
+impl std::fmt::Debug for ConfigOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConfigOptions")
+            .field("pod_logs_dir", &self.pod_logs_dir)
+            .field("cgroup_root", &self.cgroup_root)
+            .field("cgroups_per_qos", &self.cgroups_per_qos)
+            .field("cgroup_driver", &self.cgroup_driver)
+            .field("node_name", &self.node_name)
+            .field("container_manager", &self.container_manager.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for ConfigOptions {
@@ -45,8 +62,30 @@ impl Default for ConfigOptions {
             cgroup_driver: CgroupDriverKind::Cgroupfs,
             resources: ContainerResourceOptions::default(),
             node_name: String::new(),
+            container_manager: None,
         }
     }
+}
+
+/// Every init and app container of the pod.
+pub(crate) fn all_containers(pod: &Pod) -> impl Iterator<Item = &Container> {
+    pod.spec.iter().flat_map(|s| {
+        s.containers
+            .iter()
+            .chain(s.init_containers.iter().flatten())
+    })
+}
+
+/// The pod's supplemental groups: the spec's plus `fsGroup`.
+fn supplemental_groups(
+    pod_sc: Option<&k8s_openapi::api::core::v1::PodSecurityContext>,
+) -> Vec<i64> {
+    pod_sc
+        .and_then(|s| s.supplemental_groups.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .chain(pod_sc.and_then(|s| s.fs_group))
+        .collect()
 }
 
 fn meta(pod: &Pod) -> (&str, &str, &str) {
@@ -67,6 +106,9 @@ pub fn pod_log_dir(logs_dir: &Path, pod: &Pod) -> PathBuf {
 
 /// The pod's cgroup, spelled for the runtime by the configured driver.
 pub fn pod_cgroup_parent(opts: &ConfigOptions, pod: &Pod) -> String {
+    if let Some(cm) = &opts.container_manager {
+        return cm.pod_cgroup_parent(pod);
+    }
     let name = if opts.cgroups_per_qos {
         kubelet_cm::pod_cgroup_name(&opts.cgroup_root, pod)
     } else {
@@ -153,20 +195,12 @@ pub fn pod_sandbox_config(
         })
         .unwrap_or_default();
     let pod_sc = spec.and_then(|s| s.security_context.as_ref());
-    let privileged = spec
-        .map(|s| {
-            s.containers
-                .iter()
-                .chain(s.init_containers.iter().flatten())
-        })
-        .into_iter()
-        .flatten()
-        .any(|c| {
-            c.security_context
-                .as_ref()
-                .and_then(|sc| sc.privileged)
-                .unwrap_or(false)
-        });
+    let privileged = all_containers(pod).any(|c| {
+        c.security_context
+            .as_ref()
+            .and_then(|sc| sc.privileged)
+            .unwrap_or(false)
+    });
     Ok(api::PodSandboxConfig {
         metadata: Some(api::PodSandboxMetadata {
             name: name.into(),
@@ -195,12 +229,7 @@ pub fn pod_sandbox_config(
                 run_as_group: pod_sc
                     .and_then(|s| s.run_as_group)
                     .map(|value| api::Int64Value { value }),
-                supplemental_groups: pod_sc
-                    .and_then(|s| s.supplemental_groups.clone())
-                    .unwrap_or_default()
-                    .into_iter()
-                    .chain(pod_sc.and_then(|s| s.fs_group))
-                    .collect(),
+                supplemental_groups: supplemental_groups(pod_sc),
                 seccomp: Some(api::SecurityProfile {
                     profile_type: api::security_profile::ProfileType::RuntimeDefault as i32,
                     localhost_ref: String::new(),
@@ -438,11 +467,10 @@ pub fn container_config(
         stdin_once: container.stdin_once.unwrap_or(false),
         tty: container.tty.unwrap_or(false),
         linux: Some(api::LinuxContainerConfig {
-            resources: Some(kubelet_cm::container_linux_resources(
-                pod,
-                container,
-                &opts.resources,
-            )),
+            resources: Some(match &opts.container_manager {
+                Some(cm) => cm.container_resources(pod, container),
+                None => kubelet_cm::container_linux_resources(pod, container, &opts.resources),
+            }),
             security_context: Some(api::LinuxContainerSecurityContext {
                 capabilities,
                 privileged: sc.and_then(|s| s.privileged).unwrap_or(false),
@@ -453,12 +481,7 @@ pub fn container_config(
                 readonly_rootfs: sc
                     .and_then(|s| s.read_only_root_filesystem)
                     .unwrap_or(false),
-                supplemental_groups: pod_sc
-                    .and_then(|s| s.supplemental_groups.clone())
-                    .unwrap_or_default()
-                    .into_iter()
-                    .chain(pod_sc.and_then(|s| s.fs_group))
-                    .collect(),
+                supplemental_groups: supplemental_groups(pod_sc),
                 no_new_privs: !sc
                     .and_then(|s| s.allow_privilege_escalation)
                     .unwrap_or(true),

@@ -57,7 +57,7 @@ pub mod labels;
 mod manager;
 pub mod status;
 
-pub use manager::{CriRuntime, MINIMUM_GRACE_PERIOD, RuntimeManager, pull_policy};
+pub use manager::{CriRuntime, ImagePullPolicy, MINIMUM_GRACE_PERIOD, RuntimeManager, pull_policy};
 pub use status::{ContainerState, ContainerStatus, PodStatus, RunningPod};
 
 /// Errors of this crate. Each names the pod (`namespace/name`) and, where
@@ -97,6 +97,14 @@ pub enum Error {
     /// (upstream `ErrImagePullBackOff`).
     #[error("pod {pod}: back-off pulling image {image:?}")]
     ImagePullBackOff {
+        /// The pod.
+        pod: String,
+        /// The image.
+        image: String,
+    },
+    /// The registry pull rate was exceeded (upstream `pull QPS exceeded`).
+    #[error("pod {pod}: pulling image {image:?}: pull QPS exceeded")]
+    ImagePullQpsExceeded {
         /// The pod.
         pod: String,
         /// The image.

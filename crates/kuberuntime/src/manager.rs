@@ -15,7 +15,9 @@ use async_trait::async_trait;
 use futures::future::join_all;
 use k8s_openapi::api::core::v1::{Container, Pod};
 use kubelet_cri_client::{ImageService, RuntimeService, api};
-use kubelet_eviction::{Backoff, crash_loop_key, image_pull_key, system_time_from_unix_nanos};
+use kubelet_eviction::{
+    Backoff, TokenBucket, crash_loop_key, image_pull_key, system_time_from_unix_nanos,
+};
 
 use crate::actions::compute_pod_actions;
 use crate::config::{ConfigOptions, container_config, pod_log_dir, pod_sandbox_config};
@@ -37,6 +39,31 @@ pub struct RuntimeManager {
     runtime_handler: String,
     crash_loop: Arc<Backoff>,
     image_pull: Arc<Backoff>,
+    pull_slots: Arc<tokio::sync::Semaphore>,
+    pull_limiter: Option<Arc<TokenBucket>>,
+}
+
+/// How images are pulled (upstream `serializeImagePulls`,
+/// `maxParallelImagePulls`, `registryPullQPS`, `registryBurst`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImagePullPolicy {
+    /// At most this many pulls at once: 1 is upstream's default serial
+    /// puller.
+    pub max_parallel: usize,
+    /// Pulls per second to registries; 0 for no limit.
+    pub registry_qps: u32,
+    /// Burst of pulls above the rate.
+    pub registry_burst: u32,
+}
+
+impl Default for ImagePullPolicy {
+    fn default() -> Self {
+        Self {
+            max_parallel: 1,
+            registry_qps: 5,
+            registry_burst: 10,
+        }
+    }
 }
 
 impl std::fmt::Debug for RuntimeManager {
@@ -80,7 +107,23 @@ impl RuntimeManager {
             runtime_handler: String::new(),
             crash_loop: Arc::new(Backoff::crash_loop()),
             image_pull: Arc::new(Backoff::image_pull()),
+            pull_slots: Arc::new(tokio::sync::Semaphore::new(1)),
+            pull_limiter: Some(Arc::new(TokenBucket::registry_pulls())),
         }
+    }
+
+    /// Pulls images as `policy` says (default: one at a time, 5 QPS, burst 10).
+    pub fn with_image_pull_policy(mut self, policy: ImagePullPolicy) -> Self {
+        self.pull_slots = Arc::new(tokio::sync::Semaphore::new(policy.max_parallel.max(1)));
+        self.pull_limiter = match TokenBucket::new(policy.registry_qps, policy.registry_burst) {
+            Ok(bucket) if policy.registry_qps > 0 => Some(Arc::new(bucket)),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "invalid registry pull rate; pulls are not rate limited");
+                None
+            }
+        };
+        self
     }
 
     /// Uses these backoffs for crash loops and image pulls (defaults:
@@ -180,6 +223,17 @@ impl RuntimeManager {
                 image,
             });
         }
+        // Upstream's throttledImageService refuses, rather than queues, a
+        // pull over the registry rate.
+        if self.pull_limiter.as_ref().is_some_and(|l| !l.try_acquire()) {
+            self.image_pull.next_now(&key);
+            return Err(Error::ImagePullQpsExceeded {
+                pod: pod_name(pod),
+                image,
+            });
+        }
+        // Serial or bounded-parallel pulls; the permit lives until the pull ends.
+        let _slot = self.pull_slots.acquire().await.ok();
         tracing::info!(pod = %pod_name(pod), %image, policy, "pulling image");
         match self
             .runtime
@@ -253,6 +307,10 @@ impl RuntimeManager {
                 source,
             })?;
         tracing::info!(pod = %pod_name(pod), container = %container.name, id = %id, restart_count, "container started");
+        if let Some(cm) = &self.opts.container_manager {
+            // The CPU manager's reconcile loop tracks started containers.
+            cm.add_container(pod, container, &id);
+        }
         Ok(id)
     }
 
@@ -266,15 +324,7 @@ impl RuntimeManager {
         container: &RunningContainer,
         grace: Duration,
     ) -> Duration {
-        let spec = pod.spec.as_ref();
-        let Some(handler) = spec
-            .map(|s| {
-                s.containers
-                    .iter()
-                    .chain(s.init_containers.iter().flatten())
-            })
-            .into_iter()
-            .flatten()
+        let Some(handler) = crate::config::all_containers(pod)
             .find(|c| c.name == container.name)
             .and_then(|c| c.lifecycle.as_ref())
             .and_then(|l| l.pre_stop.clone())

@@ -367,3 +367,67 @@ async fn a_crash_looping_container_backs_off_10_then_20_seconds() {
         Some(2)
     );
 }
+
+fn always_pull(name: &str) -> Pod {
+    pod(&format!(
+        "metadata: {{name: {name}, namespace: default, uid: uid-{name}}}\nspec:\n  containers:\n  - {{name: app, image: \"registry.local/app:1\", imagePullPolicy: Always}}\n"
+    ))
+}
+
+#[tokio::test]
+async fn pulls_are_serial_by_default() {
+    let (fake, m, _logs) = setup();
+    let m = Arc::new(m);
+    fake.set_delay("PullImage", std::time::Duration::from_millis(150));
+    let started = std::time::Instant::now();
+    let mut tasks = Vec::new();
+    for name in ["a", "b", "c"] {
+        let m = m.clone();
+        tasks.push(tokio::spawn(async move {
+            let p = always_pull(name);
+            let st = status_of(&m, &p).await;
+            m.sync_pod(&p, &st, &HashMap::new()).await
+        }));
+    }
+    for t in tasks {
+        let r = t.await.expect("task");
+        assert!(r.errors.is_empty(), "{:?}", r.errors);
+    }
+    // Three 150 ms pulls one after another cannot take less than 450 ms.
+    assert!(started.elapsed() >= std::time::Duration::from_millis(450));
+    assert_eq!(fake.pulls().len(), 3);
+}
+
+#[tokio::test]
+async fn pulls_over_the_registry_rate_are_refused_and_back_off() {
+    let (fake, m, _logs) = setup();
+    let m = m.with_image_pull_policy(kubelet_kuberuntime::ImagePullPolicy {
+        max_parallel: 2,
+        registry_qps: 1,
+        registry_burst: 1,
+    });
+    let first = always_pull("first");
+    let r = m
+        .sync_pod(&first, &status_of(&m, &first).await, &HashMap::new())
+        .await;
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    let second = always_pull("second");
+    let r = m
+        .sync_pod(&second, &status_of(&m, &second).await, &HashMap::new())
+        .await;
+    assert!(
+        matches!(r.error(), Some(Error::ImagePullQpsExceeded { .. })),
+        "{:?}",
+        r.errors
+    );
+    // The refused pull starts a backoff: the next sync does not even try.
+    let r = m
+        .sync_pod(&second, &status_of(&m, &second).await, &HashMap::new())
+        .await;
+    assert!(
+        matches!(r.error(), Some(Error::ImagePullBackOff { .. })),
+        "{:?}",
+        r.errors
+    );
+    assert_eq!(fake.pulls().len(), 1);
+}
