@@ -16,6 +16,7 @@ use kubelet_cri_client::{FakeRuntime, RemoteRuntime, RuntimeService, api};
 use tonic::transport::Endpoint;
 
 const CONTAINERS: usize = 500;
+const PAIRED_ROUNDS: usize = 2000;
 
 fn populate(fake: &FakeRuntime, rt: &tokio::runtime::Runtime) {
     fake.add_image("localhost/busybox:latest");
@@ -120,6 +121,42 @@ fn bench(c: &mut Criterion) {
         })
     });
     group.finish();
+
+    // Paired: alternate the two calls so machine drift hits both equally,
+    // then compare medians.
+    let (mut raw_times, mut client_times) = (Vec::new(), Vec::new());
+    rt.block_on(async {
+        for _ in 0..PAIRED_ROUNDS {
+            let mut client = raw.clone();
+            let t = std::time::Instant::now();
+            let n = client
+                .list_containers(api::ListContainersRequest { filter: None })
+                .await
+                .expect("raw list")
+                .into_inner()
+                .containers
+                .len();
+            raw_times.push(t.elapsed());
+            let t = std::time::Instant::now();
+            let m = remote
+                .list_containers(None)
+                .await
+                .expect("client list")
+                .len();
+            client_times.push(t.elapsed());
+            assert_eq!(n, m);
+        }
+    });
+    raw_times.sort();
+    client_times.sort();
+    let (raw_median, client_median) = (
+        raw_times[PAIRED_ROUNDS / 2],
+        client_times[PAIRED_ROUNDS / 2],
+    );
+    println!(
+        "paired ({PAIRED_ROUNDS} alternating calls each): raw tonic median {raw_median:?}, RemoteRuntime median {client_median:?}, ratio {:.3} (goal < 1.10)",
+        client_median.as_secs_f64() / raw_median.as_secs_f64()
+    );
     drop(_server);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -20,10 +20,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kubelet_rs::cri::{RemoteRuntime, RuntimeService, api};
+use kubelet_rs::cri::{ImageService, RemoteRuntime, RuntimeService, api};
 use kubelet_testbed::Testbed;
 
 const IMAGE: &str = "localhost/busybox:latest";
+const REPEATS: usize = 3;
+
+fn median<T: Ord + Copy>(mut v: Vec<T>) -> T {
+    v.sort();
+    v[v.len() / 2]
+}
 
 fn kubelet_binary() -> PathBuf {
     if let Some(p) = std::env::var_os("KUBELET_BIN") {
@@ -88,6 +94,16 @@ async fn floor(cri: &RemoteRuntime, bed: &Testbed, n: usize, round: &str) -> Dur
             cri.pod_sandbox_status(&sb, false)
                 .await
                 .expect("sandbox status");
+            // As the kubelet for an IfNotPresent image: is it there?
+            cri.image_status(
+                api::ImageSpec {
+                    image: IMAGE.into(),
+                    ..Default::default()
+                },
+                false,
+            )
+            .await
+            .expect("image status");
             let container = api::ContainerConfig {
                 metadata: Some(api::ContainerMetadata {
                     name: "app".into(),
@@ -216,13 +232,24 @@ fn main() {
     rt.block_on(async {
         let cri = RemoteRuntime::builder(bed.endpoint()).connect().await.expect("connect");
         println!("containerd {}", bed.containerd_version());
+        // Warm-up: the first sandboxes on a fresh containerd are slower.
+        floor(&cri, &bed, 5, "warmup").await;
+        remove_everything(&cri).await;
+        println!("median of {REPEATS} runs each, floor and kubelet alternating");
         println!("| pods | floor (direct CRI) | kubelet | kubelet / floor | kubelet RSS idle | kubelet RSS with pods |");
         println!("|---|---|---|---|---|---|");
         for n in [1usize, 10, 50] {
-            let f = floor(&cri, &bed, n, &format!("f{n}")).await;
-            remove_everything(&cri).await;
-            let (k, idle, loaded) = through_kubelet(&cri, &bed, n, &format!("k{n}")).await;
-            remove_everything(&cri).await;
+            let (mut fs, mut ks, mut idles, mut loadeds) = (vec![], vec![], vec![], vec![]);
+            for r in 0..REPEATS {
+                fs.push(floor(&cri, &bed, n, &format!("f{n}-{r}")).await);
+                remove_everything(&cri).await;
+                let (k, idle, loaded) = through_kubelet(&cri, &bed, n, &format!("k{n}-{r}")).await;
+                remove_everything(&cri).await;
+                ks.push(k);
+                idles.push(idle);
+                loadeds.push(loaded);
+            }
+            let (f, k, idle, loaded) = (median(fs), median(ks), median(idles), median(loadeds));
             println!(
                 "| {n} | {:.0} ms | {:.0} ms | {:.2} | {:.1} MiB | {:.1} MiB |",
                 f.as_secs_f64() * 1e3,

@@ -37,9 +37,21 @@ pub struct Testbed {
     version: String,
 }
 
-/// The repository's `scripts/testbed` directory.
+/// The repository's `scripts/testbed` directory: found by walking up from
+/// the working directory (cargo runs tests and benches in their package's
+/// directory), else from where this crate was built.
 pub fn scripts_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/testbed")
+    let relative = Path::new("scripts/testbed");
+    if let Ok(cwd) = std::env::current_dir() {
+        for dir in cwd.ancestors() {
+            if dir.join(relative).join("start.sh").exists() {
+                return dir.join(relative);
+            }
+        }
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(relative)
 }
 
 fn is_ci() -> bool {
