@@ -22,7 +22,8 @@ struct Data {
 
 #[derive(Debug)]
 struct Subscriber {
-    time: Instant,
+    /// `None`: upstream's zero time, woken by any data.
+    time: Option<Instant>,
     tx: oneshot::Sender<Entry>,
 }
 
@@ -77,11 +78,18 @@ impl Inner {
     }
 
     /// Upstream `getIfNewerThan`.
-    fn get_if_newer_than(&self, uid: &str, min_time: Instant) -> Option<Entry> {
-        let global_is_newer = self.timestamp.is_some_and(|t| t > min_time);
+    ///
+    /// `None` is upstream's zero time: any entry of the pod, or any relist,
+    /// is newer than it; before either there is nothing to answer.
+    fn get_if_newer_than(&self, uid: &str, min_time: Option<Instant>) -> Option<Entry> {
+        let global_is_newer = self
+            .timestamp
+            .is_some_and(|t| min_time.is_none_or(|m| t > m));
         match self.pods.get(uid) {
             None if global_is_newer => Some(default_entry(uid)),
-            Some(d) if d.modified > min_time || global_is_newer => Some(d.status.clone()),
+            Some(d) if min_time.is_none_or(|m| d.modified > m) || global_is_newer => {
+                Some(d.status.clone())
+            }
             _ => None,
         }
     }
@@ -95,7 +103,7 @@ impl Inner {
         let mut keep = Vec::new();
         let mut value = None;
         for sub in list {
-            if timestamp < sub.time {
+            if sub.time.is_some_and(|t| timestamp < t) {
                 keep.push(sub);
                 continue;
             }
@@ -192,6 +200,14 @@ impl PodCache {
         &self,
         uid: &str,
         min_time: Instant,
+    ) -> Result<Arc<PodStatus>, Error> {
+        self.wait_newer_than(uid, Some(min_time)).await
+    }
+
+    async fn wait_newer_than(
+        &self,
+        uid: &str,
+        min_time: Option<Instant>,
     ) -> Result<Arc<PodStatus>, Error> {
         let rx = {
             let mut inner = self.inner();
@@ -290,10 +306,11 @@ impl kubelet_podworkers::PodStatusCache for PodCache {
         uid: &str,
         min_time: Option<Instant>,
     ) -> kubelet_podworkers::Result<Arc<PodStatus>> {
-        let entry = match min_time {
-            None => self.get(uid),
-            Some(t) => PodCache::get_newer_than(self, uid, t).await,
-        };
+        // `None` (a pod's first sync) waits, as upstream's zero time does,
+        // for the first data of the pod or the first relist: an empty status
+        // before the PLEG has looked would make the first sync after a
+        // kubelet restart create a second sandbox for a running pod.
+        let entry = self.wait_newer_than(uid, min_time).await;
         entry.map_err(|e| kubelet_podworkers::Error::StatusCache {
             uid: uid.to_owned(),
             source: Box::new(e),

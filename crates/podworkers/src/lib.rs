@@ -209,8 +209,11 @@ pub trait PodStatusCache: Send + Sync + 'static {
 
     /// Waits until the cache holds data for `uid` newer than `min_time` (or
     /// the whole cache was refreshed after it), then returns the pod's
-    /// status; with `None` it returns at once whatever it has (upstream
-    /// `GetNewerThan`; an unknown pod gets an empty status).
+    /// status (upstream `GetNewerThan`; an unknown pod gets an empty
+    /// status). `None` is a pod's first sync, upstream's zero time: wait
+    /// until the cache has any data of the pod or has been refreshed once,
+    /// so that a kubelet that restarts never syncs a running pod against an
+    /// empty status.
     async fn get_newer_than(&self, uid: &str, min_time: Option<Instant>) -> Result<Self::Status>;
 
     /// True when the cached status shows nothing of the pod running: no

@@ -286,3 +286,28 @@ fn clones_share_the_cache() {
         assert!(a.rejects_older());
     });
 }
+
+/// A pod's first sync (`None`) waits for the first relist, as upstream's
+/// zero time does: an empty answer before it would make a restarted
+/// kubelet recreate running pods.
+#[tokio::test(start_paused = true)]
+async fn a_first_sync_waits_for_the_first_relist() {
+    use kubelet_podworkers::PodStatusCache;
+    let cache = PodCache::new();
+    let waiter = {
+        let cache = cache.clone();
+        tokio::spawn(async move { PodStatusCache::get_newer_than(&cache, "u1", None).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    assert!(!waiter.is_finished(), "nothing was listed yet");
+    cache.update_time(tokio::time::Instant::now());
+    let status = waiter.await.expect("task").expect("status");
+    assert_eq!(status.uid, "u1");
+    // Once listed, a first sync answers at once.
+    let again = tokio::time::timeout(
+        std::time::Duration::from_millis(1),
+        PodStatusCache::get_newer_than(&cache, "u2", None),
+    )
+    .await;
+    assert!(again.is_ok());
+}
