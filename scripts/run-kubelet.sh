@@ -49,7 +49,7 @@ if ! kill -0 "$kubelet_pid" 2>/dev/null; then
 fi
 
 echo "== the kubelet's log (pod status changes)"
-grep -E "pod status|rejected|error|ERROR|WARN" "$dir/kubelet.log" | sed -e 's/\x1b\[[0-9;]*m//g' | cut -c1-220 || true
+grep -E "pod status|PLEG|rejected|error|ERROR|WARN" "$dir/kubelet.log" | sed -e 's/\x1b\[[0-9;]*m//g' | cut -c1-220 || true
 echo "== containers in containerd (namespace k8s.io)"
 . "$dir/testbed.env"
 "$CTR" --address "$CONTAINERD_SOCKET" -n k8s.io tasks ls

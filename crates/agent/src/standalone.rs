@@ -18,7 +18,7 @@ use kubelet_cri_client::{RemoteRuntime, RuntimeService};
 use kubelet_kuberuntime::RuntimeManager;
 use kubelet_kuberuntime::config::ConfigOptions;
 use kubelet_pleg::{
-    GenericPleg, PlegConfig, PodCache, PodLifecycleEventGenerator, PodLifecycleEventType,
+    EventedConfig, EventedPleg, PodCache, PodLifecycleEventGenerator, PodLifecycleEventType,
 };
 use kubelet_podconfig::PodConfig;
 
@@ -126,7 +126,7 @@ pub async fn run(
         CgroupDriverKind::Cgroupfs
     };
     let runtime = Arc::new(RuntimeManager::new(
-        Arc::new(cri),
+        Arc::new(cri.clone()),
         ConfigOptions {
             pod_logs_dir: config.pod_logs_dir.clone(),
             cgroup_root: CgroupName::from_cgroupfs(&config.cgroup_root),
@@ -141,8 +141,18 @@ pub async fn run(
         },
     ));
 
+    // The evented PLEG: container events from the CRI (milliseconds), a
+    // relist every 300 s as a safety net, and a fall back to relisting every
+    // second when the runtime has no events (containerd 1.6) or the stream
+    // keeps failing. containerd 1.7 hands each event to one stream only, so
+    // this is the only reader.
     let cache = Arc::new(PodCache::new());
-    let pleg = GenericPleg::new(runtime.clone(), cache.clone(), PlegConfig::default());
+    let pleg = EventedPleg::new(
+        runtime.clone(),
+        Arc::new(cri.clone()),
+        cache.clone(),
+        EventedConfig::default(),
+    );
     let mut pleg_events = pleg.watch().ok_or_else(|| Error::InvalidPod {
         pod: "*".into(),
         reason: "the PLEG's event channel was already taken".into(),
