@@ -152,7 +152,6 @@ where
     runtime: Arc<dyn Runtime>,
     gc: Option<Arc<RuntimeManager>>,
     cm: Option<Arc<dyn ContainerManager>>,
-    syncer_cm: Arc<std::sync::OnceLock<Arc<dyn ContainerManager>>>,
     workers: PodWorkerPool<KubeletSyncer, C>,
     statuses: Arc<StatusManager>,
     pods: Mutex<HashMap<String, Arc<Pod>>>,
@@ -175,27 +174,38 @@ where
 {
     /// A kubelet over `runtime`, whose pod workers wait on `cache`.
     pub fn new(config: KubeletConfig, runtime: Arc<dyn Runtime>, cache: C) -> Result<Self, Error> {
-        Self::with_status_manager(config, runtime, cache, Arc::new(StatusManager::default()))
+        Self::with_parts(
+            config,
+            runtime,
+            cache,
+            Arc::new(StatusManager::default()),
+            None,
+        )
     }
 
-    /// Like [`Kubelet::new`], recording pod statuses in `statuses`, which
-    /// the caller may read (a node API, a test).
-    pub fn with_status_manager(
+    /// Like [`Kubelet::new`], recording pod statuses in `statuses` (which
+    /// the caller may read: a node API, a test) and, with `cm`, using the
+    /// container manager for admission (topology, CPU and memory managers),
+    /// pod cgroups and the QoS cgroups.
+    pub fn with_parts(
         config: KubeletConfig,
         runtime: Arc<dyn Runtime>,
         cache: C,
         statuses: Arc<StatusManager>,
+        cm: Option<Arc<dyn ContainerManager>>,
     ) -> Result<Self, Error> {
-        let syncer_cm = Arc::new(std::sync::OnceLock::new());
-        let syncer = KubeletSyncer::new(runtime.clone(), statuses.clone(), config.root_dir.clone())
-            .with_container_manager(syncer_cm.clone());
+        let syncer = KubeletSyncer::new(
+            runtime.clone(),
+            statuses.clone(),
+            config.root_dir.clone(),
+            cm.clone(),
+        );
         let workers = PodWorkerPool::builder(syncer, cache).build()?;
         Ok(Self {
             config,
             runtime,
             gc: None,
-            cm: None,
-            syncer_cm,
+            cm,
             workers,
             statuses,
             pods: Mutex::new(HashMap::new()),
@@ -206,14 +216,6 @@ where
     /// `container_gc_period` while the loop runs.
     pub fn with_container_gc(mut self, manager: Arc<RuntimeManager>) -> Self {
         self.gc = Some(manager);
-        self
-    }
-
-    /// Uses `cm` for admission (topology, CPU and memory managers), pod
-    /// cgroups and the QoS cgroups.
-    pub fn with_container_manager(mut self, cm: Arc<dyn ContainerManager>) -> Self {
-        let _ = self.syncer_cm.set(cm.clone());
-        self.cm = Some(cm);
         self
     }
 

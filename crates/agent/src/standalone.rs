@@ -168,7 +168,7 @@ pub async fn run(
     }
     let (pod_config, updates) = builder.start();
 
-    let kubelet = Kubelet::with_status_manager(
+    let kubelet = Kubelet::with_parts(
         KubeletConfig {
             node_name: opts.node_name.clone(),
             root_dir: opts.root_dir.clone(),
@@ -179,9 +179,9 @@ pub async fn run(
         runtime.clone(),
         cache,
         opts.statuses.clone(),
+        Some(cm),
     )?
-    .with_container_gc(runtime)
-    .with_container_manager(cm);
+    .with_container_gc(runtime);
 
     // PLEG events wake the pod's worker; ContainerRemoved needs no sync (upstream).
     let (events_tx, events_rx) = tokio::sync::mpsc::channel(1000);

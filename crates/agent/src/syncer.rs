@@ -8,13 +8,13 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use kubelet_cm::ContainerManager;
 
 use async_trait::async_trait;
 use k8s_openapi::api::core::v1::Pod;
-use kubelet_kuberuntime::{PodStatus, Runtime};
+use kubelet_kuberuntime::{PodStatus, Runtime, pod_name};
 use kubelet_podworkers::{
     Error as WorkerError, PodSyncer, RuntimePod, SyncContext, SyncPodOutcome, SyncPodType,
     TerminatePodOptions,
@@ -28,7 +28,7 @@ pub struct KubeletSyncer {
     runtime: Arc<dyn Runtime>,
     statuses: Arc<StatusManager>,
     root_dir: PathBuf,
-    cm: Arc<OnceLock<Arc<dyn ContainerManager>>>,
+    cm: Option<Arc<dyn ContainerManager>>,
 }
 
 impl std::fmt::Debug for KubeletSyncer {
@@ -37,14 +37,6 @@ impl std::fmt::Debug for KubeletSyncer {
             .field("root_dir", &self.root_dir)
             .finish_non_exhaustive()
     }
-}
-
-fn name_of(pod: &Pod) -> String {
-    format!(
-        "{}/{}",
-        pod.metadata.namespace.as_deref().unwrap_or("default"),
-        pod.metadata.name.as_deref().unwrap_or_default()
-    )
 }
 
 fn worker_error(e: impl std::error::Error + Send + Sync + 'static) -> WorkerError {
@@ -65,21 +57,20 @@ fn waiting_reason(e: &kubelet_kuberuntime::Error) -> Option<(String, &'static st
 
 impl KubeletSyncer {
     /// A syncer over `runtime`, recording statuses in `statuses`, with pod
-    /// directories under `root_dir` (upstream `--root-dir`).
-    pub fn new(runtime: Arc<dyn Runtime>, statuses: Arc<StatusManager>, root_dir: PathBuf) -> Self {
+    /// directories under `root_dir` (upstream `--root-dir`) and, with `cm`,
+    /// pod cgroups made and removed by the container manager.
+    pub fn new(
+        runtime: Arc<dyn Runtime>,
+        statuses: Arc<StatusManager>,
+        root_dir: PathBuf,
+        cm: Option<Arc<dyn ContainerManager>>,
+    ) -> Self {
         Self {
             runtime,
             statuses,
             root_dir,
-            cm: Arc::new(OnceLock::new()),
+            cm,
         }
-    }
-
-    /// Pod cgroups are made and removed through the container manager set
-    /// in `cm` (set once, possibly after the pod workers started).
-    pub fn with_container_manager(mut self, cm: Arc<OnceLock<Arc<dyn ContainerManager>>>) -> Self {
-        self.cm = cm;
-        self
     }
 
     fn record(&self, pod: &Pod, status: &PodStatus, waiting: &HashMap<String, String>) -> String {
@@ -111,7 +102,7 @@ impl KubeletSyncer {
         let api = self.statuses.set(uid, api);
         let after = summary(&api);
         if before.as_ref() != Some(&after) {
-            tracing::info!(pod = %name_of(pod), phase = %after.0, containers = %after.1, "pod status");
+            tracing::info!(pod = %pod_name(pod), phase = %after.0, containers = %after.1, "pod status");
         }
         api.phase.unwrap_or_default()
     }
@@ -132,13 +123,13 @@ impl PodSyncer for KubeletSyncer {
         let phase = self.record(pod, status, &HashMap::new());
         // Upstream: a pod in a terminal phase goes on to termination.
         if phase == phase::SUCCEEDED || phase == phase::FAILED {
-            tracing::info!(pod = %name_of(pod), phase, "pod reached a terminal phase");
+            tracing::info!(pod = %pod_name(pod), phase, "pod reached a terminal phase");
             return Ok(SyncPodOutcome::Terminal);
         }
         ctx.check()?;
         // Upstream SyncPod: the pod cgroup, with the pod's limits, exists
         // before its sandbox.
-        if let Some(cm) = self.cm.get() {
+        if let Some(cm) = &self.cm {
             cm.ensure_pod_cgroup(pod).map_err(worker_error)?;
         }
         let volumes = prepare_pod_volumes(&self.root_dir, pod).map_err(worker_error)?;
@@ -146,7 +137,7 @@ impl PodSyncer for KubeletSyncer {
         let result = self.runtime.sync_pod(pod, status, &volumes).await;
         let mut waiting = HashMap::new();
         for e in &result.errors {
-            tracing::warn!(pod = %name_of(pod), error = %e, "sync failed");
+            tracing::warn!(pod = %pod_name(pod), error = %e, "sync failed");
             if let Some((container, reason)) = waiting_reason(e) {
                 waiting.insert(container, reason.to_owned());
             }
@@ -168,7 +159,7 @@ impl PodSyncer for KubeletSyncer {
         grace_period_seconds: i64,
         _options: Option<&TerminatePodOptions>,
     ) -> Result<(), WorkerError> {
-        tracing::info!(pod = %name_of(pod), grace_period_seconds, "terminating pod");
+        tracing::info!(pod = %pod_name(pod), grace_period_seconds, "terminating pod");
         let running = status.to_running_pod();
         self.runtime
             .kill_pod(Some(pod), &running, Some(grace_period_seconds))
@@ -201,10 +192,10 @@ impl PodSyncer for KubeletSyncer {
         self.record(pod, status, &HashMap::new());
         // Upstream removes the pod cgroup once nothing runs in it; an error
         // (a process still there) makes the worker retry.
-        if let Some(cm) = self.cm.get() {
+        if let Some(cm) = &self.cm {
             cm.destroy_pod_cgroup(pod).map_err(worker_error)?;
         }
-        tracing::info!(pod = %name_of(pod), "pod terminated");
+        tracing::info!(pod = %pod_name(pod), "pod terminated");
         Ok(())
     }
 }

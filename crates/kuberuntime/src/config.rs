@@ -155,7 +155,7 @@ pub fn pod_sandbox_config(
     let (name, namespace, uid) = meta(pod);
     if name.is_empty() || uid.is_empty() {
         return Err(Error::InvalidPod {
-            pod: format!("{namespace}/{name}"),
+            pod: crate::pod_name(pod),
             reason: "a pod needs a name and a UID".into(),
         });
     }
@@ -322,7 +322,7 @@ pub fn container_env(
                 }
                 other => {
                     return Err(Error::InvalidPod {
-                        pod: format!("{namespace}/{name}"),
+                        pod: crate::pod_name(pod),
                         reason: format!(
                             "container {:?} env {:?}: unsupported source {:?}",
                             container.name,
@@ -355,14 +355,13 @@ pub fn container_config(
     volumes: &HashMap<String, PathBuf>,
     opts: &ConfigOptions,
 ) -> Result<api::ContainerConfig, Error> {
-    let (name, namespace, _) = meta(pod);
     let env = container_env(pod, container, pod_ips, opts)?;
     let lookup: HashMap<String, String> = env.iter().cloned().collect();
     let mut mounts = Vec::new();
     for m in container.volume_mounts.iter().flatten() {
         let Some(host) = volumes.get(&m.name) else {
             return Err(Error::InvalidPod {
-                pod: format!("{namespace}/{name}"),
+                pod: crate::pod_name(pod),
                 reason: format!(
                     "container {:?} mounts volume {:?}, which is not prepared",
                     container.name, m.name
@@ -374,7 +373,7 @@ pub fn container_config(
             // the volume manager's job (issue: volumes).
             Some(sub) if sub.split('/').any(|p| p == "..") || sub.starts_with('/') => {
                 return Err(Error::InvalidPod {
-                    pod: format!("{namespace}/{name}"),
+                    pod: crate::pod_name(pod),
                     reason: format!("subPath {sub:?} must be relative and stay in the volume"),
                 });
             }
@@ -402,7 +401,7 @@ pub fn container_config(
             // Fail closed: an empty localhost profile would run unconfined.
             let Some(profile) = profile.filter(|p| !p.trim().is_empty()) else {
                 return Err(Error::InvalidPod {
-                    pod: format!("{namespace}/{name}"),
+                    pod: crate::pod_name(pod),
                     reason: format!(
                         "container {:?}: seccomp profile type Localhost needs a localhostProfile",
                         container.name

@@ -184,6 +184,16 @@ pub enum Error {
     },
 }
 
+/// `namespace/name`, how logs and errors name a pod (upstream
+/// `format.Pod` without the UID).
+pub fn pod_name(pod: &Pod) -> String {
+    format!(
+        "{}/{}",
+        pod.metadata.namespace.as_deref().unwrap_or("default"),
+        pod.metadata.name.as_deref().unwrap_or_default()
+    )
+}
+
 /// What one [`Runtime::sync_pod`] did (upstream `PodSyncResult`).
 #[derive(Debug, Default)]
 pub struct PodSyncResult {

@@ -23,7 +23,7 @@ use crate::actions::compute_pod_actions;
 use crate::config::{ConfigOptions, container_config, pod_log_dir, pod_sandbox_config};
 use crate::labels::{self, ContainerType, annotated_container_info, labeled_container_info};
 use crate::status::{ContainerStatus, PodStatus, RunningContainer, RunningPod, RunningSandbox};
-use crate::{Error, PodSyncResult, Runtime};
+use crate::{Error, PodSyncResult, Runtime, pod_name};
 
 /// Upstream `minimumGracePeriodInSeconds`.
 pub const MINIMUM_GRACE_PERIOD: Duration = Duration::from_secs(2);
@@ -72,14 +72,6 @@ impl std::fmt::Debug for RuntimeManager {
             .field("opts", &self.opts)
             .finish_non_exhaustive()
     }
-}
-
-fn pod_name(pod: &Pod) -> String {
-    format!(
-        "{}/{}",
-        pod.metadata.namespace.as_deref().unwrap_or("default"),
-        pod.metadata.name.as_deref().unwrap_or_default()
-    )
 }
 
 /// The effective pull policy (upstream defaulting: `Always` for `:latest`
@@ -600,12 +592,8 @@ impl Runtime for RuntimeManager {
             }
         } else {
             for k in &actions.containers_to_kill {
-                let running = status
-                    .to_running_pod()
-                    .containers
-                    .into_iter()
-                    .find(|c| c.id == k.id);
-                if let Some(c) = running {
+                let running = status.container_statuses.iter().find(|c| c.id == k.id);
+                if let Some(c) = running.map(RunningContainer::from) {
                     if let Err(e) = self.kill_container(Some(pod), &c, None, &k.message).await {
                         result.errors.push(e);
                         return result;

@@ -157,14 +157,7 @@ impl PodStatus {
             containers: self
                 .container_statuses
                 .iter()
-                .map(|c| RunningContainer {
-                    id: c.id.clone(),
-                    name: c.name.clone(),
-                    state: c.state,
-                    created_at: c.created_at,
-                    hash: c.hash,
-                    pod_termination_grace_period: c.pod_termination_grace_period,
-                })
+                .map(RunningContainer::from)
                 .collect(),
         }
     }
@@ -179,6 +172,19 @@ pub struct RunningSandbox {
     pub ready: bool,
     /// Creation time, nanoseconds since the epoch.
     pub created_at: i64,
+}
+
+impl From<&ContainerStatus> for RunningContainer {
+    fn from(c: &ContainerStatus) -> Self {
+        RunningContainer {
+            id: c.id.clone(),
+            name: c.name.clone(),
+            state: c.state,
+            created_at: c.created_at,
+            hash: c.hash,
+            pod_termination_grace_period: c.pod_termination_grace_period,
+        }
+    }
 }
 
 /// A container of a [`RunningPod`].
