@@ -96,18 +96,19 @@ async fn lifecycle(dir: &Path, updates: &mut PodUpdates, config: &PodConfig) {
     expect(updates, WAIT, PodOperation::Add, &["b-node-a"]).await;
 
     // A broken file, a subdirectory and an oversized file do not disturb the rest.
-    std::fs::write(
-        dir.join("broken.yaml"),
+    // Written atomically so that no read sees a half-written file.
+    write_atomic(
+        dir,
+        "broken.yaml",
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: x\nspec:\n  containers: []\n",
-    )
-    .unwrap();
+    );
     std::fs::create_dir(dir.join("sub")).unwrap();
     std::fs::write(dir.join("sub/d.yaml"), manifest("d", "busybox")).unwrap();
-    std::fs::write(
-        dir.join("big.yaml"),
-        format!("{}# {}\n", manifest("big", "busybox"), "x".repeat(2048)),
-    )
-    .unwrap();
+    write_atomic(
+        dir,
+        "big.yaml",
+        &format!("{}# {}\n", manifest("big", "busybox"), "x".repeat(2048)),
+    );
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let rejected = config.rejected_manifests();
@@ -274,11 +275,9 @@ async fn a_broken_edit_keeps_the_pod_until_the_relist_drops_it() {
     let (config, mut updates) = start(source);
     expect(&mut updates, WAIT, PodOperation::Add, &["a-node-a"]).await;
     let mut sub = config.subscribe_rejections();
-    std::fs::write(
-        dir.path().join("a.yaml"),
-        "apiVersion: v1\nkind: Pod\nmetadata: {",
-    )
-    .unwrap();
+    // Atomic, so inotify never sees the half-written (empty) file in between,
+    // which is rejected as Invalid rather than Decode.
+    write_atomic(dir.path(), "a.yaml", "apiVersion: v1\nkind: Pod\nmetadata: {");
     let rejection = tokio::time::timeout(WAIT, sub.recv())
         .await
         .unwrap()
