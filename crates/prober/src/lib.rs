@@ -1,0 +1,1 @@
+//! Probes: see the module docs (work in progress by a helper).

@@ -1,0 +1,1 @@
+//! The node API server (work in progress by a helper).
