@@ -54,14 +54,18 @@ impl Node {
         Some(node)
     }
 
-    fn start_kubelet(&mut self) {
-        let config = KubeletConfiguration {
+    fn config(&self) -> KubeletConfiguration {
+        KubeletConfiguration {
             static_pod_path: Some(self.manifests.clone()),
             container_runtime_endpoint: self.bed.endpoint(),
             cgroup_root: format!("/{}", self.bed.cgroup_root()),
             pod_logs_dir: self.bed.log_dir(),
             ..Default::default()
-        };
+        }
+    }
+
+    fn start_kubelet(&mut self) {
+        let config = self.config();
         config.validate().expect("valid config");
         let mut opts = StandaloneOptions::new(NODE);
         opts.root_dir = self.root.clone();
@@ -207,6 +211,57 @@ async fn seed_004_burstable_pod_gets_its_cgroup_limits() {
     })
     .await;
     assert_eq!(api.qos_class.as_deref(), Some("Burstable"));
+}
+
+/// `kubelet explain` predicts, without running the pod, exactly what lands
+/// in the running pod's cgroup files and its process's `oom_score_adj`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_predicts_what_lands_in_the_cgroup_files() {
+    let Some(node) = Node::start().await else {
+        return;
+    };
+    let host = kubelet_agent::explain::Host::current().expect("host facts");
+    node.write("frontend.yaml", SEED_004);
+    let plan = kubelet_agent::explain::explain_manifest(
+        &node.config(),
+        &node.manifests.join("frontend.yaml"),
+        NODE,
+        &host,
+    )
+    .expect("explain");
+    let st = wait_for("frontend running", Duration::from_secs(30), || async {
+        node.status("frontend").await.filter(|s| running(s, "app"))
+    })
+    .await;
+    assert_eq!(plan.uid, st.uid, "the explained pod is the running pod");
+    assert_eq!(plan.qos_class, "Burstable");
+    let app_plan = &plan.containers[0];
+    let app = st.find_container_status_by_name("app").expect("app");
+    let mut checked = 0;
+    for file in plan.pod_cgroup.files.iter().chain(&app_plan.files) {
+        let path = PathBuf::from(file.path.to_string_lossy().replace("<id>", &app.id));
+        // Controllers this host does not mount (hugetlb sizes, say) have no file.
+        if !path.parent().is_some_and(Path::is_dir) {
+            continue;
+        }
+        assert_eq!(read(&path), file.value, "{}", path.display());
+        checked += 1;
+    }
+    assert!(checked >= 8, "only {checked} files checked");
+    // The container's processes hold the predicted oom_score_adj.
+    let memory_dir = PathBuf::from(
+        app_plan.files[0]
+            .path
+            .to_string_lossy()
+            .replace("<id>", &app.id)
+            .replace("/cpu/", "/memory/"),
+    );
+    let procs = read(&memory_dir.with_file_name("cgroup.procs"));
+    let pid = procs.lines().next().expect("a process in the container");
+    assert_eq!(
+        read(Path::new(&format!("/proc/{pid}/oom_score_adj"))),
+        app_plan.effective_oom_score_adj.to_string()
+    );
 }
 
 const SEED_002: &str = r#"
