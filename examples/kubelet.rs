@@ -76,6 +76,22 @@ struct Cli {
     /// Log verbosity (0: info; 4: debug; 6: trace).
     #[arg(short = 'v', long = "v", default_value_t = 0)]
     verbosity: u8,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Print everything the kubelet would do with a pod manifest on this node
+    /// and configuration (QoS, cgroups and the values written, CRI resources,
+    /// oom_score_adj, CPUs, eviction rank), without running it.
+    Explain {
+        /// The pod manifest (YAML or JSON).
+        manifest: PathBuf,
+        /// Output format: text (default) or json.
+        #[arg(short = 'o', long = "output", default_value = "text")]
+        output: String,
+    },
 }
 
 async fn shutdown_signal() {
@@ -106,6 +122,8 @@ async fn main() -> std::process::ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
         )
+        // Logs go to stderr, as upstream's klog; stdout is for `explain`.
+        .with_writer(std::io::stderr)
         .init();
 
     let mut config = match &cli.config {
@@ -137,17 +155,55 @@ async fn main() -> std::process::ExitCode {
         eprintln!("kubelet: {e}");
         return std::process::ExitCode::FAILURE;
     }
-    let mut opts = StandaloneOptions::new(
-        cli.hostname_override
-            .map(|h| h.to_lowercase())
-            .unwrap_or_else(standalone::default_node_name),
-    );
+    let node_name = cli
+        .hostname_override
+        .map(|h| h.to_lowercase())
+        .unwrap_or_else(standalone::default_node_name);
+    if let Some(Command::Explain { manifest, output }) = cli.command {
+        return explain(&config, &manifest, &node_name, &output);
+    }
+    let mut opts = StandaloneOptions::new(node_name);
     opts.root_dir = cli.root_dir;
     opts.runtime_connect_timeout = Duration::from_secs(30);
     match standalone::run(config, opts, shutdown_signal()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("kubelet: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn explain(
+    config: &KubeletConfiguration,
+    manifest: &std::path::Path,
+    node_name: &str,
+    output: &str,
+) -> std::process::ExitCode {
+    use kubelet_rs::agent::explain::{Host, explain_manifest};
+    let result =
+        Host::current().and_then(|host| explain_manifest(config, manifest, node_name, &host));
+    match (result, output) {
+        (Ok(e), "json") => match serde_json::to_string_pretty(&e) {
+            Ok(json) => {
+                println!("{json}");
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("kubelet explain: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        },
+        (Ok(e), "text") => {
+            print!("{e}");
+            std::process::ExitCode::SUCCESS
+        }
+        (Ok(_), other) => {
+            eprintln!("kubelet explain: unknown output format {other:?} (text or json)");
+            std::process::ExitCode::FAILURE
+        }
+        (Err(e), _) => {
+            eprintln!("kubelet explain: {e}");
             std::process::ExitCode::FAILURE
         }
     }

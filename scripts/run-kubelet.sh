@@ -37,6 +37,10 @@ cgroupRoot: /$cgroup_root
 podLogsDir: $dir/pod-logs
 CONFIG
 
+echo "== kubelet explain frontend.yaml (the prediction, before anything runs)"
+"${CARGO_TARGET_DIR:-target}/debug/examples/kubelet" --config "$dir/kubelet.yaml" \
+	--hostname-override demo-node explain "$dir/manifests/frontend.yaml"
+
 echo "== kubelet --config $dir/kubelet.yaml"
 "${CARGO_TARGET_DIR:-target}/debug/examples/kubelet" --config "$dir/kubelet.yaml" --root-dir "$dir/root" \
 	--hostname-override demo-node >"$dir/kubelet.log" 2>&1 &
@@ -53,7 +57,7 @@ grep -E "pod status|PLEG|rejected|error|ERROR|WARN" "$dir/kubelet.log" | sed -e 
 echo "== containers in containerd (namespace k8s.io)"
 . "$dir/testbed.env"
 "$CTR" --address "$CONTAINERD_SOCKET" -n k8s.io tasks ls
-echo "== seed 004: the frontend container's cgroup"
+echo "== seed 004: what landed in the frontend container's cgroup"
 for f in /sys/fs/cgroup/memory/"$cgroup_root"/kubepods/burstable/pod*/*/memory.limit_in_bytes \
 	/sys/fs/cgroup/cpu/"$cgroup_root"/kubepods/burstable/pod*/*/cpu.cfs_quota_us; do
 	[ -f "$f" ] && echo "$f = $(cat "$f")"

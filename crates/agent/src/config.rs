@@ -53,6 +53,9 @@ pub struct KubeletConfiguration {
     pub cgroups_per_qos: bool,
     /// The root cgroup for pods (`--cgroup-root`).
     pub cgroup_root: String,
+    /// The cluster's DNS domain (`--cluster-domain`), for pods' managed
+    /// `/etc/hosts`. Upstream's default is empty; ours is `cluster.local`.
+    pub cluster_domain: String,
     /// Resources reserved for Kubernetes daemons (`--kube-reserved`).
     pub kube_reserved: BTreeMap<String, String>,
     /// Resources reserved for the system (`--system-reserved`).
@@ -103,6 +106,7 @@ impl Default for KubeletConfiguration {
             topology_manager_policy: "none".into(),
             max_pods: 110,
             pod_logs_dir: PathBuf::from("/var/log/pods"),
+            cluster_domain: "cluster.local".into(),
             unknown: BTreeMap::new(),
         }
     }

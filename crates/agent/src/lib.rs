@@ -47,6 +47,7 @@ use kubelet_podworkers::{
 };
 
 pub mod config;
+pub mod explain;
 pub mod standalone;
 pub mod status;
 mod syncer;

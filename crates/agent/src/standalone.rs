@@ -137,6 +137,7 @@ pub async fn run(
                 ..Default::default()
             },
             node_name: opts.node_name.clone(),
+            cluster_domain: config.cluster_domain.clone(),
             container_manager: Some(cm.clone()),
         },
     ));

@@ -21,7 +21,7 @@ use kubelet_podworkers::{
 };
 
 use crate::status::{StatusManager, generate_api_pod_status, phase};
-use crate::volumes::{prepare_pod_volumes, remove_pod_dir};
+use crate::volumes::{VolumeContext, prepare_pod_volumes, remove_pod_dir};
 
 /// The kubelet's pod syncer.
 pub struct KubeletSyncer {
@@ -132,7 +132,33 @@ impl PodSyncer for KubeletSyncer {
         if let Some(cm) = &self.cm {
             cm.ensure_pod_cgroup(pod).map_err(worker_error)?;
         }
-        let volumes = prepare_pod_volumes(&self.root_dir, pod).map_err(worker_error)?;
+        let volume_ctx = self
+            .cm
+            .as_ref()
+            .map(|cm| {
+                let alloc = cm.node_allocatable();
+                VolumeContext {
+                    allocatable_memory: alloc.get("memory").copied(),
+                    allocatable_milli_cpu: alloc.get("cpu").copied(),
+                }
+            })
+            .unwrap_or_default();
+        let volumes = match prepare_pod_volumes(&self.root_dir, pod, &volume_ctx) {
+            Ok(v) => v,
+            Err(e) => {
+                // Upstream: a subpath or volume that cannot be prepared keeps
+                // the containers waiting with CreateContainerConfigError.
+                tracing::warn!(pod = %pod_name(pod), error = %e, "cannot prepare the pod's volumes");
+                let waiting = pod
+                    .spec
+                    .iter()
+                    .flat_map(|s| s.init_containers.iter().flatten().chain(&s.containers))
+                    .map(|c| (c.name.clone(), "CreateContainerConfigError".to_owned()))
+                    .collect();
+                self.record(pod, status, &waiting);
+                return Err(worker_error(e));
+            }
+        };
         ctx.check()?;
         let result = self.runtime.sync_pod(pod, status, &volumes).await;
         let mut waiting = HashMap::new();

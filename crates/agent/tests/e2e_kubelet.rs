@@ -54,14 +54,18 @@ impl Node {
         Some(node)
     }
 
-    fn start_kubelet(&mut self) {
-        let config = KubeletConfiguration {
+    fn config(&self) -> KubeletConfiguration {
+        KubeletConfiguration {
             static_pod_path: Some(self.manifests.clone()),
             container_runtime_endpoint: self.bed.endpoint(),
             cgroup_root: format!("/{}", self.bed.cgroup_root()),
             pod_logs_dir: self.bed.log_dir(),
             ..Default::default()
-        };
+        }
+    }
+
+    fn start_kubelet(&mut self) {
+        let config = self.config();
         config.validate().expect("valid config");
         let mut opts = StandaloneOptions::new(NODE);
         opts.root_dir = self.root.clone();
@@ -207,6 +211,57 @@ async fn seed_004_burstable_pod_gets_its_cgroup_limits() {
     })
     .await;
     assert_eq!(api.qos_class.as_deref(), Some("Burstable"));
+}
+
+/// `kubelet explain` predicts, without running the pod, exactly what lands
+/// in the running pod's cgroup files and its process's `oom_score_adj`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_predicts_what_lands_in_the_cgroup_files() {
+    let Some(node) = Node::start().await else {
+        return;
+    };
+    let host = kubelet_agent::explain::Host::current().expect("host facts");
+    node.write("frontend.yaml", SEED_004);
+    let plan = kubelet_agent::explain::explain_manifest(
+        &node.config(),
+        &node.manifests.join("frontend.yaml"),
+        NODE,
+        &host,
+    )
+    .expect("explain");
+    let st = wait_for("frontend running", Duration::from_secs(30), || async {
+        node.status("frontend").await.filter(|s| running(s, "app"))
+    })
+    .await;
+    assert_eq!(plan.uid, st.uid, "the explained pod is the running pod");
+    assert_eq!(plan.qos_class, "Burstable");
+    let app_plan = &plan.containers[0];
+    let app = st.find_container_status_by_name("app").expect("app");
+    let mut checked = 0;
+    for file in plan.pod_cgroup.files.iter().chain(&app_plan.files) {
+        let path = PathBuf::from(file.path.to_string_lossy().replace("<id>", &app.id));
+        // Controllers this host does not mount (hugetlb sizes, say) have no file.
+        if !path.parent().is_some_and(Path::is_dir) {
+            continue;
+        }
+        assert_eq!(read(&path), file.value, "{}", path.display());
+        checked += 1;
+    }
+    assert!(checked >= 8, "only {checked} files checked");
+    // The container's processes hold the predicted oom_score_adj.
+    let memory_dir = PathBuf::from(
+        app_plan.files[0]
+            .path
+            .to_string_lossy()
+            .replace("<id>", &app.id)
+            .replace("/cpu/", "/memory/"),
+    );
+    let procs = read(&memory_dir.with_file_name("cgroup.procs"));
+    let pid = procs.lines().next().expect("a process in the container");
+    assert_eq!(
+        read(Path::new(&format!("/proc/{pid}/oom_score_adj"))),
+        app_plan.effective_oom_score_adj.to_string()
+    );
 }
 
 const SEED_002: &str = r#"
@@ -620,4 +675,193 @@ async fn an_oom_killed_container_restarts_with_crash_loop_backoff() {
         .and_then(|t| t.reason)
         .unwrap_or_default();
     assert_eq!(reason, "OOMKilled", "lastState names the OOM kill");
+}
+
+const VOLUMES: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: vols, labels: {app: demo}}
+spec:
+  terminationGracePeriodSeconds: 1
+  volumes:
+  - {name: mem, emptyDir: {medium: Memory, sizeLimit: 32Mi}}
+  - {name: info, downwardAPI: {items: [{path: labels, fieldRef: {fieldPath: metadata.labels}}]}}
+  - {name: host, hostPath: {path: HOSTDIR, type: Directory}}
+  containers:
+  - name: app
+    image: localhost/busybox:latest
+    imagePullPolicy: IfNotPresent
+    command: [sh, -c, "dd if=/dev/zero of=/mem/fill bs=1M count=20 && touch /mem/done && exec sleep 3600"]
+    resources: {limits: {memory: 128Mi}}
+    volumeMounts:
+    - {name: mem, mountPath: /mem}
+    - {name: info, mountPath: /info}
+    - {name: host, mountPath: /data, subPath: inside}
+"#;
+
+const ESCAPE: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: escape}
+spec:
+  terminationGracePeriodSeconds: 1
+  volumes:
+  - {name: host, hostPath: {path: HOSTDIR, type: Directory}}
+  containers:
+  - name: app
+    image: localhost/busybox:latest
+    imagePullPolicy: IfNotPresent
+    command: [sleep, "3600"]
+    volumeMounts: [{name: host, mountPath: /data, subPath: link}]
+"#;
+
+/// Memory-backed emptyDir (a tmpfs of sizeLimit, charged to the pod's
+/// memory cgroup), downward API files, the managed /etc/hosts, a subPath
+/// that works and one whose symlink leads out of its volume, which is
+/// refused; removing the pods leaves nothing mounted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn volumes_tmpfs_downward_api_hosts_and_safe_subpaths() {
+    let Some(node) = Node::start().await else {
+        return;
+    };
+    let host = node.bed.dir().join("hostvol");
+    std::fs::create_dir_all(host.join("inside")).expect("inside");
+    std::fs::write(host.join("inside/in.txt"), "inside").expect("in.txt");
+    let outside = node.bed.dir().join("outside");
+    std::fs::create_dir_all(&outside).expect("outside");
+    std::fs::write(outside.join("secret"), "secret").expect("secret");
+    std::os::unix::fs::symlink(&outside, host.join("link")).expect("symlink");
+    let host_str = host.to_str().expect("utf8");
+    node.write("escape.yaml", &ESCAPE.replace("HOSTDIR", host_str));
+    node.write("vols.yaml", &VOLUMES.replace("HOSTDIR", host_str));
+
+    let st = wait_for("vols running", Duration::from_secs(30), || async {
+        node.status("vols").await.filter(|s| running(s, "app"))
+    })
+    .await;
+    let app = st
+        .find_container_status_by_name("app")
+        .expect("app")
+        .id
+        .clone();
+    wait_for(
+        "20 MiB written to the tmpfs",
+        Duration::from_secs(20),
+        || async {
+            let out = exec(&node.cri, &app, &["ls", "/mem"]).await;
+            out.contains("done").then_some(())
+        },
+    )
+    .await;
+    let mounts = exec(&node.cri, &app, &["cat", "/proc/mounts"]).await;
+    let mem = mounts
+        .lines()
+        .find(|l| l.split(' ').nth(1) == Some("/mem"))
+        .unwrap_or_else(|| panic!("/mem not mounted: {mounts}"));
+    assert!(mem.starts_with("tmpfs "), "{mem}");
+    assert!(
+        mem.contains("size=32768k"),
+        "sizeLimit is the tmpfs size: {mem}"
+    );
+    // The tmpfs pages are charged to the pod's memory cgroup (Burstable:
+    // a memory limit, no cpu).
+    let usage: u64 = read(
+        &Testbed::cgroup_v1_dir(
+            "memory",
+            &format!(
+                "{}/kubepods/burstable/pod{}",
+                node.bed.cgroup_root(),
+                st.uid
+            ),
+        )
+        .join("memory.usage_in_bytes"),
+    )
+    .parse()
+    .expect("usage");
+    assert!(usage >= 20 << 20, "pod memory usage {usage} < 20 MiB");
+    // sizeLimit is enforced.
+    let full = node
+        .cri
+        .exec_sync(
+            &app,
+            [
+                "sh",
+                "-c",
+                "dd if=/dev/zero of=/mem/more bs=1M count=40 2>&1; echo rc=$?",
+            ]
+            .map(String::from)
+            .to_vec(),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("exec");
+    let text = String::from_utf8_lossy(&full.stdout);
+    assert!(text.contains("No space left"), "{text}");
+
+    assert_eq!(
+        exec(&node.cri, &app, &["cat", "/info/labels"]).await.trim(),
+        "app=\"demo\""
+    );
+    let hosts = exec(&node.cri, &app, &["cat", "/etc/hosts"]).await;
+    assert!(
+        hosts.starts_with("# Kubernetes-managed hosts file.\n"),
+        "{hosts}"
+    );
+    let ip = st.ips.first().expect("pod IP");
+    assert!(
+        hosts.lines().any(|l| l == format!("{ip}\tvols-{NODE}")),
+        "{hosts}"
+    );
+    assert_eq!(
+        exec(&node.cri, &app, &["cat", "/data/in.txt"]).await,
+        "inside"
+    );
+
+    // The escaping pod never gets a container, and nothing of `outside`
+    // was exposed.
+    let escape_uid = kubelet_agent::explain::explain_manifest(
+        &node.config(),
+        &node.manifests.join("escape.yaml"),
+        NODE,
+        &kubelet_agent::explain::Host::current().expect("host"),
+    )
+    .expect("explain")
+    .uid;
+    let reason = wait_for(
+        "escape's waiting reason",
+        Duration::from_secs(10),
+        || async {
+            let s = node.statuses.get(&escape_uid)?;
+            let c = s
+                .container_statuses?
+                .into_iter()
+                .find(|c| c.name == "app")?;
+            c.state?.waiting?.reason
+        },
+    )
+    .await;
+    assert_eq!(reason, "CreateContainerConfigError");
+    let escape = node.pod("escape").await;
+    assert!(
+        escape.as_ref().is_none_or(|p| p.containers.is_empty()),
+        "a container was created for a subPath leading out of its volume: {escape:?}"
+    );
+
+    // Removing the pods unmounts their tmpfs and subpath binds.
+    std::fs::remove_file(node.manifests.join("vols.yaml")).expect("rm");
+    std::fs::remove_file(node.manifests.join("escape.yaml")).expect("rm");
+    let pods_dir = node.root.join("pods");
+    wait_for("pod dirs removed", Duration::from_secs(30), || async {
+        let left = std::fs::read_dir(&pods_dir).map(|d| d.count()).unwrap_or(0);
+        (left == 0).then_some(())
+    })
+    .await;
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    assert!(
+        !mountinfo.contains(pods_dir.to_str().expect("utf8")),
+        "mounts left under {}",
+        pods_dir.display()
+    );
+    assert_eq!(read(&outside.join("secret")), "secret");
+    assert_eq!(read(&host.join("inside/in.txt")), "inside");
 }

@@ -122,6 +122,106 @@ pub struct FsCgroupManager<D: CgroupDriver = Cgroupfs> {
     hierarchies: Vec<(String, PathBuf)>,
 }
 
+/// One cgroup interface file and the value written to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CgroupFile {
+    /// The controller (`cpu`, `memory`, `pids`, `hugetlb`, `cpuset`): on
+    /// cgroup v1 the hierarchy the file lives in.
+    pub controller: &'static str,
+    /// The file's name (`cpu.shares`, `memory.max`, …).
+    pub file: String,
+    /// The value written, as written.
+    pub value: String,
+}
+
+impl CgroupFile {
+    fn new(controller: &'static str, file: impl Into<String>, value: impl ToString) -> Self {
+        Self {
+            controller,
+            file: file.into(),
+            value: value.to_string(),
+        }
+    }
+}
+
+/// The files a [`ResourceConfig`] writes on `version`, in write order, with
+/// their values: what [`FsCgroupManager`] writes for pod and QoS cgroups, and
+/// what runc writes for the same values (runc's `fs` and `fs2` setters; upstream
+/// `pkg/kubelet/cm/cgroup_manager_linux.go` hands libcontainer the same config).
+/// v2 converts shares to `cpu.weight` ([`cpu_shares_to_weight`]), quota and
+/// period to `cpu.max`, and -1 to `max`.
+pub fn cgroup_files(version: CgroupVersion, cfg: &ResourceConfig) -> Vec<CgroupFile> {
+    let mut out = Vec::new();
+    let max_or = |v: i64, unlimited_at_or_below: i64| {
+        if v <= unlimited_at_or_below {
+            "max".to_owned()
+        } else {
+            v.to_string()
+        }
+    };
+    match version {
+        CgroupVersion::V1 => {
+            if let Some(shares) = cfg.cpu_shares {
+                out.push(CgroupFile::new("cpu", "cpu.shares", shares));
+            }
+            if let Some(p) = cfg.cpu_period {
+                out.push(CgroupFile::new("cpu", "cpu.cfs_period_us", p));
+            }
+            if let Some(q) = cfg.cpu_quota {
+                out.push(CgroupFile::new("cpu", "cpu.cfs_quota_us", q));
+            }
+            if let Some(limit) = cfg.memory_limit {
+                out.push(CgroupFile::new("memory", "memory.limit_in_bytes", limit));
+            }
+            if let Some(limit) = cfg.pids_limit {
+                out.push(CgroupFile::new("pids", "pids.max", max_or(limit, 0)));
+            }
+            for (size, limit) in &cfg.hugepage_limits {
+                out.push(CgroupFile::new(
+                    "hugetlb",
+                    format!("hugetlb.{size}.limit_in_bytes"),
+                    limit,
+                ));
+            }
+        }
+        CgroupVersion::V2 => {
+            if let Some(shares) = cfg.cpu_shares {
+                out.push(CgroupFile::new(
+                    "cpu",
+                    "cpu.weight",
+                    cpu_shares_to_weight(shares),
+                ));
+            }
+            if cfg.cpu_quota.is_some() || cfg.cpu_period.is_some() {
+                let quota = match cfg.cpu_quota {
+                    Some(q) if q > 0 => q.to_string(),
+                    _ => "max".to_owned(),
+                };
+                let period = cfg.cpu_period.unwrap_or(crate::resources::QUOTA_PERIOD_US);
+                out.push(CgroupFile::new(
+                    "cpu",
+                    "cpu.max",
+                    format!("{quota} {period}"),
+                ));
+            }
+            if let Some(limit) = cfg.memory_limit {
+                out.push(CgroupFile::new("memory", "memory.max", max_or(limit, -1)));
+            }
+            if let Some(limit) = cfg.pids_limit {
+                out.push(CgroupFile::new("pids", "pids.max", max_or(limit, 0)));
+            }
+            for (size, limit) in &cfg.hugepage_limits {
+                out.push(CgroupFile::new(
+                    "hugetlb",
+                    format!("hugetlb.{size}.max"),
+                    limit,
+                ));
+            }
+        }
+    }
+    out
+}
+
 pub(crate) fn read_file(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).map_err(|e| Error::io("read", path, e))
 }
@@ -309,49 +409,34 @@ impl<D: CgroupDriver> FsCgroupManager<D> {
     }
 
     fn apply_v1(&self, name: &CgroupName, cfg: &ResourceConfig) -> Result<()> {
-        if let Some(dir) = self.path("cpu", name) {
-            if let Some(shares) = cfg.cpu_shares {
-                write_file(&dir.join("cpu.shares"), &shares.to_string())?;
+        let files = cgroup_files(CgroupVersion::V1, cfg);
+        let mut written_early = None;
+        for (i, f) in files.iter().enumerate() {
+            if written_early == Some(i) {
+                continue;
             }
-            let period_file = dir.join("cpu.cfs_period_us");
-            let quota_file = dir.join("cpu.cfs_quota_us");
-            match (cfg.cpu_period, cfg.cpu_quota) {
-                (Some(p), Some(q)) => {
-                    // As runc: the period first; if the kernel refuses it
-                    // against the old quota, write the quota and retry.
-                    if write_file(&period_file, &p.to_string()).is_err() {
-                        write_file(&quota_file, &q.to_string())?;
-                        write_file(&period_file, &p.to_string())?;
-                    } else {
-                        write_file(&quota_file, &q.to_string())?;
-                    }
-                }
-                (Some(p), None) => write_file(&period_file, &p.to_string())?,
-                (None, Some(q)) => write_file(&quota_file, &q.to_string())?,
-                (None, None) => {}
-            }
-        }
-        if let (Some(limit), Some(dir)) = (cfg.memory_limit, self.path("memory", name)) {
-            write_file(&dir.join("memory.limit_in_bytes"), &limit.to_string())?;
-        }
-        if let (Some(limit), Some(dir)) = (cfg.pids_limit, self.path("pids", name)) {
-            let v = if limit <= 0 {
-                "max".to_owned()
-            } else {
-                limit.to_string()
+            let Some(dir) = self.path(f.controller, name) else {
+                continue;
             };
-            write_file(&dir.join("pids.max"), &v)?;
-        }
-        if !cfg.hugepage_limits.is_empty() {
-            if let Some(dir) = self.path("hugetlb", name).filter(|d| d.is_dir()) {
-                for (size, limit) in &cfg.hugepage_limits {
-                    write_file(
-                        &dir.join(format!("hugetlb.{size}.limit_in_bytes")),
-                        &limit.to_string(),
-                    )?;
-                }
-            } else {
+            if f.controller == "hugetlb" && !dir.is_dir() {
                 tracing::debug!(cgroup = %name, "hugetlb controller not mounted; huge page limits skipped");
+                continue;
+            }
+            let path = dir.join(&f.file);
+            let quota_next = files
+                .get(i + 1)
+                .filter(|q| q.file == "cpu.cfs_quota_us")
+                .map(|q| (i + 1, q));
+            match (write_file(&path, &f.value), quota_next) {
+                (Ok(()), _) => {}
+                // As runc: the period first; if the kernel refuses it against
+                // the old quota, write the quota and retry.
+                (Err(_), Some((j, quota))) if f.file == "cpu.cfs_period_us" => {
+                    write_file(&dir.join(&quota.file), &quota.value)?;
+                    write_file(&path, &f.value)?;
+                    written_early = Some(j);
+                }
+                (Err(e), _) => return Err(e),
             }
         }
         Ok(())
@@ -359,41 +444,13 @@ impl<D: CgroupDriver> FsCgroupManager<D> {
 
     fn apply_v2(&self, name: &CgroupName, cfg: &ResourceConfig) -> Result<()> {
         let dir = self.mount_root.join(self.driver.relative_path(name));
-        if let Some(shares) = cfg.cpu_shares {
-            write_file(
-                &dir.join("cpu.weight"),
-                &cpu_shares_to_weight(shares).to_string(),
-            )?;
-        }
-        if cfg.cpu_quota.is_some() || cfg.cpu_period.is_some() {
-            let quota = match cfg.cpu_quota {
-                Some(q) if q > 0 => q.to_string(),
-                _ => "max".to_owned(),
-            };
-            let period = cfg.cpu_period.unwrap_or(crate::resources::QUOTA_PERIOD_US);
-            write_file(&dir.join("cpu.max"), &format!("{quota} {period}"))?;
-        }
-        if let Some(limit) = cfg.memory_limit {
-            let v = if limit < 0 {
-                "max".to_owned()
-            } else {
-                limit.to_string()
-            };
-            write_file(&dir.join("memory.max"), &v)?;
-        }
-        if let Some(limit) = cfg.pids_limit {
-            let v = if limit <= 0 {
-                "max".to_owned()
-            } else {
-                limit.to_string()
-            };
-            write_file(&dir.join("pids.max"), &v)?;
-        }
-        for (size, limit) in &cfg.hugepage_limits {
-            let f = dir.join(format!("hugetlb.{size}.max"));
-            if f.exists() {
-                write_file(&f, &limit.to_string())?;
+        for f in cgroup_files(CgroupVersion::V2, cfg) {
+            let path = dir.join(&f.file);
+            // Huge page sizes the kernel does not offer have no file.
+            if f.controller == "hugetlb" && !path.exists() {
+                continue;
             }
+            write_file(&path, &f.value)?;
         }
         Ok(())
     }
@@ -700,5 +757,54 @@ mod tests {
             .path()
             .join("cpu/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1_2.slice/cpu.shares")
             .is_file());
+    }
+
+    #[test]
+    fn cgroup_files_for_both_versions() {
+        let cfg = ResourceConfig {
+            cpu_shares: Some(256),
+            cpu_quota: Some(50_000),
+            cpu_period: Some(100_000),
+            memory_limit: Some(64 << 20),
+            pids_limit: Some(-1),
+            hugepage_limits: [("2MB".to_owned(), 0)].into(),
+        };
+        let pairs = |v| {
+            cgroup_files(v, &cfg)
+                .into_iter()
+                .map(|f| format!("{}/{}={}", f.controller, f.file, f.value))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            pairs(CgroupVersion::V1),
+            [
+                "cpu/cpu.shares=256",
+                "cpu/cpu.cfs_period_us=100000",
+                "cpu/cpu.cfs_quota_us=50000",
+                "memory/memory.limit_in_bytes=67108864",
+                "pids/pids.max=max",
+                "hugetlb/hugetlb.2MB.limit_in_bytes=0",
+            ]
+        );
+        assert_eq!(
+            pairs(CgroupVersion::V2),
+            [
+                "cpu/cpu.weight=10",
+                "cpu/cpu.max=50000 100000",
+                "memory/memory.max=67108864",
+                "pids/pids.max=max",
+                "hugetlb/hugetlb.2MB.max=0",
+            ]
+        );
+        let unlimited = ResourceConfig {
+            cpu_quota: Some(-1),
+            memory_limit: Some(-1),
+            ..Default::default()
+        };
+        let v2: Vec<_> = cgroup_files(CgroupVersion::V2, &unlimited)
+            .into_iter()
+            .map(|f| f.value)
+            .collect();
+        assert_eq!(v2, ["max 100000", "max"]);
     }
 }

@@ -58,8 +58,8 @@ pub mod resources;
 pub mod topologymanager;
 
 pub use cgroup::{
-    CgroupDriver, CgroupManager, CgroupVersion, Cgroupfs, FsCgroupManager, Systemd,
-    detect_cgroup_version,
+    CgroupDriver, CgroupFile, CgroupManager, CgroupVersion, Cgroupfs, FsCgroupManager, Systemd,
+    cgroup_files, detect_cgroup_version,
 };
 pub use cgroup_name::{CgroupDriverKind, CgroupName};
 pub use cpumanager::{CpuManager, CpuPolicy, ReservedCpus};

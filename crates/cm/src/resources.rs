@@ -133,6 +133,33 @@ pub struct ResourceConfig {
     pub hugepage_limits: BTreeMap<String, i64>,
 }
 
+impl ResourceConfig {
+    /// What the runtime (runc) writes into a container's own cgroup for the
+    /// CRI's `LinuxContainerResources`: only the non-zero fields (runc's
+    /// `fs.CpuGroup.Set` and `fs.MemoryGroup.Set` skip zeros). The cpuset is
+    /// not part of a `ResourceConfig`; see `cpuset_cpus` on the CRI message.
+    pub fn from_linux_resources(r: &LinuxContainerResources) -> Self {
+        let nonzero = |v: i64| (v != 0).then_some(v);
+        Self {
+            cpu_shares: nonzero(r.cpu_shares).and_then(|v| u64::try_from(v).ok()),
+            cpu_quota: nonzero(r.cpu_quota),
+            cpu_period: nonzero(r.cpu_period).and_then(|v| u64::try_from(v).ok()),
+            memory_limit: nonzero(r.memory_limit_in_bytes),
+            pids_limit: None,
+            hugepage_limits: r
+                .hugepage_limits
+                .iter()
+                .map(|h| {
+                    (
+                        h.page_size.clone(),
+                        i64::try_from(h.limit).unwrap_or(i64::MAX),
+                    )
+                })
+                .collect(),
+        }
+    }
+}
+
 /// Huge page limits from a resource list: page size → bytes (upstream `HugePageLimits`).
 fn hugepage_limits_of(list: &podres::MilliList<'_>) -> BTreeMap<String, i64> {
     let mut out = BTreeMap::new();

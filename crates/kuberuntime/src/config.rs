@@ -34,6 +34,9 @@ pub struct ConfigOptions {
     pub resources: ContainerResourceOptions,
     /// The node's name, for the downward API.
     pub node_name: String,
+    /// The cluster's DNS domain (upstream `clusterDomain`), for the hostname
+    /// entry of the managed `/etc/hosts`.
+    pub cluster_domain: String,
     /// When set, the container manager decides the pod's cgroup parent and
     /// each container's resources (with the CPU and memory managers'
     /// cpusets); otherwise they are computed from the fields above.
@@ -48,6 +51,7 @@ impl std::fmt::Debug for ConfigOptions {
             .field("cgroups_per_qos", &self.cgroups_per_qos)
             .field("cgroup_driver", &self.cgroup_driver)
             .field("node_name", &self.node_name)
+            .field("cluster_domain", &self.cluster_domain)
             .field("container_manager", &self.container_manager.is_some())
             .finish_non_exhaustive()
     }
@@ -62,6 +66,7 @@ impl Default for ConfigOptions {
             cgroup_driver: CgroupDriverKind::Cgroupfs,
             resources: ContainerResourceOptions::default(),
             node_name: String::new(),
+            cluster_domain: "cluster.local".into(),
             container_manager: None,
         }
     }
@@ -341,6 +346,31 @@ pub fn container_env(
     Ok(resolved)
 }
 
+/// What the volume manager prepared for a pod, by host path (upstream: the
+/// volume manager's mounted volumes plus the kubelet's `makeMounts` inputs).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PodVolumes {
+    /// Each volume of the pod by name: its directory (or file) on the host.
+    pub volumes: HashMap<String, PathBuf>,
+    /// Each `subPath` mount, by container name and index in its
+    /// `volumeMounts`: a host path the subpath was bind-mounted on after it
+    /// was opened beneath its volume (upstream `subpath.PrepareSafeSubpath`),
+    /// so the runtime never resolves the subpath by its string.
+    pub subpaths: HashMap<(String, usize), PathBuf>,
+    /// Where the managed `/etc/hosts` file of the pod lives (upstream
+    /// `<pod dir>/etc-hosts`); `None`: containers keep the image's.
+    pub etc_hosts: Option<PathBuf>,
+}
+
+impl From<HashMap<String, PathBuf>> for PodVolumes {
+    fn from(volumes: HashMap<String, PathBuf>) -> Self {
+        Self {
+            volumes,
+            ..Default::default()
+        }
+    }
+}
+
 /// The container config (upstream `generateContainerConfig`). `volumes`
 /// maps each volume name of the pod to its directory on the host; the
 /// caller (the volume manager) prepared them.
@@ -352,14 +382,14 @@ pub fn container_config(
     restart_count: i32,
     image_ref: &str,
     pod_ips: &[String],
-    volumes: &HashMap<String, PathBuf>,
+    volumes: &PodVolumes,
     opts: &ConfigOptions,
 ) -> Result<api::ContainerConfig, Error> {
     let env = container_env(pod, container, pod_ips, opts)?;
     let lookup: HashMap<String, String> = env.iter().cloned().collect();
     let mut mounts = Vec::new();
-    for m in container.volume_mounts.iter().flatten() {
-        let Some(host) = volumes.get(&m.name) else {
+    for (index, m) in container.volume_mounts.iter().flatten().enumerate() {
+        let Some(host) = volumes.volumes.get(&m.name) else {
             return Err(Error::InvalidPod {
                 pod: crate::pod_name(pod),
                 reason: format!(
@@ -369,21 +399,43 @@ pub fn container_config(
             });
         };
         let host_path = match m.sub_path.as_deref().filter(|s| !s.is_empty()) {
-            // Reject escapes; resolving beneath the volume root safely is
-            // the volume manager's job (issue: volumes).
             Some(sub) if sub.split('/').any(|p| p == "..") || sub.starts_with('/') => {
                 return Err(Error::InvalidPod {
                     pod: crate::pod_name(pod),
                     reason: format!("subPath {sub:?} must be relative and stay in the volume"),
                 });
             }
-            Some(sub) => host.join(sub),
+            // Only a subpath the volume manager opened beneath its volume
+            // and bind-mounted: never the string joined to the volume path,
+            // which a symlink inside the volume could redirect.
+            Some(sub) => match volumes.subpaths.get(&(container.name.clone(), index)) {
+                Some(p) => p.clone(),
+                None => {
+                    return Err(Error::InvalidPod {
+                        pod: crate::pod_name(pod),
+                        reason: format!(
+                            "container {:?}: subPath {sub:?} of volume {:?} was not prepared",
+                            container.name, m.name
+                        ),
+                    });
+                }
+            },
             None => host.clone(),
         };
         mounts.push(api::Mount {
             container_path: m.mount_path.clone(),
             host_path: host_path.display().to_string(),
             readonly: m.read_only.unwrap_or(false),
+            ..Default::default()
+        });
+    }
+    if let Some(hosts) = &volumes.etc_hosts
+        && crate::hosts::should_mount_hosts_file(pod, container, pod_ips)
+    {
+        mounts.push(api::Mount {
+            container_path: crate::hosts::ETC_HOSTS_PATH.into(),
+            host_path: hosts.display().to_string(),
+            readonly: false,
             ..Default::default()
         });
     }

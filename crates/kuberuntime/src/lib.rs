@@ -43,7 +43,6 @@
 //! # }
 //! ```
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 
 use async_trait::async_trait;
@@ -53,10 +52,12 @@ pub mod actions;
 pub mod config;
 pub mod gc;
 pub mod hash;
+pub mod hosts;
 pub mod labels;
 mod manager;
 pub mod status;
 
+pub use config::PodVolumes;
 pub use manager::{CriRuntime, ImagePullPolicy, MINIMUM_GRACE_PERIOD, RuntimeManager, pull_policy};
 pub use status::{ContainerState, ContainerStatus, PodStatus, RunningPod};
 
@@ -238,7 +239,7 @@ pub trait Runtime: Send + Sync {
         &self,
         pod: &Pod,
         status: &PodStatus,
-        volumes: &HashMap<String, PathBuf>,
+        volumes: &crate::config::PodVolumes,
     ) -> PodSyncResult;
 
     /// Stops every container (with its grace period) and every sandbox of

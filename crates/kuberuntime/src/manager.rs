@@ -258,7 +258,7 @@ impl RuntimeManager {
         sandbox: &api::PodSandboxConfig,
         status: &PodStatus,
         pod_ips: &[String],
-        volumes: &HashMap<String, PathBuf>,
+        volumes: &crate::config::PodVolumes,
     ) -> Result<String, Error> {
         self.do_backoff(pod, container, status)?;
         let image_ref = self.ensure_image_exists(pod, container, sandbox).await?;
@@ -271,6 +271,11 @@ impl RuntimeManager {
             path: log_dir.clone(),
             source: e,
         })?;
+        if let Some(hosts) = &volumes.etc_hosts
+            && crate::hosts::should_mount_hosts_file(pod, container, pod_ips)
+        {
+            crate::hosts::ensure_hosts_file(hosts, pod, pod_ips, &self.opts.cluster_domain)?;
+        }
         let config = container_config(
             pod,
             container,
@@ -564,7 +569,7 @@ impl Runtime for RuntimeManager {
         &self,
         pod: &Pod,
         status: &PodStatus,
-        volumes: &HashMap<String, PathBuf>,
+        volumes: &crate::config::PodVolumes,
     ) -> PodSyncResult {
         let mut result = PodSyncResult::default();
         let actions = compute_pod_actions(pod, status);

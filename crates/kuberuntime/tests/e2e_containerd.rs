@@ -3,7 +3,6 @@
 //! the cgroup files, and seed 002's containers share the pause container's
 //! network namespace across a restart.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -75,7 +74,9 @@ async fn seed_004_limits_land_in_the_burstable_pod_cgroup() {
     let (m, _) = manager(&bed).await;
     let p = pod(SEED_004);
     assert_eq!(kubelet_cm::pod_qos_class(&p).as_str(), "Burstable");
-    let r = m.sync_pod(&p, &status(&m, &p).await, &HashMap::new()).await;
+    let r = m
+        .sync_pod(&p, &status(&m, &p).await, &Default::default())
+        .await;
     assert!(r.errors.is_empty(), "{:?}", r.errors);
     let st = status(&m, &p).await;
     let app = st.find_container_status_by_name("app").expect("app");
@@ -141,7 +142,9 @@ async fn seed_002_containers_share_the_sandbox_network_across_a_restart() {
     let Some(bed) = Testbed::start() else { return };
     let (m, cri) = manager(&bed).await;
     let p = pod(SEED_002);
-    let r = m.sync_pod(&p, &status(&m, &p).await, &HashMap::new()).await;
+    let r = m
+        .sync_pod(&p, &status(&m, &p).await, &Default::default())
+        .await;
     assert!(r.errors.is_empty(), "{:?}", r.errors);
     let st = status(&m, &p).await;
     let sandbox = st.sandbox_statuses[0].id.clone();
@@ -173,7 +176,9 @@ async fn seed_002_containers_share_the_sandbox_network_across_a_restart() {
         assert!(Instant::now() < deadline, "app did not exit");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let r = m.sync_pod(&p, &status(&m, &p).await, &HashMap::new()).await;
+    let r = m
+        .sync_pod(&p, &status(&m, &p).await, &Default::default())
+        .await;
     assert!(r.errors.is_empty(), "{:?}", r.errors);
     assert_eq!(r.started_containers, ["app"]);
     let st = status(&m, &p).await;

@@ -1,7 +1,6 @@
 //! SyncPod and KillPod against the in-memory `FakeRuntime`: the CRI calls
 //! made, in upstream's order, and the state they leave.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
@@ -58,7 +57,7 @@ async fn a_new_pod_is_created_in_upstream_order() {
     let p = pod(WEB);
     let st = status_of(&m, &p).await;
     fake.clear_calls();
-    let r = m.sync_pod(&p, &st, &HashMap::new()).await;
+    let r = m.sync_pod(&p, &st, &Default::default()).await;
     assert!(r.errors.is_empty(), "{:?}", r.errors);
     assert_eq!(r.started_containers, ["app", "side"]);
     assert_eq!(
@@ -86,7 +85,7 @@ async fn a_new_pod_is_created_in_upstream_order() {
 async fn a_crashed_container_restarts_in_the_same_sandbox_with_a_higher_count() {
     let (fake, m, _logs) = setup();
     let p = pod(WEB);
-    m.sync_pod(&p, &status_of(&m, &p).await, &HashMap::new())
+    m.sync_pod(&p, &status_of(&m, &p).await, &Default::default())
         .await;
     let before = status_of(&m, &p).await;
     let app = before
@@ -96,7 +95,7 @@ async fn a_crashed_container_restarts_in_the_same_sandbox_with_a_higher_count() 
     fake.exit_container(&app.id, 1, "Error").expect("exit");
 
     let r = m
-        .sync_pod(&p, &status_of(&m, &p).await, &HashMap::new())
+        .sync_pod(&p, &status_of(&m, &p).await, &Default::default())
         .await;
     assert!(r.errors.is_empty(), "{:?}", r.errors);
     assert_eq!(r.started_containers, ["app"], "only the dead one");
@@ -113,7 +112,7 @@ async fn a_crashed_container_restarts_in_the_same_sandbox_with_a_higher_count() 
 async fn a_restarted_manager_recovers_state_and_restarts_nothing() {
     let (fake, m, logs) = setup();
     let p = pod(WEB);
-    m.sync_pod(&p, &status_of(&m, &p).await, &HashMap::new())
+    m.sync_pod(&p, &status_of(&m, &p).await, &Default::default())
         .await;
     let ids: Vec<String> = status_of(&m, &p)
         .await
@@ -132,7 +131,7 @@ async fn a_restarted_manager_recovers_state_and_restarts_nothing() {
     );
     fake.clear_calls();
     let r = m2
-        .sync_pod(&p, &status_of(&m2, &p).await, &HashMap::new())
+        .sync_pod(&p, &status_of(&m2, &p).await, &Default::default())
         .await;
     assert!(
         r.errors.is_empty() && r.started_containers.is_empty() && !r.killed_pod,
@@ -158,7 +157,7 @@ async fn a_restarted_manager_recovers_state_and_restarts_nothing() {
 async fn kill_pod_stops_containers_then_the_sandbox() {
     let (fake, m, _logs) = setup();
     let p = pod(WEB);
-    m.sync_pod(&p, &status_of(&m, &p).await, &HashMap::new())
+    m.sync_pod(&p, &status_of(&m, &p).await, &Default::default())
         .await;
     let running = status_of(&m, &p).await.to_running_pod();
     fake.clear_calls();
@@ -182,7 +181,7 @@ spec:
   - {name: app, image: "localhost/absent:1", imagePullPolicy: Never}
 "#);
     let r = m
-        .sync_pod(&p, &status_of(&m, &p).await, &HashMap::new())
+        .sync_pod(&p, &status_of(&m, &p).await, &Default::default())
         .await;
     assert!(
         matches!(r.error(), Some(Error::ImageNeverPull { image, .. }) if image == "localhost/absent:1"),
@@ -203,7 +202,7 @@ async fn a_failing_container_does_not_stop_the_others() {
         },
     );
     let r = m
-        .sync_pod(&p, &status_of(&m, &p).await, &HashMap::new())
+        .sync_pod(&p, &status_of(&m, &p).await, &Default::default())
         .await;
     assert_eq!(r.started_containers, ["side"]);
     assert!(
@@ -225,7 +224,7 @@ spec:
   - {name: app, image: "localhost/busybox:latest", imagePullPolicy: IfNotPresent}
 "#);
     let r = m
-        .sync_pod(&p, &status_of(&m, &p).await, &HashMap::new())
+        .sync_pod(&p, &status_of(&m, &p).await, &Default::default())
         .await;
     assert_eq!(r.started_containers, ["i1"]);
     let i1 = status_of(&m, &p)
@@ -236,7 +235,7 @@ spec:
         .clone();
     fake.exit_container(&i1, 0, "Completed").expect("exit");
     let r = m
-        .sync_pod(&p, &status_of(&m, &p).await, &HashMap::new())
+        .sync_pod(&p, &status_of(&m, &p).await, &Default::default())
         .await;
     assert_eq!(r.started_containers, ["i2"]);
     let i2 = status_of(&m, &p)
@@ -248,7 +247,7 @@ spec:
     fake.exit_container(&i2, 2, "Error").expect("exit");
     // i2 failed and the policy is Never: the pod is killed, app never starts.
     let r = m
-        .sync_pod(&p, &status_of(&m, &p).await, &HashMap::new())
+        .sync_pod(&p, &status_of(&m, &p).await, &Default::default())
         .await;
     assert!(r.killed_pod && r.started_containers.is_empty(), "{r:?}");
     assert!(
@@ -280,7 +279,7 @@ spec:
         record.lock().unwrap().push(cmd.join(" "));
         Default::default()
     });
-    m.sync_pod(&p, &status_of(&m, &p).await, &HashMap::new())
+    m.sync_pod(&p, &status_of(&m, &p).await, &Default::default())
         .await;
     let running = status_of(&m, &p).await.to_running_pod();
     fake.clear_calls();
@@ -319,20 +318,20 @@ async fn a_crash_looping_container_backs_off_10_then_20_seconds() {
             .clone();
         fake.exit_container(&id, 1, "Error").expect("exit");
     };
-    m.sync_pod(&p, &status_of(&m, &p).await, &HashMap::new())
+    m.sync_pod(&p, &status_of(&m, &p).await, &Default::default())
         .await;
 
     // First crash: restarted at once (the backoff starts counting now).
     crash(&fake, &status_of(&m, &p).await);
     let r = m
-        .sync_pod(&p, &status_of(&m, &p).await, &HashMap::new())
+        .sync_pod(&p, &status_of(&m, &p).await, &Default::default())
         .await;
     assert_eq!(r.started_containers, ["app"], "{:?}", r.errors);
 
     // Second crash: 10 s of backoff.
     crash(&fake, &status_of(&m, &p).await);
     let r = m
-        .sync_pod(&p, &status_of(&m, &p).await, &HashMap::new())
+        .sync_pod(&p, &status_of(&m, &p).await, &Default::default())
         .await;
     assert!(
         matches!(r.error(), Some(Error::CrashLoopBackOff { delay, .. }) if delay.as_secs() == 10),
@@ -341,19 +340,19 @@ async fn a_crash_looping_container_backs_off_10_then_20_seconds() {
     );
     clock.advance(std::time::Duration::from_secs(9));
     let r = m
-        .sync_pod(&p, &status_of(&m, &p).await, &HashMap::new())
+        .sync_pod(&p, &status_of(&m, &p).await, &Default::default())
         .await;
     assert!(r.started_containers.is_empty(), "still backing off at 9 s");
     clock.advance(std::time::Duration::from_secs(2));
     let r = m
-        .sync_pod(&p, &status_of(&m, &p).await, &HashMap::new())
+        .sync_pod(&p, &status_of(&m, &p).await, &Default::default())
         .await;
     assert_eq!(r.started_containers, ["app"], "{:?}", r.errors);
 
     // Third crash: 20 s.
     crash(&fake, &status_of(&m, &p).await);
     let r = m
-        .sync_pod(&p, &status_of(&m, &p).await, &HashMap::new())
+        .sync_pod(&p, &status_of(&m, &p).await, &Default::default())
         .await;
     assert!(
         matches!(r.error(), Some(Error::CrashLoopBackOff { delay, .. }) if delay.as_secs() == 20),
@@ -386,7 +385,7 @@ async fn pulls_are_serial_by_default() {
         tasks.push(tokio::spawn(async move {
             let p = always_pull(name);
             let st = status_of(&m, &p).await;
-            m.sync_pod(&p, &st, &HashMap::new()).await
+            m.sync_pod(&p, &st, &Default::default()).await
         }));
     }
     for t in tasks {
@@ -408,12 +407,12 @@ async fn pulls_over_the_registry_rate_are_refused_and_back_off() {
     });
     let first = always_pull("first");
     let r = m
-        .sync_pod(&first, &status_of(&m, &first).await, &HashMap::new())
+        .sync_pod(&first, &status_of(&m, &first).await, &Default::default())
         .await;
     assert!(r.errors.is_empty(), "{:?}", r.errors);
     let second = always_pull("second");
     let r = m
-        .sync_pod(&second, &status_of(&m, &second).await, &HashMap::new())
+        .sync_pod(&second, &status_of(&m, &second).await, &Default::default())
         .await;
     assert!(
         matches!(r.error(), Some(Error::ImagePullQpsExceeded { .. })),
@@ -422,7 +421,7 @@ async fn pulls_over_the_registry_rate_are_refused_and_back_off() {
     );
     // The refused pull starts a backoff: the next sync does not even try.
     let r = m
-        .sync_pod(&second, &status_of(&m, &second).await, &HashMap::new())
+        .sync_pod(&second, &status_of(&m, &second).await, &Default::default())
         .await;
     assert!(
         matches!(r.error(), Some(Error::ImagePullBackOff { .. })),

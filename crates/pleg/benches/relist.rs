@@ -168,7 +168,7 @@ impl Runtime for Prelisted {
         &self,
         _: &k8s_openapi::api::core::v1::Pod,
         _: &PodStatus,
-        _: &HashMap<String, std::path::PathBuf>,
+        _: &kubelet_kuberuntime::config::PodVolumes,
     ) -> PodSyncResult {
         PodSyncResult::default()
     }

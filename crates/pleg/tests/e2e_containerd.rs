@@ -180,7 +180,7 @@ async fn container_exits_reach_both_plegs_with_fresh_cache_entries() {
         let mut round_ids = Vec::new();
         for p in &pods {
             let st = status(&manager, p).await;
-            let r = manager.sync_pod(p, &st, &HashMap::new()).await;
+            let r = manager.sync_pod(p, &st, &Default::default()).await;
             assert!(r.errors.is_empty(), "round {round}: {:?}", r.errors);
             assert_eq!(r.started_containers, ["app"], "round {round}");
             let st = status(&manager, p).await;

@@ -193,6 +193,7 @@ fn pod_from_value(value: Value, origin: &ManifestOrigin, node_name: &str) -> Res
     {
         spec.termination_grace_period_seconds = Some(1);
     }
+    set_api_defaults(&mut pod);
     apply_defaults(&mut pod, origin, node_name);
     let errors = validate_static_pod(&pod);
     if !errors.is_empty() {
@@ -202,6 +203,80 @@ fn pod_from_value(value: Value, origin: &ManifestOrigin, node_name: &str) -> Res
         });
     }
     Ok(pod)
+}
+
+/// The API defaults a decoded pod gets before anything else sees it
+/// (upstream `pkg/apis/core/v1/defaults.go`, applied because the kubelet
+/// decodes static pods through the defaulting scheme): restartPolicy
+/// `Always`, dnsPolicy `ClusterFirst`, terminationGracePeriodSeconds 30, and
+/// per container (init containers too) requests copied from limits where a
+/// resource has a limit but no request (`SetDefaults_Pod`, which makes a
+/// limits-only pod Guaranteed), terminationMessagePath `/dev/termination-log`,
+/// terminationMessagePolicy `File`, imagePullPolicy `Always` for `:latest` or
+/// untagged images and `IfNotPresent` otherwise, port protocol `TCP`, and the
+/// probe defaults (timeout 1 s, period 10 s, success 1, failure 3; HTTP path
+/// `/`, scheme `HTTP`). Fields already set are kept.
+pub fn set_api_defaults(pod: &mut Pod) {
+    let spec = pod.spec.get_or_insert_with(Default::default);
+    spec.restart_policy.get_or_insert_with(|| "Always".into());
+    spec.dns_policy.get_or_insert_with(|| "ClusterFirst".into());
+    spec.termination_grace_period_seconds.get_or_insert(30);
+    let containers = spec
+        .init_containers
+        .iter_mut()
+        .flatten()
+        .chain(spec.containers.iter_mut());
+    for c in containers {
+        if let Some(res) = c.resources.as_mut()
+            && let Some(limits) = res.limits.as_ref()
+        {
+            let requests = res.requests.get_or_insert_with(BTreeMap::new);
+            for (name, q) in limits {
+                requests.entry(name.clone()).or_insert_with(|| q.clone());
+            }
+        }
+        c.termination_message_path
+            .get_or_insert_with(|| "/dev/termination-log".into());
+        c.termination_message_policy
+            .get_or_insert_with(|| "File".into());
+        if c.image_pull_policy.is_none() {
+            let image = c.image.as_deref().unwrap_or("");
+            c.image_pull_policy = Some(default_pull_policy(image).into());
+        }
+        for port in c.ports.iter_mut().flatten() {
+            port.protocol.get_or_insert_with(|| "TCP".into());
+        }
+        for probe in [
+            c.liveness_probe.as_mut(),
+            c.readiness_probe.as_mut(),
+            c.startup_probe.as_mut(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            probe.timeout_seconds.get_or_insert(1);
+            probe.period_seconds.get_or_insert(10);
+            probe.success_threshold.get_or_insert(1);
+            probe.failure_threshold.get_or_insert(3);
+            if let Some(http) = probe.http_get.as_mut() {
+                http.path.get_or_insert_with(|| "/".into());
+                http.scheme.get_or_insert_with(|| "HTTP".into());
+            }
+        }
+    }
+}
+
+/// `Always` for an image tagged `latest` or untagged (a digest counts as a
+/// tag), `IfNotPresent` otherwise (upstream `SetDefaults_Container`).
+fn default_pull_policy(image: &str) -> &'static str {
+    let name = image.rsplit('/').next().unwrap_or(image);
+    if name.contains('@') {
+        return "IfNotPresent";
+    }
+    match name.rsplit_once(':') {
+        Some((_, "latest")) | None => "Always",
+        Some(_) => "IfNotPresent",
+    }
 }
 
 /// `<name>-<lowercase node name>`, upstream's `generatePodName`.
@@ -876,5 +951,45 @@ mod tests {
         for bad in ["", "m", "1x", "1..2", "1e", "1Gib", "abc", "1 Gi", "1e+"] {
             assert_eq!(parse_quantity(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn api_defaults_make_a_limits_only_pod_guaranteed_and_keep_what_is_set() {
+        let yaml = "apiVersion: v1\nkind: Pod\nmetadata: {name: g}\nspec:\n  containers:\n  - name: a\n    image: busybox\n    resources:\n      limits: {memory: 64Mi, cpu: 2}\n      requests: {cpu: 1}\n    ports: [{containerPort: 80}]\n    readinessProbe: {httpGet: {port: 80}}\n  - name: b\n    image: registry.example/x:1.2\n    imagePullPolicy: Never\n  - name: c\n    image: registry.example:5000/x\n";
+        let origin = ManifestOrigin::file("/m/g.yaml");
+        let pod = decode_static_pod(yaml.as_bytes(), &origin, "n").unwrap();
+        let spec = pod.spec.as_ref().unwrap();
+        assert_eq!(spec.restart_policy.as_deref(), Some("Always"));
+        assert_eq!(spec.termination_grace_period_seconds, Some(30));
+        let a = &spec.containers[0];
+        let req = a.resources.as_ref().unwrap().requests.as_ref().unwrap();
+        assert_eq!(req["memory"].0, "64Mi", "request copied from the limit");
+        assert_eq!(req["cpu"].0, "1", "a request that is set is kept");
+        assert_eq!(a.image_pull_policy.as_deref(), Some("Always"));
+        assert_eq!(
+            a.ports.as_ref().unwrap()[0].protocol.as_deref(),
+            Some("TCP")
+        );
+        let probe = a.readiness_probe.as_ref().unwrap();
+        assert_eq!(
+            (
+                probe.timeout_seconds,
+                probe.period_seconds,
+                probe.success_threshold,
+                probe.failure_threshold
+            ),
+            (Some(1), Some(10), Some(1), Some(3))
+        );
+        assert_eq!(probe.http_get.as_ref().unwrap().path.as_deref(), Some("/"));
+        assert_eq!(
+            spec.containers[1].image_pull_policy.as_deref(),
+            Some("Never")
+        );
+        assert_eq!(
+            spec.containers[2].image_pull_policy.as_deref(),
+            Some("Always")
+        );
+        assert_eq!(default_pull_policy("x:1@sha256:abc"), "IfNotPresent");
+        assert_eq!(default_pull_policy("host:5000/x:2"), "IfNotPresent");
     }
 }

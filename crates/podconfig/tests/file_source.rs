@@ -277,7 +277,11 @@ async fn a_broken_edit_keeps_the_pod_until_the_relist_drops_it() {
     let mut sub = config.subscribe_rejections();
     // Atomic, so inotify never sees the half-written (empty) file in between,
     // which is rejected as Invalid rather than Decode.
-    write_atomic(dir.path(), "a.yaml", "apiVersion: v1\nkind: Pod\nmetadata: {");
+    write_atomic(
+        dir.path(),
+        "a.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata: {",
+    );
     let rejection = tokio::time::timeout(WAIT, sub.recv())
         .await
         .unwrap()
