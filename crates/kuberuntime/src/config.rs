@@ -360,6 +360,13 @@ pub struct PodVolumes {
     /// Where the managed `/etc/hosts` file of the pod lives (upstream
     /// `<pod dir>/etc-hosts`); `None`: containers keep the image's.
     pub etc_hosts: Option<PathBuf>,
+    /// The pod's directory (upstream `<root dir>/pods/<uid>`): each
+    /// container's termination-message file is created as
+    /// `<pod_dir>/containers/<container>/<8 random hex>` and bind-mounted at
+    /// its `terminationMessagePath` (see
+    /// [`crate::lifecycle::make_termination_message_mount`]); `None`: no
+    /// termination-message file is mounted.
+    pub pod_dir: Option<PathBuf>,
 }
 
 impl From<HashMap<String, PathBuf>> for PodVolumes {

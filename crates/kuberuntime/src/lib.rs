@@ -20,12 +20,14 @@
 //! - [`status`]: the runtime's view of a pod.
 //!
 //! - [`gc`]: container and sandbox garbage collection.
+//! - [`lifecycle`]: `postStart` / `preStop` hooks (exec, HTTP, sleep) and
+//!   termination messages.
 //!
 //! Crash loops and failing pulls back off as upstream (10 s doubling to
 //! 300 s), with `kubelet-eviction`'s keyed backoff.
 //!
-//! Not built yet: HTTP lifecycle hooks, sidecar (restartable init)
-//! containers, ephemeral containers, in-place resize.
+//! Not built yet: sidecar (restartable init) containers, ephemeral
+//! containers, in-place resize.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -54,9 +56,9 @@ pub mod gc;
 pub mod hash;
 pub mod hosts;
 pub mod image_gc;
+pub mod labels;
 pub mod lifecycle;
 pub mod logs;
-pub mod labels;
 mod manager;
 pub mod status;
 
@@ -151,6 +153,17 @@ pub enum Error {
         container: String,
         /// The CRI error.
         source: kubelet_cri_client::Error,
+    },
+    /// The container started but its `postStart` hook failed; it was killed
+    /// (upstream `ErrPostStartHook`, waiting reason `PostStartHookError`).
+    #[error("pod {pod}: container {container:?}: PostStartHookError: {source}")]
+    PostStartHook {
+        /// The pod.
+        pod: String,
+        /// The container.
+        container: String,
+        /// The hook's failure.
+        source: Box<crate::lifecycle::HookError>,
     },
     /// StopContainer failed (upstream `ErrKillContainer`).
     #[error("killing container {container:?} ({id}): {source}")]

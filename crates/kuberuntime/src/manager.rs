@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::future::join_all;
-use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::api::core::v1::{Container, Lifecycle, LifecycleHandler, Pod, PodSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kubelet_cri_client::{ImageService, RuntimeService, api};
 use kubelet_eviction::{
     Backoff, TokenBucket, crash_loop_key, image_pull_key, system_time_from_unix_nanos,
@@ -22,11 +23,15 @@ use kubelet_eviction::{
 use crate::actions::compute_pod_actions;
 use crate::config::{ConfigOptions, container_config, pod_log_dir, pod_sandbox_config};
 use crate::labels::{self, ContainerType, annotated_container_info, labeled_container_info};
+use crate::lifecycle::{HandlerRunner, make_termination_message_mount, needs_pod_ip};
 use crate::status::{ContainerStatus, PodStatus, RunningContainer, RunningPod, RunningSandbox};
 use crate::{Error, PodSyncResult, Runtime, pod_name};
 
 /// Upstream `minimumGracePeriodInSeconds`.
 pub const MINIMUM_GRACE_PERIOD: Duration = Duration::from_secs(2);
+
+/// [`MINIMUM_GRACE_PERIOD`] in whole seconds, as upstream counts grace.
+const MINIMUM_GRACE_PERIOD_SECONDS: i64 = 2;
 
 /// A CRI runtime that serves both halves of the CRI.
 pub trait CriRuntime: RuntimeService + ImageService {}
@@ -41,6 +46,7 @@ pub struct RuntimeManager {
     image_pull: Arc<Backoff>,
     pull_slots: Arc<tokio::sync::Semaphore>,
     pull_limiter: Option<Arc<TokenBucket>>,
+    hooks: HandlerRunner,
 }
 
 /// How images are pulled (upstream `serializeImagePulls`,
@@ -93,7 +99,9 @@ pub fn pull_policy(container: &Container) -> &str {
 impl RuntimeManager {
     /// A manager of the pods on `runtime`.
     pub fn new(runtime: Arc<dyn CriRuntime>, opts: ConfigOptions) -> Self {
+        let service: Arc<dyn RuntimeService> = runtime.clone();
         Self {
+            hooks: HandlerRunner::new(service),
             runtime,
             opts,
             runtime_handler: String::new(),
@@ -115,6 +123,13 @@ impl RuntimeManager {
                 None
             }
         };
+        self
+    }
+
+    /// Runs lifecycle hooks with this runner (default: one over the
+    /// manager's runtime, `User-Agent: kube-lifecycle/<default version>`).
+    pub fn with_handler_runner(mut self, hooks: HandlerRunner) -> Self {
+        self.hooks = hooks;
         self
     }
 
@@ -247,7 +262,10 @@ impl RuntimeManager {
         }
     }
 
-    /// Creates and starts one container (upstream `startContainer`).
+    /// Creates and starts one container, then runs its `postStart` hook
+    /// (upstream `startContainer`, `kuberuntime_container.go`). A failed hook
+    /// kills the container (message `FailedPostStartHook`, its `preStop`
+    /// hook included) and fails the start with [`Error::PostStartHook`].
     #[allow(clippy::too_many_arguments)]
     async fn start_container(
         &self,
@@ -276,7 +294,7 @@ impl RuntimeManager {
         {
             crate::hosts::ensure_hosts_file(hosts, pod, pod_ips, &self.opts.cluster_domain)?;
         }
-        let config = container_config(
+        let mut config = container_config(
             pod,
             container,
             container_type,
@@ -286,6 +304,14 @@ impl RuntimeManager {
             volumes,
             &self.opts,
         )?;
+        // Upstream makeMounts: the termination-message file, last.
+        if let Some(mount) = volumes
+            .pod_dir
+            .as_deref()
+            .and_then(|dir| make_termination_message_mount(dir, container))
+        {
+            config.mounts.push(mount);
+        }
         let id = self
             .runtime
             .create_container(sandbox_id, config, sandbox.clone())
@@ -308,59 +334,173 @@ impl RuntimeManager {
             // The CPU manager's reconcile loop tracks started containers.
             cm.add_container(pod, container, &id);
         }
+        if let Some(hook) = container
+            .lifecycle
+            .as_ref()
+            .and_then(|l| l.post_start.as_ref())
+            && let Err(source) = self
+                .hooks
+                .run(&id, pod, container, hook, pod_ips, None)
+                .await
+        {
+            tracing::error!(pod = %pod_name(pod), container = %container.name, id = %id, error = %source, "Failed to execute PostStartHook");
+            let running = RunningContainer {
+                id: id.clone(),
+                name: container.name.clone(),
+                state: crate::status::ContainerState::Running,
+                created_at: 0,
+                hash: None,
+                pod_termination_grace_period: None,
+            };
+            if let Err(e) = self
+                .kill_container(
+                    Some(pod),
+                    &running,
+                    None,
+                    crate::lifecycle::FAILED_POST_START_HOOK,
+                )
+                .await
+            {
+                tracing::error!(pod = %pod_name(pod), container = %container.name, id = %id, error = %e, "Failed to kill container");
+            }
+            return Err(Error::PostStartHook {
+                pod: pod_name(pod),
+                container: container.name.clone(),
+                source: Box::new(source),
+            });
+        }
         Ok(id)
     }
 
-    /// Runs the container's preStop hook, bounded by `grace` (upstream
-    /// `executePreStopHook`); returns how long it took. Exec and sleep
-    /// handlers run here; an HTTP handler is logged and skipped (the
-    /// probes-and-hooks issue adds it).
-    async fn run_pre_stop(
-        &self,
-        pod: &Pod,
-        container: &RunningContainer,
-        grace: Duration,
-    ) -> Duration {
-        let Some(handler) = crate::config::all_containers(pod)
-            .find(|c| c.name == container.name)
-            .and_then(|c| c.lifecycle.as_ref())
-            .and_then(|l| l.pre_stop.clone())
-        else {
-            return Duration::ZERO;
-        };
-        let started = std::time::Instant::now();
-        let hook = async {
-            if let Some(exec) = &handler.exec {
-                let cmd = exec.command.clone().unwrap_or_default();
-                match self.runtime.exec_sync(&container.id, cmd, grace).await {
-                    Ok(out) if out.exit_code != 0 => tracing::warn!(
-                        container = %container.name,
-                        exit_code = out.exit_code,
-                        "preStop hook failed"
-                    ),
-                    Ok(_) => {}
-                    Err(e) => {
-                        tracing::warn!(container = %container.name, error = %e, "preStop hook failed")
-                    }
-                }
-            } else if let Some(sleep) = &handler.sleep {
-                tokio::time::sleep(Duration::from_secs(
-                    u64::try_from(sleep.seconds).unwrap_or(0),
-                ))
-                .await;
-            } else if handler.http_get.is_some() {
-                tracing::warn!(container = %container.name, "preStop httpGet hooks are not supported yet; skipped");
+    /// The pod's IPs now, for an HTTP hook without a host (upstream
+    /// `runHTTPHandler` asks for the pod status).
+    async fn current_pod_ips(&self, pod: &Pod) -> Vec<String> {
+        let m = &pod.metadata;
+        match self
+            .get_pod_status(
+                m.uid.as_deref().unwrap_or_default(),
+                m.name.as_deref().unwrap_or_default(),
+                m.namespace.as_deref().unwrap_or("default"),
+            )
+            .await
+        {
+            Ok(status) => status.ips,
+            Err(e) => {
+                tracing::error!(pod = %pod_name(pod), error = %e, "Unable to get pod info, event handlers may be invalid.");
+                Vec::new()
             }
-        };
-        if tokio::time::timeout(grace, hook).await.is_err() {
-            tracing::warn!(container = %container.name, ?grace, "preStop hook did not finish within the grace period");
         }
-        started.elapsed()
     }
 
-    /// Stops one container: the preStop hook first, then StopContainer with
-    /// what is left of the grace period, at least 2 s (upstream
-    /// `killContainer`).
+    /// Runs the container's preStop hook, waiting for it at most `grace`
+    /// seconds; returns the whole seconds it took (upstream
+    /// `executePreStopHook`). A failure is logged, never fatal.
+    async fn execute_pre_stop_hook(
+        &self,
+        pod: &Pod,
+        spec: &Container,
+        container: &RunningContainer,
+        handler: &LifecycleHandler,
+        grace: i64,
+    ) -> i64 {
+        tracing::debug!(pod = %pod_name(pod), container = %container.name, id = %container.id, "running preStop hook");
+        let limit = Duration::from_secs(u64::try_from(grace).unwrap_or(0));
+        let started = tokio::time::Instant::now();
+        let hook = async {
+            let ips = if needs_pod_ip(handler) {
+                self.current_pod_ips(pod).await
+            } else {
+                Vec::new()
+            };
+            self.hooks
+                .run(&container.id, pod, spec, handler, &ips, Some(limit))
+                .await
+        };
+        match tokio::time::timeout(limit, hook).await {
+            Ok(Ok(())) => {
+                tracing::debug!(pod = %pod_name(pod), container = %container.name, "preStop hook completed")
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(pod = %pod_name(pod), container = %container.name, id = %container.id, error = %e, "PreStop hook failed")
+            }
+            Err(_) => {
+                tracing::info!(pod = %pod_name(pod), container = %container.name, grace, "PreStop hook not completed in grace period")
+            }
+        }
+        i64::try_from(started.elapsed().as_secs()).unwrap_or(i64::MAX)
+    }
+
+    /// The pod and container specs a container was created from, rebuilt
+    /// from its labels and annotations, for killing it when its pod is
+    /// gone (upstream `restoreSpecsFromContainerLabels`): names, grace
+    /// periods, ports, termination-message path and preStop handler. `None`
+    /// when the container no longer exists.
+    async fn restore_specs_from_container_labels(
+        &self,
+        container: &RunningContainer,
+    ) -> Result<Option<(Pod, Container)>, Error> {
+        let status = match self.runtime.container_status(&container.id, false).await {
+            Ok(reply) => reply.status,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(source) => {
+                return Err(Error::KillContainer {
+                    container: container.name.clone(),
+                    id: container.id.clone(),
+                    source,
+                });
+            }
+        };
+        let Some(status) = status else {
+            return Err(Error::KillContainer {
+                container: container.name.clone(),
+                id: container.id.clone(),
+                source: kubelet_cri_client::Error::malformed(
+                    kubelet_cri_client::Call::with_id("ContainerStatus", &container.id),
+                    "the reply has no status",
+                ),
+            });
+        };
+        let l = labeled_container_info(&status.labels);
+        let a = annotated_container_info(&status.annotations);
+        let pod = Pod {
+            metadata: ObjectMeta {
+                uid: Some(l.pod_uid),
+                name: Some(l.pod_name),
+                namespace: Some(l.pod_namespace),
+                deletion_grace_period_seconds: a.pod_deletion_grace_period,
+                ..Default::default()
+            },
+            spec: Some(PodSpec {
+                termination_grace_period_seconds: a.pod_termination_grace_period,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let spec = Container {
+            name: if l.container_name.is_empty() {
+                container.name.clone()
+            } else {
+                l.container_name
+            },
+            ports: Some(a.ports).filter(|p| !p.is_empty()),
+            termination_message_path: Some(a.termination_message_path),
+            lifecycle: a.pre_stop_handler.map(|h| Lifecycle {
+                pre_stop: Some(h),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        Ok(Some((pod, spec)))
+    }
+
+    /// Stops one container (upstream `killContainer`,
+    /// `kuberuntime_container.go`): the grace period is the pod's deletion
+    /// grace period, else its `terminationGracePeriodSeconds`, else 2 s
+    /// (`setTerminationGracePeriod`), and `grace_override` replaces it; a
+    /// running container's preStop hook runs first, for at most that long;
+    /// then StopContainer gets what is left in whole seconds, at least 2, so
+    /// SIGTERM follows the hook and SIGKILL the grace period. With `pod`
+    /// `None` the specs are rebuilt from the container's annotations.
     pub async fn kill_container(
         &self,
         pod: Option<&Pod>,
@@ -368,23 +508,48 @@ impl RuntimeManager {
         grace_override: Option<i64>,
         message: &str,
     ) -> Result<(), Error> {
-        let grace = grace_override
-            .or_else(|| pod.and_then(|p| p.metadata.deletion_grace_period_seconds))
+        let restored = match pod {
+            Some(_) => None,
+            None => match self.restore_specs_from_container_labels(container).await? {
+                Some(r) => Some(r),
+                // Gone already: nothing to stop.
+                None => return Ok(()),
+            },
+        };
+        let (pod, spec) = match (pod, &restored) {
+            (Some(p), _) => (
+                p,
+                crate::config::all_containers(p).find(|c| c.name == container.name),
+            ),
+            (None, Some((p, c))) => (p, Some(c)),
+            (None, None) => return Ok(()),
+        };
+        let mut grace = pod
+            .metadata
+            .deletion_grace_period_seconds
             .or_else(|| {
-                pod.and_then(|p| p.spec.as_ref())
+                pod.spec
+                    .as_ref()
                     .and_then(|s| s.termination_grace_period_seconds)
             })
-            .or(container.pod_termination_grace_period)
-            .unwrap_or(30);
-        let mut grace =
-            Duration::from_secs(u64::try_from(grace).unwrap_or(0)).max(MINIMUM_GRACE_PERIOD);
-        tracing::info!(container = %container.name, id = %container.id, ?grace, message, "killing container");
-        if let Some(pod) = pod.filter(|_| container.state == crate::status::ContainerState::Running)
-        {
-            let spent = self.run_pre_stop(pod, container, grace).await;
-            grace = grace.saturating_sub(spent).max(MINIMUM_GRACE_PERIOD);
+            .unwrap_or(MINIMUM_GRACE_PERIOD_SECONDS);
+        if let Some(o) = grace_override {
+            grace = o;
         }
-        match self.runtime.stop_container(&container.id, grace).await {
+        tracing::info!(pod = %pod_name(pod), container = %container.name, id = %container.id, grace, message, "killing container");
+        if let Some(spec) = spec
+            && let Some(handler) = spec.lifecycle.as_ref().and_then(|l| l.pre_stop.as_ref())
+            && grace > 0
+            && container.state == crate::status::ContainerState::Running
+        {
+            grace -= self
+                .execute_pre_stop_hook(pod, spec, container, handler, grace)
+                .await;
+        }
+        // Always a minimal shutdown window, to avoid needless SIGKILLs.
+        let grace = grace.max(MINIMUM_GRACE_PERIOD_SECONDS);
+        let timeout = Duration::from_secs(u64::try_from(grace).unwrap_or(2));
+        match self.runtime.stop_container(&container.id, timeout).await {
             Ok(()) => Ok(()),
             Err(e) if e.is_not_found() => Ok(()),
             Err(source) => Err(Error::KillContainer {

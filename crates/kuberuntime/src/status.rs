@@ -60,7 +60,9 @@ pub struct ContainerStatus {
     pub restart_count: i32,
     /// Why it is in its state (`OOMKilled`, `Error`, `Completed`).
     pub reason: String,
-    /// Details.
+    /// Details: the runtime's message, then, for an exited container, its
+    /// termination message (see [`crate::lifecycle::termination_message`]),
+    /// joined by `": "` as upstream.
     pub message: String,
     /// Init, regular or ephemeral.
     pub container_type: ContainerType,
@@ -69,10 +71,26 @@ pub struct ContainerStatus {
 }
 
 impl ContainerStatus {
-    /// Builds the status from a CRI `ContainerStatus`.
+    /// Builds the status from a CRI `ContainerStatus` (upstream
+    /// `convertToKubeContainerStatus`, `kuberuntime_container.go`): an
+    /// exited container's termination message is read from the file
+    /// mounted at its `terminationMessagePath`, or from its log under
+    /// `FallbackToLogsOnError`, and appended to the message.
     pub fn from_cri(s: &api::ContainerStatus) -> Self {
         let labels = labeled_container_info(&s.labels);
         let annotations = annotated_container_info(&s.annotations);
+        let mut message = s.message.clone();
+        let termination = crate::lifecycle::termination_message_with(
+            s,
+            &annotations.termination_message_path,
+            &annotations.termination_message_policy,
+        );
+        if !termination.is_empty() {
+            if !message.is_empty() {
+                message.push_str(": ");
+            }
+            message.push_str(&termination);
+        }
         ContainerStatus {
             id: s.id.clone(),
             name: s
@@ -94,7 +112,7 @@ impl ContainerStatus {
             hash: annotations.hash,
             restart_count: annotations.restart_count,
             reason: s.reason.clone(),
-            message: s.message.clone(),
+            message,
             container_type: annotations.container_type.unwrap_or(ContainerType::Regular),
             pod_termination_grace_period: annotations.pod_termination_grace_period,
         }
