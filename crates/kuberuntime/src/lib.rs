@@ -54,9 +54,9 @@ pub mod gc;
 pub mod hash;
 pub mod hosts;
 pub mod image_gc;
+pub mod labels;
 pub mod lifecycle;
 pub mod logs;
-pub mod labels;
 mod manager;
 pub mod status;
 
