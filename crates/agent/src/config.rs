@@ -152,6 +152,12 @@ pub struct Flags {
     pub topology_manager_policy: Option<String>,
     /// `--max-pods`.
     pub max_pods: Option<i64>,
+    /// `--enable-server`.
+    pub enable_server: Option<bool>,
+    /// `--address`.
+    pub address: Option<std::net::IpAddr>,
+    /// `--port`.
+    pub port: Option<u16>,
 }
 
 fn parse_map(field: &str, text: &str, sep: char) -> Result<BTreeMap<String, String>, ConfigError> {
@@ -223,6 +229,15 @@ impl KubeletConfiguration {
         }
         if let Some(v) = flags.max_pods {
             self.max_pods = v;
+        }
+        if let Some(v) = flags.enable_server {
+            self.enable_server = v;
+        }
+        if let Some(v) = flags.address {
+            self.address = v;
+        }
+        if let Some(v) = flags.port {
+            self.port = v;
         }
         Ok(())
     }
