@@ -73,6 +73,15 @@ struct Cli {
     /// The most pods this node runs.
     #[arg(long)]
     max_pods: Option<i64>,
+    /// Run the node API server (/healthz, /pods, /metrics, ...).
+    #[arg(long)]
+    enable_server: Option<bool>,
+    /// The node API's address (default 127.0.0.1: it has no authentication).
+    #[arg(long)]
+    address: Option<std::net::IpAddr>,
+    /// The node API's port (default 10250).
+    #[arg(long)]
+    port: Option<u16>,
     /// Log verbosity (0: info; 4: debug; 6: trace).
     #[arg(short = 'v', long = "v", default_value_t = 0)]
     verbosity: u8,
@@ -150,6 +159,9 @@ async fn main() -> std::process::ExitCode {
         memory_manager_policy: cli.memory_manager_policy,
         topology_manager_policy: cli.topology_manager_policy,
         max_pods: cli.max_pods,
+        enable_server: cli.enable_server,
+        address: cli.address,
+        port: cli.port,
     };
     if let Err(e) = config.apply_flags(&flags).and_then(|()| config.validate()) {
         eprintln!("kubelet: {e}");

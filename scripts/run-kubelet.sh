@@ -35,6 +35,7 @@ staticPodPath: $dir/manifests
 containerRuntimeEndpoint: unix://$dir/containerd.sock
 cgroupRoot: /$cgroup_root
 podLogsDir: $dir/pod-logs
+port: ${KUBELET_PORT:-10250}
 CONFIG
 
 echo "== kubelet explain frontend.yaml (the prediction, before anything runs)"
@@ -62,6 +63,15 @@ for f in /sys/fs/cgroup/memory/"$cgroup_root"/kubepods/burstable/pod*/*/memory.l
 	/sys/fs/cgroup/cpu/"$cgroup_root"/kubepods/burstable/pod*/*/cpu.cfs_quota_us; do
 	[ -f "$f" ] && echo "$f = $(cat "$f")"
 done
+port="${KUBELET_PORT:-10250}"
+if command -v curl >/dev/null; then
+	echo "== node API: curl http://127.0.0.1:$port/healthz, /pods (names and phases), /metrics (a few)"
+	curl -s "http://127.0.0.1:$port/healthz"; echo
+	curl -s "http://127.0.0.1:$port/pods" | grep -o '"name":"[a-z0-9-]*-demo-node"\|"phase":"[A-Za-z]*"' | paste - - || true
+	curl -s "http://127.0.0.1:$port/metrics" | grep -E '^kubelet_running_(pods|containers)|^kubelet_pod_start_duration_seconds_(count|sum)' || true
+	echo "== node API: /containerLogs/default/frontend-demo-node/app (last 3 lines)"
+	curl -s "http://127.0.0.1:$port/containerLogs/default/frontend-demo-node/app?tailLines=3"; echo
+fi
 echo "== SIGTERM: the kubelet stops, the pods keep running"
 kill -TERM "$kubelet_pid"
 wait "$kubelet_pid" || true

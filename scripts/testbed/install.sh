@@ -15,8 +15,12 @@
 #     The mirror is the one the system's own apt sources name, with the
 #     suite swapped to trixie. If any of this fails, the system's
 #     containerd 1.6 is used instead, and the script says so.
-#  3. Writes $TESTBED_HOME/env (KEY=VALUE lines read by start.sh/stop.sh).
-#  4. Builds the images with build-images.sh.
+#  3. Unpacks Debian 12's kubectl (package kubernetes-client, `apt-get
+#     download` + `dpkg-deb -x`, not installed system-wide) into
+#     $TESTBED_HOME/kubernetes-client, for the node API end-to-end tests.
+#     Best effort: without it those tests skip their kubectl part.
+#  4. Writes $TESTBED_HOME/env (KEY=VALUE lines read by start.sh/stop.sh).
+#  5. Builds the images with build-images.sh.
 # Installing trixie packages with apt (apt-get install -t trixie) would
 # upgrade glibc system-wide: this script never does.
 # Set TESTBED_CONTAINERD=system to skip step 2 and use containerd 1.6.
@@ -206,6 +210,34 @@ choose_containerd() {
 	[ -n "$CHOSEN_VERSION" ] || die "$CHOSEN_BIN_DIR/containerd does not run"
 }
 
+KUBECTL_DIR="$TESTBED_HOME/kubernetes-client"
+
+# Unpacks bookworm's kubectl into $KUBECTL_DIR (the system is not touched).
+fetch_kubectl() {
+	local work deb
+	if [ -x "$KUBECTL_DIR/kubectl" ]; then
+		log "kubectl already in $KUBECTL_DIR"
+		return 0
+	fi
+	work="$(mktemp -d /tmp/kubelet-testbed-kubectl.XXXXXX)"
+	if ! (cd "$work" && apt-get -q download kubernetes-client) >"$work/download.log" 2>&1; then
+		# A fresh machine may have no package lists yet.
+		apt-get -q update >/dev/null 2>&1 || true
+		if ! (cd "$work" && apt-get -q download kubernetes-client) >"$work/download.log" 2>&1; then
+			log "cannot download kubernetes-client (kubectl tests will skip):"
+			tail -n 3 "$work/download.log" >&2
+			rm -rf "$work"
+			return 0
+		fi
+	fi
+	deb="$(ls "$work"/kubernetes-client_*.deb)"
+	dpkg-deb -x "$deb" "$work/unpacked"
+	mkdir -p "$KUBECTL_DIR"
+	install -m 0755 "$work/unpacked/usr/bin/kubectl" "$KUBECTL_DIR/kubectl"
+	log "kubectl $(dpkg-deb -f "$deb" Version) in $KUBECTL_DIR"
+	rm -rf "$work"
+}
+
 write_env() {
 	mkdir -p "$TESTBED_HOME"
 	cat >"$TESTBED_ENV_FILE.tmp" <<EOF
@@ -229,6 +261,7 @@ main() {
 			die "$CNI_BIN_DIR/$plugin is missing (Debian package containernetworking-plugins)"
 	done
 	choose_containerd
+	fetch_kubectl
 	write_env
 	"$SCRIPT_DIR/build-images.sh"
 	case "$CHOSEN_VERSION" in

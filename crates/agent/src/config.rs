@@ -53,6 +53,14 @@ pub struct KubeletConfiguration {
     pub cgroups_per_qos: bool,
     /// The root cgroup for pods (`--cgroup-root`).
     pub cgroup_root: String,
+    /// Whether the node API server runs (`--enable-server`).
+    pub enable_server: bool,
+    /// The node API's address (`--address`). Upstream's default is
+    /// `0.0.0.0`; ours is loopback, because the server has no
+    /// authentication yet.
+    pub address: std::net::IpAddr,
+    /// The node API's port (`--port`, 10250).
+    pub port: u16,
     /// The cluster's DNS domain (`--cluster-domain`), for pods' managed
     /// `/etc/hosts`. Upstream's default is empty; ours is `cluster.local`.
     pub cluster_domain: String,
@@ -107,6 +115,9 @@ impl Default for KubeletConfiguration {
             max_pods: 110,
             pod_logs_dir: PathBuf::from("/var/log/pods"),
             cluster_domain: "cluster.local".into(),
+            enable_server: true,
+            address: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            port: 10250,
             unknown: BTreeMap::new(),
         }
     }
@@ -141,6 +152,12 @@ pub struct Flags {
     pub topology_manager_policy: Option<String>,
     /// `--max-pods`.
     pub max_pods: Option<i64>,
+    /// `--enable-server`.
+    pub enable_server: Option<bool>,
+    /// `--address`.
+    pub address: Option<std::net::IpAddr>,
+    /// `--port`.
+    pub port: Option<u16>,
 }
 
 fn parse_map(field: &str, text: &str, sep: char) -> Result<BTreeMap<String, String>, ConfigError> {
@@ -212,6 +229,15 @@ impl KubeletConfiguration {
         }
         if let Some(v) = flags.max_pods {
             self.max_pods = v;
+        }
+        if let Some(v) = flags.enable_server {
+            self.enable_server = v;
+        }
+        if let Some(v) = flags.address {
+            self.address = v;
+        }
+        if let Some(v) = flags.port {
+            self.port = v;
         }
         Ok(())
     }

@@ -48,6 +48,7 @@ use kubelet_podworkers::{
 
 pub mod config;
 pub mod explain;
+pub mod node_api;
 pub mod standalone;
 pub mod status;
 mod syncer;
@@ -144,6 +145,32 @@ fn is_terminal(pod: &Pod) -> bool {
     )
 }
 
+/// The optional parts a kubelet is assembled from, beyond its runtime and
+/// status cache.
+#[derive(Default)]
+pub struct KubeletParts {
+    /// Where pod statuses are recorded (the caller may read them: a node
+    /// API, a test).
+    pub statuses: Arc<StatusManager>,
+    /// The container manager: admission (topology, CPU and memory
+    /// managers), pod cgroups and the QoS cgroups.
+    pub cm: Option<Arc<dyn ContainerManager>>,
+    /// The prober: liveness, readiness and startup probes.
+    pub prober: Option<Arc<kubelet_prober::Manager>>,
+    /// Metrics to record into.
+    pub metrics: Option<kubelet_server::Metrics>,
+}
+
+impl std::fmt::Debug for KubeletParts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubeletParts")
+            .field("cm", &self.cm.is_some())
+            .field("prober", &self.prober.is_some())
+            .field("metrics", &self.metrics.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 /// A kubelet: the pod manager, the pod workers and the sync loop.
 pub struct Kubelet<C>
 where
@@ -156,6 +183,11 @@ where
     workers: PodWorkerPool<KubeletSyncer, C>,
     statuses: Arc<StatusManager>,
     pods: Mutex<HashMap<String, Arc<Pod>>>,
+    prober: Option<Arc<kubelet_prober::Manager>>,
+    metrics: Option<kubelet_server::Metrics>,
+    /// When the sync loop last went round (upstream `syncLoopMonitor`, read
+    /// by `/healthz/syncloop`).
+    sync_loop_entered: Mutex<Option<std::time::Instant>>,
 }
 
 impl<C> std::fmt::Debug for Kubelet<C>
@@ -175,32 +207,35 @@ where
 {
     /// A kubelet over `runtime`, whose pod workers wait on `cache`.
     pub fn new(config: KubeletConfig, runtime: Arc<dyn Runtime>, cache: C) -> Result<Self, Error> {
-        Self::with_parts(
-            config,
-            runtime,
-            cache,
-            Arc::new(StatusManager::default()),
-            None,
-        )
+        Self::with_parts(config, runtime, cache, KubeletParts::default())
     }
 
-    /// Like [`Kubelet::new`], recording pod statuses in `statuses` (which
-    /// the caller may read: a node API, a test) and, with `cm`, using the
-    /// container manager for admission (topology, CPU and memory managers),
-    /// pod cgroups and the QoS cgroups.
+    /// Like [`Kubelet::new`], with the optional parts: a status manager the
+    /// caller reads, the container manager, the prober and metrics.
     pub fn with_parts(
         config: KubeletConfig,
         runtime: Arc<dyn Runtime>,
         cache: C,
-        statuses: Arc<StatusManager>,
-        cm: Option<Arc<dyn ContainerManager>>,
+        parts: KubeletParts,
     ) -> Result<Self, Error> {
-        let syncer = KubeletSyncer::new(
+        let KubeletParts {
+            statuses,
+            cm,
+            prober,
+            metrics,
+        } = parts;
+        let mut syncer = KubeletSyncer::new(
             runtime.clone(),
             statuses.clone(),
             config.root_dir.clone(),
             cm.clone(),
         );
+        if let Some(prober) = &prober {
+            syncer = syncer.with_prober(prober.clone());
+        }
+        if let Some(metrics) = &metrics {
+            syncer = syncer.with_metrics(metrics.clone());
+        }
         let workers = PodWorkerPool::builder(syncer, cache).build()?;
         Ok(Self {
             config,
@@ -210,7 +245,18 @@ where
             workers,
             statuses,
             pods: Mutex::new(HashMap::new()),
+            prober,
+            metrics,
+            sync_loop_entered: Mutex::new(None),
         })
+    }
+
+    /// When the sync loop last went round; `None` before it started.
+    pub fn sync_loop_last_entered(&self) -> Option<std::time::Instant> {
+        *self
+            .sync_loop_entered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Garbage-collects dead containers of `manager` every
@@ -252,8 +298,44 @@ where
         );
         gc.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(shutdown);
+        // Probe results (upstream: the liveness, readiness and startup
+        // managers' update channels in syncLoopIteration).
+        let (mut liveness, mut readiness, mut startup) = match &self.prober {
+            Some(p) => (
+                Some(p.liveness().updates()),
+                Some(p.readiness().updates()),
+                Some(p.startup().updates()),
+            ),
+            None => (None, None, None),
+        };
+        async fn next_update(
+            rx: &mut Option<tokio::sync::mpsc::UnboundedReceiver<kubelet_prober::results::Update>>,
+        ) -> Option<kubelet_prober::results::Update> {
+            match rx {
+                Some(rx) => rx.recv().await,
+                None => std::future::pending().await,
+            }
+        }
         loop {
+            *self
+                .sync_loop_entered
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(std::time::Instant::now());
             tokio::select! {
+                Some(u) = next_update(&mut liveness) => {
+                    if u.result == kubelet_prober::ProbeResult::Failure {
+                        tracing::info!(pod = %u.pod_uid, container = %u.container_id, "liveness probe failed: syncing the pod");
+                        self.handle_event(&u.pod_uid);
+                    }
+                }
+                Some(u) = next_update(&mut readiness) => {
+                    tracing::debug!(pod = %u.pod_uid, container = %u.container_id, result = ?u.result, "readiness changed");
+                    self.handle_event(&u.pod_uid);
+                }
+                Some(u) = next_update(&mut startup) => {
+                    tracing::debug!(pod = %u.pod_uid, container = %u.container_id, result = ?u.result, "startup changed");
+                    self.handle_event(&u.pod_uid);
+                }
                 update = updates.recv() => match update {
                     Some(update) => self.handle_update(update),
                     None => {
@@ -305,6 +387,9 @@ where
             {
                 self.reject(&pod, &reason);
                 continue;
+            }
+            if let Some(prober) = &self.prober {
+                prober.add_pod(&pod);
             }
             self.workers.update_pod(UpdatePodOptions::create(pod));
         }
@@ -417,6 +502,9 @@ where
             }
         }
         let known = self.workers.sync_known_pods(&desired);
+        if let Some(prober) = &self.prober {
+            prober.cleanup_pods(desired.iter());
+        }
         let runtime_pods = match self.runtime.get_pods(true).await {
             Ok(pods) => pods,
             Err(e) => {
@@ -424,6 +512,27 @@ where
                 return;
             }
         };
+        if let Some(metrics) = &self.metrics {
+            let running: Vec<_> = runtime_pods.iter().filter(|p| p.is_running()).collect();
+            metrics.set_running_pods(i64::try_from(running.len()).unwrap_or(i64::MAX));
+            use kubelet_kuberuntime::ContainerState as S;
+            use kubelet_server::ContainerStateLabel as L;
+            let mut counts = [0i64; 4];
+            for c in runtime_pods.iter().flat_map(|p| &p.containers) {
+                counts[match c.state {
+                    S::Created => 0,
+                    S::Running => 1,
+                    S::Exited => 2,
+                    _ => 3,
+                }] += 1;
+            }
+            for (label, n) in [L::Created, L::Running, L::Exited, L::Unknown]
+                .into_iter()
+                .zip(counts)
+            {
+                metrics.set_running_containers(label, n);
+            }
+        }
         for pod in &runtime_pods {
             if desired.contains(&pod.uid) || known.contains_key(&pod.uid) {
                 continue;

@@ -23,7 +23,8 @@ use kubelet_pleg::{
 use kubelet_podconfig::PodConfig;
 
 use crate::config::KubeletConfiguration;
-use crate::{Error, Kubelet, KubeletConfig, StatusManager};
+use crate::{Error, Kubelet, KubeletConfig, KubeletParts, StatusManager};
+use kubelet_eviction::cgroup_summary::CgroupSummaryProvider;
 
 /// What a standalone kubelet needs besides its [`KubeletConfiguration`].
 #[derive(Debug, Clone)]
@@ -74,6 +75,38 @@ pub fn default_node_name() -> String {
         .unwrap_or_else(|_| "localhost".into())
 }
 
+/// CRI calls into `kubelet_runtime_operations_*` (upstream's
+/// `instrumentedRuntimeService`).
+struct RuntimeMetrics(kubelet_server::Metrics);
+
+impl kubelet_cri_client::OperationObserver for RuntimeMetrics {
+    fn observe(
+        &self,
+        operation: &'static str,
+        elapsed: Duration,
+        error: Option<&kubelet_cri_client::Error>,
+    ) {
+        self.0
+            .observe_runtime_operation(operation, elapsed.as_secs_f64(), error.is_some());
+    }
+}
+
+/// The prober's liveness and startup results, as the runtime manager reads
+/// them (by CRI container ID; the prober keys by `containerd://<id>`).
+struct ProberResults(Arc<kubelet_prober::Manager>);
+
+impl kubelet_kuberuntime::actions::ProbeResults for ProberResults {
+    fn liveness_failed(&self, container_id: &str) -> bool {
+        let id = kubelet_prober::ContainerId::new("containerd", container_id);
+        self.0.liveness().get(&id) == Some(kubelet_prober::ProbeResult::Failure)
+    }
+
+    fn startup_failed(&self, container_id: &str) -> bool {
+        let id = kubelet_prober::ContainerId::new("containerd", container_id);
+        self.0.startup().get(&id) == Some(kubelet_prober::ProbeResult::Failure)
+    }
+}
+
 /// Runs a standalone kubelet until `shutdown` completes. Pods keep running
 /// afterwards, as upstream's kubelet leaves them on SIGTERM.
 pub async fn run(
@@ -81,8 +114,13 @@ pub async fn run(
     opts: StandaloneOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
+    let metrics = kubelet_server::Metrics::new().map_err(|e| Error::InvalidPod {
+        pod: "*".into(),
+        reason: format!("metrics: {e}"),
+    })?;
     let cri = RemoteRuntime::builder(&config.container_runtime_endpoint)
         .connect_timeout(opts.runtime_connect_timeout)
+        .observer(Arc::new(RuntimeMetrics(metrics.clone())))
         .connect()
         .await
         .map_err(|source| kubelet_kuberuntime::Error::Runtime {
@@ -125,22 +163,35 @@ pub async fn run(
     } else {
         CgroupDriverKind::Cgroupfs
     };
-    let runtime = Arc::new(RuntimeManager::new(
-        Arc::new(cri.clone()),
-        ConfigOptions {
-            pod_logs_dir: config.pod_logs_dir.clone(),
-            cgroup_root: CgroupName::from_cgroupfs(&config.cgroup_root),
-            cgroups_per_qos: config.cgroups_per_qos,
-            cgroup_driver: driver,
-            resources: ContainerResourceOptions {
-                memory_capacity_bytes: memory_capacity_bytes(),
-                ..Default::default()
+    // The probers: exec probes through the CRI, results read by the runtime
+    // manager (liveness and startup restarts) and the status (readiness).
+    let prober = Arc::new(
+        kubelet_prober::Manager::builder(Arc::new(cri.clone()), opts.statuses.clone())
+            .build()
+            .map_err(|e| Error::InvalidPod {
+                pod: "*".into(),
+                reason: format!("prober: {e}"),
+            })?,
+    );
+    let runtime = Arc::new(
+        RuntimeManager::new(
+            Arc::new(cri.clone()),
+            ConfigOptions {
+                pod_logs_dir: config.pod_logs_dir.clone(),
+                cgroup_root: CgroupName::from_cgroupfs(&config.cgroup_root),
+                cgroups_per_qos: config.cgroups_per_qos,
+                cgroup_driver: driver,
+                resources: ContainerResourceOptions {
+                    memory_capacity_bytes: memory_capacity_bytes(),
+                    ..Default::default()
+                },
+                node_name: opts.node_name.clone(),
+                cluster_domain: config.cluster_domain.clone(),
+                container_manager: Some(cm.clone()),
             },
-            node_name: opts.node_name.clone(),
-            cluster_domain: config.cluster_domain.clone(),
-            container_manager: Some(cm.clone()),
-        },
-    ));
+        )
+        .with_probe_results(Arc::new(ProberResults(prober.clone()))),
+    );
 
     // The evented PLEG: container events from the CRI (milliseconds), a
     // relist every 300 s as a safety net, and a fall back to relisting every
@@ -169,20 +220,91 @@ pub async fn run(
     }
     let (pod_config, updates) = builder.start();
 
-    let kubelet = Kubelet::with_parts(
-        KubeletConfig {
-            node_name: opts.node_name.clone(),
-            root_dir: opts.root_dir.clone(),
-            housekeeping_period: opts.housekeeping_period,
-            max_pods: usize::try_from(config.max_pods).unwrap_or(110),
-            ..KubeletConfig::new(opts.node_name.clone())
-        },
-        runtime.clone(),
-        cache,
-        opts.statuses.clone(),
-        Some(cm),
-    )?
-    .with_container_gc(runtime);
+    let kubelet = Arc::new(
+        Kubelet::with_parts(
+            KubeletConfig {
+                node_name: opts.node_name.clone(),
+                root_dir: opts.root_dir.clone(),
+                housekeeping_period: opts.housekeeping_period,
+                max_pods: usize::try_from(config.max_pods).unwrap_or(110),
+                ..KubeletConfig::new(opts.node_name.clone())
+            },
+            runtime.clone(),
+            cache,
+            KubeletParts {
+                statuses: opts.statuses.clone(),
+                cm: Some(cm),
+                prober: Some(prober.clone()),
+                metrics: Some(metrics.clone()),
+            },
+        )?
+        .with_container_gc(runtime.clone()),
+    );
+
+    // The node API (loopback only: it has no authentication yet).
+    let server_stop = tokio::sync::watch::channel(false);
+    let server = if config.enable_server {
+        let addr = std::net::SocketAddr::new(config.address, config.port);
+        let host = crate::node_api::KubeletNodeApi::new(
+            kubelet.clone(),
+            runtime.clone(),
+            Arc::new(cri.clone()),
+            serde_json::to_value(&config).unwrap_or_default(),
+            opts.node_name.clone(),
+            CgroupSummaryProvider {
+                pods_cgroup: format!("{}/kubepods", config.cgroup_root.trim_matches('/'))
+                    .trim_start_matches('/')
+                    .to_owned(),
+                node_fs: opts.root_dir.clone(),
+                ..Default::default()
+            },
+        );
+        let server = kubelet_server::Server::bind(
+            kubelet_server::ServerConfig::new(addr),
+            Arc::new(host),
+            metrics.clone(),
+        )
+        .await
+        .map_err(|e| Error::InvalidPod {
+            pod: "*".into(),
+            reason: format!("node API on {addr}: {e}"),
+        })?;
+        tracing::info!(address = %server.local_addr(), "node API serving");
+        let mut stop = server_stop.1.clone();
+        Some(tokio::spawn(async move {
+            let until = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            if let Err(e) = server.serve(until).await {
+                tracing::error!(error = %e, "node API stopped");
+            }
+        }))
+    } else {
+        None
+    };
+
+    // PLEG relist timings into the metrics (upstream records them in relist).
+    let pleg_metrics = {
+        let metrics = metrics.clone();
+        let pleg = pleg.clone();
+        tokio::spawn(async move {
+            let mut seen = 0;
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let m = pleg.metrics();
+                if m.relists != seen {
+                    seen = m.relists;
+                    if let Some(d) = m.last_relist_duration {
+                        metrics.observe_pleg_relist_duration(d.as_secs_f64());
+                    }
+                    if let Some(i) = m.last_relist_interval {
+                        metrics.observe_pleg_relist_interval(i.as_secs_f64());
+                    }
+                }
+            }
+        })
+    };
 
     // PLEG events wake the pod's worker; ContainerRemoved needs no sync (upstream).
     let (events_tx, events_rx) = tokio::sync::mpsc::channel(1000);
@@ -209,5 +331,11 @@ pub async fn run(
     pleg.stop();
     pod_config.shutdown();
     forward.abort();
+    pleg_metrics.abort();
+    prober.shutdown();
+    let _ = server_stop.0.send(true);
+    if let Some(server) = server {
+        let _ = server.await;
+    }
     Ok(())
 }

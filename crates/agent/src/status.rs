@@ -31,7 +31,7 @@ pub mod phase {
     pub const FAILED: &str = "Failed";
 }
 
-fn time_of(nanos: i64) -> Option<Time> {
+pub(crate) fn time_of(nanos: i64) -> Option<Time> {
     if nanos <= 0 {
         return None;
     }
@@ -227,6 +227,19 @@ pub fn generate_api_pod_status(
     rt: &RuntimePodStatus,
     waiting: &HashMap<String, String>,
 ) -> PodStatus {
+    generate_api_pod_status_with(pod, rt, waiting, |_| {})
+}
+
+/// Like [`generate_api_pod_status`], letting `adjust` change the container
+/// statuses before the conditions are computed from them: the prober sets
+/// `ready` and `started` there (upstream `probeManager.UpdatePodStatus`,
+/// called from `generateAPIPodStatus`).
+pub fn generate_api_pod_status_with(
+    pod: &Pod,
+    rt: &RuntimePodStatus,
+    waiting: &HashMap<String, String>,
+    adjust: impl FnOnce(&mut PodStatus),
+) -> PodStatus {
     let spec = pod.spec.as_ref();
     let reason = |c: &Container| waiting.get(&c.name).map(String::as_str);
     let init: Vec<ContainerStatus> = spec
@@ -242,6 +255,14 @@ pub fn generate_api_pod_status(
         .map(|c| container_status(c, rt, reason(c)))
         .collect();
     let phase = get_phase(pod, &init, &app);
+    let mut probed = PodStatus {
+        init_container_statuses: Some(init),
+        container_statuses: Some(app),
+        ..Default::default()
+    };
+    adjust(&mut probed);
+    let init = probed.init_container_statuses.take().unwrap_or_default();
+    let app = probed.container_statuses.take().unwrap_or_default();
     let initialized = init.iter().all(|s| {
         s.state
             .as_ref()
@@ -348,6 +369,12 @@ impl StatusManager {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+}
+
+impl kubelet_prober::StatusProvider for StatusManager {
+    fn pod_status(&self, pod_uid: &str) -> Option<PodStatus> {
+        self.get(pod_uid)
     }
 }
 

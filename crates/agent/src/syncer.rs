@@ -20,8 +20,9 @@ use kubelet_podworkers::{
     TerminatePodOptions,
 };
 
-use crate::status::{StatusManager, generate_api_pod_status, phase};
+use crate::status::{StatusManager, generate_api_pod_status_with, phase};
 use crate::volumes::{VolumeContext, prepare_pod_volumes, remove_pod_dir};
+use kubelet_server::PodWorkerOperation;
 
 /// The kubelet's pod syncer.
 pub struct KubeletSyncer {
@@ -29,6 +30,11 @@ pub struct KubeletSyncer {
     statuses: Arc<StatusManager>,
     root_dir: PathBuf,
     cm: Option<Arc<dyn ContainerManager>>,
+    prober: Option<Arc<kubelet_prober::Manager>>,
+    metrics: Option<kubelet_server::Metrics>,
+    /// When each pod was first synced, until it first ran (for
+    /// `kubelet_pod_start_duration_seconds`).
+    first_seen: std::sync::Mutex<HashMap<String, std::time::Instant>>,
 }
 
 impl std::fmt::Debug for KubeletSyncer {
@@ -51,6 +57,7 @@ fn waiting_reason(e: &kubelet_kuberuntime::Error) -> Option<(String, &'static st
         E::CreateContainer { container, .. } => Some((container.clone(), "CreateContainerError")),
         E::StartContainer { container, .. } => Some((container.clone(), "RunContainerError")),
         E::CrashLoopBackOff { container, .. } => Some((container.clone(), "CrashLoopBackOff")),
+        E::PostStartHook { container, .. } => Some((container.clone(), "PostStartHookError")),
         _ => None,
     }
 }
@@ -70,12 +77,46 @@ impl KubeletSyncer {
             statuses,
             root_dir,
             cm,
+            prober: None,
+            metrics: None,
+            first_seen: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
+    /// Sets the containers' `ready` and `started` from `prober`'s results,
+    /// and stops its workers when pods terminate.
+    pub fn with_prober(mut self, prober: Arc<kubelet_prober::Manager>) -> Self {
+        self.prober = Some(prober);
+        self
+    }
+
+    /// Records pod worker and pod start durations in `metrics`.
+    pub fn with_metrics(mut self, metrics: kubelet_server::Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
     fn record(&self, pod: &Pod, status: &PodStatus, waiting: &HashMap<String, String>) -> String {
-        let api = generate_api_pod_status(pod, status, waiting);
+        let api = generate_api_pod_status_with(pod, status, waiting, |s| {
+            if let Some(prober) = &self.prober {
+                prober.update_pod_status(pod, s);
+            }
+        });
         let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+        if let Some(metrics) = &self.metrics {
+            let mut seen = self
+                .first_seen
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if api.phase.as_deref() == Some(phase::RUNNING) {
+                if let Some(t) = seen.remove(uid) {
+                    metrics.observe_pod_start_duration(t.elapsed().as_secs_f64());
+                }
+            } else if api.phase.as_deref() == Some(phase::PENDING) {
+                seen.entry(uid.to_owned())
+                    .or_insert_with(std::time::Instant::now);
+            }
+        }
         let summary = |s: &k8s_openapi::api::core::v1::PodStatus| {
             let containers: Vec<String> = s
                 .container_statuses
@@ -115,10 +156,87 @@ impl PodSyncer for KubeletSyncer {
     async fn sync_pod(
         &self,
         ctx: &SyncContext,
-        _update_type: SyncPodType,
+        update_type: SyncPodType,
         pod: &Pod,
         _mirror_pod: Option<&Pod>,
         status: &Self::Status,
+    ) -> Result<SyncPodOutcome, WorkerError> {
+        let started = std::time::Instant::now();
+        let result = self.sync_pod_inner(ctx, pod, status).await;
+        if let Some(metrics) = &self.metrics {
+            let op = match update_type {
+                SyncPodType::Create => PodWorkerOperation::Create,
+                SyncPodType::Update => PodWorkerOperation::Update,
+                SyncPodType::Kill => PodWorkerOperation::Kill,
+                _ => PodWorkerOperation::Sync,
+            };
+            metrics.observe_pod_worker_duration(op, started.elapsed().as_secs_f64());
+        }
+        result
+    }
+
+    async fn sync_terminating_pod(
+        &self,
+        _ctx: &SyncContext,
+        pod: &Pod,
+        status: &Self::Status,
+        grace_period_seconds: i64,
+        _options: Option<&TerminatePodOptions>,
+    ) -> Result<(), WorkerError> {
+        tracing::info!(pod = %pod_name(pod), grace_period_seconds, "terminating pod");
+        // Upstream: liveness and startup probes stop when termination starts.
+        if let Some(prober) = &self.prober {
+            prober.stop_liveness_and_startup(pod);
+        }
+        let running = status.to_running_pod();
+        self.runtime
+            .kill_pod(Some(pod), &running, Some(grace_period_seconds))
+            .await
+            .map_err(worker_error)
+    }
+
+    async fn sync_terminating_runtime_pod(
+        &self,
+        _ctx: &SyncContext,
+        running_pod: &RuntimePod,
+    ) -> Result<(), WorkerError> {
+        let pods = self.runtime.get_pods(true).await.map_err(worker_error)?;
+        if let Some(found) = pods.into_iter().find(|p| p.uid == running_pod.uid) {
+            tracing::info!(pod = %found.name, uid = %found.uid, "killing orphaned runtime pod");
+            self.runtime
+                .kill_pod(None, &found, None)
+                .await
+                .map_err(worker_error)?;
+        }
+        Ok(())
+    }
+
+    async fn sync_terminated_pod(
+        &self,
+        _ctx: &SyncContext,
+        pod: &Pod,
+        status: &Self::Status,
+    ) -> Result<(), WorkerError> {
+        self.record(pod, status, &HashMap::new());
+        if let Some(prober) = &self.prober {
+            prober.remove_pod(pod);
+        }
+        // Upstream removes the pod cgroup once nothing runs in it; an error
+        // (a process still there) makes the worker retry.
+        if let Some(cm) = &self.cm {
+            cm.destroy_pod_cgroup(pod).map_err(worker_error)?;
+        }
+        tracing::info!(pod = %pod_name(pod), "pod terminated");
+        Ok(())
+    }
+}
+
+impl KubeletSyncer {
+    async fn sync_pod_inner(
+        &self,
+        ctx: &SyncContext,
+        pod: &Pod,
+        status: &Arc<PodStatus>,
     ) -> Result<SyncPodOutcome, WorkerError> {
         let phase = self.record(pod, status, &HashMap::new());
         // Upstream: a pod in a terminal phase goes on to termination.
@@ -175,54 +293,6 @@ impl PodSyncer for KubeletSyncer {
             Some(e) => Err(worker_error(e)),
             None => Ok(SyncPodOutcome::Running),
         }
-    }
-
-    async fn sync_terminating_pod(
-        &self,
-        _ctx: &SyncContext,
-        pod: &Pod,
-        status: &Self::Status,
-        grace_period_seconds: i64,
-        _options: Option<&TerminatePodOptions>,
-    ) -> Result<(), WorkerError> {
-        tracing::info!(pod = %pod_name(pod), grace_period_seconds, "terminating pod");
-        let running = status.to_running_pod();
-        self.runtime
-            .kill_pod(Some(pod), &running, Some(grace_period_seconds))
-            .await
-            .map_err(worker_error)
-    }
-
-    async fn sync_terminating_runtime_pod(
-        &self,
-        _ctx: &SyncContext,
-        running_pod: &RuntimePod,
-    ) -> Result<(), WorkerError> {
-        let pods = self.runtime.get_pods(true).await.map_err(worker_error)?;
-        if let Some(found) = pods.into_iter().find(|p| p.uid == running_pod.uid) {
-            tracing::info!(pod = %found.name, uid = %found.uid, "killing orphaned runtime pod");
-            self.runtime
-                .kill_pod(None, &found, None)
-                .await
-                .map_err(worker_error)?;
-        }
-        Ok(())
-    }
-
-    async fn sync_terminated_pod(
-        &self,
-        _ctx: &SyncContext,
-        pod: &Pod,
-        status: &Self::Status,
-    ) -> Result<(), WorkerError> {
-        self.record(pod, status, &HashMap::new());
-        // Upstream removes the pod cgroup once nothing runs in it; an error
-        // (a process still there) makes the worker retry.
-        if let Some(cm) = &self.cm {
-            cm.destroy_pod_cgroup(pod).map_err(worker_error)?;
-        }
-        tracing::info!(pod = %pod_name(pod), "pod terminated");
-        Ok(())
     }
 }
 

@@ -153,6 +153,7 @@ pub fn prepare_pod_volumes(
         }
     }
     out.etc_hosts = Some(dir.join("etc-hosts"));
+    out.pod_dir = Some(dir);
     Ok(out)
 }
 

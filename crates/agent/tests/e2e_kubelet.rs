@@ -27,6 +27,7 @@ struct Node {
     task: Option<tokio::task::JoinHandle<()>>,
     cri: RemoteRuntime,
     runtime: RuntimeManager,
+    api_port: u16,
 }
 
 impl Node {
@@ -49,6 +50,7 @@ impl Node {
             task: None,
             cri,
             runtime,
+            api_port: free_port(),
         };
         node.start_kubelet();
         Some(node)
@@ -60,8 +62,14 @@ impl Node {
             container_runtime_endpoint: self.bed.endpoint(),
             cgroup_root: format!("/{}", self.bed.cgroup_root()),
             pod_logs_dir: self.bed.log_dir(),
+            port: self.api_port,
             ..Default::default()
         }
+    }
+
+    /// A GET on the node API: status code and body.
+    async fn get(&self, path: &str) -> (u16, String) {
+        http_get(self.api_port, path).await
     }
 
     fn start_kubelet(&mut self) {
@@ -126,6 +134,36 @@ impl Drop for Node {
     fn drop(&mut self) {
         self.kill_kubelet();
     }
+}
+
+/// A loopback port nobody listens on (the kubelet binds it next; tests
+/// run in parallel, so each needs its own).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// HTTP/1.0 GET (no chunking, the server closes): status and body.
+async fn http_get(port: u16, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect to the node API");
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
+        .await
+        .expect("request");
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await.expect("response");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, body.to_owned())
 }
 
 async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
@@ -864,4 +902,364 @@ async fn volumes_tmpfs_downward_api_hosts_and_safe_subpaths() {
     );
     assert_eq!(read(&outside.join("secret")), "secret");
     assert_eq!(read(&host.join("inside/in.txt")), "inside");
+}
+
+fn api_status(node: &Node, name: &str) -> Option<k8s_openapi::api::core::v1::PodStatus> {
+    let uid = kubelet_agent::explain::explain_manifest(
+        &node.config(),
+        &node.manifests.join(format!("{name}.yaml")),
+        NODE,
+        &kubelet_agent::explain::Host::current().expect("host"),
+    )
+    .ok()?
+    .uid;
+    node.statuses.get(&uid)
+}
+
+fn condition(s: &k8s_openapi::api::core::v1::PodStatus, kind: &str) -> Option<String> {
+    s.conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == kind)
+        .map(|c| c.status.clone())
+}
+
+fn container_field(
+    s: &k8s_openapi::api::core::v1::PodStatus,
+    name: &str,
+) -> Option<k8s_openapi::api::core::v1::ContainerStatus> {
+    s.container_statuses
+        .as_ref()?
+        .iter()
+        .find(|c| c.name == name)
+        .cloned()
+}
+
+const LIVENESS: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: liveness}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    image: localhost/busybox:latest
+    imagePullPolicy: IfNotPresent
+    command: [sh, -c, "touch /tmp/healthy; sleep 4; rm /tmp/healthy; exec sleep 3600"]
+    livenessProbe: {exec: {command: [cat, /tmp/healthy]}, periodSeconds: 1, failureThreshold: 2}
+"#;
+
+const READINESS: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: readiness}
+spec:
+  hostNetwork: true
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: web
+    image: localhost/busybox:latest
+    imagePullPolicy: IfNotPresent
+    command: [sh, -c, "mkdir -p /www && echo ok > /www/ready && exec httpd -f -p 127.0.0.1:PORT -h /www"]
+    readinessProbe: {httpGet: {host: 127.0.0.1, port: PORT, path: /ready}, periodSeconds: 1}
+    livenessProbe: {tcpSocket: {host: 127.0.0.1, port: PORT}, periodSeconds: 1, failureThreshold: 1}
+"#;
+
+const STARTUP: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: startup}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: slow
+    image: localhost/busybox:latest
+    imagePullPolicy: IfNotPresent
+    command: [sh, -c, "sleep 5; touch /tmp/started; exec sleep 3600"]
+    startupProbe: {exec: {command: [cat, /tmp/started]}, periodSeconds: 1, failureThreshold: 60}
+    readinessProbe: {exec: {command: ["true"]}, periodSeconds: 1}
+"#;
+
+/// Probes end to end: a failing exec liveness probe restarts the container;
+/// an HTTP readiness probe on a host-network pod clears and sets Ready as
+/// its file comes and goes, while a passing TCP liveness probe restarts
+/// nothing; a startup probe holds `started` and readiness back until it
+/// passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_restart_gate_readiness_and_hold_back_until_started() {
+    let Some(node) = Node::start().await else {
+        return;
+    };
+    let port = free_port();
+    node.write("liveness.yaml", LIVENESS);
+    node.write(
+        "readiness.yaml",
+        &READINESS.replace("PORT", &port.to_string()),
+    );
+    node.write("startup.yaml", STARTUP);
+    let t0 = Instant::now();
+
+    // Startup: not started (and not ready) while the probe fails.
+    let st = wait_for("startup running", Duration::from_secs(30), || async {
+        api_status(&node, "startup").filter(|s| {
+            container_field(s, "slow")
+                .and_then(|c| c.state?.running)
+                .is_some()
+        })
+    })
+    .await;
+    let c = container_field(&st, "slow").expect("slow");
+    if t0.elapsed() < Duration::from_secs(4) {
+        assert_eq!(
+            c.started,
+            Some(false),
+            "started before the startup probe passed"
+        );
+        assert!(!c.ready, "ready before the startup probe passed");
+    }
+    let started = wait_for("startup probe passes", Duration::from_secs(30), || async {
+        let s = api_status(&node, "startup")?;
+        let c = container_field(&s, "slow")?;
+        (c.started == Some(true) && c.ready && condition(&s, "Ready").as_deref() == Some("True"))
+            .then(|| t0.elapsed())
+    })
+    .await;
+    eprintln!("startup: started and ready {started:?} after the manifest was written");
+    assert!(
+        started >= Duration::from_secs(5),
+        "started before /tmp/started existed"
+    );
+
+    // Readiness follows the HTTP endpoint.
+    wait_for("readiness Ready", Duration::from_secs(30), || async {
+        let s = api_status(&node, "readiness")?;
+        (condition(&s, "Ready").as_deref() == Some("True")).then_some(())
+    })
+    .await;
+    let web = node
+        .status("readiness")
+        .await
+        .and_then(|s| s.find_container_status_by_name("web").map(|c| c.id.clone()))
+        .expect("web container");
+    exec(&node.cri, &web, &["rm", "/www/ready"]).await;
+    wait_for("Ready cleared", Duration::from_secs(20), || async {
+        let s = api_status(&node, "readiness")?;
+        (condition(&s, "Ready").as_deref() == Some("False") && !container_field(&s, "web")?.ready)
+            .then_some(())
+    })
+    .await;
+    exec(&node.cri, &web, &["sh", "-c", "echo ok > /www/ready"]).await;
+    wait_for("Ready again", Duration::from_secs(20), || async {
+        let s = api_status(&node, "readiness")?;
+        (condition(&s, "Ready").as_deref() == Some("True")).then_some(())
+    })
+    .await;
+
+    // Liveness: restarted once the file is gone.
+    let restarted = wait_for("liveness restart", Duration::from_secs(60), || async {
+        let s = node.status("liveness").await?;
+        let running = s
+            .container_statuses
+            .iter()
+            .filter(|c| c.name == "app" && c.state == ContainerState::Running)
+            .count();
+        let all = s
+            .container_statuses
+            .iter()
+            .filter(|c| c.name == "app")
+            .count();
+        (all >= 2 && running == 1).then_some(all)
+    })
+    .await;
+    assert!(restarted >= 2);
+    let api = api_status(&node, "liveness").expect("status");
+    assert!(container_field(&api, "app").expect("app").restart_count >= 1);
+    // The TCP liveness probe of the web server passed all along.
+    let web_status = node.status("readiness").await.expect("readiness");
+    assert_eq!(
+        web_status
+            .container_statuses
+            .iter()
+            .filter(|c| c.name == "web")
+            .count(),
+        1,
+        "a passing TCP liveness probe restarted the container"
+    );
+}
+
+const LOGGER: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: logger}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    image: localhost/busybox:latest
+    imagePullPolicy: IfNotPresent
+    command: [sh, -c, "echo hello-from-logger; echo second-line >&2; exec sleep 3600"]
+"#;
+
+/// The node API on a running kubelet: `/pods` parses with k8s-openapi and
+/// with Debian's kubectl, `/metrics` is Prometheus text with upstream's
+/// names, `/containerLogs` returns the container's output and refuses `..`
+/// and a symlinked log file, `/healthz` and `/stats/summary` answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_api_serves_pods_metrics_logs_health_and_stats() {
+    let Some(node) = Node::start().await else {
+        return;
+    };
+    node.write("logger.yaml", LOGGER);
+    let st = wait_for("logger running", Duration::from_secs(30), || async {
+        node.status("logger").await.filter(|s| running(s, "app"))
+    })
+    .await;
+    let full = format!("logger-{NODE}");
+
+    let (code, body) = node.get("/healthz").await;
+    assert_eq!((code, body.as_str()), (200, "ok"));
+
+    let pods = wait_for(
+        "/pods shows the pod Running",
+        Duration::from_secs(20),
+        || async {
+            let (code, body) = node.get("/pods").await;
+            assert_eq!(code, 200, "{body}");
+            let list: k8s_openapi::List<k8s_openapi::api::core::v1::Pod> =
+                serde_json::from_str(&body).expect("a PodList");
+            list.items
+                .iter()
+                .any(|p| {
+                    p.metadata.name.as_deref() == Some(full.as_str())
+                        && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+                })
+                .then_some(body)
+        },
+    )
+    .await;
+    assert!(pods.contains("\"kind\":\"PodList\""));
+    if let Some(kubectl) = kubelet_testbed::kubectl() {
+        let out = tokio::process::Command::new(&kubectl)
+            .args(["--server", &format!("http://127.0.0.1:{}", node.api_port)])
+            .args(["get", "--raw", "/pods"])
+            .env("KUBECONFIG", "/dev/null")
+            .output()
+            .await
+            .expect("run kubectl");
+        assert!(
+            out.status.success(),
+            "kubectl: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let list: k8s_openapi::List<k8s_openapi::api::core::v1::Pod> =
+            serde_json::from_slice(&out.stdout).expect("kubectl's output is a PodList");
+        assert!(
+            list.items
+                .iter()
+                .any(|p| p.metadata.name.as_deref() == Some(full.as_str()))
+        );
+    } else {
+        assert!(std::env::var_os("CI").is_none(), "kubectl missing under CI");
+        eprintln!("skipped the kubectl part: no kubectl from scripts/testbed/install.sh");
+    }
+
+    let (code, metrics) = node.get("/metrics").await;
+    assert_eq!(code, 200);
+    for line in metrics
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        let (name, value) = line.rsplit_once(' ').expect("`name value`");
+        assert!(!name.is_empty(), "{line}");
+        value
+            .parse::<f64>()
+            .unwrap_or_else(|_| panic!("not a number: {line}"));
+    }
+    for name in [
+        "kubelet_running_pods",
+        "kubelet_running_containers",
+        "kubelet_pod_start_duration_seconds",
+        "kubelet_pod_worker_duration_seconds",
+        "kubelet_runtime_operations_duration_seconds",
+        "process_resident_memory_bytes",
+    ] {
+        assert!(
+            metrics.contains(&format!("# TYPE {name} ")),
+            "{name} missing"
+        );
+    }
+    wait_for(
+        "kubelet_running_pods counts the pod",
+        Duration::from_secs(20),
+        || async {
+            let (_, m) = node.get("/metrics").await;
+            m.lines()
+                .find_map(|l| l.strip_prefix("kubelet_running_pods "))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .filter(|v| *v >= 1.0)
+        },
+    )
+    .await;
+    assert!(
+        metrics.contains(
+            "kubelet_runtime_operations_duration_seconds_count{operation_type=\"run_podsandbox\"}"
+        ),
+        "runtime operations are recorded"
+    );
+
+    let logs_path = format!("/containerLogs/default/{full}/app");
+    let logs = wait_for("container output", Duration::from_secs(20), || async {
+        let (code, body) = node.get(&logs_path).await;
+        (code == 200 && body.contains("second-line")).then_some(body)
+    })
+    .await;
+    assert!(logs.contains("hello-from-logger\n"), "{logs}");
+    let (code, _) = node
+        .get(&format!("/containerLogs/default/{full}/app?tailLines=1"))
+        .await;
+    assert_eq!(code, 200);
+    for bad in [
+        "/containerLogs/default/../app".to_owned(),
+        format!("/containerLogs/default/{full}/..%2F..%2Fetc"),
+        format!("/containerLogs/default/{full}/%2E%2E"),
+    ] {
+        let (code, body) = node.get(&bad).await;
+        assert!(code == 400 || code == 404, "{bad}: {code} {body}");
+    }
+    // A log file swapped for a symlink is refused, and its target not served.
+    let app = st.find_container_status_by_name("app").expect("app");
+    let log_path = node
+        .cri
+        .container_status(&app.id, false)
+        .await
+        .expect("status")
+        .status
+        .expect("status body")
+        .log_path;
+    let secret = node.bed.dir().join("secret.txt");
+    std::fs::write(&secret, "TOPSECRET\n").expect("secret");
+    std::fs::rename(&log_path, format!("{log_path}.real")).expect("move the log");
+    std::os::unix::fs::symlink(&secret, &log_path).expect("symlink");
+    let (code, body) = node.get(&logs_path).await;
+    assert_ne!(code, 200, "{body}");
+    assert!(!body.contains("TOPSECRET"), "{body}");
+
+    let (code, body) = node.get("/stats/summary").await;
+    assert_eq!(code, 200, "{body}");
+    let summary: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(summary["node"]["nodeName"], NODE);
+    assert!(
+        summary["node"]["memory"]["workingSetBytes"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0,
+        "{body}"
+    );
+    let pod = summary["pods"]
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["podRef"]["name"] == full.as_str()))
+        .unwrap_or_else(|| panic!("pod missing: {body}"));
+    assert_eq!(pod["podRef"]["uid"], st.uid.as_str());
+    let (code, _) = node.get("/exec/default/x/app").await;
+    assert_eq!(code, 404);
 }

@@ -182,8 +182,29 @@ pub fn should_container_be_restarted(container: &Container, pod: &Pod, status: &
     }
 }
 
-/// Computes what a sync must do (upstream `computePodActions`).
+/// The probe results a sync acts on (upstream: the kubelet's liveness and
+/// startup results managers, consulted by `computePodActions`).
+pub trait ProbeResults: Send + Sync {
+    /// Whether the container (its CRI ID) failed its liveness probe.
+    fn liveness_failed(&self, container_id: &str) -> bool;
+    /// Whether the container (its CRI ID) failed its startup probe.
+    fn startup_failed(&self, container_id: &str) -> bool;
+}
+
+/// Computes what a sync must do (upstream `computePodActions`), without
+/// probe results.
 pub fn compute_pod_actions(pod: &Pod, status: &PodStatus) -> PodActions {
+    compute_pod_actions_with_probes(pod, status, None)
+}
+
+/// Computes what a sync must do (upstream `computePodActions`): a running
+/// container that failed its liveness or startup probe is killed, and
+/// started again unless the restart policy is `Never`.
+pub fn compute_pod_actions_with_probes(
+    pod: &Pod,
+    status: &PodStatus,
+    probes: Option<&dyn ProbeResults>,
+) -> PodActions {
     let (create_sandbox, attempt, sandbox_id) = pod_sandbox_changed(pod, status);
     let mut changes = PodActions {
         kill_pod: create_sandbox,
@@ -267,19 +288,34 @@ pub fn compute_pod_actions(pod: &Pod, status: &PodStatus) -> PodActions {
             }
             continue;
         };
-        if running.hash.is_none_or(|h| h.matches(c)) {
+        let (message, restart) = if !running.hash.is_none_or(|h| h.matches(c)) {
+            (format!("container {:?} definition changed", c.name), true)
+        } else if probes.is_some_and(|p| p.liveness_failed(&running.id)) {
+            (
+                format!("Container {} failed liveness probe", c.name),
+                restart_policy(pod) != "Never",
+            )
+        } else if probes.is_some_and(|p| p.startup_failed(&running.id)) {
+            (
+                format!("Container {} failed startup probe", c.name),
+                restart_policy(pod) != "Never",
+            )
+        } else {
             keep += 1;
             continue;
-        }
+        };
         changes.containers_to_kill.push(ContainerToKill {
             id: running.id.clone(),
             name: c.name.clone(),
-            message: format!(
-                "container {:?} definition changed, will be restarted",
-                c.name
-            ),
+            message: if restart {
+                format!("{message}, will be restarted")
+            } else {
+                message
+            },
         });
-        changes.containers_to_start.push(i);
+        if restart {
+            changes.containers_to_start.push(i);
+        }
     }
     if keep == 0 && changes.containers_to_start.is_empty() {
         changes.kill_pod = true;
@@ -543,5 +579,47 @@ mod tests {
         let a = compute_pod_actions(&p, &st);
         assert!(a.containers_to_start.is_empty());
         assert!(a.kill_pod);
+    }
+
+    struct Failed(&'static str, bool);
+    impl ProbeResults for Failed {
+        fn liveness_failed(&self, id: &str) -> bool {
+            self.1 && id == self.0
+        }
+        fn startup_failed(&self, id: &str) -> bool {
+            !self.1 && id == self.0
+        }
+    }
+
+    #[test]
+    fn failed_liveness_or_startup_probes_restart_the_container_unless_never() {
+        let st = status(
+            vec![ready_sandbox(0)],
+            vec![
+                cs("a", ContainerState::Running, 0),
+                cs("b", ContainerState::Running, 0),
+            ],
+        );
+        let p = pod("Always", &[], &["a", "b"]);
+        assert!(compute_pod_actions(&p, &st).containers_to_kill.is_empty());
+        for liveness in [true, false] {
+            let a = compute_pod_actions_with_probes(&p, &st, Some(&Failed("id-a", liveness)));
+            assert_eq!(a.containers_to_kill.len(), 1);
+            let kill = &a.containers_to_kill[0];
+            assert_eq!(kill.id, "id-a");
+            let probe = if liveness { "liveness" } else { "startup" };
+            assert_eq!(
+                kill.message,
+                format!("Container a failed {probe} probe, will be restarted")
+            );
+            assert_eq!(a.containers_to_start, vec![0]);
+            assert!(!a.kill_pod);
+        }
+        // Never: killed, not restarted; b keeps the pod alive.
+        let never = pod("Never", &[], &["a", "b"]);
+        let a = compute_pod_actions_with_probes(&never, &st, Some(&Failed("id-a", true)));
+        assert_eq!(a.containers_to_kill.len(), 1);
+        assert!(a.containers_to_start.is_empty());
+        assert!(!a.kill_pod);
     }
 }

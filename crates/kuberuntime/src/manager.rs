@@ -20,7 +20,7 @@ use kubelet_eviction::{
     Backoff, TokenBucket, crash_loop_key, image_pull_key, system_time_from_unix_nanos,
 };
 
-use crate::actions::compute_pod_actions;
+use crate::actions::{ProbeResults, compute_pod_actions_with_probes};
 use crate::config::{ConfigOptions, container_config, pod_log_dir, pod_sandbox_config};
 use crate::labels::{self, ContainerType, annotated_container_info, labeled_container_info};
 use crate::lifecycle::{HandlerRunner, make_termination_message_mount, needs_pod_ip};
@@ -47,6 +47,7 @@ pub struct RuntimeManager {
     pull_slots: Arc<tokio::sync::Semaphore>,
     pull_limiter: Option<Arc<TokenBucket>>,
     hooks: HandlerRunner,
+    probes: Option<Arc<dyn ProbeResults>>,
 }
 
 /// How images are pulled (upstream `serializeImagePulls`,
@@ -109,7 +110,16 @@ impl RuntimeManager {
             image_pull: Arc::new(Backoff::image_pull()),
             pull_slots: Arc::new(tokio::sync::Semaphore::new(1)),
             pull_limiter: Some(Arc::new(TokenBucket::registry_pulls())),
+            probes: None,
         }
+    }
+
+    /// Restarts running containers that failed their liveness or startup
+    /// probe, as these results say (upstream: the liveness and startup
+    /// managers handed to `NewKubeGenericRuntimeManager`).
+    pub fn with_probe_results(mut self, probes: Arc<dyn ProbeResults>) -> Self {
+        self.probes = Some(probes);
+        self
     }
 
     /// Pulls images as `policy` says (default: one at a time, 5 QPS, burst 10).
@@ -737,7 +747,7 @@ impl Runtime for RuntimeManager {
         volumes: &crate::config::PodVolumes,
     ) -> PodSyncResult {
         let mut result = PodSyncResult::default();
-        let actions = compute_pod_actions(pod, status);
+        let actions = compute_pod_actions_with_probes(pod, status, self.probes.as_deref());
         tracing::debug!(pod = %pod_name(pod), ?actions, "computed pod actions");
 
         // Step 2: kill the pod, or the containers that must not run.

@@ -29,6 +29,16 @@ pub const PAUSE_IMAGE: &str = "localhost/pause:3.10";
 /// A busybox image (static busybox, `/bin/sh` and the applets).
 pub const BUSYBOX_IMAGE: &str = "localhost/busybox:latest";
 
+/// Debian's kubectl (package `kubernetes-client`), unpacked by
+/// `scripts/testbed/install.sh`; `None` when it is not there.
+pub fn kubectl() -> Option<PathBuf> {
+    let home = std::env::var_os("TESTBED_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/opt/kubelet-testbed"));
+    let path = home.join("kubernetes-client/kubectl");
+    path.is_file().then_some(path)
+}
+
 /// A running private containerd; stopped and cleaned up on drop.
 #[derive(Debug)]
 pub struct Testbed {
