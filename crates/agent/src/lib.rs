@@ -159,6 +159,38 @@ pub struct KubeletParts {
     pub prober: Option<Arc<kubelet_prober::Manager>>,
     /// Metrics to record into.
     pub metrics: Option<kubelet_server::Metrics>,
+    /// The eviction manager, with the receiving end of its [`EvictionKiller`]
+    /// (see [`eviction_channel`]): admission under node pressure and
+    /// evictions, run alongside the sync loop.
+    pub eviction: Option<(Arc<kubelet_eviction::manager::Manager>, EvictionRequests)>,
+}
+
+/// The eviction manager's [`PodKiller`](kubelet_eviction::manager::PodKiller):
+/// it hands each eviction to the sync loop, which records the evicted status
+/// and kills the pod through its worker (upstream `killPodNow`); the
+/// manager then waits for the pod to be cleaned up.
+#[derive(Debug, Clone)]
+pub struct EvictionKiller(tokio::sync::mpsc::UnboundedSender<kubelet_eviction::manager::Eviction>);
+
+/// The sync loop's end of an [`EvictionKiller`].
+#[derive(Debug)]
+pub struct EvictionRequests(
+    tokio::sync::mpsc::UnboundedReceiver<kubelet_eviction::manager::Eviction>,
+);
+
+/// A killer for the eviction manager and the requests the kubelet serves.
+pub fn eviction_channel() -> (EvictionKiller, EvictionRequests) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    (EvictionKiller(tx), EvictionRequests(rx))
+}
+
+#[async_trait::async_trait]
+impl kubelet_eviction::manager::PodKiller for EvictionKiller {
+    async fn kill_pod(&self, eviction: &kubelet_eviction::manager::Eviction) -> Result<(), String> {
+        self.0
+            .send(eviction.clone())
+            .map_err(|_| "the sync loop is not running".to_owned())
+    }
 }
 
 impl std::fmt::Debug for KubeletParts {
@@ -167,6 +199,7 @@ impl std::fmt::Debug for KubeletParts {
             .field("cm", &self.cm.is_some())
             .field("prober", &self.prober.is_some())
             .field("metrics", &self.metrics.is_some())
+            .field("eviction", &self.eviction.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -188,6 +221,8 @@ where
     /// When the sync loop last went round (upstream `syncLoopMonitor`, read
     /// by `/healthz/syncloop`).
     sync_loop_entered: Mutex<Option<std::time::Instant>>,
+    eviction: Option<Arc<kubelet_eviction::manager::Manager>>,
+    evictions: Mutex<Option<EvictionRequests>>,
 }
 
 impl<C> std::fmt::Debug for Kubelet<C>
@@ -223,7 +258,12 @@ where
             cm,
             prober,
             metrics,
+            eviction,
         } = parts;
+        let (eviction, evictions) = match eviction {
+            Some((m, r)) => (Some(m), Some(r)),
+            None => (None, None),
+        };
         let mut syncer = KubeletSyncer::new(
             runtime.clone(),
             statuses.clone(),
@@ -248,6 +288,8 @@ where
             prober,
             metrics,
             sync_loop_entered: Mutex::new(None),
+            eviction,
+            evictions: Mutex::new(evictions),
         })
     }
 
@@ -285,11 +327,91 @@ where
     /// running when it returns, as upstream's kubelet leaves them on SIGTERM.
     pub async fn run(
         &self,
+        updates: PodUpdates,
+        events: tokio::sync::mpsc::Receiver<String>,
+        sources_ready: Box<dyn Fn() -> bool + Send + Sync>,
+        shutdown: impl Future<Output = ()>,
+    ) {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let sync_loop = async {
+            self.sync_loop(updates, events, sources_ready, shutdown)
+                .await;
+            let _ = stop_tx.send(true);
+        };
+        // The eviction manager's loop (upstream `evictionManager.Start`),
+        // stopped with the sync loop.
+        let eviction = async {
+            let Some(manager) = self.eviction.clone() else {
+                return;
+            };
+            let mut stop = stop_rx.clone();
+            manager
+                .run(
+                    || self.active_pods(),
+                    |pod| self.workers.is_pod_known_terminated(&uid_of(pod)),
+                    async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    },
+                )
+                .await;
+        };
+        tokio::join!(sync_loop, eviction);
+    }
+
+    /// Pods admitted and not yet terminated (upstream `GetActivePods`).
+    pub fn active_pods(&self) -> Vec<Pod> {
+        self.pod_map()
+            .values()
+            .filter(|p| !is_terminal(p) && !self.workers.is_pod_known_terminated(&uid_of(p)))
+            .map(|p| Pod::clone(p))
+            .collect()
+    }
+
+    /// Records an eviction's status and kills the pod with its grace period
+    /// (upstream `killPodNow` with the eviction's status function).
+    fn evict(&self, ev: kubelet_eviction::manager::Eviction) {
+        let uid = uid_of(&ev.pod);
+        let pod = self
+            .pod_map()
+            .get(&uid)
+            .cloned()
+            .unwrap_or_else(|| Arc::new(ev.pod.clone()));
+        let mut status = self.statuses.get(&uid).unwrap_or_default();
+        ev.status.apply_to(&mut status);
+        self.statuses.set(&uid, status);
+        tracing::warn!(pod = ?pod.metadata.name, grace = ev.grace_period_seconds, message = %ev.status.message, "evicting pod");
+        let options = KillPodOptions {
+            terminate: kubelet_podworkers::TerminatePodOptions {
+                evict: true,
+                grace_period_seconds_override: Some(ev.grace_period_seconds),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        self.workers
+            .update_pod(UpdatePodOptions::kill(pod, options));
+    }
+
+    async fn sync_loop(
+        &self,
         mut updates: PodUpdates,
         mut events: tokio::sync::mpsc::Receiver<String>,
         sources_ready: Box<dyn Fn() -> bool + Send + Sync>,
         shutdown: impl Future<Output = ()>,
     ) {
+        let mut evictions = self
+            .evictions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        async fn next_eviction(
+            rx: &mut Option<EvictionRequests>,
+        ) -> Option<kubelet_eviction::manager::Eviction> {
+            match rx {
+                Some(rx) => rx.0.recv().await,
+                None => std::future::pending().await,
+            }
+        }
         let mut housekeeping = tokio::time::interval(self.config.housekeeping_period);
         housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut gc = tokio::time::interval_at(
@@ -332,6 +454,7 @@ where
                     tracing::debug!(pod = %u.pod_uid, container = %u.container_id, result = ?u.result, "readiness changed");
                     self.handle_event(&u.pod_uid);
                 }
+                Some(ev) = next_eviction(&mut evictions) => self.evict(ev),
                 Some(u) = next_update(&mut startup) => {
                     tracing::debug!(pod = %u.pod_uid, container = %u.container_id, result = ?u.result, "startup changed");
                     self.handle_event(&u.pod_uid);
@@ -403,6 +526,14 @@ where
                 "OutOfpods: node has reached its pod limit ({})",
                 self.config.max_pods
             ));
+        }
+        if let Some(eviction) = &self.eviction {
+            // Upstream's eviction admit handler: no new pods (BestEffort
+            // ones under memory pressure) while the node is under pressure.
+            let r = eviction.admit(pod);
+            if !r.admit {
+                return Err(format!("{}: {}", r.reason, r.message));
+            }
         }
         if let Some(cm) = &self.cm {
             // Topology, CPU and memory managers (upstream's allocate-resources

@@ -26,6 +26,18 @@ use crate::config::KubeletConfiguration;
 use crate::{Error, Kubelet, KubeletConfig, KubeletParts, StatusManager};
 use kubelet_eviction::cgroup_summary::CgroupSummaryProvider;
 
+/// Called with the pod config once it runs, to add sources driven from
+/// outside ([`PodConfig::channel`], [`PodConfig::add_source`]): an embedding
+/// program's own pod source, or a test standing in for the API server.
+#[derive(Clone)]
+pub struct PodConfigHook(pub Arc<dyn Fn(&PodConfig) + Send + Sync>);
+
+impl std::fmt::Debug for PodConfigHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PodConfigHook")
+    }
+}
+
 /// What a standalone kubelet needs besides its [`KubeletConfiguration`].
 #[derive(Debug, Clone)]
 pub struct StandaloneOptions {
@@ -39,6 +51,8 @@ pub struct StandaloneOptions {
     pub housekeeping_period: Duration,
     /// Where pod statuses are recorded; keep a clone to read them.
     pub statuses: Arc<StatusManager>,
+    /// Adds pod sources to the pod config.
+    pub pod_config_hook: Option<PodConfigHook>,
 }
 
 impl StandaloneOptions {
@@ -50,6 +64,7 @@ impl StandaloneOptions {
             runtime_connect_timeout: Duration::from_secs(30),
             housekeeping_period: crate::HOUSEKEEPING_PERIOD,
             statuses: Arc::new(StatusManager::default()),
+            pod_config_hook: None,
         }
     }
 }
@@ -219,6 +234,49 @@ pub async fn run(
         builder = builder.file(path.clone());
     }
     let (pod_config, updates) = builder.start();
+    if let Some(hook) = &opts.pod_config_hook {
+        (hook.0)(&pod_config);
+    }
+
+    // The eviction manager: hard thresholds of the configuration, the node's
+    // cgroups and filesystems, the kernel's memory threshold notifications on
+    // the node and the pods cgroup (upstream `NewManager` + `Start`).
+    let pods_cgroup = format!("{}/kubepods", config.cgroup_root.trim_matches('/'))
+        .trim_start_matches('/')
+        .to_owned();
+    let thresholds = kubelet_eviction::ThresholdConfig {
+        hard: config.eviction_hard.clone(),
+        enforce_node_allocatable: vec![
+            kubelet_eviction::threshold::NODE_ALLOCATABLE_ENFORCEMENT_KEY.into(),
+        ],
+        ..Default::default()
+    }
+    .parse()
+    .map_err(|e| Error::InvalidPod {
+        pod: "*".into(),
+        reason: format!("evictionHard: {e}"),
+    })?;
+    let stats = CgroupSummaryProvider {
+        pods_cgroup: pods_cgroup.clone(),
+        node_fs: opts.root_dir.clone(),
+        ..Default::default()
+    };
+    let (killer, eviction_requests) = crate::eviction_channel();
+    let eviction = Arc::new(kubelet_eviction::manager::Manager::new(
+        kubelet_eviction::manager::Config {
+            thresholds,
+            disk_layout: stats.disk_layout(),
+            ..Default::default()
+        },
+        Arc::new(stats.clone()),
+        Arc::new(killer),
+    ));
+    let notifiers = kubelet_eviction::notifier::attach_memcg_notifiers(
+        &eviction,
+        std::path::Path::new("/sys/fs/cgroup/memory"),
+        &pods_cgroup,
+    );
+    tracing::info!(notifiers, "eviction manager ready");
 
     let kubelet = Arc::new(
         Kubelet::with_parts(
@@ -236,6 +294,7 @@ pub async fn run(
                 cm: Some(cm),
                 prober: Some(prober.clone()),
                 metrics: Some(metrics.clone()),
+                eviction: Some((eviction, eviction_requests)),
             },
         )?
         .with_container_gc(runtime.clone()),
@@ -251,13 +310,7 @@ pub async fn run(
             Arc::new(cri.clone()),
             serde_json::to_value(&config).unwrap_or_default(),
             opts.node_name.clone(),
-            CgroupSummaryProvider {
-                pods_cgroup: format!("{}/kubepods", config.cgroup_root.trim_matches('/'))
-                    .trim_start_matches('/')
-                    .to_owned(),
-                node_fs: opts.root_dir.clone(),
-                ..Default::default()
-            },
+            stats,
         );
         let server = kubelet_server::Server::bind(
             kubelet_server::ServerConfig::new(addr),

@@ -330,6 +330,27 @@ impl StatusManager {
             {
                 status.phase = old.phase.clone();
             }
+            // A terminal status keeps why it ended (an eviction's reason,
+            // message and DisruptionTarget condition) when later syncs know
+            // nothing of it.
+            if matches!(old_phase, Some(phase::SUCCEEDED) | Some(phase::FAILED))
+                && status.reason.is_none()
+            {
+                status.reason = old.reason.clone();
+                status.message = old.message.clone();
+                let kept: Vec<_> = old
+                    .conditions
+                    .iter()
+                    .flatten()
+                    .filter(|c| c.type_ == "DisruptionTarget")
+                    .cloned()
+                    .collect();
+                if !kept.is_empty() {
+                    let conds = status.conditions.get_or_insert_with(Vec::new);
+                    conds.retain(|c| c.type_ != "DisruptionTarget");
+                    conds.extend(kept);
+                }
+            }
             // Keep transition times of conditions that did not change.
             if let (Some(new), Some(old)) = (status.conditions.as_mut(), old.conditions.as_ref()) {
                 for c in new.iter_mut() {

@@ -221,6 +221,12 @@ impl PodSyncer for KubeletSyncer {
         if let Some(prober) = &self.prober {
             prober.remove_pod(pod);
         }
+        if let Err(e) = crate::volumes::unmount_pod_volumes(
+            &self.root_dir,
+            pod.metadata.uid.as_deref().unwrap_or_default(),
+        ) {
+            tracing::warn!(pod = %pod_name(pod), error = %e, "cannot unmount the volumes of a terminated pod");
+        }
         // Upstream removes the pod cgroup once nothing runs in it; an error
         // (a process still there) makes the worker retry.
         if let Some(cm) = &self.cm {

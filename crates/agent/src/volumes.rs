@@ -578,6 +578,21 @@ fn unmount_all_under(dir: &Path) -> Result<(), Error> {
     Ok(())
 }
 
+/// Unmounts the pod's tmpfs volumes and subpath binds once its containers
+/// are stopped, keeping the directories (upstream: the volume manager
+/// unmounts the volumes of terminated pods), so a terminated pod's
+/// memory-backed volumes stop holding memory.
+pub fn unmount_pod_volumes(root: &Path, uid: &str) -> Result<(), Error> {
+    if !is_plain_name(uid) {
+        return Ok(());
+    }
+    let dir = pod_dir(root, uid);
+    if !dir.exists() {
+        return Ok(());
+    }
+    unmount_all_under(&dir)
+}
+
 /// Removes the pod's directory once the pod is gone (upstream
 /// `cleanupOrphanedPodDirs`), unmounting tmpfs volumes and subpath binds
 /// first. Nothing is deleted while anything under it is still mounted.

@@ -28,10 +28,22 @@ struct Node {
     cri: RemoteRuntime,
     runtime: RuntimeManager,
     api_port: u16,
+    tweak: Arc<dyn Fn(&mut KubeletConfiguration) + Send + Sync>,
+    /// A pod source standing in for the API server, when asked for.
+    api: Option<Arc<std::sync::Mutex<Option<kubelet_podconfig::SourceSink>>>>,
 }
 
 impl Node {
     async fn start() -> Option<Node> {
+        Self::start_with(|_| {}, false).await
+    }
+
+    /// A node whose configuration `tweak` changes, with an `api` pod source
+    /// (pods from it are neither static nor critical) when `api` is set.
+    async fn start_with(
+        tweak: impl Fn(&mut KubeletConfiguration) + Send + Sync + 'static,
+        api: bool,
+    ) -> Option<Node> {
         let bed = Testbed::start()?;
         let manifests = bed.dir().join("manifests");
         let root = bed.dir().join("root");
@@ -51,20 +63,34 @@ impl Node {
             cri,
             runtime,
             api_port: free_port(),
+            tweak: Arc::new(tweak),
+            api: api.then(|| Arc::new(std::sync::Mutex::new(None))),
         };
         node.start_kubelet();
         Some(node)
     }
 
     fn config(&self) -> KubeletConfiguration {
-        KubeletConfiguration {
+        let mut config = KubeletConfiguration {
             static_pod_path: Some(self.manifests.clone()),
             container_runtime_endpoint: self.bed.endpoint(),
             cgroup_root: format!("/{}", self.bed.cgroup_root()),
             pod_logs_dir: self.bed.log_dir(),
             port: self.api_port,
             ..Default::default()
-        }
+        };
+        (self.tweak)(&mut config);
+        config
+    }
+
+    /// Sets the pods of the `api` source.
+    async fn set_api_pods(&self, pods: Vec<k8s_openapi::api::core::v1::Pod>) {
+        let api = self.api.as_ref().expect("started with an api source");
+        let sink = wait_for("the api source", Duration::from_secs(10), || async {
+            api.lock().expect("lock").clone()
+        })
+        .await;
+        sink.set(pods).await.expect("api pods");
     }
 
     /// A GET on the node API: status code and body.
@@ -80,6 +106,12 @@ impl Node {
         opts.housekeeping_period = Duration::from_millis(500);
         self.statuses = Arc::new(StatusManager::default());
         opts.statuses = self.statuses.clone();
+        if let Some(api) = &self.api {
+            let api = api.clone();
+            opts.pod_config_hook = Some(standalone::PodConfigHook(Arc::new(move |config| {
+                *api.lock().expect("lock") = Some(config.channel("api"));
+            })));
+        }
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         self.stop = Some(tx);
         self.task = Some(tokio::spawn(async move {
@@ -115,6 +147,23 @@ impl Node {
             .expect("pods")
             .into_iter()
             .find(|p| p.name == full)
+    }
+
+    async fn pod_by_uid(&self, uid: &str) -> Option<RunningPod> {
+        self.runtime
+            .get_pods(true)
+            .await
+            .expect("pods")
+            .into_iter()
+            .find(|p| p.uid == uid)
+    }
+
+    async fn status_by_uid(&self, uid: &str) -> Option<PodStatus> {
+        let pod = self.pod_by_uid(uid).await?;
+        self.runtime
+            .get_pod_status(&pod.uid, &pod.name, &pod.namespace)
+            .await
+            .ok()
     }
 
     async fn status(&self, name: &str) -> Option<PodStatus> {
@@ -1262,4 +1311,145 @@ async fn node_api_serves_pods_metrics_logs_health_and_stats() {
     assert_eq!(pod["podRef"]["uid"], st.uid.as_str());
     let (code, _) = node.get("/exec/default/x/app").await;
     assert_eq!(code, 404);
+}
+
+fn api_pod(name: &str, spec: serde_json::Value) -> k8s_openapi::api::core::v1::Pod {
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name, "namespace": "default", "uid": format!("api-{name}")},
+        "spec": spec,
+    }))
+    .expect("pod")
+}
+
+/// Node-pressure eviction end to end: the pods cgroup is limited to 512 MiB
+/// (system-reserved is the rest of the machine), the hard threshold is
+/// `memory.available<200Mi` (and so `allocatableMemory.available<200Mi`).
+/// A BestEffort pod filling memory-backed volumes is evicted (Failed,
+/// Evicted) while a Burstable pod within its request keeps running, and a
+/// BestEffort pod submitted while the MemoryPressure condition holds is
+/// rejected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_pressure_evicts_the_pod_over_its_request_and_rejects_best_effort() {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").expect("meminfo");
+    let total_kb: u64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("MemTotal");
+    let reserved = total_kb * 1024 - (512 << 20);
+    let Some(node) = Node::start_with(
+        move |c| {
+            c.system_reserved = [("memory".to_owned(), reserved.to_string())].into();
+            c.eviction_hard = [("memory.available".to_owned(), "200Mi".to_owned())].into();
+        },
+        true,
+    )
+    .await
+    else {
+        return;
+    };
+    let steady = api_pod(
+        "steady",
+        serde_json::json!({
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{"name": "app", "image": "localhost/busybox:latest", "imagePullPolicy": "IfNotPresent",
+                "command": ["sleep", "3600"],
+                "resources": {"requests": {"memory": "64Mi"}}}]
+        }),
+    );
+    let hog = api_pod(
+        "hog",
+        serde_json::json!({
+            "terminationGracePeriodSeconds": 1,
+            "volumes": [{"name": "a", "emptyDir": {"medium": "Memory"}}, {"name": "b", "emptyDir": {"medium": "Memory"}}],
+            "containers": [{"name": "app", "image": "localhost/busybox:latest", "imagePullPolicy": "IfNotPresent",
+                "command": ["sh", "-c", "sleep 2; for d in /a /b; do i=0; while [ $i -lt 20 ]; do dd if=/dev/zero of=$d/f$i bs=1M count=10 2>/dev/null; i=$((i+1)); sleep 0.1; done; done; exec sleep 3600"],
+                "volumeMounts": [{"name": "a", "mountPath": "/a"}, {"name": "b", "mountPath": "/b"}]}]
+        }),
+    );
+    node.set_api_pods(vec![steady.clone(), hog.clone()]).await;
+    let kubepods =
+        Testbed::cgroup_v1_dir("memory", &format!("{}/kubepods", node.bed.cgroup_root()));
+    let limit: u64 = wait_for("the pods cgroup", Duration::from_secs(10), || async {
+        std::fs::read_to_string(kubepods.join("memory.limit_in_bytes"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    })
+    .await;
+    assert!(
+        limit <= 600 << 20,
+        "pods cgroup limit {limit} is not node allocatable"
+    );
+
+    let t0 = Instant::now();
+    let evicted = wait_for("hog evicted", Duration::from_secs(90), || async {
+        node.statuses
+            .get("api-hog")
+            .filter(|s| s.reason.as_deref() == Some("Evicted"))
+    })
+    .await;
+    eprintln!(
+        "hog evicted {:?} after the pods were submitted",
+        t0.elapsed()
+    );
+    assert_eq!(evicted.phase.as_deref(), Some("Failed"));
+    assert!(
+        evicted
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("memory"),
+        "{:?}",
+        evicted.message
+    );
+    wait_for(
+        "hog's containers stopped",
+        Duration::from_secs(30),
+        || async {
+            let pod = node.pod_by_uid("api-hog").await?;
+            pod.containers
+                .iter()
+                .all(|c| c.state != ContainerState::Running)
+                .then_some(())
+        },
+    )
+    .await;
+    let steady_status = node.status_by_uid("api-steady").await.expect("steady");
+    assert!(
+        running(&steady_status, "app"),
+        "the pod within its request keeps running"
+    );
+
+    let late = api_pod(
+        "late",
+        serde_json::json!({
+            "containers": [{"name": "app", "image": "localhost/busybox:latest", "imagePullPolicy": "IfNotPresent",
+                "command": ["sleep", "3600"]}]
+        }),
+    );
+    node.set_api_pods(vec![steady, hog, late]).await;
+    let rejected = wait_for("late rejected", Duration::from_secs(20), || async {
+        node.statuses
+            .get("api-late")
+            .filter(|s| s.phase.as_deref() == Some("Failed"))
+    })
+    .await;
+    assert_eq!(rejected.reason.as_deref(), Some("Evicted"));
+    assert!(
+        rejected
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("MemoryPressure"),
+        "{:?}",
+        rejected.message
+    );
+    assert!(
+        node.pod_by_uid("api-late").await.is_none(),
+        "a rejected pod gets no sandbox"
+    );
+    let steady_status = node.status_by_uid("api-steady").await.expect("steady");
+    assert!(running(&steady_status, "app"));
 }
