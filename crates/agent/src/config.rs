@@ -53,6 +53,21 @@ pub struct KubeletConfiguration {
     pub cgroups_per_qos: bool,
     /// The root cgroup for pods (`--cgroup-root`).
     pub cgroup_root: String,
+    /// Image GC starts above this share of the image filesystem
+    /// (`imageGCHighThresholdPercent`, 85; 100 disables it).
+    #[serde(rename = "imageGCHighThresholdPercent")]
+    pub image_gc_high_threshold_percent: u32,
+    /// Image GC frees down to this share (`imageGCLowThresholdPercent`, 80).
+    #[serde(rename = "imageGCLowThresholdPercent")]
+    pub image_gc_low_threshold_percent: u32,
+    /// Images younger than this are kept (`imageMinimumGCAge`, `2m`).
+    #[serde(rename = "imageMinimumGCAge")]
+    pub image_minimum_gc_age: String,
+    /// A container log is rotated past this size (`containerLogMaxSize`, `10Mi`).
+    pub container_log_max_size: String,
+    /// Log files kept per container, the live one included
+    /// (`containerLogMaxFiles`, 5).
+    pub container_log_max_files: usize,
     /// Whether the node API server runs (`--enable-server`).
     pub enable_server: bool,
     /// The node API's address (`--address`). Upstream's default is
@@ -115,6 +130,11 @@ impl Default for KubeletConfiguration {
             max_pods: 110,
             pod_logs_dir: PathBuf::from("/var/log/pods"),
             cluster_domain: "cluster.local".into(),
+            image_gc_high_threshold_percent: 85,
+            image_gc_low_threshold_percent: 80,
+            image_minimum_gc_age: "2m".into(),
+            container_log_max_size: "10Mi".into(),
+            container_log_max_files: 5,
             enable_server: true,
             address: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
             port: 10250,

@@ -122,6 +122,54 @@ impl kubelet_kuberuntime::actions::ProbeResults for ProberResults {
     }
 }
 
+/// The eviction manager's container reclaim (upstream
+/// `DeleteAllUnusedContainers`): dead containers of any age, keeping the
+/// newest one per container, as this kubelet's container GC keeps for the
+/// restart count. Pods themselves are left to the pod workers.
+struct DeadContainers(Arc<RuntimeManager>);
+
+struct KeepPods;
+
+impl kubelet_kuberuntime::gc::PodStateProvider for KeepPods {
+    fn should_pod_content_be_removed(&self, _uid: &str) -> bool {
+        false
+    }
+
+    fn should_pod_runtime_be_removed(&self, _uid: &str) -> bool {
+        false
+    }
+}
+
+#[async_trait::async_trait]
+impl kubelet_eviction::manager::ContainerGc for DeadContainers {
+    async fn delete_all_unused_containers(&self) -> Result<(), String> {
+        let policy = kubelet_kuberuntime::gc::GcPolicy {
+            min_age: Duration::ZERO,
+            max_per_pod_container: 1,
+            max_containers: -1,
+        };
+        self.0
+            .garbage_collect(policy, true, true, &KeepPods)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// The eviction manager's image reclaim (upstream `DeleteUnusedImages`).
+struct UnusedImages(Arc<kubelet_kuberuntime::image_gc::ImageGcManager>);
+
+#[async_trait::async_trait]
+impl kubelet_eviction::manager::ImageGc for UnusedImages {
+    async fn delete_unused_images(&self) -> Result<(), String> {
+        self.0
+            .delete_unused_images(std::time::SystemTime::now())
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}
+
 /// Runs a standalone kubelet until `shutdown` completes. Pods keep running
 /// afterwards, as upstream's kubelet leaves them on SIGTERM.
 pub async fn run(
@@ -261,16 +309,54 @@ pub async fn run(
         node_fs: opts.root_dir.clone(),
         ..Default::default()
     };
-    let (killer, eviction_requests) = crate::eviction_channel();
-    let eviction = Arc::new(kubelet_eviction::manager::Manager::new(
-        kubelet_eviction::manager::Config {
-            thresholds,
-            disk_layout: stats.disk_layout(),
-            ..Default::default()
+    // Image garbage collection (upstream `imageGCManager`), also the
+    // eviction manager's node-level reclaim for disk pressure. containerd
+    // 1.7 pins its sandbox image itself.
+    let bad = |field: &str, e: String| Error::InvalidPod {
+        pod: "*".into(),
+        reason: format!("{field}: {e}"),
+    };
+    let image_gc = Arc::new(
+        kubelet_kuberuntime::image_gc::ImageGcManager::new(
+            Arc::new(cri.clone()),
+            kubelet_kuberuntime::image_gc::ImageGcPolicy {
+                high_threshold_percent: config.image_gc_high_threshold_percent,
+                low_threshold_percent: config.image_gc_low_threshold_percent,
+                min_age: kubelet_eviction::threshold::parse_go_duration(
+                    &config.image_minimum_gc_age,
+                )
+                .map_err(|e| bad("imageMinimumGCAge", e.to_string()))?,
+                max_age: None,
+            },
+        )
+        .map_err(|e| bad("imageGC", e.to_string()))?,
+    );
+    let log_rotation = kubelet_kuberuntime::logs::ContainerLogManager::new(
+        Arc::new(cri.clone()),
+        kubelet_kuberuntime::logs::LogRotatePolicy {
+            max_size: kubelet_kuberuntime::logs::parse_max_size(&config.container_log_max_size)
+                .map_err(|e| bad("containerLogMaxSize", e.to_string()))?,
+            max_files: config.container_log_max_files,
         },
-        Arc::new(stats.clone()),
-        Arc::new(killer),
-    ));
+    )
+    .map_err(|e| bad("containerLogMaxFiles", e.to_string()))?;
+
+    let (killer, eviction_requests) = crate::eviction_channel();
+    let eviction = Arc::new(
+        kubelet_eviction::manager::Manager::new(
+            kubelet_eviction::manager::Config {
+                thresholds,
+                disk_layout: stats.disk_layout(),
+                ..Default::default()
+            },
+            Arc::new(stats.clone()),
+            Arc::new(killer),
+        )
+        .with_gc(
+            Arc::new(DeadContainers(runtime.clone())),
+            Arc::new(UnusedImages(image_gc.clone())),
+        ),
+    );
     let notifiers = kubelet_eviction::notifier::attach_memcg_notifiers(
         &eviction,
         std::path::Path::new("/sys/fs/cgroup/memory"),
@@ -336,6 +422,40 @@ pub async fn run(
         None
     };
 
+    // Image GC every 5 minutes, log rotation every 10 seconds (upstream
+    // `StartGarbageCollection`, `containerLogManager.Start`).
+    let housekeeping_tasks = {
+        let image_gc = image_gc.clone();
+        let gc_enabled = !image_gc.policy().is_disabled();
+        tokio::spawn(async move {
+            if let Err(e) = image_gc.detect_images(std::time::SystemTime::now()).await {
+                tracing::warn!(error = %e, "image GC: cannot detect images");
+            }
+            let mut images = tokio::time::interval(kubelet_kuberuntime::image_gc::IMAGE_GC_PERIOD);
+            let mut logs = tokio::time::interval(kubelet_kuberuntime::logs::LOG_MONITOR_PERIOD);
+            images.tick().await;
+            loop {
+                tokio::select! {
+                    _ = images.tick(), if gc_enabled => {
+                        match image_gc.garbage_collect(std::time::SystemTime::now()).await {
+                            Ok(r) if !r.removed.is_empty() => tracing::info!(removed = ?r.removed, freed = r.freed_bytes, "image GC"),
+                            Ok(_) => {}
+                            Err(e) => tracing::warn!(error = %e, "image GC failed"),
+                        }
+                    }
+                    _ = logs.tick() => match log_rotation.rotate_logs().await {
+                        Ok(r) => {
+                            for e in r.errors {
+                                tracing::warn!(error = %e, "log rotation");
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "log rotation failed"),
+                    },
+                }
+            }
+        })
+    };
+
     // PLEG relist timings into the metrics (upstream records them in relist).
     let pleg_metrics = {
         let metrics = metrics.clone();
@@ -385,6 +505,7 @@ pub async fn run(
     pod_config.shutdown();
     forward.abort();
     pleg_metrics.abort();
+    housekeeping_tasks.abort();
     prober.shutdown();
     let _ = server_stop.0.send(true);
     if let Some(server) = server {

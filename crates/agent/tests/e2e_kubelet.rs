@@ -77,6 +77,11 @@ impl Node {
             cgroup_root: format!("/{}", self.bed.cgroup_root()),
             pod_logs_dir: self.bed.log_dir(),
             port: self.api_port,
+            // Only memory pressure, and no image GC: a test machine's disk
+            // may be nearly full, and reclaiming disk would delete the test
+            // bed's images under the tests that use them.
+            eviction_hard: [("memory.available".to_owned(), "100Mi".to_owned())].into(),
+            image_gc_high_threshold_percent: 100,
             ..Default::default()
         };
         (self.tweak)(&mut config);
