@@ -14,6 +14,18 @@
 //! supplied by the caller (the PLEG crate provides both), so the loop runs
 //! with any implementation of [`PodStatusCache`].
 //!
+//! Optional parts ([`KubeletParts`]): the container manager (admission,
+//! pod and QoS cgroups), the prober (readiness in the status, probe results
+//! waking pods), the eviction manager (admission under node pressure,
+//! evictions through the pod workers) and metrics.
+//!
+//! Modules: [`standalone`] wires every crate into a standalone kubelet on a
+//! CRI socket; [`volumes`] prepares emptyDir (disk and tmpfs), hostPath,
+//! downward API volumes and safe subPath mounts; [`status`] builds API pod
+//! statuses; [`node_api`] serves the kubelet through `kubelet-server`;
+//! [`explain`] predicts what the kubelet will do with a pod; [`config`] reads
+//! `KubeletConfiguration` and upstream's flags.
+//!
 //! ```no_run
 //! use std::sync::Arc;
 //! # async fn demo<C>(runtime: Arc<dyn kubelet_kuberuntime::Runtime>, cache: C)

@@ -22,6 +22,15 @@
 //! - [`gc`]: container and sandbox garbage collection.
 //! - [`lifecycle`]: `postStart` / `preStop` hooks (exec, HTTP, sleep) and
 //!   termination messages.
+//! - [`hosts`]: the managed `/etc/hosts` of a pod's containers.
+//! - [`image_gc`]: image garbage collection between the high and low
+//!   thresholds of the image filesystem, and the eviction manager's
+//!   `DeleteUnusedImages`.
+//! - [`logs`]: container log rotation through `ReopenContainerLog`.
+//!
+//! A running container that failed its liveness or startup probe is killed
+//! and restarted when the manager has [`actions::ProbeResults`]
+//! ([`RuntimeManager::with_probe_results`]).
 //!
 //! Crash loops and failing pulls back off as upstream (10 s doubling to
 //! 300 s), with `kubelet-eviction`'s keyed backoff.
