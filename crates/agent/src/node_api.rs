@@ -38,6 +38,8 @@ where
     node_name: String,
     stats: CgroupSummaryProvider,
     started: SystemTime,
+    /// The last reading of the node's CPU usage, for `usageNanoCores`.
+    last_cpu: std::sync::Mutex<Option<(Instant, u64)>>,
 }
 
 impl<C> std::fmt::Debug for KubeletNodeApi<C>
@@ -73,7 +75,42 @@ where
             node_name: node_name.into(),
             stats,
             started: SystemTime::now(),
+            last_cpu: std::sync::Mutex::new(None),
         }
+    }
+
+    /// The node's CPU: cumulative usage from the root cgroup (v1
+    /// `cpuacct.usage`, v2 `cpu.stat` `usage_usec`), and the rate since the
+    /// previous reading (upstream: cadvisor's root container).
+    fn node_cpu(&self) -> Option<api::CpuStats> {
+        let root = std::path::Path::new("/sys/fs/cgroup");
+        let total = std::fs::read_to_string(root.join("cpuacct/cpuacct.usage"))
+            .ok()
+            .and_then(|t| t.trim().parse::<u64>().ok())
+            .or_else(|| {
+                let stat = std::fs::read_to_string(root.join("cpu.stat")).ok()?;
+                stat.lines()
+                    .find_map(|l| l.strip_prefix("usage_usec "))
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .map(|us| us * 1000)
+            })?;
+        let now = Instant::now();
+        let mut last = self
+            .last_cpu
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let rate = last.and_then(|(t, prev)| {
+            let dt = now.duration_since(t).as_nanos();
+            (dt > 0 && total >= prev)
+                .then(|| u64::try_from(u128::from(total - prev) * 1_000_000_000 / dt).ok())
+                .flatten()
+        });
+        *last = Some((now, total));
+        Some(api::CpuStats {
+            time: wall(None),
+            usage_nano_cores: rate,
+            usage_core_nano_seconds: Some(total),
+        })
     }
 
     fn find_pod(&self, namespace: &str, name: &str) -> Option<Arc<Pod>> {
@@ -323,6 +360,7 @@ where
             node: api::NodeStats {
                 node_name: self.node_name.clone(),
                 start_time: time(self.started),
+                cpu: self.node_cpu(),
                 memory: node.node.memory.as_ref().map(memory),
                 fs: node.node.fs.as_ref().map(fs),
                 runtime: Some(api::RuntimeStats {

@@ -1309,6 +1309,13 @@ async fn node_api_serves_pods_metrics_logs_health_and_stats() {
             > 0,
         "{body}"
     );
+    assert!(
+        summary["node"]["cpu"]["usageCoreNanoSeconds"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0,
+        "{body}"
+    );
     let pod = summary["pods"]
         .as_array()
         .and_then(|p| p.iter().find(|p| p["podRef"]["name"] == full.as_str()))
