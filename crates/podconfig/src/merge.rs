@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::error::Error;
 use crate::{
@@ -90,17 +91,15 @@ impl Merger {
     /// upstream's "Received invalid update type".
     pub fn merge(&mut self, source: &str, op: PodOperation, pods: Vec<Pod>) -> MergeOutput {
         let seen_before = self.seen.contains(source);
-        if !self.pods.contains_key(source) {
-            self.pods.insert(source.to_string(), HashMap::new());
-        }
         let Self {
             pods: all,
             owners,
             seen,
         } = self;
-        let mut scratch = HashMap::new();
-        // Present: inserted above.
-        let current = all.get_mut(source).unwrap_or(&mut scratch);
+        let current = match all.get_mut(source) {
+            Some(current) => current,
+            None => all.entry(source.to_string()).or_default(),
+        };
         let mut ch = Changes::default();
         match op {
             PodOperation::Add | PodOperation::Update | PodOperation::Delete => {
@@ -172,119 +171,189 @@ impl Merger {
     }
 }
 
+/// What [`update_pod`] did with one pod.
+enum Outcome {
+    /// Kept as new; the pod is the copy to emit in the ADD.
+    Add,
+    /// A known pod changed; the pod is now the copy of the kept one to
+    /// emit.
+    Changed(Change),
+    /// A known pod, unchanged.
+    Unchanged,
+    /// Dropped, with the reason in `rejected`.
+    Rejected,
+}
+
+impl Changes {
+    /// The list a pod with this outcome is emitted in.
+    fn list(&mut self, outcome: Outcome) -> Option<&mut Vec<Pod>> {
+        match outcome {
+            Outcome::Add => Some(&mut self.adds),
+            Outcome::Changed(Change::Update) => Some(&mut self.updates),
+            Outcome::Changed(Change::Reconcile) => Some(&mut self.reconciles),
+            Outcome::Changed(Change::Delete) => Some(&mut self.deletes),
+            Outcome::Unchanged | Outcome::Rejected => None,
+        }
+    }
+}
+
 /// upstream `updatePodsFunc`: `old` is `Some` for a SET (pods found there
 /// move to `current`), `None` for the upsert ops (`current` is both).
+///
+/// Each pod is turned in place into the copy to emit (upstream emits deep
+/// copies of the kept pods), so a single-pod update, the common incremental
+/// case, hands its own vector on to the consumer.
 fn update_pods(
     owners: &mut HashMap<String, String>,
     source: &str,
-    pods: Vec<Pod>,
+    mut pods: Vec<Pod>,
     mut old: Option<&mut HashMap<String, Box<Pod>>>,
     current: &mut HashMap<String, Box<Pod>>,
     ch: &mut Changes,
 ) {
-    // Duplicates need two pods; a single-pod update (the common
-    // incremental case) skips the sets.
-    let check_dups = pods.len() > 1;
-    let mut names: HashSet<String> = HashSet::new();
-    let mut uids: HashSet<String> = HashSet::new();
-    for mut pod in pods {
-        // filterInvalidPods: the first pod of a full name wins.
-        if check_dups && !names.insert(pod_full_name(&pod)) {
-            let full_name = pod_full_name(&pod);
-            tracing::warn!(source, pod = %full_name, "pod failed validation due to duplicate pod name, ignoring");
-            ch.rejected.push(reject(
-                source,
-                &full_name,
-                Error::DuplicateName {
-                    source_name: source.to_string(),
-                    full_name: full_name.clone(),
-                },
-            ));
-            continue;
+    if let [pod] = pods.as_mut_slice() {
+        let outcome = update_pod(owners, source, pod, old, current, None, &mut ch.rejected);
+        if let Some(list) = ch.list(outcome) {
+            *list = pods;
         }
-        let uid = match pod.metadata.uid.as_deref() {
-            Some(uid) if !uid.is_empty() => uid.to_string(),
-            _ => {
-                let full_name = pod_full_name(&pod);
-                tracing::warn!(source, pod = %full_name, "pod has no UID, ignoring");
-                ch.rejected.push(reject(
-                    source,
-                    &full_name,
-                    Error::MissingUid {
-                        source_name: source.to_string(),
-                        full_name: full_name.clone(),
-                    },
-                ));
-                continue;
-            }
-        };
-        // Upstream adds a UID twice when one update carries it twice; we
-        // keep the first.
-        if check_dups && !uids.insert(uid.clone()) {
-            let full_name = pod_full_name(&pod);
-            tracing::warn!(source, pod = %full_name, %uid, "pod UID repeated in one update, ignoring");
-            ch.rejected.push(reject(
-                source,
-                &full_name,
-                Error::UidConflict {
-                    source_name: source.to_string(),
-                    full_name: full_name.clone(),
-                    uid,
-                    owner: source.to_string(),
-                },
-            ));
-            continue;
-        }
-        if let Some(owner) = owners.get(&uid)
-            && owner != source
-        {
-            let full_name = pod_full_name(&pod);
-            tracing::warn!(source, pod = %full_name, %uid, %owner, "pod UID is claimed by another source, ignoring");
-            ch.rejected.push(reject(
-                source,
-                &full_name,
-                Error::UidConflict {
-                    source_name: source.to_string(),
-                    full_name: full_name.clone(),
-                    uid,
-                    owner: owner.clone(),
-                },
-            ));
-            continue;
-        }
-        pod.metadata
-            .annotations
-            .get_or_insert_with(BTreeMap::new)
-            .insert(CONFIG_SOURCE_ANNOTATION.into(), source.to_string());
-
-        let existing = match old.as_deref_mut() {
-            Some(old) => old
-                .remove(&uid)
-                .map(|p| current.entry(uid.clone()).insert_entry(p).into_mut()),
-            None => current.get_mut(&uid),
-        };
-        if let Some(existing) = existing {
-            match check_and_update_pod(existing, pod) {
-                Some(Change::Update) => ch.updates.push(Pod::clone(existing)),
-                Some(Change::Reconcile) => ch.reconciles.push(Pod::clone(existing)),
-                Some(Change::Delete) => ch.deletes.push(Pod::clone(existing)),
-                None => {}
-            }
-            continue;
-        }
-        // recordFirstSeenTime
-        tracing::debug!(
-            source,
-            pod = pod.metadata.name.as_deref().unwrap_or(""),
-            "receiving a new pod"
-        );
-        if let Some(annotations) = pod.metadata.annotations.as_mut() {
-            annotations.insert(CONFIG_SEEN_ANNOTATION.into(), seen_timestamp());
-        }
-        owners.insert(uid.clone(), source.to_string());
-        ch.adds.push(pod.clone());
-        current.insert(uid, Box::new(pod));
+        return;
     }
+    // Duplicates need two pods.
+    let mut seen = Seen::default();
+    for mut pod in pods {
+        let outcome = update_pod(
+            owners,
+            source,
+            &mut pod,
+            old.as_deref_mut(),
+            current,
+            Some(&mut seen),
+            &mut ch.rejected,
+        );
+        if let Some(list) = ch.list(outcome) {
+            list.push(pod);
+        }
+    }
+}
+
+/// The full names and UIDs met so far in one update.
+#[derive(Default)]
+struct Seen {
+    names: HashSet<String>,
+    uids: HashSet<String>,
+}
+
+/// One pod of [`update_pods`]; `seen` is `None` for a single-pod update
+/// (no duplicates to look for).
+fn update_pod(
+    owners: &mut HashMap<String, String>,
+    source: &str,
+    pod: &mut Pod,
+    old: Option<&mut HashMap<String, Box<Pod>>>,
+    current: &mut HashMap<String, Box<Pod>>,
+    mut seen: Option<&mut Seen>,
+    rejected: &mut Vec<Rejection>,
+) -> Outcome {
+    // filterInvalidPods: the first pod of a full name wins.
+    if let Some(seen) = seen.as_deref_mut()
+        && !seen.names.insert(pod_full_name(pod))
+    {
+        let full_name = pod_full_name(pod);
+        tracing::warn!(source, pod = %full_name, "pod failed validation due to duplicate pod name, ignoring");
+        rejected.push(reject(
+            source,
+            &full_name,
+            Error::DuplicateName {
+                source_name: source.to_string(),
+                full_name: full_name.clone(),
+            },
+        ));
+        return Outcome::Rejected;
+    }
+    // Taken out so that the lookups below need no copy of it; put back
+    // before the pod is used.
+    let uid = match pod.metadata.uid.take() {
+        Some(uid) if !uid.is_empty() => uid,
+        _ => {
+            let full_name = pod_full_name(pod);
+            tracing::warn!(source, pod = %full_name, "pod has no UID, ignoring");
+            rejected.push(reject(
+                source,
+                &full_name,
+                Error::MissingUid {
+                    source_name: source.to_string(),
+                    full_name: full_name.clone(),
+                },
+            ));
+            return Outcome::Rejected;
+        }
+    };
+    // Upstream adds a UID twice when one update carries it twice; we keep
+    // the first.
+    if let Some(seen) = seen
+        && !seen.uids.insert(uid.clone())
+    {
+        let full_name = pod_full_name(pod);
+        tracing::warn!(source, pod = %full_name, %uid, "pod UID repeated in one update, ignoring");
+        rejected.push(reject(
+            source,
+            &full_name,
+            Error::UidConflict {
+                source_name: source.to_string(),
+                full_name: full_name.clone(),
+                uid,
+                owner: source.to_string(),
+            },
+        ));
+        return Outcome::Rejected;
+    }
+
+    // A pod this source already has. `owners[uid] == source` exactly when
+    // the source's map holds `uid`, so such a pod needs no ownership check.
+    let existing = match old {
+        Some(old) => old
+            .remove_entry(uid.as_str())
+            .map(|(key, p)| current.entry(key).insert_entry(p).into_mut()),
+        None => current.get_mut(uid.as_str()),
+    };
+    if let Some(existing) = existing {
+        pod.metadata.uid = Some(uid);
+        return match check_and_update_pod(existing, source, pod) {
+            Some(change) => Outcome::Changed(change),
+            None => Outcome::Unchanged,
+        };
+    }
+
+    if let Some(owner) = owners.get(&uid)
+        && owner != source
+    {
+        let full_name = pod_full_name(pod);
+        tracing::warn!(source, pod = %full_name, %uid, %owner, "pod UID is claimed by another source, ignoring");
+        rejected.push(reject(
+            source,
+            &full_name,
+            Error::UidConflict {
+                source_name: source.to_string(),
+                full_name: full_name.clone(),
+                uid,
+                owner: owner.clone(),
+            },
+        ));
+        return Outcome::Rejected;
+    }
+    // recordFirstSeenTime
+    tracing::debug!(
+        source,
+        pod = pod.metadata.name.as_deref().unwrap_or(""),
+        "receiving a new pod"
+    );
+    let annotations = pod.metadata.annotations.get_or_insert_with(BTreeMap::new);
+    annotations.insert(CONFIG_SOURCE_ANNOTATION.into(), source.to_string());
+    annotations.insert(CONFIG_SEEN_ANNOTATION.into(), seen_timestamp());
+    pod.metadata.uid = Some(uid.clone());
+    owners.insert(uid.clone(), source.to_string());
+    current.insert(uid, Box::new(pod.clone()));
+    Outcome::Add
 }
 
 impl Merger {
@@ -397,6 +466,75 @@ fn seen_timestamp() -> String {
     format!("{:.9}", k8s_openapi::jiff::Timestamp::now())
 }
 
+/// Makes `dst` equal to `src`, keeping `dst`'s allocations where a field
+/// already has `src`'s value.
+fn sync<T: Clone + PartialEq>(dst: &mut T, src: &T) {
+    if dst != src {
+        dst.clone_from(src);
+    }
+}
+
+/// [`sync`] for a string map: only the entries that differ are copied.
+fn sync_map(dst: &mut Option<BTreeMap<String, String>>, src: &Option<BTreeMap<String, String>>) {
+    match (dst.as_mut(), src) {
+        (Some(dst), Some(src)) => {
+            if dst.len() != src.len() || dst.keys().any(|k| !src.contains_key(k)) {
+                dst.retain(|k, _| src.contains_key(k));
+            }
+            for (k, v) in src {
+                match dst.get_mut(k) {
+                    Some(d) => sync(d, v),
+                    None => {
+                        dst.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        _ => sync(dst, src),
+    }
+}
+
+/// Makes `dst` equal to `src` field by field ([`sync`]). The destructuring
+/// names every field, so a field added to `ObjectMeta` fails to compile here
+/// rather than being left out of the copy.
+fn sync_metadata(dst: &mut ObjectMeta, src: &ObjectMeta) {
+    let ObjectMeta {
+        annotations,
+        creation_timestamp,
+        deletion_grace_period_seconds,
+        deletion_timestamp,
+        finalizers,
+        generate_name,
+        generation,
+        labels,
+        managed_fields,
+        name,
+        namespace,
+        owner_references,
+        resource_version,
+        self_link,
+        uid,
+    } = src;
+    sync_map(&mut dst.annotations, annotations);
+    sync(&mut dst.creation_timestamp, creation_timestamp);
+    sync(
+        &mut dst.deletion_grace_period_seconds,
+        deletion_grace_period_seconds,
+    );
+    sync(&mut dst.deletion_timestamp, deletion_timestamp);
+    sync(&mut dst.finalizers, finalizers);
+    sync(&mut dst.generate_name, generate_name);
+    sync(&mut dst.generation, generation);
+    sync_map(&mut dst.labels, labels);
+    sync(&mut dst.managed_fields, managed_fields);
+    sync(&mut dst.name, name);
+    sync(&mut dst.namespace, namespace);
+    sync(&mut dst.owner_references, owner_references);
+    sync(&mut dst.resource_version, resource_version);
+    sync(&mut dst.self_link, self_link);
+    sync(&mut dst.uid, uid);
+}
+
 /// upstream `isAnnotationMapEqual`: equal except for local annotations.
 fn annotations_equal(
     existing: Option<&BTreeMap<String, String>>,
@@ -429,16 +567,27 @@ pub(crate) fn pods_differ_semantically(existing: &Pod, candidate: &Pod) -> bool 
 
 /// upstream `checkAndUpdatePod`: updates `existing` from `candidate` and says
 /// what kind of change it was, if any. At most one of update, reconcile or
-/// graceful delete.
-fn check_and_update_pod(existing: &mut Pod, mut candidate: Pod) -> Option<Change> {
-    if !pods_differ_semantically(existing, &candidate) {
+/// graceful delete. On a change, `candidate` is left equal to the updated
+/// `existing`: the copy to emit (upstream's `copyPods`).
+///
+/// Upstream sets the source annotation on the candidate before comparing;
+/// it is a local annotation, so it changes neither the comparison nor the
+/// merged annotations (the existing pod's local ones win), and it is set
+/// here only on the update path, where the candidate's annotations are kept.
+fn check_and_update_pod(existing: &mut Pod, source: &str, candidate: &mut Pod) -> Option<Change> {
+    if !pods_differ_semantically(existing, candidate) {
         // Only a status change: the kubelet is the source of truth for
         // status, so this is a reconcile, not an update.
-        if existing.status != candidate.status {
-            existing.status = candidate.status;
-            return Some(Change::Reconcile);
+        if existing.status == candidate.status {
+            return None;
         }
-        return None;
+        // Upstream sets `existing.Status` and emits a deep copy of
+        // `existing`. The candidate already equals that copy in its spec and
+        // labels (just compared) and mostly in the rest of its metadata, so
+        // it becomes the copy: only what differs is copied from `existing`.
+        existing.status.clone_from(&candidate.status);
+        sync_metadata(&mut candidate.metadata, &existing.metadata);
+        return Some(Change::Reconcile);
     }
     // Keep the first-seen time: it is ours.
     let seen = existing
@@ -447,31 +596,32 @@ fn check_and_update_pod(existing: &mut Pod, mut candidate: Pod) -> Option<Change
         .as_ref()
         .and_then(|a| a.get(CONFIG_SEEN_ANNOTATION))
         .cloned();
-    let annotations = candidate
-        .metadata
-        .annotations
-        .get_or_insert_with(BTreeMap::new);
+    let mut annotations = candidate.metadata.annotations.take().unwrap_or_default();
+    annotations.insert(CONFIG_SOURCE_ANNOTATION.into(), source.to_string());
     match seen {
         Some(seen) => annotations.insert(CONFIG_SEEN_ANNOTATION.into(), seen),
         None => annotations.remove(CONFIG_SEEN_ANNOTATION),
     };
     let deleting = candidate.metadata.deletion_timestamp.is_some();
-    existing.spec = candidate.spec;
-    existing.metadata.labels = candidate.metadata.labels;
-    existing.metadata.deletion_timestamp = candidate.metadata.deletion_timestamp;
+    existing.spec = candidate.spec.take();
+    existing.metadata.labels = candidate.metadata.labels.take();
+    existing.metadata.deletion_timestamp = candidate.metadata.deletion_timestamp.take();
     existing.metadata.deletion_grace_period_seconds =
         candidate.metadata.deletion_grace_period_seconds;
-    existing.status = candidate.status;
+    existing.status = candidate.status.take();
     // updateAnnotations: the candidate's plus our local ones.
-    let mut merged = candidate.metadata.annotations.unwrap_or_default();
     if let Some(old) = existing.metadata.annotations.as_ref() {
         for key in LOCAL_ANNOTATIONS {
             if let Some(v) = old.get(key) {
-                merged.insert(key.to_string(), v.clone());
+                annotations.insert(key.to_string(), v.clone());
             }
         }
     }
-    existing.metadata.annotations = Some(merged);
+    existing.metadata.annotations = Some(annotations);
+    // The copy to emit.
+    candidate.spec.clone_from(&existing.spec);
+    candidate.status.clone_from(&existing.status);
+    sync_metadata(&mut candidate.metadata, &existing.metadata);
     Some(if deleting {
         Change::Delete
     } else {
@@ -703,6 +853,36 @@ mod tests {
                 Some("2")
             );
         }
+    }
+
+    // Upstream emits a copy of the kept pod with the new status: the
+    // candidate's uncompared metadata and local annotations do not leak in.
+    #[test]
+    fn reconcile_emits_the_kept_pod_with_the_new_status() {
+        let mut m = Merger::new();
+        let mut first = pod("foo", "new");
+        first.metadata.resource_version = Some("1".into());
+        m.merge(SRC, PodOperation::Add, vec![first]);
+        let mut next = pod("foo", "new");
+        next.metadata.resource_version = Some("2".into());
+        next.metadata.annotations =
+            Some([(CONFIG_MIRROR_ANNOTATION.to_string(), "x".to_string())].into());
+        next.status = Some(PodStatus {
+            phase: Some("Running".into()),
+            ..Default::default()
+        });
+        let out = m.merge(SRC, PodOperation::Update, vec![next]);
+        assert_eq!(ops(&out), [(PodOperation::Reconcile, s(&["foo"]))]);
+        let emitted = &out.updates[0].pods[0];
+        assert_eq!(emitted, &m.merged_state()[0]);
+        assert_eq!(emitted.metadata.resource_version.as_deref(), Some("1"));
+        let ann = emitted.metadata.annotations.as_ref().unwrap();
+        assert!(!ann.contains_key(CONFIG_MIRROR_ANNOTATION));
+        assert_eq!(ann[CONFIG_SOURCE_ANNOTATION], SRC);
+        assert_eq!(
+            emitted.status.as_ref().unwrap().phase.as_deref(),
+            Some("Running")
+        );
     }
 
     // upstream TestInitialEmptySet

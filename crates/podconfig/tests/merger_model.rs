@@ -16,6 +16,11 @@ use kubelet_podconfig::{Merger, PodOperation};
 use proptest::prelude::*;
 
 const SOURCES: [&str; 3] = ["file", "http", "api"];
+const LOCAL_ANNOTATIONS: [&str; 3] = [
+    "kubernetes.io/config.source",
+    "kubernetes.io/config.mirror",
+    "kubernetes.io/config.seen",
+];
 
 #[derive(Debug, Clone)]
 struct PodSpecGen {
@@ -25,6 +30,10 @@ struct PodSpecGen {
     status: u8,
     label: u8,
     deleting: bool,
+    /// Metadata the merger does not compare: a resource version and the
+    /// (local) mirror annotation.
+    resource_version: u8,
+    mirror: bool,
 }
 
 fn pod(g: &PodSpecGen) -> Pod {
@@ -33,6 +42,13 @@ fn pod(g: &PodSpecGen) -> Pod {
             uid: Some(format!("uid-{}", g.uid)),
             name: Some(format!("pod-{}", g.name)),
             namespace: Some("ns".into()),
+            resource_version: Some(g.resource_version.to_string()),
+            annotations: g.mirror.then(|| {
+                BTreeMap::from([
+                    ("kubernetes.io/config.mirror".to_string(), "m".to_string()),
+                    ("example.com/a".to_string(), "b".to_string()),
+                ])
+            }),
             labels: (g.label > 0).then(|| BTreeMap::from([("l".to_string(), g.label.to_string())])),
             deletion_timestamp: g
                 .deleting
@@ -75,15 +91,21 @@ fn pod_gen() -> impl Strategy<Value = PodSpecGen> {
         0u8..2,
         0u8..2,
         prop::bool::weighted(0.15),
+        0u8..3,
+        prop::bool::weighted(0.3),
     )
-        .prop_map(|(uid, name, image, status, label, deleting)| PodSpecGen {
-            uid,
-            name,
-            image,
-            status,
-            label,
-            deleting,
-        })
+        .prop_map(
+            |(uid, name, image, status, label, deleting, resource_version, mirror)| PodSpecGen {
+                uid,
+                name,
+                image,
+                status,
+                label,
+                deleting,
+                resource_version,
+                mirror,
+            },
+        )
 }
 
 fn step_gen() -> impl Strategy<Value = Step> {
@@ -103,6 +125,8 @@ struct View {
     name: String,
     spec: Option<PodSpec>,
     labels: Option<BTreeMap<String, String>>,
+    /// The annotations the kubelet does not set.
+    annotations: BTreeMap<String, String>,
     deleting: bool,
     status: Option<PodStatus>,
 }
@@ -113,6 +137,14 @@ fn view(source: &str, p: &Pod) -> View {
         name: p.metadata.name.clone().unwrap_or_default(),
         spec: p.spec.clone(),
         labels: p.metadata.labels.clone(),
+        annotations: p
+            .metadata
+            .annotations
+            .iter()
+            .flatten()
+            .filter(|(k, _)| !LOCAL_ANNOTATIONS.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
         deleting: p.metadata.deletion_timestamp.is_some(),
         status: p.status.clone(),
     }
@@ -169,6 +201,7 @@ impl Model {
                             new.name = old.name.clone();
                             let semantic = old.spec != new.spec
                                 || old.labels != new.labels
+                                || old.annotations != new.annotations
                                 || old.deleting != new.deleting;
                             if semantic {
                                 let op = if new.deleting {
@@ -227,8 +260,9 @@ proptest! {
     fn merger_matches_model_and_replay(steps in prop::collection::vec(step_gen(), 1..40)) {
         let mut merger = Merger::new();
         let mut model = Model::default();
-        // Replay of the emitted updates: uid → view.
-        let mut replay: HashMap<String, View> = HashMap::new();
+        // Replay of the emitted updates: uid → pod, whole (every emitted
+        // pod must be an exact copy of the one the merger keeps).
+        let mut replay: HashMap<String, Pod> = HashMap::new();
 
         for step in &steps {
             let (source, op, pods) = match step {
@@ -236,7 +270,7 @@ proptest! {
                 Step::Remove { source, uids } => (
                     SOURCES[*source],
                     PodOperation::Remove,
-                    uids.iter().map(|u| pod(&PodSpecGen { uid: *u, name: 0, image: 0, status: 0, label: 0, deleting: false })).collect(),
+                    uids.iter().map(|u| pod(&PodSpecGen { uid: *u, name: 0, image: 0, status: 0, label: 0, deleting: false, resource_version: 0, mirror: false })).collect(),
                 ),
             };
             let out = merger.merge(source, op, pods);
@@ -257,15 +291,15 @@ proptest! {
                     prop_assert!(emitted.insert(uid.clone(), u.op).is_none(), "uid {} emitted twice", uid);
                     match u.op {
                         PodOperation::Remove => { replay.remove(&uid); }
-                        _ => { replay.insert(uid, view(source, p)); }
+                        _ => { replay.insert(uid, p.clone()); }
                     }
                 }
             }
             prop_assert_eq!(&emitted, &expected);
 
-            // Merged state == model == replay.
-            let merged: HashMap<String, View> = merger
-                .merged_state()
+            // Merged state == model, and == replay exactly.
+            let state = merger.merged_state();
+            let merged: HashMap<String, View> = state
                 .iter()
                 .map(|p| {
                     let source = p.metadata.annotations.as_ref().unwrap()["kubernetes.io/config.source"].clone();
@@ -273,7 +307,11 @@ proptest! {
                 })
                 .collect();
             prop_assert_eq!(&merged, &model.pods);
-            prop_assert_eq!(&replay, &model.pods);
+            let state: HashMap<String, Pod> = state
+                .into_iter()
+                .map(|p| (p.metadata.uid.clone().unwrap(), p))
+                .collect();
+            prop_assert_eq!(&replay, &state);
             prop_assert!(SOURCES.iter().all(|s| merger.seen_sources([*s]) == model.seen.contains(*s)));
         }
     }
