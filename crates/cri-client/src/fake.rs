@@ -57,6 +57,10 @@ pub type ExecHandler = dyn Fn(&str, &[String]) -> ExecSyncResponse + Send + Sync
 
 #[derive(Debug, Clone)]
 struct FakeSandbox {
+    /// The sandbox as `ListPodSandbox` shows it, but for its state: made
+    /// once at creation (what it shows never changes), so that a listing
+    /// copies one compact object rather than gathering it from `config`.
+    listed: PodSandbox,
     config: PodSandboxConfig,
     runtime_handler: String,
     state: PodSandboxState,
@@ -66,6 +70,9 @@ struct FakeSandbox {
 
 #[derive(Debug, Clone)]
 struct FakeContainer {
+    /// The container as `ListContainers` shows it, but for its state: made
+    /// once at creation, like [`FakeSandbox::listed`].
+    listed: Container,
     sandbox_id: String,
     config: ContainerConfig,
     image_ref: String,
@@ -568,13 +575,24 @@ impl RuntimeService for FakeRuntime {
                 let n = state.next_ip;
                 format!("10.88.{}.{}", (n >> 8) & 0xff, n & 0xff)
             };
+            let created_at = now_nanos();
+            let listed = PodSandbox {
+                id: id.clone(),
+                metadata: config.metadata.clone(),
+                state: PodSandboxState::SandboxReady as i32,
+                created_at,
+                labels: config.labels.clone(),
+                annotations: config.annotations.clone(),
+                runtime_handler: runtime_handler.to_owned(),
+            };
             state.sandboxes.insert(
                 id.clone(),
                 FakeSandbox {
+                    listed,
                     config,
                     runtime_handler: runtime_handler.to_owned(),
                     state: PodSandboxState::SandboxReady,
-                    created_at: now_nanos(),
+                    created_at,
                     ip,
                 },
             );
@@ -658,27 +676,30 @@ impl RuntimeService for FakeRuntime {
         self.enter("ListPodSandbox").await?;
         let filter = filter.unwrap_or_default();
         let state = self.state();
-        Ok(state
-            .sandboxes
-            .iter()
-            .filter(|(id, sb)| {
-                (filter.id.is_empty() || **id == filter.id)
-                    && filter
-                        .state
-                        .as_ref()
-                        .is_none_or(|s| s.state == sb.state as i32)
-                    && labels_match(&sb.config.labels, &filter.label_selector)
-            })
-            .map(|(id, sb)| PodSandbox {
-                id: id.clone(),
-                metadata: sb.config.metadata.clone(),
-                state: sb.state as i32,
-                created_at: sb.created_at,
-                labels: sb.config.labels.clone(),
-                annotations: sb.config.annotations.clone(),
-                runtime_handler: sb.runtime_handler.clone(),
-            })
-            .collect())
+        // Unfiltered, the size is known: no regrowth of a large list.
+        let mut out = Vec::with_capacity(if filter == PodSandboxFilter::default() {
+            state.sandboxes.len()
+        } else {
+            0
+        });
+        out.extend(
+            state
+                .sandboxes
+                .iter()
+                .filter(|(id, sb)| {
+                    (filter.id.is_empty() || **id == filter.id)
+                        && filter
+                            .state
+                            .as_ref()
+                            .is_none_or(|s| s.state == sb.state as i32)
+                        && labels_match(&sb.config.labels, &filter.label_selector)
+                })
+                .map(|(_, sb)| PodSandbox {
+                    state: sb.state as i32,
+                    ..sb.listed.clone()
+                }),
+        );
+        Ok(out)
     }
 
     async fn create_container(
@@ -730,14 +751,28 @@ impl RuntimeService for FakeRuntime {
             }
             let id = Self::new_id(&mut state);
             let resources = config.linux.as_ref().and_then(|l| l.resources.clone());
+            let created_at = now_nanos();
+            let listed = Container {
+                id: id.clone(),
+                pod_sandbox_id: pod_sandbox_id.to_owned(),
+                metadata: config.metadata.clone(),
+                image: config.image.clone(),
+                image_ref: image_ref.clone(),
+                state: ContainerState::ContainerCreated as i32,
+                created_at,
+                labels: config.labels.clone(),
+                annotations: config.annotations.clone(),
+                image_id: image_ref.clone(),
+            };
             state.containers.insert(
                 id.clone(),
                 FakeContainer {
+                    listed,
                     sandbox_id: pod_sandbox_id.to_owned(),
                     config,
                     image_ref,
                     state: ContainerState::ContainerCreated,
-                    created_at: now_nanos(),
+                    created_at,
                     started_at: 0,
                     finished_at: 0,
                     exit_code: 0,
@@ -805,31 +840,32 @@ impl RuntimeService for FakeRuntime {
         self.enter("ListContainers").await?;
         let filter = filter.unwrap_or_default();
         let state = self.state();
-        Ok(state
-            .containers
-            .iter()
-            .filter(|(id, c)| {
-                (filter.id.is_empty() || **id == filter.id)
-                    && (filter.pod_sandbox_id.is_empty() || c.sandbox_id == filter.pod_sandbox_id)
-                    && filter
-                        .state
-                        .as_ref()
-                        .is_none_or(|s| s.state == c.state as i32)
-                    && labels_match(&c.config.labels, &filter.label_selector)
-            })
-            .map(|(id, c)| Container {
-                id: id.clone(),
-                pod_sandbox_id: c.sandbox_id.clone(),
-                metadata: c.config.metadata.clone(),
-                image: c.config.image.clone(),
-                image_ref: c.image_ref.clone(),
-                state: c.state as i32,
-                created_at: c.created_at,
-                labels: c.config.labels.clone(),
-                annotations: c.config.annotations.clone(),
-                image_id: c.image_ref.clone(),
-            })
-            .collect())
+        // Unfiltered, the size is known: no regrowth of a large list.
+        let mut out = Vec::with_capacity(if filter == ContainerFilter::default() {
+            state.containers.len()
+        } else {
+            0
+        });
+        out.extend(
+            state
+                .containers
+                .iter()
+                .filter(|(id, c)| {
+                    (filter.id.is_empty() || **id == filter.id)
+                        && (filter.pod_sandbox_id.is_empty()
+                            || c.sandbox_id == filter.pod_sandbox_id)
+                        && filter
+                            .state
+                            .as_ref()
+                            .is_none_or(|s| s.state == c.state as i32)
+                        && labels_match(&c.config.labels, &filter.label_selector)
+                })
+                .map(|(_, c)| Container {
+                    state: c.state as i32,
+                    ..c.listed.clone()
+                }),
+        );
+        Ok(out)
     }
 
     async fn container_status(

@@ -236,31 +236,51 @@ pub struct AnnotatedContainerInfo {
     pub container_type: Option<ContainerType>,
 }
 
-/// Reads the annotations written by [`new_container_annotations`].
-pub fn annotated_container_info(annotations: &HashMap<String, String>) -> AnnotatedContainerInfo {
-    let parse_i64 = |k: &str| {
-        annotations.get(k).and_then(|v| match v.parse::<i64>() {
-            Ok(n) => Some(n),
-            Err(e) => {
-                tracing::warn!(annotation = k, value = %v, error = %e, "unparsable annotation");
-                None
-            }
-        })
-    };
-    let hash = annotations.get(CONTAINER_HASH).and_then(|hex| {
+/// Reads an integer annotation; an unparsable value reads as absent and is
+/// logged.
+fn annotated_i64(annotations: &HashMap<String, String>, key: &str) -> Option<i64> {
+    annotations.get(key).and_then(|v| match v.parse::<i64>() {
+        Ok(n) => Some(n),
+        Err(e) => {
+            tracing::warn!(annotation = key, value = %v, error = %e, "unparsable annotation");
+            None
+        }
+    })
+}
+
+/// The container hash recorded in a container's annotations: the
+/// [`AnnotatedContainerInfo::hash`] of [`annotated_container_info`],
+/// without reading (and parsing the JSON of) the other annotations, for
+/// listings such as `GetPods`.
+pub fn annotated_container_hash(annotations: &HashMap<String, String>) -> Option<ContainerHash> {
+    annotations.get(CONTAINER_HASH).and_then(|hex| {
         let version = annotations
             .get(CONTAINER_HASH_VERSION)
             .and_then(|v| v.parse::<u32>().ok())
             .unwrap_or(0);
         ContainerHash::parse(version, hex)
-    });
+    })
+}
+
+/// The pod's termination grace period recorded in a container's
+/// annotations: the [`AnnotatedContainerInfo::pod_termination_grace_period`]
+/// of [`annotated_container_info`], without reading the other annotations.
+pub fn annotated_pod_termination_grace_period(
+    annotations: &HashMap<String, String>,
+) -> Option<i64> {
+    annotated_i64(annotations, POD_TERMINATION_GRACE_PERIOD)
+}
+
+/// Reads the annotations written by [`new_container_annotations`].
+pub fn annotated_container_info(annotations: &HashMap<String, String>) -> AnnotatedContainerInfo {
+    let parse_i64 = |k: &str| annotated_i64(annotations, k);
     AnnotatedContainerInfo {
-        hash,
+        hash: annotated_container_hash(annotations),
         restart_count: parse_i64(CONTAINER_RESTART_COUNT)
             .and_then(|n| i32::try_from(n).ok())
             .unwrap_or(0),
         pod_deletion_grace_period: parse_i64(POD_DELETION_GRACE_PERIOD),
-        pod_termination_grace_period: parse_i64(POD_TERMINATION_GRACE_PERIOD),
+        pod_termination_grace_period: annotated_pod_termination_grace_period(annotations),
         termination_message_path: annotations
             .get(CONTAINER_TERMINATION_MESSAGE_PATH)
             .cloned()
@@ -329,6 +349,9 @@ mod tests {
         assert_eq!(info.hash, Some(ContainerHash::of(&container)));
         assert_eq!(info.pod_deletion_grace_period, Some(5));
         assert_eq!(info.pod_termination_grace_period, Some(30));
+        // The readers GetPods uses read the same.
+        assert_eq!(annotated_container_hash(&a), info.hash);
+        assert_eq!(annotated_pod_termination_grace_period(&a), Some(30));
         assert_eq!(info.ports[0].container_port, 8080);
         assert_eq!(info.container_type, Some(ContainerType::Init));
         assert_eq!(info.termination_message_path, "/dev/termination-log");

@@ -6,7 +6,7 @@
 //! `kuberuntime_container.go`, `kuberuntime_sandbox.go`,
 //! `pkg/kubelet/images/image_manager.go`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -603,59 +603,81 @@ impl Runtime for RuntimeManager {
         };
         let sandboxes = self.runtime.list_pod_sandbox(None).await.map_err(wrap)?;
         let containers = self.runtime.list_containers(None).await.map_err(wrap)?;
-        let mut pods: BTreeMap<String, RunningPod> = BTreeMap::new();
-        for s in sandboxes {
+        // Pods in the order first seen, with an index by UID: the listed
+        // objects are owned, so their strings are moved rather than copied,
+        // and only the labels a pod or container needs are read. Both are
+        // sized up front, before the listed objects start to be freed.
+        let mut pods: Vec<RunningPod> = Vec::with_capacity(sandboxes.len());
+        let mut index: HashMap<String, usize> = HashMap::with_capacity(sandboxes.len());
+        for mut s in sandboxes {
             let ready = s.state() == api::PodSandboxState::SandboxReady;
             if !all && !ready {
                 continue;
             }
-            let info = labeled_container_info(&s.labels);
-            let meta = s.metadata.clone().unwrap_or_default();
-            let uid = if info.pod_uid.is_empty() {
-                meta.uid
-            } else {
-                info.pod_uid
+            let meta = s.metadata.take().unwrap_or_default();
+            let uid = match s.labels.remove(labels::POD_UID) {
+                Some(uid) if !uid.is_empty() => uid,
+                _ => meta.uid,
             };
-            let pod = pods.entry(uid.clone()).or_insert_with(|| RunningPod {
-                uid,
-                name: meta.name,
-                namespace: meta.namespace,
-                ..Default::default()
-            });
-            pod.sandboxes.push(RunningSandbox {
+            let sandbox = RunningSandbox {
                 id: s.id,
                 ready,
                 created_at: s.created_at,
-            });
+            };
+            match index.get(&uid) {
+                Some(&i) => pods[i].sandboxes.push(sandbox),
+                None => {
+                    index.insert(uid.clone(), pods.len());
+                    pods.push(RunningPod {
+                        uid,
+                        name: meta.name,
+                        namespace: meta.namespace,
+                        sandboxes: vec![sandbox],
+                        containers: Vec::new(),
+                    });
+                }
+            }
         }
-        for c in containers {
+        for mut c in containers {
             let state = crate::status::ContainerState::from(c.state());
             if !all && state != crate::status::ContainerState::Running {
                 continue;
             }
-            let info = labeled_container_info(&c.labels);
-            if info.pod_uid.is_empty() {
+            let Some(uid) = c.labels.get(labels::POD_UID).filter(|uid| !uid.is_empty()) else {
                 continue;
-            }
-            let annotations = annotated_container_info(&c.annotations);
-            let pod = pods
-                .entry(info.pod_uid.clone())
-                .or_insert_with(|| RunningPod {
-                    uid: info.pod_uid.clone(),
-                    name: info.pod_name.clone(),
-                    namespace: info.pod_namespace.clone(),
-                    ..Default::default()
-                });
-            pod.containers.push(RunningContainer {
+            };
+            let i = match index.get(uid) {
+                Some(&i) => i,
+                None => {
+                    let uid = uid.clone();
+                    let i = pods.len();
+                    index.insert(uid.clone(), i);
+                    pods.push(RunningPod {
+                        uid,
+                        name: c.labels.remove(labels::POD_NAME).unwrap_or_default(),
+                        namespace: c.labels.remove(labels::POD_NAMESPACE).unwrap_or_default(),
+                        ..Default::default()
+                    });
+                    i
+                }
+            };
+            let name = match c.metadata.take() {
+                Some(m) => m.name,
+                None => c.labels.remove(labels::CONTAINER_NAME).unwrap_or_default(),
+            };
+            pods[i].containers.push(RunningContainer {
+                hash: labels::annotated_container_hash(&c.annotations),
+                pod_termination_grace_period: labels::annotated_pod_termination_grace_period(
+                    &c.annotations,
+                ),
                 id: c.id,
-                name: c.metadata.map(|m| m.name).unwrap_or(info.container_name),
+                name,
                 state,
                 created_at: c.created_at,
-                hash: annotations.hash,
-                pod_termination_grace_period: annotations.pod_termination_grace_period,
             });
         }
-        let mut pods: Vec<RunningPod> = pods.into_values().collect();
+        // By UID, as before; the UIDs are unique.
+        pods.sort_unstable_by(|a, b| a.uid.cmp(&b.uid));
         for p in &mut pods {
             p.sandboxes.sort_by_key(|x| std::cmp::Reverse(x.created_at));
             p.containers

@@ -12,6 +12,10 @@
 //!   inspections.
 //! - `get_pods/{110,1000}`: the `RuntimeManager::get_pods` call alone (the
 //!   fake's lists and the grouping by pod), the floor of a relist.
+//! - `get_pods/fake_lists_only/{110,1000}`: the fake's `ListPodSandbox` and
+//!   `ListContainers` alone, made and dropped: the share of `get_pods`
+//!   that is the fake's (a real runtime's client pays instead for decoding
+//!   the replies into the same owned objects).
 //! - `get_pods/pleg_relist_of_prelisted/{110,1000}`: a relist against a
 //!   runtime that hands back a copy of a prepared pod list: the PLEG's own
 //!   cost plus that copy, `get_pods/clone_only/{110,1000}`.
@@ -259,8 +263,16 @@ fn benches(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("get_pods");
     for pods in [110usize, 1000] {
-        let (_fake, runtime, _pleg, _pods) = rt.block_on(setup(pods));
+        let (fake, runtime, _pleg, _pods) = rt.block_on(setup(pods));
         let list = rt.block_on(runtime.get_pods(true)).expect("pods");
+        // The fake's share of `get_pods`: its two lists, made and dropped.
+        group.bench_with_input(BenchmarkId::new("fake_lists_only", pods), &pods, |b, _| {
+            b.to_async(&rt).iter(|| async {
+                let sandboxes = fake.list_pod_sandbox(None).await.expect("sandboxes");
+                let containers = fake.list_containers(None).await.expect("containers");
+                black_box((sandboxes, containers))
+            });
+        });
         group.bench_with_input(BenchmarkId::new("clone_only", pods), &pods, |b, _| {
             b.iter(|| black_box(list.clone()));
         });
