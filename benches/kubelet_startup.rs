@@ -2,9 +2,11 @@
 //! kubelet's memory.
 //!
 //! For N = 1, 10 and 50 pods, in one run on one private containerd:
-//! - **floor**: a small driver makes the CRI calls a kubelet must make for
-//!   each pod (RunPodSandbox, CreateContainer, StartContainer), all pods at
-//!   once, and stops the clock when the last StartContainer returns;
+//! - **floor**: a small driver makes the CRI calls the kubelet makes for
+//!   each pod (RunPodSandbox, PodSandboxStatus, ImageStatus,
+//!   CreateContainer, StartContainer) with the very requests the kubelet
+//!   builds for the same manifest (its config functions, its mounts), all
+//!   pods at once, and stops the clock when the last StartContainer returns;
 //! - **kubelet**: the release build of `examples/kubelet` runs as a child
 //!   process; the clock starts when N manifests are written to its static
 //!   pod directory and stops when ListContainers shows N app containers
@@ -20,7 +22,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use kubelet_rs::cm::CgroupName;
 use kubelet_rs::cri::{ImageService, RemoteRuntime, RuntimeService, api};
+use kubelet_rs::kuberuntime::PodVolumes;
+use kubelet_rs::kuberuntime::config::{
+    ConfigOptions, container_config, pod_log_dir, pod_sandbox_config,
+};
+use kubelet_rs::kuberuntime::hosts::ensure_hosts_file;
+use kubelet_rs::kuberuntime::labels::ContainerType;
+use kubelet_rs::kuberuntime::lifecycle::make_termination_message_mount;
+use kubelet_rs::podconfig::{ManifestOrigin, decode_static_pod};
 use kubelet_testbed::Testbed;
 
 const IMAGE: &str = "localhost/busybox:latest";
@@ -60,65 +71,86 @@ async fn remove_everything(cri: &RemoteRuntime) {
     }
 }
 
-/// The floor: the same CRI calls, made directly, all pods at once.
+/// The floor: the same CRI requests the kubelet makes for each pod — the
+/// sandbox and container configs come from the kubelet's own functions
+/// (`kuberuntime::config`) for the same manifest, with the same managed
+/// `/etc/hosts` and termination-message mounts — made directly, all pods at
+/// once, without the kubelet's pod config, workers, PLEG or status.
 async fn floor(cri: &RemoteRuntime, bed: &Testbed, n: usize, round: &str) -> Duration {
+    let opts = ConfigOptions {
+        pod_logs_dir: bed.log_dir(),
+        cgroup_root: CgroupName::from_cgroupfs(&format!("/{}/floor-{round}", bed.cgroup_root())),
+        node_name: "bench".into(),
+        ..Default::default()
+    };
+    let dir = bed.dir().join(format!("floor-{round}"));
+    // Decoding is the pod config's work, not the runtime's: done before.
+    let pods: Vec<_> = (0..n)
+        .map(|i| {
+            let path = dir.join(format!("bench-{i}.yaml"));
+            let origin = ManifestOrigin::file(&path);
+            decode_static_pod(manifest(i).as_bytes(), &origin, "bench").expect("manifest")
+        })
+        .collect();
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for i in 0..n {
+    for pod in pods {
         let cri = cri.clone();
-        let uid = format!("floor-{round}-{i}");
-        let log_dir = bed.log_dir().join(&uid);
-        let parent = format!("/{}/floor/pod{uid}", bed.cgroup_root());
+        let opts = opts.clone();
+        let pod_dir = dir.join(pod.metadata.uid.clone().unwrap_or_default());
         tasks.push(tokio::spawn(async move {
-            std::fs::create_dir_all(log_dir.join("app")).expect("log dir");
-            let sandbox = api::PodSandboxConfig {
-                metadata: Some(api::PodSandboxMetadata {
-                    name: uid.clone(),
-                    namespace: "default".into(),
-                    uid: uid.clone(),
-                    attempt: 0,
-                }),
-                hostname: uid.clone(),
-                log_directory: log_dir.display().to_string(),
-                linux: Some(api::LinuxPodSandboxConfig {
-                    cgroup_parent: parent,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            };
+            std::fs::create_dir_all(pod_dir.join("containers")).expect("pod dir");
+            let sandbox = pod_sandbox_config(&pod, 0, &opts).expect("sandbox config");
             let sb = cri
                 .run_pod_sandbox(sandbox.clone(), "")
                 .await
                 .expect("sandbox");
-            // A kubelet checks the sandbox's IP and the image before creating.
-            cri.pod_sandbox_status(&sb, false)
+            let ips: Vec<String> = cri
+                .pod_sandbox_status(&sb, false)
                 .await
-                .expect("sandbox status");
-            // As the kubelet for an IfNotPresent image: is it there?
-            cri.image_status(
-                api::ImageSpec {
-                    image: IMAGE.into(),
-                    ..Default::default()
-                },
-                false,
-            )
-            .await
-            .expect("image status");
-            let container = api::ContainerConfig {
-                metadata: Some(api::ContainerMetadata {
-                    name: "app".into(),
-                    attempt: 0,
-                }),
-                image: Some(api::ImageSpec {
-                    image: IMAGE.into(),
-                    ..Default::default()
-                }),
-                command: vec!["sleep".into(), "3600".into()],
-                log_path: "app/0.log".into(),
+                .expect("sandbox status")
+                .status
+                .and_then(|s| s.network)
+                .map(|n| vec![n.ip])
+                .unwrap_or_default();
+            let container = &pod.spec.as_ref().expect("spec").containers[0];
+            let image = cri
+                .image_status(
+                    api::ImageSpec {
+                        image: IMAGE.into(),
+                        ..Default::default()
+                    },
+                    false,
+                )
+                .await
+                .expect("image status")
+                .map(|i| i.id)
+                .expect("image present");
+            let volumes = PodVolumes {
+                etc_hosts: Some(pod_dir.join("etc-hosts")),
+                pod_dir: Some(pod_dir.clone()),
                 ..Default::default()
             };
+            std::fs::create_dir_all(pod_log_dir(&opts.pod_logs_dir, &pod).join(&container.name))
+                .expect("log dir");
+            ensure_hosts_file(&pod_dir.join("etc-hosts"), &pod, &ips, &opts.cluster_domain)
+                .expect("hosts");
+            let mut config = container_config(
+                &pod,
+                container,
+                ContainerType::Regular,
+                0,
+                &image,
+                &ips,
+                &volumes,
+                &opts,
+            )
+            .expect("container config");
+            if let Some(m) = make_termination_message_mount(&pod_dir, container) {
+                config.mounts.push(m);
+            }
             let id = cri
-                .create_container(&sb, container, sandbox)
+                .create_container(&sb, config, sandbox)
                 .await
                 .expect("create");
             cri.start_container(&id).await.expect("start");
@@ -177,6 +209,14 @@ async fn through_kubelet(
         .arg(format!("/{}/kubelet-{round}", bed.cgroup_root()))
         .arg("--hostname-override")
         .arg("bench")
+        // Any free loopback port for the node API.
+        .arg("--port")
+        .arg("0")
+        // Memory pressure only: on a nearly full disk, disk-pressure
+        // reclaim would delete the test bed's images, which cannot be
+        // pulled again.
+        .arg("--eviction-hard")
+        .arg("memory.available<100Mi")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())

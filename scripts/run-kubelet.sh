@@ -36,6 +36,11 @@ containerRuntimeEndpoint: unix://$dir/containerd.sock
 cgroupRoot: /$cgroup_root
 podLogsDir: $dir/pod-logs
 port: ${KUBELET_PORT:-10250}
+# The test bed's images cannot be pulled again (no registry is reachable):
+# on a nearly full disk, disk-pressure eviction and image GC would delete
+# them, as upstream's kubelet would. Watch memory only; no image GC.
+evictionHard: {memory.available: 100Mi}
+imageGCHighThresholdPercent: 100
 CONFIG
 
 echo "== kubelet explain frontend.yaml (the prediction, before anything runs)"
