@@ -170,6 +170,27 @@ impl kubelet_eviction::manager::ImageGc for UnusedImages {
     }
 }
 
+/// The node's registry credentials (upstream `ReadDockerConfigFile`): the
+/// docker `config.json` in the root directory and in `~/.docker`. A file that
+/// does not parse is logged and skipped.
+fn node_keyring(root_dir: &std::path::Path) -> kubelet_kuberuntime::credentials::DockerKeyring {
+    let mut keyring = kubelet_kuberuntime::credentials::DockerKeyring::new();
+    let mut paths = vec![root_dir.join("config.json")];
+    if let Some(home) = std::env::var_os("HOME") {
+        paths.push(PathBuf::from(home).join(".docker/config.json"));
+    }
+    for path in paths {
+        let Ok(data) = std::fs::read(&path) else {
+            continue;
+        };
+        match keyring.add_config(&path.display().to_string(), &data) {
+            Ok(()) => tracing::info!(path = %path.display(), "registry credentials loaded"),
+            Err(e) => tracing::warn!(error = %e, "registry credentials skipped"),
+        }
+    }
+    keyring
+}
+
 /// Runs a standalone kubelet until `shutdown` completes. Pods keep running
 /// afterwards, as upstream's kubelet leaves them on SIGTERM.
 pub async fn run(
@@ -253,7 +274,8 @@ pub async fn run(
                 container_manager: Some(cm.clone()),
             },
         )
-        .with_probe_results(Arc::new(ProberResults(prober.clone()))),
+        .with_probe_results(Arc::new(ProberResults(prober.clone())))
+        .with_keyring(node_keyring(&opts.root_dir)),
     );
 
     // The evented PLEG: container events from the CRI (milliseconds), a

@@ -23,6 +23,8 @@
 //! - [`lifecycle`]: `postStart` / `preStop` hooks (exec, HTTP, sleep) and
 //!   termination messages.
 //! - [`hosts`]: the managed `/etc/hosts` of a pod's containers.
+//! - [`credentials`]: registry credentials for pulls (the node's docker
+//!   config, the pod's `imagePullSecrets`), matched as upstream's keyring.
 //! - [`image_gc`]: image garbage collection between the high and low
 //!   thresholds of the image filesystem, and the eviction manager's
 //!   `DeleteUnusedImages`.
@@ -61,6 +63,7 @@ use k8s_openapi::api::core::v1::Pod;
 
 pub mod actions;
 pub mod config;
+pub mod credentials;
 pub mod gc;
 pub mod hash;
 pub mod hosts;

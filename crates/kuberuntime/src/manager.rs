@@ -48,6 +48,8 @@ pub struct RuntimeManager {
     pull_limiter: Option<Arc<TokenBucket>>,
     hooks: HandlerRunner,
     probes: Option<Arc<dyn ProbeResults>>,
+    keyring: Arc<crate::credentials::DockerKeyring>,
+    pull_secrets: Option<Arc<dyn crate::credentials::PullSecrets>>,
 }
 
 /// How images are pulled (upstream `serializeImagePulls`,
@@ -111,6 +113,8 @@ impl RuntimeManager {
             pull_slots: Arc::new(tokio::sync::Semaphore::new(1)),
             pull_limiter: Some(Arc::new(TokenBucket::registry_pulls())),
             probes: None,
+            keyring: Arc::new(crate::credentials::DockerKeyring::new()),
+            pull_secrets: None,
         }
     }
 
@@ -251,12 +255,30 @@ impl RuntimeManager {
         }
         // Serial or bounded-parallel pulls; the permit lives until the pull ends.
         let _slot = self.pull_slots.acquire().await.ok();
-        tracing::info!(pod = %pod_name(pod), %image, policy, "pulling image");
-        match self
+        // Upstream pullImage: the credentials matching the image, the pod's
+        // pull secrets before the node's; each tried in turn; anonymous only
+        // when none matches.
+        let creds = self.pull_credentials(pod, &image);
+        tracing::info!(pod = %pod_name(pod), %image, policy, credentials = creds.len(), "pulling image");
+        let mut attempts = creds.into_iter().map(Some);
+        let mut result = self
             .runtime
-            .pull_image(spec, None, Some(sandbox.clone()))
-            .await
-        {
+            .pull_image(
+                spec.clone(),
+                attempts.next().flatten(),
+                Some(sandbox.clone()),
+            )
+            .await;
+        for auth in attempts {
+            if result.is_ok() {
+                break;
+            }
+            result = self
+                .runtime
+                .pull_image(spec.clone(), auth, Some(sandbox.clone()))
+                .await;
+        }
+        match result {
             Ok(image_ref) => {
                 self.image_pull.gc();
                 Ok(image_ref)
@@ -270,6 +292,46 @@ impl RuntimeManager {
                 })
             }
         }
+    }
+
+    /// The credentials for `image`: the pod's `imagePullSecrets` (when a
+    /// [`PullSecrets`](crate::credentials::PullSecrets) source is set), then
+    /// the node's keyring. A secret that does not parse is logged and skipped.
+    fn pull_credentials(&self, pod: &Pod, image: &str) -> Vec<api::AuthConfig> {
+        let mut keyring = crate::credentials::DockerKeyring::new();
+        let names: Vec<String> = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.image_pull_secrets.as_ref())
+            .into_iter()
+            .flatten()
+            .map(|r| r.name.clone())
+            .filter(|n| !n.is_empty())
+            .collect();
+        if let (Some(secrets), false) = (&self.pull_secrets, names.is_empty()) {
+            let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+            for (origin, data) in secrets.docker_configs(ns, &names) {
+                if let Err(e) = keyring.add_config(&origin, &data) {
+                    tracing::warn!(pod = %pod_name(pod), error = %e, "unusable image pull secret");
+                }
+            }
+        }
+        let mut creds = keyring.lookup(image);
+        creds.extend(self.keyring.lookup(image));
+        creds
+    }
+
+    /// Pulls with the node's credentials (upstream: the docker config in
+    /// `--root-dir` or `~/.docker`).
+    pub fn with_keyring(mut self, keyring: crate::credentials::DockerKeyring) -> Self {
+        self.keyring = Arc::new(keyring);
+        self
+    }
+
+    /// Reads pods' `imagePullSecrets` from `secrets`.
+    pub fn with_pull_secrets(mut self, secrets: Arc<dyn crate::credentials::PullSecrets>) -> Self {
+        self.pull_secrets = Some(secrets);
+        self
     }
 
     /// Creates and starts one container, then runs its `postStart` hook

@@ -430,3 +430,99 @@ async fn pulls_over_the_registry_rate_are_refused_and_back_off() {
     );
     assert_eq!(fake.pulls().len(), 1);
 }
+
+struct Secrets;
+
+impl kubelet_kuberuntime::credentials::PullSecrets for Secrets {
+    fn docker_configs(&self, namespace: &str, names: &[String]) -> Vec<(String, Vec<u8>)> {
+        names
+            .iter()
+            .filter(|n| namespace == "default" && n.as_str() == "team-creds")
+            .map(|n| {
+                (
+                    format!("secret {namespace}/{n}"),
+                    br#"{"auths": {"registry.example.com/team": {"username": "team", "password": "s3cret"}}}"#.to_vec(),
+                )
+            })
+            .collect()
+    }
+}
+
+/// Upstream pullImage: the pod's pull secrets first, then the node's
+/// keyring, each tried in turn until one pull succeeds; an image no
+/// credential matches is pulled anonymously.
+#[tokio::test]
+async fn pulls_try_the_pod_secrets_then_the_node_keyring() {
+    let (fake, m, _logs) = setup();
+    let mut keyring = kubelet_kuberuntime::credentials::DockerKeyring::new();
+    keyring
+        .add_config(
+            "node config.json",
+            br#"{"auths": {"registry.example.com": {"username": "node", "password": "n"}}}"#,
+        )
+        .expect("config");
+    let m = m.with_keyring(keyring).with_pull_secrets(Arc::new(Secrets));
+    let p = pod(r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: private, namespace: default, uid: uid-private}
+spec:
+  imagePullSecrets: [{name: team-creds}, {name: missing}]
+  containers:
+  - {name: app, image: "registry.example.com/team/app:1", imagePullPolicy: IfNotPresent}
+  - {name: public, image: "docker.example.org/app:1", imagePullPolicy: IfNotPresent}
+"#);
+    // The pod's secret is refused by the registry; the node's works.
+    fake.inject_error(
+        "PullImage",
+        kubelet_cri_client::Error::Unavailable {
+            call: kubelet_cri_client::Call::with_id("PullImage", "registry.example.com/team/app:1"),
+            message: "401 Unauthorized".into(),
+        },
+    );
+    let r = m
+        .sync_pod(&p, &status_of(&m, &p).await, &Default::default())
+        .await;
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    let pulls: Vec<(String, Option<String>)> = fake
+        .pulls()
+        .into_iter()
+        .map(|(image, auth)| {
+            (
+                image,
+                auth.map(|a| format!("{}:{}", a.username, a.password)),
+            )
+        })
+        .collect();
+    // The refused attempt (the pod's secret) is not recorded by the fake;
+    // three PullImage calls were made.
+    assert_eq!(
+        pulls,
+        [
+            (
+                "registry.example.com/team/app:1".to_owned(),
+                Some("node:n".to_owned())
+            ),
+            ("docker.example.org/app:1".to_owned(), None),
+        ]
+    );
+    let calls = fake.calls().iter().filter(|c| **c == "PullImage").count();
+    assert_eq!(calls, 3);
+    // Without a refusal, the pod's secret is the one used.
+    let p2 = pod(r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: private2, namespace: default, uid: uid-private2}
+spec:
+  imagePullSecrets: [{name: team-creds}]
+  containers:
+  - {name: app, image: "registry.example.com/team/other:1", imagePullPolicy: IfNotPresent}
+"#);
+    let r = m
+        .sync_pod(&p2, &status_of(&m, &p2).await, &Default::default())
+        .await;
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    let last = fake.pulls().pop().expect("a pull");
+    assert_eq!(last.0, "registry.example.com/team/other:1");
+    assert_eq!(last.1.map(|a| a.username).as_deref(), Some("team"));
+}
