@@ -35,7 +35,7 @@ use kubelet_rs::podconfig::{ManifestOrigin, decode_static_pod};
 use kubelet_testbed::Testbed;
 
 const IMAGE: &str = "localhost/busybox:latest";
-const REPEATS: usize = 3;
+const REPEATS: usize = 5;
 
 fn median<T: Ord + Copy>(mut v: Vec<T>) -> T {
     v.sort();
