@@ -93,6 +93,7 @@ pub fn prepare_pod_volumes(
         std::fs::create_dir_all(&p).map_err(io(&p))?;
     }
     let mut out = PodVolumes::default();
+    let mut mounts = Mounts::default();
     let spec = pod.spec.as_ref();
     for v in spec.and_then(|s| s.volumes.as_deref()).unwrap_or_default() {
         if !is_plain_name(&v.name) {
@@ -103,7 +104,7 @@ pub fn prepare_pod_volumes(
             std::fs::create_dir_all(&p).map_err(io(&p))?;
             if empty.medium.as_deref() == Some("Memory") {
                 let size = memory_volume_size(pod, empty.size_limit.as_ref(), ctx);
-                mount_tmpfs(&p, size)?;
+                mount_tmpfs(&p, size, &mut mounts)?;
             } else if let Some(medium) = empty.medium.as_deref().filter(|m| !m.is_empty()) {
                 return Err(invalid(
                     &name,
@@ -148,7 +149,7 @@ pub fn prepare_pod_volumes(
                 .join(&m.name)
                 .join(&c.name)
                 .join(index.to_string());
-            prepare_subpath(&name, volume, sub, &target)?;
+            prepare_subpath(&name, volume, sub, &target, &mut mounts)?;
             out.subpaths.insert((c.name.clone(), index), target);
         }
     }
@@ -244,8 +245,22 @@ fn memory_volume_size(
     size
 }
 
-fn mount_tmpfs(path: &Path, size: Option<i64>) -> Result<(), Error> {
-    if mount_points()?.iter().any(|m| m == path) {
+/// The mount points, read from mountinfo at most once per preparation
+/// (it runs on every sync of every pod).
+#[derive(Debug, Default)]
+struct Mounts(Option<std::collections::HashSet<PathBuf>>);
+
+impl Mounts {
+    fn contains(&mut self, path: &Path) -> Result<bool, Error> {
+        if self.0.is_none() {
+            self.0 = Some(mount_points()?.into_iter().collect());
+        }
+        Ok(self.0.as_ref().is_some_and(|m| m.contains(path)))
+    }
+}
+
+fn mount_tmpfs(path: &Path, size: Option<i64>, mounts: &mut Mounts) -> Result<(), Error> {
+    if mounts.contains(path)? {
         return Ok(()); // mounted by an earlier sync or kubelet: keep its data
     }
     let data = match size {
@@ -500,14 +515,20 @@ fn safe_mkdir_all(root: &OwnedFd, sub: &str) -> Result<(), Errno> {
     Ok(())
 }
 
-fn prepare_subpath(pod: &str, volume: &Path, sub: &str, target: &Path) -> Result<(), Error> {
+fn prepare_subpath(
+    pod: &str,
+    volume: &Path,
+    sub: &str,
+    target: &Path,
+    mounts: &mut Mounts,
+) -> Result<(), Error> {
     if sub.starts_with('/') || sub.split('/').any(|c| c == "..") {
         return Err(invalid(
             pod,
             format!("subPath {sub:?} must be relative and stay in the volume"),
         ));
     }
-    if mount_points()?.iter().any(|m| m == target) {
+    if mounts.contains(target)? {
         return Ok(()); // bound by an earlier sync
     }
     let root = rustix::fs::open(
@@ -768,7 +789,8 @@ mod tests {
         std::os::unix::fs::symlink("inside", volume.join("ok-link")).expect("ok link");
         for sub in ["escape", "rel-escape", "escape/key", "ok-link/../../secret"] {
             let target = root.path().join("t").join(sub.replace('/', "_"));
-            let err = prepare_subpath("p", &volume, sub, &target).expect_err(sub);
+            let err =
+                prepare_subpath("p", &volume, sub, &target, &mut Mounts::default()).expect_err(sub);
             assert!(
                 err.to_string().contains("outside its volume")
                     || err.to_string().contains("stay in the volume"),
@@ -778,10 +800,11 @@ mod tests {
         }
         // A symlink inside the volume and a missing directory are fine.
         let target = root.path().join("pods/x/volume-subpaths/vol/c/0");
-        prepare_subpath("p", &volume, "ok-link", &target).expect("inside link");
+        prepare_subpath("p", &volume, "ok-link", &target, &mut Mounts::default())
+            .expect("inside link");
         assert!(mount_points().expect("mounts").contains(&target));
         let made = root.path().join("pods/x/volume-subpaths/vol/c/1");
-        prepare_subpath("p", &volume, "new/dir", &made).expect("made");
+        prepare_subpath("p", &volume, "new/dir", &made, &mut Mounts::default()).expect("made");
         assert!(volume.join("new/dir").is_dir());
         std::fs::write(volume.join("new/dir/f"), "hi").expect("write through volume");
         assert_eq!(std::fs::read_to_string(made.join("f")).expect("bind"), "hi");
