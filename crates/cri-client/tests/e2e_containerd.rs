@@ -377,3 +377,76 @@ async fn unknown_ids_give_not_found() {
         .expect("ImageStatus");
     assert!(busybox.is_some_and(|i| i.id.starts_with("sha256:")));
 }
+
+/// containerd's own share of the exit-to-event latency the evented PLEG
+/// sees: for containers that exit by themselves, the time from the exit
+/// (`finished_at`) to the CONTAINER_STOPPED event's own timestamp
+/// (`created_at`, set by containerd) and to its arrival here. Reported, not
+/// asserted: it is the runtime's figure, the floor under the PLEG's.
+#[tokio::test]
+async fn containerd_stamps_and_delivers_stop_events_after_the_exit() {
+    let Some(bed) = Testbed::start() else { return };
+    if !bed.has_container_events() {
+        return;
+    }
+    let rt = connect(&bed).await;
+    let mut events = rt.get_container_events().await.expect("GetContainerEvents");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let pod = run_pod(&rt, &bed, "exits").await;
+    const EXITS: usize = 30;
+    // (event created_at, arrival) by container ID.
+    let mut stopped: HashMap<String, (i64, i64)> = HashMap::new();
+    let now_ns = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+            .unwrap_or(0)
+    };
+    let mut ids = Vec::new();
+    for i in 0..EXITS {
+        let id = start(
+            &rt,
+            &pod,
+            container_config(
+                &format!("exit-{i}"),
+                &["sh", "-c", "sleep 0.2; exit 3"],
+                None,
+            ),
+        )
+        .await;
+        ids.push(id.clone());
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        while !stopped.contains_key(&id) {
+            let next = tokio::time::timeout_at(deadline, events.next())
+                .await
+                .unwrap_or_else(|_| panic!("no stop event for {id}"))
+                .expect("stream open")
+                .expect("event");
+            if next.container_event_type() == ContainerEventType::ContainerStoppedEvent {
+                stopped.insert(next.container_id.clone(), (next.created_at, now_ns()));
+            }
+        }
+    }
+    let mut stamped = Vec::new();
+    let mut arrived = Vec::new();
+    for id in &ids {
+        let status = wait_exited(&rt, id, Duration::from_secs(10)).await;
+        assert_eq!(status.exit_code, 3);
+        let (created, arrival) = stopped[id];
+        stamped.push((created - status.finished_at) as f64 / 1e6);
+        arrived.push((arrival - status.finished_at) as f64 / 1e6);
+    }
+    let pct = |v: &mut Vec<f64>, p: f64| {
+        v.sort_by(f64::total_cmp);
+        v[((v.len() as f64 * p) as usize).min(v.len() - 1)]
+    };
+    eprintln!(
+        "containerd {}: exit -> stop event stamped p50 {:.1} ms p99 {:.1} ms; exit -> event received p50 {:.1} ms p99 {:.1} ms ({EXITS} exits)",
+        bed.containerd_version(),
+        pct(&mut stamped, 0.5),
+        pct(&mut stamped, 0.99),
+        pct(&mut arrived, 0.5),
+        pct(&mut arrived, 0.99),
+    );
+    teardown(&rt, &pod).await;
+}
