@@ -294,19 +294,6 @@ pub async fn run(
         pod: "*".into(),
         reason: "the PLEG's event channel was already taken".into(),
     })?;
-    pleg.start().map_err(|e| Error::InvalidPod {
-        pod: "*".into(),
-        reason: format!("cannot start the PLEG: {e}"),
-    })?;
-
-    let mut builder = PodConfig::builder(opts.node_name.clone());
-    if let Some(path) = &config.static_pod_path {
-        builder = builder.file(path.clone());
-    }
-    let (pod_config, updates) = builder.start();
-    if let Some(hook) = &opts.pod_config_hook {
-        (hook.0)(&pod_config);
-    }
 
     // The eviction manager: hard thresholds of the configuration, the node's
     // cgroups and filesystems, the kernel's memory threshold notifications on
@@ -500,6 +487,21 @@ pub async fn run(
             }
         })
     };
+
+    // Everything that can fail at start has been checked: start the PLEG
+    // and the pod sources.
+    pleg.start().map_err(|e| Error::InvalidPod {
+        pod: "*".into(),
+        reason: format!("cannot start the PLEG: {e}"),
+    })?;
+    let mut builder = PodConfig::builder(opts.node_name.clone());
+    if let Some(path) = &config.static_pod_path {
+        builder = builder.file(path.clone());
+    }
+    let (pod_config, updates) = builder.start();
+    if let Some(hook) = &opts.pod_config_hook {
+        (hook.0)(&pod_config);
+    }
 
     // PLEG events wake the pod's worker; ContainerRemoved needs no sync (upstream).
     let (events_tx, events_rx) = tokio::sync::mpsc::channel(1000);
