@@ -88,6 +88,18 @@ impl Node {
         config
     }
 
+    /// The UID the file source gives the pod of `<name>.yaml` (decoded as
+    /// the file source decodes it).
+    fn manifest_uid(&self, name: &str) -> Option<String> {
+        let path = self.manifests.join(format!("{name}.yaml"));
+        let data = std::fs::read(&path).ok()?;
+        let origin = kubelet_podconfig::ManifestOrigin::file(&path);
+        kubelet_podconfig::decode_static_pod(&data, &origin, NODE)
+            .ok()?
+            .metadata
+            .uid
+    }
+
     /// Sets the pods of the `api` source.
     async fn set_api_pods(&self, pods: Vec<k8s_openapi::api::core::v1::Pod>) {
         let api = self.api.as_ref().expect("started with an api source");
@@ -911,14 +923,7 @@ async fn volumes_tmpfs_downward_api_hosts_and_safe_subpaths() {
 
     // The escaping pod never gets a container, and nothing of `outside`
     // was exposed.
-    let escape_uid = kubelet_agent::explain::explain_manifest(
-        &node.config(),
-        &node.manifests.join("escape.yaml"),
-        NODE,
-        &kubelet_agent::explain::Host::current().expect("host"),
-    )
-    .expect("explain")
-    .uid;
+    let escape_uid = node.manifest_uid("escape").expect("escape's UID");
     let reason = wait_for(
         "escape's waiting reason",
         Duration::from_secs(10),
@@ -959,15 +964,7 @@ async fn volumes_tmpfs_downward_api_hosts_and_safe_subpaths() {
 }
 
 fn api_status(node: &Node, name: &str) -> Option<k8s_openapi::api::core::v1::PodStatus> {
-    let uid = kubelet_agent::explain::explain_manifest(
-        &node.config(),
-        &node.manifests.join(format!("{name}.yaml")),
-        NODE,
-        &kubelet_agent::explain::Host::current().expect("host"),
-    )
-    .ok()?
-    .uid;
-    node.statuses.get(&uid)
+    node.statuses.get(&node.manifest_uid(name)?)
 }
 
 fn condition(s: &k8s_openapi::api::core::v1::PodStatus, kind: &str) -> Option<String> {
