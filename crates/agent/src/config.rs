@@ -262,6 +262,24 @@ impl KubeletConfiguration {
         Ok(())
     }
 
+    /// The eviction thresholds of `evictionHard`, parsed once for both the
+    /// eviction manager and node allocatable (upstream
+    /// `eviction.ParseThresholdConfig` with `enforceNodeAllocatable: [pods]`,
+    /// which adds `allocatableMemory.available`).
+    pub fn eviction_thresholds(
+        &self,
+    ) -> Result<Vec<kubelet_container::threshold::Threshold>, ConfigError> {
+        kubelet_container::threshold::ThresholdConfig {
+            hard: self.eviction_hard.clone(),
+            enforce_node_allocatable: vec![
+                kubelet_container::threshold::NODE_ALLOCATABLE_ENFORCEMENT_KEY.into(),
+            ],
+            ..Default::default()
+        }
+        .parse()
+        .map_err(|e| invalid("evictionHard", e.to_string()))
+    }
+
     /// Upstream's validation: the first invalid field and why.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.api_version != API_VERSION {
@@ -321,29 +339,7 @@ impl KubeletConfiguration {
                 parsed.map_err(|e| invalid(field, format!("{k}={v}: {e}")))?;
             }
         }
-        const SIGNALS: [&str; 6] = [
-            "memory.available",
-            "nodefs.available",
-            "nodefs.inodesFree",
-            "imagefs.available",
-            "imagefs.inodesFree",
-            "pid.available",
-        ];
-        for (k, v) in &self.eviction_hard {
-            if !SIGNALS.contains(&k.as_str()) {
-                return Err(invalid("evictionHard", format!("unknown signal {k:?}")));
-            }
-            let ok = match v.strip_suffix('%') {
-                Some(p) => p.parse::<f64>().is_ok_and(|p| (0.0..=100.0).contains(&p)),
-                None => kubelet_cm::quantity::value(v).is_ok(),
-            };
-            if !ok {
-                return Err(invalid(
-                    "evictionHard",
-                    format!("{k}<{v}: not a quantity or percentage"),
-                ));
-            }
-        }
+        self.eviction_thresholds()?;
         if self.cpu_manager_policy == "static"
             && self.reserved_system_cpus.is_empty()
             && !self.kube_reserved.contains_key("cpu")
@@ -381,13 +377,7 @@ impl KubeletConfiguration {
         };
         let kube_reserved = list("kubeReserved", &self.kube_reserved)?;
         let system_reserved = list("systemReserved", &self.system_reserved)?;
-        let mut thresholds = Vec::new();
-        for (k, v) in &self.eviction_hard {
-            thresholds.push(
-                kubelet_cm::EvictionThreshold::parse(&format!("{k}<{v}"))
-                    .map_err(|e| invalid("evictionHard", e.to_string()))?,
-            );
-        }
+        let thresholds = self.eviction_thresholds()?;
         let cpu_policy = match self.cpu_manager_policy.as_str() {
             "static" if !self.reserved_system_cpus.is_empty() => CpuPolicy::Static {
                 reserved: ReservedCpus::List(
@@ -520,7 +510,17 @@ mod tests {
                 reserved: kubelet_cm::ReservedCpus::Count(2)
             }
         );
-        assert_eq!(cm.node_allocatable.hard_eviction_thresholds.len(), 4);
+        // The four of evictionHard, plus allocatableMemory.available that
+        // enforceNodeAllocatable=pods derives from memory.available: the
+        // same parsed list the eviction manager gets.
+        let signals: Vec<String> = cm
+            .node_allocatable
+            .hard_eviction_thresholds
+            .iter()
+            .map(|t| t.signal.to_string())
+            .collect();
+        assert_eq!(signals.len(), 5, "{signals:?}");
+        assert!(signals.contains(&"allocatableMemory.available".to_owned()));
         c.memory_manager_policy = "Static".into();
         let err = c
             .container_manager_config(Path::new("/tmp"))

@@ -103,6 +103,12 @@ impl From<kubelet_kuberuntime::Error> for Error {
     }
 }
 
+impl From<kubelet_container::Error> for Error {
+    fn from(e: kubelet_container::Error) -> Self {
+        Error::Runtime(Box::new(e.into()))
+    }
+}
+
 impl From<kubelet_podworkers::Error> for Error {
     fn from(e: kubelet_podworkers::Error) -> Self {
         Error::Workers(Box::new(e))

@@ -301,18 +301,12 @@ pub async fn run(
     let pods_cgroup = format!("{}/kubepods", config.cgroup_root.trim_matches('/'))
         .trim_start_matches('/')
         .to_owned();
-    let thresholds = kubelet_eviction::ThresholdConfig {
-        hard: config.eviction_hard.clone(),
-        enforce_node_allocatable: vec![
-            kubelet_eviction::threshold::NODE_ALLOCATABLE_ENFORCEMENT_KEY.into(),
-        ],
-        ..Default::default()
-    }
-    .parse()
-    .map_err(|e| Error::InvalidPod {
-        pod: "*".into(),
-        reason: format!("evictionHard: {e}"),
-    })?;
+    let thresholds = config
+        .eviction_thresholds()
+        .map_err(|e| Error::InvalidPod {
+            pod: "*".into(),
+            reason: e.to_string(),
+        })?;
     let stats = CgroupSummaryProvider {
         pods_cgroup: pods_cgroup.clone(),
         node_fs: opts.root_dir.clone(),
@@ -331,7 +325,7 @@ pub async fn run(
             kubelet_kuberuntime::image_gc::ImageGcPolicy {
                 high_threshold_percent: config.image_gc_high_threshold_percent,
                 low_threshold_percent: config.image_gc_low_threshold_percent,
-                min_age: kubelet_eviction::threshold::parse_go_duration(
+                min_age: kubelet_container::duration::parse_go_duration(
                     &config.image_minimum_gc_age,
                 )
                 .map_err(|e| bad("imageMinimumGCAge", e.to_string()))?,

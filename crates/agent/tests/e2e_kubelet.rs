@@ -12,7 +12,7 @@ use kubelet_agent::config::KubeletConfiguration;
 use kubelet_agent::standalone::{self, StandaloneOptions};
 use kubelet_cri_client::{RemoteRuntime, RuntimeService};
 use kubelet_kuberuntime::config::ConfigOptions;
-use kubelet_kuberuntime::{ContainerState, PodStatus, RunningPod, Runtime, RuntimeManager};
+use kubelet_kuberuntime::{ContainerState, PodStatus, RunningPod, RuntimeManager, RuntimeReader};
 use kubelet_testbed::Testbed;
 
 const NODE: &str = "e2e";

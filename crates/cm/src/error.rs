@@ -101,3 +101,14 @@ impl Error {
         }
     }
 }
+
+impl From<kubelet_container::Error> for Error {
+    fn from(e: kubelet_container::Error) -> Self {
+        match e {
+            kubelet_container::Error::InvalidQuantity { value, reason } => {
+                Error::InvalidQuantity { value, reason }
+            }
+            other => Error::InvalidConfig(other.to_string()),
+        }
+    }
+}

@@ -51,9 +51,7 @@ pub mod machine;
 pub mod manager;
 pub mod memorymanager;
 pub mod node;
-mod podres;
-pub mod qos;
-pub mod quantity;
+use kubelet_container::podres;
 pub mod resources;
 pub mod topologymanager;
 
@@ -65,14 +63,17 @@ pub use cgroup_name::{CgroupDriverKind, CgroupName};
 pub use cpumanager::{CpuManager, CpuPolicy, ReservedCpus};
 pub use cpuset::CpuSet;
 pub use error::{Error, Result};
+pub use kubelet_container::qos::{
+    self as qos, QosClass, compute_pod_qos, container_oom_score_adj, pod_qos_class,
+};
+pub use kubelet_container::quantity;
 pub use machine::{CpuInfo, CpuTopology, MachineInfo, NumaNode, ResourceList};
 pub use manager::{
     ContainerExplanation, ContainerManager, ContainerManagerConfig, NodeContainerManager,
     PodExplanation, qos_cgroup_configs,
 };
 pub use memorymanager::{MemoryManager, MemoryPolicy};
-pub use node::{EvictionThreshold, NodeAllocatableConfig};
-pub use qos::{QosClass, compute_pod_qos, container_oom_score_adj, pod_qos_class};
+pub use node::NodeAllocatableConfig;
 pub use resources::{
     ContainerResourceOptions, ResourceConfig, container_linux_resources,
     container_linux_resources_with_hugepage_sizes, milli_cpu_to_quota, milli_cpu_to_shares,

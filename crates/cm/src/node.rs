@@ -10,6 +10,8 @@
 
 use std::collections::BTreeSet;
 
+use kubelet_container::threshold::{Signal, Threshold, ThresholdConfig};
+
 use crate::error::{Error, Result};
 use crate::machine::{RESOURCE_PID, ResourceList};
 use crate::resources::{ResourceConfig, hugepage_size_of_resource, milli_cpu_to_shares};
@@ -21,65 +23,6 @@ pub const ENFORCE_SYSTEM_RESERVED: &str = "system-reserved";
 /// The key that limits the kube-reserved cgroup.
 pub const ENFORCE_KUBE_RESERVED: &str = "kube-reserved";
 
-/// An eviction threshold's value.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum ThresholdValue {
-    /// An absolute amount (bytes for memory and storage).
-    Quantity(i64),
-    /// A fraction of capacity, `0.0..=1.0`.
-    Percentage(f64),
-}
-
-/// A hard eviction threshold such as `memory.available<100Mi`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct EvictionThreshold {
-    /// The signal (`memory.available`, `nodefs.available`, ...).
-    pub signal: String,
-    /// The amount below which the kubelet evicts.
-    pub value: ThresholdValue,
-}
-
-impl EvictionThreshold {
-    /// Parses `signal<value` (`memory.available<100Mi`, `nodefs.available<10%`).
-    pub fn parse(s: &str) -> Result<Self> {
-        let (signal, value) = s.split_once('<').ok_or_else(|| {
-            Error::InvalidConfig(format!("eviction threshold {s:?}: expected signal<value"))
-        })?;
-        let value = match value.trim().strip_suffix('%') {
-            Some(p) => {
-                let pct: f64 = p.trim().parse().map_err(|_| {
-                    Error::InvalidConfig(format!("eviction threshold {s:?}: bad percentage"))
-                })?;
-                if !(0.0..=100.0).contains(&pct) {
-                    return Err(Error::InvalidConfig(format!(
-                        "eviction threshold {s:?}: percentage out of range"
-                    )));
-                }
-                ThresholdValue::Percentage(pct / 100.0)
-            }
-            None => ThresholdValue::Quantity(crate::quantity::value(value)?),
-        };
-        Ok(EvictionThreshold {
-            signal: signal.trim().to_owned(),
-            value,
-        })
-    }
-
-    /// Upstream's default hard thresholds on Linux: `memory.available<100Mi`,
-    /// `nodefs.available<10%`, `nodefs.inodesFree<5%`, `imagefs.available<15%`.
-    pub fn defaults() -> Vec<Self> {
-        [
-            "memory.available<100Mi",
-            "nodefs.available<10%",
-            "nodefs.inodesFree<5%",
-            "imagefs.available<15%",
-        ]
-        .iter()
-        .filter_map(|s| Self::parse(s).ok())
-        .collect()
-    }
-}
-
 /// Kubelet settings that shape node allocatable.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NodeAllocatableConfig {
@@ -89,7 +32,7 @@ pub struct NodeAllocatableConfig {
     pub system_reserved: ResourceList,
     /// Hard eviction thresholds (only `memory.available` and
     /// `nodefs.available` reserve anything).
-    pub hard_eviction_thresholds: Vec<EvictionThreshold>,
+    pub hard_eviction_thresholds: Vec<Threshold>,
     /// `enforceNodeAllocatable` (default `{"pods"}`).
     pub enforce_node_allocatable: BTreeSet<String>,
 }
@@ -99,33 +42,44 @@ impl Default for NodeAllocatableConfig {
         NodeAllocatableConfig {
             kube_reserved: ResourceList::new(),
             system_reserved: ResourceList::new(),
-            hard_eviction_thresholds: EvictionThreshold::defaults(),
+            hard_eviction_thresholds: default_hard_thresholds(),
             enforce_node_allocatable: [ENFORCE_PODS.to_owned()].into(),
         }
     }
 }
 
+/// Upstream's default hard thresholds on Linux
+/// ([`kubelet_container::threshold::default_eviction_hard`]).
+pub fn default_hard_thresholds() -> Vec<Threshold> {
+    ThresholdConfig {
+        hard: kubelet_container::threshold::default_eviction_hard(),
+        ..ThresholdConfig::default()
+    }
+    .parse()
+    .unwrap_or_default()
+}
+
 /// What hard eviction thresholds hold back (upstream `hardEvictionReservation`):
 /// `memory.available` → `memory`, `nodefs.available` → `ephemeral-storage`,
-/// a percentage taken of capacity.
+/// a percentage taken of capacity. Soft thresholds reserve nothing.
 pub fn hard_eviction_reservation(
-    thresholds: &[EvictionThreshold],
+    thresholds: &[Threshold],
     capacity: &ResourceList,
 ) -> ResourceList {
     let mut out = ResourceList::new();
-    for t in thresholds {
-        let resource = match t.signal.as_str() {
-            "memory.available" => "memory",
-            "nodefs.available" => "ephemeral-storage",
+    for t in thresholds.iter().filter(|t| t.is_hard()) {
+        let resource = match t.signal {
+            Signal::MemoryAvailable => "memory",
+            Signal::NodeFsAvailable => "ephemeral-storage",
             _ => continue,
         };
         let amount = match t.value {
-            ThresholdValue::Quantity(q) => q,
-            ThresholdValue::Percentage(p) => {
+            kubelet_container::threshold::ThresholdValue::Quantity(q) => q,
+            percentage => {
                 let Some(cap) = capacity.get(resource) else {
                     continue;
                 };
-                (*cap as f64 * p) as i64
+                percentage.quantity(*cap)
             }
         };
         *out.entry(resource.to_owned()).or_insert(0) += amount;
@@ -233,6 +187,14 @@ pub fn cgroup_config_for(list: &ResourceList, host_hugepage_sizes: &[String]) ->
 mod tests {
     use super::*;
 
+    /// A hard threshold from `signal<value`.
+    fn threshold(s: &str) -> Threshold {
+        let (signal, value) = s.split_once('<').expect("signal<value");
+        kubelet_container::threshold::parse_threshold_statement(signal, value)
+            .expect("parses")
+            .expect("a threshold")
+    }
+
     fn list(pairs: &[(&str, i64)]) -> ResourceList {
         pairs.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
     }
@@ -243,13 +205,13 @@ mod tests {
     #[test]
     fn allocatable_as_upstream() {
         // node_container_manager_linux_test.go TestNodeAllocatableReservationForScheduling.
-        let mem_threshold = vec![EvictionThreshold::parse("memory.available<100Mi").unwrap()];
+        let mem_threshold = vec![threshold("memory.available<100Mi")];
         #[allow(clippy::type_complexity)]
         let cases: Vec<(
             &str,
             ResourceList,
             ResourceList,
-            Vec<EvictionThreshold>,
+            Vec<Threshold>,
             ResourceList,
             ResourceList,
         )> = vec![
@@ -273,9 +235,12 @@ mod tests {
                 "eviction percentage",
                 list(&[]),
                 list(&[]),
-                vec![EvictionThreshold::parse("memory.available<5%").unwrap()],
+                vec![threshold("memory.available<5%")],
                 list(&[("cpu", 10_000), ("memory", 10 * GI)]),
-                list(&[("cpu", 10_000), ("memory", 10 * GI - GI / 2)]),
+                // Upstream's percentages are float32
+                // (`evictionapi.ThresholdValue.Percentage`): 5 % of 10 GiB
+                // is 536870920 bytes, 8 more than half a GiB.
+                list(&[("cpu", 10_000), ("memory", 10 * GI - 536_870_920)]),
             ),
             (
                 "reservation above capacity floors at zero",
@@ -289,9 +254,10 @@ mod tests {
                 "nodefs reservation",
                 list(&[]),
                 list(&[]),
-                vec![EvictionThreshold::parse("nodefs.available<10%").unwrap()],
+                vec![threshold("nodefs.available<10%")],
                 list(&[("ephemeral-storage", 100 * GI)]),
-                list(&[("ephemeral-storage", 90 * GI)]),
+                // 10 % as float32, as upstream: 160 bytes more than a tenth.
+                list(&[("ephemeral-storage", 90 * GI - 160)]),
             ),
         ];
         for (name, kube, system, thresholds, capacity, want) in cases {
@@ -360,9 +326,6 @@ mod tests {
             .to_string();
         assert!(err.contains("Expected capacity >= reservation"), "{err}");
         assert!(validate_node_allocatable(&cap, &NodeAllocatableConfig::default()).is_ok());
-        assert!(EvictionThreshold::parse("memory.available").is_err());
-        assert!(EvictionThreshold::parse("memory.available<120%").is_err());
-        assert!(EvictionThreshold::parse("memory.available<lots").is_err());
-        assert_eq!(EvictionThreshold::defaults().len(), 4);
+        assert_eq!(default_hard_thresholds().len(), 5);
     }
 }

@@ -47,3 +47,14 @@ pub enum Error {
 
 /// This crate's result.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<kubelet_container::Error> for Error {
+    fn from(e: kubelet_container::Error) -> Self {
+        match e {
+            kubelet_container::Error::InvalidThreshold { input, reason } => {
+                Error::InvalidThreshold { input, reason }
+            }
+            other => Error::InvalidConfig(other.to_string()),
+        }
+    }
+}

@@ -59,28 +59,26 @@
 //! # }
 //! ```
 
-pub mod backoff;
 pub mod cgroup_summary;
 pub mod error;
 pub mod manager;
 pub mod notifier;
 pub mod rank;
-pub mod ratelimit;
 pub mod summary;
-pub mod threshold;
 
 #[cfg(test)]
 mod testutil;
 
-pub use backoff::{
-    Backoff, Clock, FakeClock, RealClock, crash_loop_key, image_pull_key,
-    system_time_from_unix_nanos,
-};
 pub use error::{Error, Result};
+pub use kubelet_container::flowcontrol::{
+    Backoff, Clock, FakeClock, KeyedTokenBucket, RealClock, TokenBucket, backoff, crash_loop_key,
+    image_pull_key, ratelimit, system_time_from_unix_nanos,
+};
+pub use kubelet_container::threshold::{
+    self, NodeCondition, Signal, Threshold, ThresholdConfig, ThresholdValue,
+};
 pub use manager::{AdmitResult, Config, EvictedStatus, Eviction, Manager, PodKiller};
-pub use ratelimit::{KeyedTokenBucket, TokenBucket};
 pub use summary::{FakeSummaryProvider, Summary, SummaryProvider};
-pub use threshold::{NodeCondition, Signal, Threshold, ThresholdConfig, ThresholdValue};
 
 #[cfg(test)]
 mod manager_tests;

@@ -454,11 +454,13 @@ impl Manager {
     /// `The node had condition: [DiskPressure]. `.
     pub fn admit(&self, pod: &Pod) -> AdmitResult {
         let conditions = self.node_conditions();
-        if conditions.is_empty() || kubelet_cm::qos::is_critical_pod(pod) {
+        if conditions.is_empty() || kubelet_container::qos::is_critical_pod(pod) {
             return AdmitResult::yes();
         }
         if conditions == [NodeCondition::MemoryPressure] {
-            if kubelet_cm::pod_qos_class(pod) != kubelet_cm::QosClass::BestEffort {
+            if kubelet_container::qos::pod_qos_class(pod)
+                != kubelet_container::qos::QosClass::BestEffort
+            {
                 return AdmitResult::yes();
             }
             if tolerates_memory_pressure(pod) {
@@ -668,7 +670,7 @@ impl Manager {
     }
 
     async fn evict(&self, ev: &Eviction) -> bool {
-        if kubelet_cm::qos::is_critical_pod(&ev.pod) {
+        if kubelet_container::qos::is_critical_pod(&ev.pod) {
             tracing::error!(pod = %pod_name(&ev.pod), "eviction manager: cannot evict a critical pod");
             return false;
         }
@@ -814,7 +816,7 @@ fn quantity_of(
     name: &str,
 ) -> Option<(i64, String)> {
     let q = list?.get(name)?;
-    let v = kubelet_cm::quantity::value(&q.0).ok()?;
+    let v = kubelet_container::quantity::value(&q.0).ok()?;
     Some((v, q.0.clone()))
 }
 
@@ -827,7 +829,7 @@ fn local_storage_violation(pod: &Pod, st: &PodStats, layout: DiskLayout) -> Opti
         let Some(size) = v.empty_dir.as_ref().and_then(|e| e.size_limit.as_ref()) else {
             continue;
         };
-        let Ok(limit) = kubelet_cm::quantity::value(&size.0) else {
+        let Ok(limit) = kubelet_container::quantity::value(&size.0) else {
             continue;
         };
         let used = st

@@ -856,9 +856,9 @@ mod props {
                 Summary { node: NodeStats { memory: Some(node_mem(10 * MI, 2 * GI)), ..Default::default() }, pods: stats },
             );
             let ev = rt.block_on(b.manager.synchronize(&pods)).map_err(|e| TestCaseError::fail(e.to_string()))?;
-            let any_regular = pods.iter().any(|p| !kubelet_cm::qos::is_critical_pod(p));
+            let any_regular = pods.iter().any(|p| !kubelet_container::qos::is_critical_pod(p));
             match ev {
-                Some(ev) => prop_assert!(!kubelet_cm::qos::is_critical_pod(&ev.pod)),
+                Some(ev) => prop_assert!(!kubelet_container::qos::is_critical_pod(&ev.pod)),
                 None => prop_assert!(!any_regular),
             }
         }

@@ -94,7 +94,7 @@ fn container_request(c: &Container, name: &str) -> i64 {
         .as_ref()
         .and_then(|r| r.requests.as_ref())
         .and_then(|r| r.get(name))
-        .and_then(|q| kubelet_cm::quantity::value(&q.0).ok())
+        .and_then(|q| kubelet_container::quantity::value(&q.0).ok())
         .unwrap_or(0)
 }
 
@@ -112,7 +112,7 @@ pub fn pod_request(pod: &Pod, name: &str) -> i64 {
         .as_ref()
         .and_then(|r| r.requests.as_ref())
         .and_then(|r| r.get(name))
-        .and_then(|q| kubelet_cm::quantity::value(&q.0).ok())
+        .and_then(|q| kubelet_container::quantity::value(&q.0).ok())
     {
         return v;
     }
@@ -138,7 +138,7 @@ pub fn pod_request(pod: &Pod, name: &str) -> i64 {
         .overhead
         .as_ref()
         .and_then(|o| o.get(name))
-        .and_then(|q| kubelet_cm::quantity::value(&q.0).ok())
+        .and_then(|q| kubelet_container::quantity::value(&q.0).ok())
     {
         sum = sum.saturating_add(o);
     }

@@ -14,6 +14,7 @@
 use k8s_openapi::api::core::v1::{Container, Pod};
 use kubelet_cri_client::api;
 
+use crate::hash::HashContainer;
 use crate::status::{ContainerState, ContainerStatus, PodStatus};
 
 /// Why a container is to be killed, and what to report.

@@ -21,15 +21,7 @@ use serde::Serialize;
 /// The version new containers are hashed with.
 pub const HASH_VERSION: u32 = 1;
 
-/// A container hash and the version of the field list it covers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ContainerHash {
-    /// The field-list version (0: unknown, e.g. a container made by another
-    /// kubelet).
-    pub version: u32,
-    /// The 64-bit FNV-1a hash of the fields' JSON.
-    pub value: u64,
-}
+pub use kubelet_container::ContainerHash;
 
 #[derive(Serialize)]
 struct FieldsV1<'a> {
@@ -71,17 +63,29 @@ fn hash_v1(c: &Container) -> u64 {
     fnv1a64(&serde_json::to_vec(&fields).unwrap_or_default())
 }
 
-impl ContainerHash {
+/// The hashing of a container spec, on [`ContainerHash`] (the type lives in
+/// `kubelet-container`; how a spec is hashed is this crate's business).
+pub trait HashContainer: Sized {
     /// The hash of `container` under the current version.
-    pub fn of(container: &Container) -> Self {
+    fn of(container: &Container) -> Self;
+    /// The hash of `container` under `version`'s field list, if known.
+    fn of_version(container: &Container, version: u32) -> Option<Self>;
+    /// Whether a container created with this hash still matches `spec`,
+    /// judged by the field list it was hashed with. A hash of an unknown
+    /// version matches: restarting what we cannot judge would repeat
+    /// upstream's upgrade restarts.
+    fn matches(&self, spec: &Container) -> bool;
+}
+
+impl HashContainer for ContainerHash {
+    fn of(container: &Container) -> Self {
         Self {
             version: HASH_VERSION,
             value: hash_v1(container),
         }
     }
 
-    /// The hash of `container` under `version`'s field list, if known.
-    pub fn of_version(container: &Container, version: u32) -> Option<Self> {
+    fn of_version(container: &Container, version: u32) -> Option<Self> {
         match version {
             1 => Some(Self {
                 version,
@@ -91,23 +95,7 @@ impl ContainerHash {
         }
     }
 
-    /// Parses the annotation value (hex) recorded under `version`.
-    pub fn parse(version: u32, hex: &str) -> Option<Self> {
-        u64::from_str_radix(hex, 16)
-            .ok()
-            .map(|value| Self { version, value })
-    }
-
-    /// The annotation value: lower-case hex.
-    pub fn hex(&self) -> String {
-        format!("{:x}", self.value)
-    }
-
-    /// Whether a container created with this hash still matches `spec`,
-    /// judged by the field list it was hashed with. A hash of an unknown
-    /// version matches: restarting what we cannot judge would repeat
-    /// upstream's upgrade restarts.
-    pub fn matches(&self, spec: &Container) -> bool {
+    fn matches(&self, spec: &Container) -> bool {
         match Self::of_version(spec, self.version) {
             Some(now) => now.value == self.value,
             None => true,

@@ -9,16 +9,17 @@ use std::collections::HashMap;
 
 use k8s_openapi::api::core::v1::{Container, ContainerPort, LifecycleHandler, Pod};
 
-use crate::hash::{ContainerHash, HASH_VERSION};
+use crate::hash::{ContainerHash, HASH_VERSION, HashContainer};
+pub use kubelet_container::ContainerType;
 
 /// Label: the pod's name.
-pub const POD_NAME: &str = "io.kubernetes.pod.name";
+pub const POD_NAME: &str = kubelet_container::pod::POD_NAME_LABEL;
 /// Label: the pod's namespace.
-pub const POD_NAMESPACE: &str = "io.kubernetes.pod.namespace";
+pub const POD_NAMESPACE: &str = kubelet_container::pod::POD_NAMESPACE_LABEL;
 /// Label: the pod's UID.
-pub const POD_UID: &str = "io.kubernetes.pod.uid";
+pub const POD_UID: &str = kubelet_container::pod::POD_UID_LABEL;
 /// Label: the container's name.
-pub const CONTAINER_NAME: &str = "io.kubernetes.container.name";
+pub const CONTAINER_NAME: &str = kubelet_container::pod::CONTAINER_NAME_LABEL;
 
 /// Annotation: hex of the container hash.
 pub const CONTAINER_HASH: &str = "io.kubernetes.container.hash";
@@ -43,36 +44,6 @@ pub const CONTAINER_PRE_STOP_HANDLER: &str = "io.kubernetes.container.preStopHan
 pub const CONTAINER_PORTS: &str = "io.kubernetes.container.ports";
 /// Annotation: `init`, `container` or `ephemeral`.
 pub const CONTAINER_TYPE: &str = "io.kubernetes.container.type";
-
-/// What kind of container a container is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ContainerType {
-    /// An init container.
-    Init,
-    /// A regular (app) container.
-    Regular,
-    /// An ephemeral (debug) container.
-    Ephemeral,
-}
-
-impl ContainerType {
-    /// The annotation value upstream uses.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ContainerType::Init => "init",
-            ContainerType::Regular => "container",
-            ContainerType::Ephemeral => "ephemeral",
-        }
-    }
-
-    fn parse(value: &str) -> Self {
-        match value {
-            "init" => ContainerType::Init,
-            "ephemeral" => ContainerType::Ephemeral,
-            _ => ContainerType::Regular,
-        }
-    }
-}
 
 fn meta(pod: &Pod) -> (&str, &str, &str) {
     let m = &pod.metadata;

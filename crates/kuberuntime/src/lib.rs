@@ -75,6 +75,7 @@ mod manager;
 pub mod status;
 
 pub use config::PodVolumes;
+pub use kubelet_container::RuntimeReader;
 pub use manager::{CriRuntime, ImagePullPolicy, MINIMUM_GRACE_PERIOD, RuntimeManager, pull_policy};
 pub use status::{ContainerState, ContainerStatus, PodStatus, RunningPod};
 
@@ -203,6 +204,9 @@ pub enum Error {
         /// The CRI error.
         source: kubelet_cri_client::Error,
     },
+    /// Reading the runtime's state failed (through [`RuntimeReader`]).
+    #[error(transparent)]
+    Read(#[from] kubelet_container::Error),
     /// A file or directory the pod needs could not be made.
     #[error("{}: {source}", path.display())]
     Io {
@@ -213,15 +217,7 @@ pub enum Error {
     },
 }
 
-/// `namespace/name`, how logs and errors name a pod (upstream
-/// `format.Pod` without the UID).
-pub fn pod_name(pod: &Pod) -> String {
-    format!(
-        "{}/{}",
-        pod.metadata.namespace.as_deref().unwrap_or("default"),
-        pod.metadata.name.as_deref().unwrap_or_default()
-    )
-}
+pub use kubelet_container::pod::pod_name;
 
 /// What one [`Runtime::sync_pod`] did (upstream `PodSyncResult`).
 #[derive(Debug, Default)]
@@ -246,21 +242,11 @@ impl PodSyncResult {
 }
 
 /// What the kubelet needs from a container runtime (upstream
-/// `kubecontainer.Runtime`, `pkg/kubelet/container/runtime.go`).
+/// `kubecontainer.Runtime`, `pkg/kubelet/container/runtime.go`): the read
+/// half ([`RuntimeReader`], in `kubelet-container`, all the PLEG needs) and
+/// the calls that change the runtime.
 #[async_trait]
-pub trait Runtime: Send + Sync {
-    /// Every pod found in the runtime (with exited containers and
-    /// not-ready sandboxes when `all`), grouped by the pod UID label.
-    async fn get_pods(&self, all: bool) -> Result<Vec<RunningPod>, Error>;
-
-    /// The runtime status of one pod.
-    async fn get_pod_status(
-        &self,
-        uid: &str,
-        name: &str,
-        namespace: &str,
-    ) -> Result<PodStatus, Error>;
-
+pub trait Runtime: RuntimeReader {
     /// Brings the pod's sandbox and containers to its spec, in upstream's
     /// order. `volumes` maps the pod's volume names to prepared host paths.
     async fn sync_pod(

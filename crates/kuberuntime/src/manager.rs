@@ -15,17 +15,18 @@ use async_trait::async_trait;
 use futures::future::join_all;
 use k8s_openapi::api::core::v1::{Container, Lifecycle, LifecycleHandler, Pod, PodSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kubelet_cri_client::{ImageService, RuntimeService, api};
-use kubelet_eviction::{
+use kubelet_container::flowcontrol::{
     Backoff, TokenBucket, crash_loop_key, image_pull_key, system_time_from_unix_nanos,
 };
+use kubelet_cri_client::{ImageService, RuntimeService, api};
 
 use crate::actions::{ProbeResults, compute_pod_actions_with_probes};
 use crate::config::{ConfigOptions, container_config, pod_log_dir, pod_sandbox_config};
+use crate::hash::HashContainer;
 use crate::labels::{self, ContainerType, annotated_container_info, labeled_container_info};
 use crate::lifecycle::{HandlerRunner, make_termination_message_mount, needs_pod_ip};
 use crate::status::{ContainerStatus, PodStatus, RunningContainer, RunningPod, RunningSandbox};
-use crate::{Error, PodSyncResult, Runtime, pod_name};
+use crate::{Error, PodSyncResult, Runtime, RuntimeReader, pod_name};
 
 /// Upstream `minimumGracePeriodInSeconds`.
 pub const MINIMUM_GRACE_PERIOD: Duration = Duration::from_secs(2);
@@ -656,9 +657,10 @@ impl RuntimeManager {
     }
 }
 
-#[async_trait]
-impl Runtime for RuntimeManager {
-    async fn get_pods(&self, all: bool) -> Result<Vec<RunningPod>, Error> {
+impl RuntimeManager {
+    /// Every pod in the runtime, grouped by the pod UID label (upstream
+    /// `GetPods`); [`RuntimeReader::get_pods`] with this crate's error.
+    pub async fn running_pods(&self, all: bool) -> Result<Vec<RunningPod>, Error> {
         let wrap = |source| Error::Runtime {
             pod: "*".into(),
             source,
@@ -748,7 +750,9 @@ impl Runtime for RuntimeManager {
         Ok(pods)
     }
 
-    async fn get_pod_status(
+    /// One pod's runtime status (upstream `GetPodStatus`);
+    /// [`RuntimeReader::get_pod_status`] with this crate's error.
+    pub async fn pod_status(
         &self,
         uid: &str,
         name: &str,
@@ -811,7 +815,7 @@ impl Runtime for RuntimeManager {
                     if let Some(st) = reply.status {
                         status
                             .container_statuses
-                            .push(ContainerStatus::from_cri(&st));
+                            .push(crate::status::container_status_from_cri(&st));
                     }
                 }
                 Err(e) if e.is_not_found() => {}
@@ -823,7 +827,34 @@ impl Runtime for RuntimeManager {
             .sort_by_key(|x| std::cmp::Reverse(x.created_at));
         Ok(status)
     }
+}
 
+#[async_trait]
+impl RuntimeReader for RuntimeManager {
+    async fn get_pods(&self, all: bool) -> Result<Vec<RunningPod>, kubelet_container::Error> {
+        self.running_pods(all)
+            .await
+            .map_err(|e| kubelet_container::Error::runtime("*", e))
+    }
+
+    async fn get_pod_status(
+        &self,
+        uid: &str,
+        name: &str,
+        namespace: &str,
+    ) -> Result<PodStatus, kubelet_container::Error> {
+        self.pod_status(uid, name, namespace)
+            .await
+            .map_err(|e| kubelet_container::Error::runtime(format!("{namespace}/{name}"), e))
+    }
+
+    fn container_status_from_cri(&self, status: &api::ContainerStatus) -> ContainerStatus {
+        crate::status::container_status_from_cri(status)
+    }
+}
+
+#[async_trait]
+impl Runtime for RuntimeManager {
     async fn sync_pod(
         &self,
         pod: &Pod,

@@ -1,252 +1,61 @@
-//! The runtime's view of a pod: what sandboxes and containers exist for it,
-//! rebuilt from the CRI and the `io.kubernetes.*` labels and annotations.
-//!
-//! Mirrors upstream `pkg/kubelet/container/runtime.go` (`PodStatus`,
-//! `Status`, `Pod`) and `kuberuntime_manager.go` (`GetPodStatus`, `GetPods`).
+//! The runtime's view of a pod, rebuilt from the CRI and the
+//! `io.kubernetes.*` labels and annotations. The types live in
+//! `kubelet-container` (upstream `pkg/kubelet/container/runtime.go`); this
+//! module builds them (upstream `kuberuntime_container.go`,
+//! `kuberuntime_manager.go`).
 
 use kubelet_cri_client::api;
 
-use crate::hash::ContainerHash;
-use crate::labels::{ContainerType, annotated_container_info, labeled_container_info};
+use kubelet_container::ContainerType;
+pub use kubelet_container::status::{
+    ContainerState, ContainerStatus, PodStatus, RunningContainer, RunningPod, RunningSandbox,
+};
 
-/// A container's state, as the CRI reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ContainerState {
-    /// Created, not started.
-    Created,
-    /// Running.
-    Running,
-    /// Exited.
-    Exited,
-    /// The runtime cannot tell.
-    Unknown,
-}
+use crate::labels::{annotated_container_info, labeled_container_info};
 
-impl From<api::ContainerState> for ContainerState {
-    fn from(s: api::ContainerState) -> Self {
-        match s {
-            api::ContainerState::ContainerCreated => ContainerState::Created,
-            api::ContainerState::ContainerRunning => ContainerState::Running,
-            api::ContainerState::ContainerExited => ContainerState::Exited,
-            api::ContainerState::ContainerUnknown => ContainerState::Unknown,
+/// Builds a container's status from a CRI `ContainerStatus` (upstream
+/// `convertToKubeContainerStatus`, `kuberuntime_container.go`): an exited
+/// container's termination message is read from the file mounted at its
+/// `terminationMessagePath`, or from its log under `FallbackToLogsOnError`,
+/// and appended to the message.
+pub fn container_status_from_cri(s: &api::ContainerStatus) -> ContainerStatus {
+    let labels = labeled_container_info(&s.labels);
+    let annotations = annotated_container_info(&s.annotations);
+    let mut message = s.message.clone();
+    let termination = crate::lifecycle::termination_message_with(
+        s,
+        &annotations.termination_message_path,
+        &annotations.termination_message_policy,
+    );
+    if !termination.is_empty() {
+        if !message.is_empty() {
+            message.push_str(": ");
         }
+        message.push_str(&termination);
     }
-}
-
-/// One container's status (upstream `kubecontainer.Status`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct ContainerStatus {
-    /// The runtime's container ID.
-    pub id: String,
-    /// The container's name in the pod spec.
-    pub name: String,
-    /// Its state.
-    pub state: ContainerState,
-    /// Creation time, nanoseconds since the epoch.
-    pub created_at: i64,
-    /// Start time, nanoseconds since the epoch (0: never started).
-    pub started_at: i64,
-    /// Exit time, nanoseconds since the epoch (0: not exited).
-    pub finished_at: i64,
-    /// The exit code, when exited.
-    pub exit_code: i32,
-    /// The image as specified.
-    pub image: String,
-    /// The image the runtime resolved it to.
-    pub image_ref: String,
-    /// The spec hash recorded at creation.
-    pub hash: Option<ContainerHash>,
-    /// The restart count recorded at creation.
-    pub restart_count: i32,
-    /// Why it is in its state (`OOMKilled`, `Error`, `Completed`).
-    pub reason: String,
-    /// Details: the runtime's message, then, for an exited container, its
-    /// termination message (see [`crate::lifecycle::termination_message`]),
-    /// joined by `": "` as upstream.
-    pub message: String,
-    /// Init, regular or ephemeral.
-    pub container_type: ContainerType,
-    /// The pod's termination grace period when it was created.
-    pub pod_termination_grace_period: Option<i64>,
-}
-
-impl ContainerStatus {
-    /// Builds the status from a CRI `ContainerStatus` (upstream
-    /// `convertToKubeContainerStatus`, `kuberuntime_container.go`): an
-    /// exited container's termination message is read from the file
-    /// mounted at its `terminationMessagePath`, or from its log under
-    /// `FallbackToLogsOnError`, and appended to the message.
-    pub fn from_cri(s: &api::ContainerStatus) -> Self {
-        let labels = labeled_container_info(&s.labels);
-        let annotations = annotated_container_info(&s.annotations);
-        let mut message = s.message.clone();
-        let termination = crate::lifecycle::termination_message_with(
-            s,
-            &annotations.termination_message_path,
-            &annotations.termination_message_policy,
-        );
-        if !termination.is_empty() {
-            if !message.is_empty() {
-                message.push_str(": ");
-            }
-            message.push_str(&termination);
-        }
-        ContainerStatus {
-            id: s.id.clone(),
-            name: s
-                .metadata
-                .as_ref()
-                .map(|m| m.name.clone())
-                .unwrap_or(labels.container_name),
-            state: s.state().into(),
-            created_at: s.created_at,
-            started_at: s.started_at,
-            finished_at: s.finished_at,
-            exit_code: s.exit_code,
-            image: s
-                .image
-                .as_ref()
-                .map(|i| i.image.clone())
-                .unwrap_or_default(),
-            image_ref: s.image_ref.clone(),
-            hash: annotations.hash,
-            restart_count: annotations.restart_count,
-            reason: s.reason.clone(),
-            message,
-            container_type: annotations.container_type.unwrap_or(ContainerType::Regular),
-            pod_termination_grace_period: annotations.pod_termination_grace_period,
-        }
-    }
-}
-
-/// Everything the runtime knows of one pod (upstream `kubecontainer.PodStatus`).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct PodStatus {
-    /// The pod's UID.
-    pub uid: String,
-    /// The pod's name.
-    pub name: String,
-    /// The pod's namespace.
-    pub namespace: String,
-    /// The pod's IPs, from its newest ready sandbox.
-    pub ips: Vec<String>,
-    /// Sandbox statuses, newest first.
-    pub sandbox_statuses: Vec<api::PodSandboxStatus>,
-    /// Container statuses, newest first.
-    pub container_statuses: Vec<ContainerStatus>,
-}
-
-impl PodStatus {
-    /// The newest status of the container named `name` (upstream
-    /// `FindContainerStatusByName`).
-    pub fn find_container_status_by_name(&self, name: &str) -> Option<&ContainerStatus> {
-        self.container_statuses.iter().find(|c| c.name == name)
-    }
-
-    /// Containers that are running now.
-    pub fn running_containers(&self) -> impl Iterator<Item = &ContainerStatus> {
-        self.container_statuses
-            .iter()
-            .filter(|c| c.state == ContainerState::Running)
-    }
-
-    /// Whether any sandbox is ready.
-    pub fn has_ready_sandbox(&self) -> bool {
-        self.sandbox_statuses
-            .iter()
-            .any(|s| s.state() == api::PodSandboxState::SandboxReady)
-    }
-
-    /// The pod as a [`RunningPod`]: what would have to be killed.
-    pub fn to_running_pod(&self) -> RunningPod {
-        RunningPod {
-            uid: self.uid.clone(),
-            name: self.name.clone(),
-            namespace: self.namespace.clone(),
-            sandboxes: self
-                .sandbox_statuses
-                .iter()
-                .map(|s| RunningSandbox {
-                    id: s.id.clone(),
-                    ready: s.state() == api::PodSandboxState::SandboxReady,
-                    created_at: s.created_at,
-                })
-                .collect(),
-            containers: self
-                .container_statuses
-                .iter()
-                .map(RunningContainer::from)
-                .collect(),
-        }
-    }
-}
-
-/// A sandbox of a [`RunningPod`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RunningSandbox {
-    /// The sandbox ID.
-    pub id: String,
-    /// Whether it is ready.
-    pub ready: bool,
-    /// Creation time, nanoseconds since the epoch.
-    pub created_at: i64,
-}
-
-impl From<&ContainerStatus> for RunningContainer {
-    fn from(c: &ContainerStatus) -> Self {
-        RunningContainer {
-            id: c.id.clone(),
-            name: c.name.clone(),
-            state: c.state,
-            created_at: c.created_at,
-            hash: c.hash,
-            pod_termination_grace_period: c.pod_termination_grace_period,
-        }
-    }
-}
-
-/// A container of a [`RunningPod`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RunningContainer {
-    /// The container ID.
-    pub id: String,
-    /// Its name in the pod spec.
-    pub name: String,
-    /// Its state.
-    pub state: ContainerState,
-    /// Creation time, nanoseconds since the epoch.
-    pub created_at: i64,
-    /// The spec hash recorded at creation.
-    pub hash: Option<ContainerHash>,
-    /// The pod's termination grace period recorded at creation, for killing
-    /// it when the spec is gone.
-    pub pod_termination_grace_period: Option<i64>,
-}
-
-/// A pod as found in the runtime, with or without a spec (upstream
-/// `kubecontainer.Pod`): what the kubelet kills when it has to tear down a
-/// pod it no longer knows.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RunningPod {
-    /// The pod's UID (from the labels).
-    pub uid: String,
-    /// The pod's name.
-    pub name: String,
-    /// The pod's namespace.
-    pub namespace: String,
-    /// Its sandboxes, newest first.
-    pub sandboxes: Vec<RunningSandbox>,
-    /// Its containers, newest first.
-    pub containers: Vec<RunningContainer>,
-}
-
-impl RunningPod {
-    /// Whether anything of it still runs.
-    pub fn is_running(&self) -> bool {
-        self.sandboxes.iter().any(|s| s.ready)
-            || self
-                .containers
-                .iter()
-                .any(|c| c.state == ContainerState::Running)
+    ContainerStatus {
+        id: s.id.clone(),
+        name: s
+            .metadata
+            .as_ref()
+            .map(|m| m.name.clone())
+            .unwrap_or(labels.container_name),
+        state: s.state().into(),
+        created_at: s.created_at,
+        started_at: s.started_at,
+        finished_at: s.finished_at,
+        exit_code: s.exit_code,
+        image: s
+            .image
+            .as_ref()
+            .map(|i| i.image.clone())
+            .unwrap_or_default(),
+        image_ref: s.image_ref.clone(),
+        hash: annotations.hash,
+        restart_count: annotations.restart_count,
+        reason: s.reason.clone(),
+        message,
+        container_type: annotations.container_type.unwrap_or(ContainerType::Regular),
+        pod_termination_grace_period: annotations.pod_termination_grace_period,
     }
 }

@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kubelet_cm::CgroupName;
 use kubelet_cri_client::{RemoteRuntime, RuntimeService};
 use kubelet_kuberuntime::config::ConfigOptions;
-use kubelet_kuberuntime::{ContainerState, PodStatus, Runtime, RuntimeManager};
+use kubelet_kuberuntime::{ContainerState, PodStatus, Runtime, RuntimeManager, RuntimeReader};
 use kubelet_testbed::Testbed;
 
 async fn manager(bed: &Testbed) -> (RuntimeManager, RemoteRuntime) {

@@ -16,7 +16,7 @@ use kubelet_cri_client::{ImageService, RemoteRuntime};
 use kubelet_kuberuntime::config::ConfigOptions;
 use kubelet_kuberuntime::image_gc::{self, ImageGcManager, ImageGcPolicy};
 use kubelet_kuberuntime::logs::{ContainerLogManager, LogRotatePolicy};
-use kubelet_kuberuntime::{ContainerState, PodStatus, Runtime, RuntimeManager};
+use kubelet_kuberuntime::{ContainerState, PodStatus, Runtime, RuntimeManager, RuntimeReader};
 use kubelet_testbed::{BUSYBOX_IMAGE, PAUSE_IMAGE, Testbed};
 
 async fn manager(bed: &Testbed) -> (RuntimeManager, RemoteRuntime) {

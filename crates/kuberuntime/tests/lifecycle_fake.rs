@@ -17,7 +17,9 @@ use kubelet_cri_client::api::{
 };
 use kubelet_cri_client::{ContainerEventStream, FakeRuntime, ImageService, Result, RuntimeService};
 use kubelet_kuberuntime::config::{ConfigOptions, PodVolumes};
-use kubelet_kuberuntime::{ContainerState, Error, PodStatus, Runtime, RuntimeManager};
+use kubelet_kuberuntime::{
+    ContainerState, Error, PodStatus, Runtime, RuntimeManager, RuntimeReader,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::Pod;
 use kubelet_cri_client::{FakeRuntime, RuntimeService};
 use kubelet_kuberuntime::config::ConfigOptions;
-use kubelet_kuberuntime::{ContainerState, Error, Runtime, RuntimeManager};
+use kubelet_kuberuntime::{ContainerState, Error, Runtime, RuntimeManager, RuntimeReader};
 
 fn pod(yaml: &str) -> Pod {
     serde_yaml::from_str(yaml).expect("test manifest")
@@ -293,7 +293,7 @@ spec:
 
 #[tokio::test]
 async fn a_crash_looping_container_backs_off_10_then_20_seconds() {
-    use kubelet_eviction::{Backoff, FakeClock};
+    use kubelet_container::flowcontrol::{Backoff, FakeClock};
     let fake = FakeRuntime::new();
     fake.add_image("localhost/busybox:latest");
     let logs = tempfile::tempdir().expect("tempdir");

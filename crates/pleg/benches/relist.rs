@@ -32,9 +32,10 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use criterion::{BenchmarkId, Criterion};
+use kubelet_container::RuntimeReader;
 use kubelet_cri_client::{FakeRuntime, RuntimeService, api};
 use kubelet_kuberuntime::config::ConfigOptions;
-use kubelet_kuberuntime::{PodStatus, PodSyncResult, RunningPod, Runtime, RuntimeManager, labels};
+use kubelet_kuberuntime::{PodStatus, RunningPod, RuntimeManager, labels};
 use kubelet_pleg::{GenericPleg, PlegConfig, PodCache, PodLifecycleEventGenerator};
 
 const IMAGE: &str = "localhost/busybox:latest";
@@ -115,11 +116,11 @@ async fn populate(fake: &FakeRuntime, pods: usize) -> Vec<Pod> {
 
 /// A relisted PLEG over `pods` pods (the first relist, which inspects
 /// everything, already done).
-async fn setup(pods: usize) -> (FakeRuntime, Arc<dyn Runtime>, GenericPleg, Vec<Pod>) {
+async fn setup(pods: usize) -> (FakeRuntime, Arc<dyn RuntimeReader>, GenericPleg, Vec<Pod>) {
     let fake = FakeRuntime::new();
     fake.add_image(IMAGE);
     let made = populate(&fake, pods).await;
-    let runtime: Arc<dyn Runtime> = Arc::new(RuntimeManager::new(
+    let runtime: Arc<dyn RuntimeReader> = Arc::new(RuntimeManager::new(
         Arc::new(fake.clone()),
         ConfigOptions::default(),
     ));
@@ -151,8 +152,8 @@ fn thread_cpu() -> Duration {
 struct Prelisted(Vec<RunningPod>);
 
 #[async_trait]
-impl Runtime for Prelisted {
-    async fn get_pods(&self, _all: bool) -> Result<Vec<RunningPod>, kubelet_kuberuntime::Error> {
+impl RuntimeReader for Prelisted {
+    async fn get_pods(&self, _all: bool) -> Result<Vec<RunningPod>, kubelet_container::Error> {
         Ok(self.0.clone())
     }
     async fn get_pod_status(
@@ -160,7 +161,7 @@ impl Runtime for Prelisted {
         uid: &str,
         name: &str,
         namespace: &str,
-    ) -> Result<PodStatus, kubelet_kuberuntime::Error> {
+    ) -> Result<PodStatus, kubelet_container::Error> {
         Ok(PodStatus {
             uid: uid.into(),
             name: name.into(),
@@ -168,24 +169,11 @@ impl Runtime for Prelisted {
             ..PodStatus::default()
         })
     }
-    async fn sync_pod(
+    fn container_status_from_cri(
         &self,
-        _: &k8s_openapi::api::core::v1::Pod,
-        _: &PodStatus,
-        _: &kubelet_kuberuntime::config::PodVolumes,
-    ) -> PodSyncResult {
-        PodSyncResult::default()
-    }
-    async fn kill_pod(
-        &self,
-        _: Option<&k8s_openapi::api::core::v1::Pod>,
-        _: &RunningPod,
-        _: Option<i64>,
-    ) -> Result<(), kubelet_kuberuntime::Error> {
-        Ok(())
-    }
-    async fn remove_pod(&self, _: &RunningPod) -> Result<(), kubelet_kuberuntime::Error> {
-        Ok(())
+        s: &api::ContainerStatus,
+    ) -> kubelet_container::ContainerStatus {
+        kubelet_kuberuntime::status::container_status_from_cri(s)
     }
 }
 

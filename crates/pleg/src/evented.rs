@@ -7,9 +7,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use futures::StreamExt;
+use kubelet_container::{ContainerStatus, PodStatus, RuntimeReader};
 use kubelet_cri_client::RuntimeService;
 use kubelet_cri_client::api::{self, ContainerEventResponse, ContainerEventType};
-use kubelet_kuberuntime::{ContainerStatus, PodStatus, Runtime};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
@@ -52,6 +52,8 @@ impl Default for EventedConfig {
 
 struct Inner {
     generic: GenericPleg,
+    /// Builds container statuses from event payloads.
+    runtime: Arc<dyn RuntimeReader>,
     runtime_service: Arc<dyn RuntimeService>,
     cache: Arc<PodCache>,
     config: EventedConfig,
@@ -125,17 +127,18 @@ impl EventedPleg {
     /// the `EventedPLEG` gate). Nothing runs until
     /// [`start`](PodLifecycleEventGenerator::start).
     pub fn new(
-        runtime: Arc<dyn Runtime>,
+        runtime: Arc<dyn RuntimeReader>,
         runtime_service: Arc<dyn RuntimeService>,
         cache: Arc<PodCache>,
         config: EventedConfig,
     ) -> Self {
         cache.set_reject_older(true);
         let sink = EventSink::new(config.generic.channel_capacity);
-        let generic = GenericPleg::with_sink(runtime, cache.clone(), config.generic, sink);
+        let generic = GenericPleg::with_sink(runtime.clone(), cache.clone(), config.generic, sink);
         Self {
             inner: Arc::new(Inner {
                 generic,
+                runtime,
                 runtime_service,
                 cache,
                 config,
@@ -199,7 +202,7 @@ impl ClockBase {
 fn pod_uid_of(sandbox: &api::PodSandboxStatus) -> Option<String> {
     sandbox
         .labels
-        .get(kubelet_kuberuntime::labels::POD_UID)
+        .get(kubelet_container::pod::POD_UID_LABEL)
         .filter(|u| !u.is_empty())
         .cloned()
         .or_else(|| {
@@ -216,10 +219,14 @@ fn pod_uid_of(sandbox: &api::PodSandboxStatus) -> Option<String> {
 /// container statuses merged into `previous` by ID (a deleted container or
 /// sandbox removed), newest first, with the IPs of the newest sandbox when
 /// it is ready.
+///
+/// `convert` builds one container's status from the CRI's, as the runtime
+/// does ([`RuntimeReader::container_status_from_cri`]).
 pub fn pod_status_from_event(
     uid: &str,
     previous: Option<&PodStatus>,
     event: &ContainerEventResponse,
+    convert: impl Fn(&api::ContainerStatus) -> ContainerStatus,
 ) -> PodStatus {
     let mut status = previous.cloned().unwrap_or_else(|| PodStatus {
         uid: uid.to_owned(),
@@ -244,7 +251,7 @@ pub fn pod_status_from_event(
         }
     }
     for c in &event.containers_statuses {
-        let c = ContainerStatus::from_cri(c);
+        let c = convert(c);
         match status.container_statuses.iter_mut().find(|s| s.id == c.id) {
             Some(s) => *s = c,
             None => status.container_statuses.push(c),
@@ -303,7 +310,9 @@ impl Inner {
             },
         };
         let previous = self.cache.get(&uid).ok();
-        let mut status = pod_status_from_event(&uid, previous.as_deref(), event);
+        let mut status = pod_status_from_event(&uid, previous.as_deref(), event, |c| {
+            self.runtime.container_status_from_cri(c)
+        });
         status.ips = preserved_ips(&self.cache, &uid, &status);
         let timestamp = clock.instant_of(event.created_at);
         tracing::trace!(pod = %uid, container = %event.container_id, ?kind, "evented PLEG: event");

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use kubelet_kuberuntime::{ContainerState, PodStatus, RunningPod, Runtime};
+use kubelet_container::{ContainerState, PodStatus, RunningPod, RuntimeReader};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
@@ -208,7 +208,7 @@ struct Stats {
 }
 
 struct Inner {
-    runtime: Arc<dyn Runtime>,
+    runtime: Arc<dyn RuntimeReader>,
     cache: Arc<PodCache>,
     sink: Arc<EventSink>,
     timing: Mutex<RelistTiming>,
@@ -221,11 +221,11 @@ struct Inner {
 /// A PLEG that relists the runtime periodically (upstream `GenericPLEG`,
 /// `pkg/kubelet/pleg/generic.go`).
 ///
-/// Each relist makes one [`Runtime::get_pods`] call (one `ListPodSandbox`
+/// Each relist makes one [`RuntimeReader::get_pods`] call (one `ListPodSandbox`
 /// and one `ListContainers`, exited containers and sandboxes included),
 /// compares every pod's containers and sandboxes with the previous relist by
 /// upstream's transition table, inspects the pods that changed with
-/// [`Runtime::get_pod_status`] — up to
+/// [`RuntimeReader::get_pod_status`] — up to
 /// [`PlegConfig::max_concurrent_inspections`] at once, where upstream goes
 /// one by one — stores the statuses in the [`PodCache`], sends the events
 /// (never `ContainerChanged`, as upstream), and finally sets the cache's
@@ -255,13 +255,13 @@ impl std::fmt::Debug for GenericPleg {
 impl GenericPleg {
     /// A PLEG relisting `runtime` into `cache`. Nothing runs until
     /// [`start`](PodLifecycleEventGenerator::start).
-    pub fn new(runtime: Arc<dyn Runtime>, cache: Arc<PodCache>, config: PlegConfig) -> Self {
+    pub fn new(runtime: Arc<dyn RuntimeReader>, cache: Arc<PodCache>, config: PlegConfig) -> Self {
         let sink = EventSink::new(config.channel_capacity);
         Self::with_sink(runtime, cache, config, sink)
     }
 
     pub(crate) fn with_sink(
-        runtime: Arc<dyn Runtime>,
+        runtime: Arc<dyn RuntimeReader>,
         cache: Arc<PodCache>,
         config: PlegConfig,
         sink: Arc<EventSink>,
@@ -436,12 +436,11 @@ impl Inner {
                     format!("{}/{}", pod.namespace, pod.name)
                 };
                 tracing::error!(pod = %name, error = %e, "PLEG: write status");
-                let err = Error::Inspect {
+                self.cache.set(uid, Err(e.clone()), timestamp);
+                Err(Error::Inspect {
                     pod: name,
-                    source: Arc::new(e),
-                };
-                self.cache.set(uid, Err(err.clone()), timestamp);
-                Err(err)
+                    source: e,
+                })
             }
         }
     }

@@ -7,7 +7,8 @@
 //! (PLEG) notices changes in the container runtime and wakes the pod's
 //! worker with a [`PodLifecycleEvent`], and the [`PodCache`] holds the
 //! newest runtime status of every pod, which the pod workers wait on
-//! (it implements [`kubelet_podworkers::PodStatusCache`]).
+//! (from `kubelet-container`; `kubelet-podworkers` reads it through its
+//! `PodStatusCache` trait).
 //!
 //! # Central trait
 //!
@@ -19,7 +20,7 @@
 //! interval for metrics. Two implementations:
 //!
 //! - [`GenericPleg`] relists every second: one `ListPodSandbox` and one
-//!   `ListContainers` through [`kubelet_kuberuntime::Runtime::get_pods`]
+//!   `ListContainers` through [`RuntimeReader::get_pods`]
 //!   (never one call per pod), events from upstream's transition table,
 //!   inspection of only the pods that changed — concurrently, with a bound,
 //!   where upstream inspects them one after the other — and inspections that
@@ -72,13 +73,12 @@ use async_trait::async_trait;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-mod cache;
 mod evented;
 mod generic;
 
-pub use cache::PodCache;
 pub use evented::{EventedConfig, EventedPleg, pod_status_from_event};
 pub use generic::{GenericPleg, PlegConfig};
+pub use kubelet_container::{PodCache, RuntimeReader};
 
 /// Capacity of the event channel (upstream `plegChannelCapacity`).
 pub const EVENT_CHANNEL_CAPACITY: usize = 1000;
@@ -113,7 +113,7 @@ pub enum Error {
         /// The pod (`namespace/name`, or its UID when unnamed).
         pod: String,
         /// What the runtime reported.
-        source: Arc<kubelet_kuberuntime::Error>,
+        source: kubelet_container::Error,
     },
     /// `start` was called outside a tokio runtime.
     #[error("the PLEG needs a tokio runtime: {0}")]

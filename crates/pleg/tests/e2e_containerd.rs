@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use k8s_openapi::api::core::v1::Pod;
 use kubelet_cri_client::RemoteRuntime;
 use kubelet_kuberuntime::config::ConfigOptions;
-use kubelet_kuberuntime::{ContainerState, PodStatus, Runtime, RuntimeManager};
+use kubelet_kuberuntime::{ContainerState, PodStatus, Runtime, RuntimeManager, RuntimeReader};
 use kubelet_pleg::{
     EventedConfig, EventedPleg, GenericPleg, PlegConfig, PodCache, PodLifecycleEventGenerator,
     PodLifecycleEventType,

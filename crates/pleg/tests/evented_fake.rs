@@ -289,7 +289,7 @@ async fn the_global_timestamp_is_refreshed_every_2s() {
     let asked = Instant::now();
     let waiter = {
         let cache = PodCache::clone(&b.cache);
-        tokio::spawn(async move { cache.get_newer_than("nobody", asked).await })
+        tokio::spawn(async move { cache.get_newer_than("nobody", Some(asked)).await })
     };
     tokio::time::sleep_until(t0 + Duration::from_millis(1990)).await;
     assert!(!waiter.is_finished());

@@ -89,23 +89,10 @@ pub use file::FileSource;
 pub use http::HttpSource;
 pub use merge::{MergeOutput, Merger};
 
-/// Source name of static pods from files (upstream `kubetypes.FileSource`).
-pub const FILE_SOURCE: &str = "file";
-/// Source name of static pods from a URL (upstream `kubetypes.HTTPSource`).
-pub const HTTP_SOURCE: &str = "http";
-/// Source name of pods from the API server (upstream `kubetypes.ApiserverSource`).
-pub const API_SOURCE: &str = "api";
-/// The source of a [`PodConfig::sync`] SET: all sources (upstream `kubetypes.AllSource`).
-pub const ALL_SOURCE: &str = "*";
-
-/// Which source a pod came from; set by the merger on every pod.
-pub const CONFIG_SOURCE_ANNOTATION: &str = "kubernetes.io/config.source";
-/// Marks a mirror pod (set by the kubelet on the API server copy of a static pod).
-pub const CONFIG_MIRROR_ANNOTATION: &str = "kubernetes.io/config.mirror";
-/// When the kubelet first saw the pod; set by the merger on ADD.
-pub const CONFIG_SEEN_ANNOTATION: &str = "kubernetes.io/config.seen";
-/// The static pod's hash (its UID); set by the static pod defaults.
-pub const CONFIG_HASH_ANNOTATION: &str = "kubernetes.io/config.hash";
+pub use kubelet_container::pod::{
+    ALL_SOURCE, API_SOURCE, CONFIG_HASH_ANNOTATION, CONFIG_MIRROR_ANNOTATION,
+    CONFIG_SEEN_ANNOTATION, CONFIG_SOURCE_ANNOTATION, FILE_SOURCE, HTTP_SOURCE, pod_full_name,
+};
 
 /// At most this many bytes are read from one manifest (upstream
 /// `maxConfigLength`, 10 MiB). The HTTP source applies it to bodies too.
@@ -167,14 +154,4 @@ pub struct Rejection {
     pub origin: String,
     /// The reason.
     pub error: Arc<Error>,
-}
-
-/// `<name>_<namespace>`, the full name upstream uses for duplicate checks
-/// (`kubecontainer.GetPodFullName`).
-pub fn pod_full_name(pod: &Pod) -> String {
-    format!(
-        "{}_{}",
-        pod.metadata.name.as_deref().unwrap_or(""),
-        pod.metadata.namespace.as_deref().unwrap_or("")
-    )
 }

@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use crate::error::{Error, Result};
 use crate::types::{
     PodWorkerState, RuntimePod, SyncContext, SyncPodOutcome, SyncPodType, TerminatePodOptions,
-    is_static_pod, pod_full_name,
+    build_pod_full_name, is_static_pod,
 };
 use crate::{EventRecorder, PodStatusCache, PodSyncer};
 
@@ -450,7 +450,7 @@ fn uid_of(pod: &Pod) -> String {
 
 fn static_name(pod: &Pod) -> Option<String> {
     is_static_pod(pod).then(|| {
-        pod_full_name(
+        build_pod_full_name(
             pod.metadata.name.as_deref().unwrap_or_default(),
             pod.metadata.namespace.as_deref().unwrap_or_default(),
         )

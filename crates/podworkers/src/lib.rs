@@ -119,7 +119,7 @@ pub use types::{
     CONFIG_SOURCE_ANNOTATION, DEFAULT_BACKOFF_PERIOD, DEFAULT_RESYNC_INTERVAL, KillPodOptions,
     MIN_ABNORMAL_TERMINATION_WAIT, PodStatusFn, PodWorkerState, PodWorkerSync, PodWorkersConfig,
     RESYNC_JITTER_FACTOR, RuntimePod, SyncContext, SyncPodOutcome, SyncPodType,
-    TerminatePodOptions, UpdatePodOptions, is_static_pod, pod_full_name,
+    TerminatePodOptions, UpdatePodOptions, build_pod_full_name, is_static_pod,
 };
 
 /// The lifecycle operations the owner of the pod workers implements
@@ -334,3 +334,30 @@ pub trait PodWorkers: Send + Sync {
 
 #[cfg(test)]
 mod tests;
+
+/// The PLEG's pod status cache is the cache the workers wait on.
+#[async_trait]
+impl PodStatusCache for kubelet_container::PodCache {
+    type Status = Arc<kubelet_container::PodStatus>;
+
+    async fn get_newer_than(
+        &self,
+        uid: &str,
+        min_time: Option<Instant>,
+    ) -> Result<Arc<kubelet_container::PodStatus>> {
+        // `None` (a pod's first sync) waits, as upstream's zero time does,
+        // for the first data of the pod or the first relist: an empty status
+        // before the PLEG has looked would make the first sync after a
+        // kubelet restart create a second sandbox for a running pod.
+        kubelet_container::PodCache::get_newer_than(self, uid, min_time)
+            .await
+            .map_err(|e| Error::StatusCache {
+                uid: uid.to_owned(),
+                source: Box::new(e),
+            })
+    }
+
+    fn is_runtime_terminal(&self, uid: &str) -> bool {
+        kubelet_container::PodCache::is_runtime_terminal(self, uid)
+    }
+}

@@ -20,8 +20,8 @@ use crate::grace::{Jitter, calculate_effective_grace_period};
 use crate::types::{
     BACKOFF_JITTER_FACTOR, BACKOFF_ON_TRANSIENT_ERROR_PERIOD, MIN_ABNORMAL_TERMINATION_WAIT,
     PodWorkerState, PodWorkerSync, PodWorkersConfig, RESYNC_JITTER_FACTOR, RuntimePod, SyncContext,
-    SyncPodOutcome, SyncPodType, TerminatePodOptions, UpdatePodOptions, is_static_pod,
-    pod_full_name,
+    SyncPodOutcome, SyncPodType, TerminatePodOptions, UpdatePodOptions, build_pod_full_name,
+    is_static_pod,
 };
 use crate::{EventRecorder, NoopRecorder, PodStatusCache, PodSyncer, PodWorkers};
 
@@ -600,7 +600,7 @@ where
         let now = Instant::now();
         let first_time = !state.statuses.contains_key(&uid);
         if first_time {
-            let mut status = PodSyncStatus::new(pod_full_name(&name, &ns));
+            let mut status = PodSyncStatus::new(build_pod_full_name(&name, &ns));
             if runtime_terminal == Some(true) {
                 // Upstream issue 105523: a terminal pod seen for the first
                 // time (a kubelet restart) with nothing running goes straight

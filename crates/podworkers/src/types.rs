@@ -26,11 +26,9 @@ pub const RESYNC_JITTER_FACTOR: f64 = 0.5;
 pub const BACKOFF_JITTER_FACTOR: f64 = 0.5;
 /// Shortest wait of `terminate_pod_abnormally_and_wait` (10 s).
 pub const MIN_ABNORMAL_TERMINATION_WAIT: Duration = Duration::from_secs(10);
-/// The pod annotation that names the config source (`kubernetes.io/config.source`).
-pub const CONFIG_SOURCE_ANNOTATION: &str = "kubernetes.io/config.source";
-/// The config source of pods from the API server (`"api"`); every other
-/// source makes a static pod.
-pub const API_SERVER_SOURCE: &str = "api";
+pub use kubelet_container::pod::{
+    API_SOURCE as API_SERVER_SOURCE, CONFIG_SOURCE_ANNOTATION, build_pod_full_name, is_static_pod,
+};
 
 /// Where a pod is in its lifecycle, as the pod worker sees it
 /// (upstream `PodWorkerState`).
@@ -351,24 +349,4 @@ impl Default for PodWorkersConfig {
             jitter_seed: 0x5eed_cafe_f00d_d00d,
         }
     }
-}
-
-/// True for a static pod: its `kubernetes.io/config.source` annotation names
-/// a source other than the API server (upstream `kubetypes.IsStaticPod`).
-pub fn is_static_pod(pod: &Pod) -> bool {
-    pod.metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(CONFIG_SOURCE_ANNOTATION))
-        .is_some_and(|source| source != API_SERVER_SOURCE)
-}
-
-/// `name_namespace`, the full name static pods are made exclusive by
-/// (upstream `kubecontainer.BuildPodFullName`).
-pub fn pod_full_name(name: &str, namespace: &str) -> String {
-    let mut s = String::with_capacity(name.len() + namespace.len() + 1);
-    s.push_str(name);
-    s.push('_');
-    s.push_str(namespace);
-    s
 }

@@ -50,3 +50,12 @@ pub enum Error {
     #[error("the probe manager needs a tokio runtime: {0}")]
     NoRuntime(String),
 }
+
+impl From<kubelet_container::Error> for Error {
+    fn from(e: kubelet_container::Error) -> Self {
+        match e {
+            kubelet_container::Error::InvalidContainerId(id) => Error::InvalidContainerId(id),
+            other => Error::InvalidContainerId(other.to_string()),
+        }
+    }
+}

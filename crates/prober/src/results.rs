@@ -9,12 +9,9 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::str::FromStr;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::mpsc;
-
-use crate::Error;
 
 /// The outcome of a probe as the kubelet caches it (upstream `results.Result`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -38,48 +35,7 @@ impl fmt::Display for ProbeResult {
     }
 }
 
-/// A container ID in the API form `<runtime type>://<id>`, as in
-/// `PodStatus.containerStatuses[].containerID` (upstream
-/// `kubecontainer.ContainerID`).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ContainerId {
-    /// The runtime type, e.g. `containerd`.
-    pub runtime_type: String,
-    /// The runtime's ID of the container (what CRI calls take).
-    pub id: String,
-}
-
-impl ContainerId {
-    /// A container ID from its two parts.
-    pub fn new(runtime_type: impl Into<String>, id: impl Into<String>) -> Self {
-        Self {
-            runtime_type: runtime_type.into(),
-            id: id.into(),
-        }
-    }
-
-    /// Parses `<type>://<id>` (upstream `ParseContainerID`): both parts must
-    /// be non-empty.
-    pub fn parse(s: &str) -> Result<Self, Error> {
-        match s.split_once("://") {
-            Some((t, id)) if !t.is_empty() && !id.is_empty() => Ok(Self::new(t, id)),
-            _ => Err(Error::InvalidContainerId(s.to_owned())),
-        }
-    }
-}
-
-impl FromStr for ContainerId {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self, Error> {
-        Self::parse(s)
-    }
-}
-
-impl fmt::Display for ContainerId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}://{}", self.runtime_type, self.id)
-    }
-}
+pub use kubelet_container::ContainerId;
 
 /// A changed result, sent on the channel of [`Manager::updates`].
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,6 +1,7 @@
 //! The status an event produces, and event timestamps.
 
-use kubelet_kuberuntime::ContainerState;
+use kubelet_container::ContainerState;
+use kubelet_kuberuntime::status::container_status_from_cri as convert;
 
 use super::*;
 
@@ -68,7 +69,7 @@ fn a_first_event_builds_the_status() {
         Some(sandbox("s1", true, 1, "10.0.0.5")),
         vec![container("c1", api::ContainerState::ContainerRunning, 2)],
     );
-    let s = pod_status_from_event("uid-1", None, &e);
+    let s = pod_status_from_event("uid-1", None, &e, convert);
     assert_eq!(
         (s.uid.as_str(), s.name.as_str(), s.namespace.as_str()),
         ("uid-1", "web", "default")
@@ -91,7 +92,7 @@ fn events_merge_into_the_previous_status_by_id() {
             container("c2", api::ContainerState::ContainerRunning, 3),
         ],
     );
-    let before = pod_status_from_event("uid-1", None, &first);
+    let before = pod_status_from_event("uid-1", None, &first, convert);
     // Only c1 in the payload (as the fake sends): c2 stays.
     let stopped = event(
         ContainerEventType::ContainerStoppedEvent,
@@ -99,7 +100,7 @@ fn events_merge_into_the_previous_status_by_id() {
         Some(sandbox("s1", true, 1, "10.0.0.5")),
         vec![container("c1", api::ContainerState::ContainerExited, 2)],
     );
-    let after = pod_status_from_event("uid-1", Some(&before), &stopped);
+    let after = pod_status_from_event("uid-1", Some(&before), &stopped, convert);
     let ids: Vec<_> = after
         .container_statuses
         .iter()
@@ -116,7 +117,7 @@ fn events_merge_into_the_previous_status_by_id() {
         None,
         vec![],
     );
-    let gone = pod_status_from_event("uid-1", Some(&after), &deleted);
+    let gone = pod_status_from_event("uid-1", Some(&after), &deleted, convert);
     assert_eq!(gone.container_statuses.len(), 1);
     assert_eq!(gone.container_statuses[0].id, "c2");
 
@@ -127,7 +128,7 @@ fn events_merge_into_the_previous_status_by_id() {
         Some(sandbox("s2", true, 10, "10.0.0.6")),
         vec![],
     );
-    let two = pod_status_from_event("uid-1", Some(&gone), &new_sandbox);
+    let two = pod_status_from_event("uid-1", Some(&gone), &new_sandbox, convert);
     let ids: Vec<_> = two.sandbox_statuses.iter().map(|s| s.id.as_str()).collect();
     assert_eq!(ids, ["s2", "s1"]);
     assert_eq!(two.ips, ["10.0.0.6"]);
@@ -140,7 +141,7 @@ fn events_merge_into_the_previous_status_by_id() {
         Some(sandbox("s2", false, 10, "10.0.0.6")),
         vec![],
     );
-    let dead = pod_status_from_event("uid-1", Some(&two), &stopped_sandbox);
+    let dead = pod_status_from_event("uid-1", Some(&two), &stopped_sandbox, convert);
     assert!(dead.ips.is_empty());
 }
 

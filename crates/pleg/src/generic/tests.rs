@@ -1,7 +1,7 @@
 //! The transition table (upstream `generic_test.go`'s `TestRelisting`
 //! cases, at the level of one container) and the event computation.
 
-use kubelet_kuberuntime::status::{RunningContainer, RunningSandbox};
+use kubelet_container::{RunningContainer, RunningSandbox};
 use proptest::prelude::*;
 
 use super::*;

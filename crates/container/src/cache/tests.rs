@@ -2,9 +2,8 @@
 
 use std::time::Duration;
 
-use kubelet_cri_client::api;
-use kubelet_kuberuntime::{ContainerStatus, labels::ContainerType};
-use kubelet_podworkers::PodStatusCache;
+use crate::cri as api;
+use crate::{ContainerStatus, ContainerType};
 
 use super::*;
 
@@ -28,7 +27,7 @@ fn ms(n: u64) -> Duration {
 fn wait(cache: &PodCache, uid: &str, min: Instant) -> tokio::task::JoinHandle<String> {
     let cache = cache.clone();
     let uid = uid.to_owned();
-    tokio::spawn(async move { name_of(cache.get_newer_than(&uid, min).await) })
+    tokio::spawn(async move { name_of(cache.get_newer_than(&uid, Some(min)).await) })
 }
 
 async fn settle() {
@@ -84,7 +83,7 @@ async fn get_newer_than_returns_at_once_when_the_entry_is_newer() {
     let cache = PodCache::new();
     let t = Instant::now();
     cache.set("a", status("a", "v1"), t + ms(10));
-    assert_eq!(name_of(cache.get_newer_than("a", t).await), "v1");
+    assert_eq!(name_of(cache.get_newer_than("a", Some(t)).await), "v1");
 }
 
 #[tokio::test(start_paused = true)]
@@ -138,7 +137,7 @@ async fn a_newer_global_timestamp_releases_waiters_with_what_is_cached() {
     assert_eq!(on_a.await.expect("join"), "cached");
     assert_eq!(on_missing.await.expect("join"), "", "the default status");
     // And afterwards, a wait older than the global timestamp returns at once.
-    assert_eq!(name_of(cache.get_newer_than("zzz", t).await), "");
+    assert_eq!(name_of(cache.get_newer_than("zzz", Some(t)).await), "");
     // ... but not one newer than it.
     let later = wait(&cache, "zzz", t + ms(5));
     settle().await;
@@ -186,16 +185,10 @@ async fn errors_are_cached_and_handed_to_waiters() {
     let t = Instant::now();
     let waiter = {
         let cache = cache.clone();
-        tokio::spawn(async move { cache.get_newer_than("a", t).await })
+        tokio::spawn(async move { cache.get_newer_than("a", Some(t)).await })
     };
     settle().await;
-    let err = Error::Inspect {
-        pod: "default/a".into(),
-        source: Arc::new(kubelet_kuberuntime::Error::InvalidPod {
-            pod: "default/a".into(),
-            reason: "boom".into(),
-        }),
-    };
+    let err = Error::runtime("default/a", std::io::Error::other("boom"));
     cache.set("a", Err(err), t + ms(1));
     let got = waiter.await.expect("join").expect_err("the error");
     assert!(got.to_string().contains("boom"), "{got}");
@@ -226,14 +219,14 @@ fn container(state: ContainerState) -> ContainerStatus {
 async fn the_pod_workers_trait() {
     let cache = PodCache::new();
     let t = Instant::now();
-    assert!(PodStatusCache::is_runtime_terminal(&cache, "unknown"));
+    assert!(cache.is_runtime_terminal("unknown"));
     let running = PodStatus {
         uid: "a".into(),
         container_statuses: vec![container(ContainerState::Running)],
         ..PodStatus::default()
     };
     cache.set("a", Ok(Arc::new(running)), t);
-    assert!(!PodStatusCache::is_runtime_terminal(&cache, "a"));
+    assert!(!cache.is_runtime_terminal("a"));
     let ready_sandbox = PodStatus {
         uid: "b".into(),
         sandbox_statuses: vec![api::PodSandboxStatus {
@@ -245,24 +238,22 @@ async fn the_pod_workers_trait() {
         ..PodStatus::default()
     };
     cache.set("b", Ok(Arc::new(ready_sandbox)), t);
-    assert!(!PodStatusCache::is_runtime_terminal(&cache, "b"));
+    assert!(!cache.is_runtime_terminal("b"));
     let dead = PodStatus {
         uid: "c".into(),
         container_statuses: vec![container(ContainerState::Exited)],
         ..PodStatus::default()
     };
     cache.set("c", Ok(Arc::new(dead)), t);
-    assert!(PodStatusCache::is_runtime_terminal(&cache, "c"));
+    assert!(cache.is_runtime_terminal("c"));
 
     // None: at once, whatever is there.
-    let s = PodStatusCache::get_newer_than(&cache, "a", None)
-        .await
-        .expect("status");
+    let s = cache.get_newer_than("a", None).await.expect("status");
     assert_eq!(s.container_statuses.len(), 1);
     // Some(t): waits like get_newer_than.
     let waiter = {
         let cache = cache.clone();
-        tokio::spawn(async move { PodStatusCache::get_newer_than(&cache, "a", Some(t)).await })
+        tokio::spawn(async move { cache.get_newer_than("a", Some(t)).await })
     };
     settle().await;
     assert!(!waiter.is_finished());
@@ -292,11 +283,10 @@ fn clones_share_the_cache() {
 /// kubelet recreate running pods.
 #[tokio::test(start_paused = true)]
 async fn a_first_sync_waits_for_the_first_relist() {
-    use kubelet_podworkers::PodStatusCache;
     let cache = PodCache::new();
     let waiter = {
         let cache = cache.clone();
-        tokio::spawn(async move { PodStatusCache::get_newer_than(&cache, "u1", None).await })
+        tokio::spawn(async move { cache.get_newer_than("u1", None).await })
     };
     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     assert!(!waiter.is_finished(), "nothing was listed yet");
@@ -306,7 +296,7 @@ async fn a_first_sync_waits_for_the_first_relist() {
     // Once listed, a first sync answers at once.
     let again = tokio::time::timeout(
         std::time::Duration::from_millis(1),
-        PodStatusCache::get_newer_than(&cache, "u2", None),
+        cache.get_newer_than("u2", None),
     )
     .await;
     assert!(again.is_ok());

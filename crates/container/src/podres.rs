@@ -5,7 +5,8 @@
 //! Quantities that do not parse count as zero and are logged: the API server
 //! validates them before a pod reaches a kubelet, and the functions built on
 //! these sums (QoS class, cgroup values) have no error to return upstream
-//! either. [`crate::validate_pod_resources`] reports them as errors.
+//! either. `kubelet-cm`'s `validate_pod_resources` reports them as errors,
+//! and the pod config refuses such static pods.
 
 use std::collections::BTreeMap;
 
@@ -18,18 +19,21 @@ use crate::quantity;
 /// for memory). Names are borrowed from the pod, and the few entries a pod
 /// has live in a small vector: no allocation per name, no tree.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct MilliList<'a>(Vec<(&'a str, i64)>);
+pub struct MilliList<'a>(Vec<(&'a str, i64)>);
 
 impl<'a> MilliList<'a> {
-    pub(crate) fn get(&self, name: &str) -> Option<&i64> {
+    /// The amount of `name`, if listed.
+    pub fn get(&self, name: &str) -> Option<&i64> {
         self.0.iter().find(|(k, _)| *k == name).map(|(_, v)| v)
     }
 
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (&'a str, i64)> + '_ {
+    /// Every entry, in the order listed.
+    pub fn iter(&self) -> impl Iterator<Item = (&'a str, i64)> + '_ {
         self.0.iter().copied()
     }
 
-    pub(crate) fn insert(&mut self, name: &'a str, v: i64) {
+    /// Sets the amount of `name`.
+    pub fn insert(&mut self, name: &'a str, v: i64) {
         match self.0.iter_mut().find(|(k, _)| *k == name) {
             Some(e) => e.1 = v,
             None => self.0.push((name, v)),
@@ -60,18 +64,20 @@ impl<'a> MilliList<'a> {
 }
 
 /// The amount of `name` in `list`, in thousandths (0 when absent or invalid).
-pub(crate) fn milli_of(list: Option<&BTreeMap<String, Quantity>>, name: &str) -> i64 {
+pub fn milli_of(list: Option<&BTreeMap<String, Quantity>>, name: &str) -> i64 {
     list.and_then(|l| l.get(name))
         .map(|q| parse_milli(name, q))
         .unwrap_or(0)
 }
 
 /// Whether `name` is present in `list` at all (even as zero).
-pub(crate) fn has(list: Option<&BTreeMap<String, Quantity>>, name: &str) -> bool {
+pub fn has(list: Option<&BTreeMap<String, Quantity>>, name: &str) -> bool {
     list.is_some_and(|l| l.contains_key(name))
 }
 
-pub(crate) fn parse_milli(name: &str, q: &Quantity) -> i64 {
+/// `q` in thousandths; an invalid quantity counts as 0 and is logged
+/// naming the resource.
+pub fn parse_milli(name: &str, q: &Quantity) -> i64 {
     match quantity::milli_value(&q.0) {
         Ok(v) => v,
         Err(err) => {
@@ -82,7 +88,7 @@ pub(crate) fn parse_milli(name: &str, q: &Quantity) -> i64 {
 }
 
 /// Whole units from thousandths, rounded up as upstream's `Value()`.
-pub(crate) fn milli_to_value(m: i64) -> i64 {
+pub fn milli_to_value(m: i64) -> i64 {
     if m >= 0 {
         m.saturating_add(999) / 1000
     } else {
@@ -90,7 +96,8 @@ pub(crate) fn milli_to_value(m: i64) -> i64 {
     }
 }
 
-pub(crate) fn to_milli_list(list: Option<&BTreeMap<String, Quantity>>) -> MilliList<'_> {
+/// Every entry of `list` in thousandths.
+pub fn to_milli_list(list: Option<&BTreeMap<String, Quantity>>) -> MilliList<'_> {
     MilliList(
         list.map(|l| {
             l.iter()
@@ -102,7 +109,7 @@ pub(crate) fn to_milli_list(list: Option<&BTreeMap<String, Quantity>>) -> MilliL
 }
 
 /// Whether an init container is a sidecar (`restartPolicy: Always`).
-pub(crate) fn is_restartable_init(c: &Container) -> bool {
+pub fn is_restartable_init(c: &Container) -> bool {
     c.restart_policy.as_deref() == Some("Always")
 }
 
@@ -177,7 +184,7 @@ fn aggregate<'a>(pod: &'a Pod, limits: bool, visit: &mut dyn FnMut(i64, i64)) ->
 }
 
 /// The pod's effective requests (upstream `resource.PodRequests`).
-pub(crate) fn pod_requests(pod: &Pod) -> MilliList<'_> {
+pub fn pod_requests(pod: &Pod) -> MilliList<'_> {
     let mut reqs = aggregate(pod, false, &mut |_, _| {});
     if let Some(r) = pod_level(pod) {
         // Pod-level resources (KEP 2837) replace the aggregate for cpu and memory.
@@ -192,7 +199,7 @@ pub(crate) fn pod_requests(pod: &Pod) -> MilliList<'_> {
 
 /// The pod's effective limits (upstream `resource.PodLimits`) and whether
 /// every container declared a cpu limit and a memory limit.
-pub(crate) fn pod_limits(pod: &Pod) -> (MilliList<'_>, bool, bool) {
+pub fn pod_limits(pod: &Pod) -> (MilliList<'_>, bool, bool) {
     let mut cpu_declared = true;
     let mut mem_declared = true;
     let mut limits = aggregate(pod, true, &mut |cpu, mem| {
@@ -215,7 +222,7 @@ pub(crate) fn pod_limits(pod: &Pod) -> (MilliList<'_>, bool, bool) {
 }
 
 /// Pod-level `spec.resources` when it sets cpu or memory.
-pub(crate) fn pod_level(pod: &Pod) -> Option<&ResourceRequirements> {
+pub fn pod_level(pod: &Pod) -> Option<&ResourceRequirements> {
     let r = pod.spec.as_ref()?.resources.as_ref()?;
     let sets = |l: Option<&BTreeMap<String, Quantity>>| {
         l.is_some_and(|l| l.contains_key("cpu") || l.contains_key("memory"))

@@ -36,7 +36,7 @@
 //! upstream `doBackOff` is then:
 //!
 //! ```
-//! use kubelet_eviction::{Backoff, crash_loop_key, system_time_from_unix_nanos};
+//! use kubelet_container::flowcontrol::{Backoff, crash_loop_key, system_time_from_unix_nanos};
 //! let backoff = Backoff::crash_loop();
 //! let key = crash_loop_key("web", "default", "uid-1", "app", "1a2b3c");
 //! let finished_at = system_time_from_unix_nanos(1_700_000_000_000_000_000);

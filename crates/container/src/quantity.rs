@@ -221,9 +221,9 @@ fn scaled(text: &str, scale: i32) -> Result<i64> {
 /// The quantity in whole units, rounded away from zero (upstream `Quantity.Value()`).
 ///
 /// ```
-/// assert_eq!(kubelet_cm::quantity::value("64Mi").unwrap(), 67_108_864);
-/// assert_eq!(kubelet_cm::quantity::value("1e3").unwrap(), 1000);
-/// assert!(kubelet_cm::quantity::value("12Qi").is_err());
+/// assert_eq!(kubelet_container::quantity::value("64Mi").unwrap(), 67_108_864);
+/// assert_eq!(kubelet_container::quantity::value("1e3").unwrap(), 1000);
+/// assert!(kubelet_container::quantity::value("12Qi").is_err());
 /// ```
 pub fn value(text: &str) -> Result<i64> {
     scaled(text, 0)
@@ -233,8 +233,8 @@ pub fn value(text: &str) -> Result<i64> {
 /// `Quantity.MilliValue()`): milli-CPU for `cpu`.
 ///
 /// ```
-/// assert_eq!(kubelet_cm::quantity::milli_value("250m").unwrap(), 250);
-/// assert_eq!(kubelet_cm::quantity::milli_value("1.5").unwrap(), 1500);
+/// assert_eq!(kubelet_container::quantity::milli_value("250m").unwrap(), 250);
+/// assert_eq!(kubelet_container::quantity::milli_value("1.5").unwrap(), 1500);
 /// ```
 pub fn milli_value(text: &str) -> Result<i64> {
     scaled(text, 3)

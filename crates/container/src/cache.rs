@@ -5,8 +5,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use async_trait::async_trait;
-use kubelet_kuberuntime::{ContainerState, PodStatus};
+use crate::{ContainerState, PodStatus};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
@@ -51,7 +50,7 @@ struct Shared {
 ///
 /// Clones share the same cache, so one cache can be handed both to a PLEG
 /// (as `Arc<PodCache>`) and, by value, to the pod workers, for which it
-/// implements [`kubelet_podworkers::PodStatusCache`].
+/// implements `kubelet_podworkers::PodStatusCache`.
 ///
 /// Timestamps are [`tokio::time::Instant`], so tests can run it on tokio's
 /// paused clock.
@@ -196,15 +195,11 @@ impl PodCache {
     /// Waits until the cache holds data for the pod newer than `min_time`,
     /// or the global timestamp passes `min_time`, then returns what
     /// [`get`](Self::get) would (upstream `GetNewerThan`).
+    /// `None` is upstream's zero time: it waits for the first data of the
+    /// pod or the first relist, so that a kubelet that restarts never syncs
+    /// a running pod against an empty status (which would make a second
+    /// sandbox for it).
     pub async fn get_newer_than(
-        &self,
-        uid: &str,
-        min_time: Instant,
-    ) -> Result<Arc<PodStatus>, Error> {
-        self.wait_newer_than(uid, Some(min_time)).await
-    }
-
-    async fn wait_newer_than(
         &self,
         uid: &str,
         min_time: Option<Instant>,
@@ -269,7 +264,7 @@ impl PodCache {
     }
 
     /// The pod whose cached status holds the container or sandbox `id`.
-    pub(crate) fn find_pod_of(&self, id: &str) -> Option<String> {
+    pub fn find_pod_of(&self, id: &str) -> Option<String> {
         self.inner().pods.iter().find_map(|(uid, d)| {
             let status = d.status.as_ref().ok()?;
             let found = status.container_statuses.iter().any(|c| c.id == id)
@@ -294,31 +289,6 @@ impl PodCache {
                         .any(|c| c.state == ContainerState::Running)
             }
         }
-    }
-}
-
-#[async_trait]
-impl kubelet_podworkers::PodStatusCache for PodCache {
-    type Status = Arc<PodStatus>;
-
-    async fn get_newer_than(
-        &self,
-        uid: &str,
-        min_time: Option<Instant>,
-    ) -> kubelet_podworkers::Result<Arc<PodStatus>> {
-        // `None` (a pod's first sync) waits, as upstream's zero time does,
-        // for the first data of the pod or the first relist: an empty status
-        // before the PLEG has looked would make the first sync after a
-        // kubelet restart create a second sandbox for a running pod.
-        let entry = self.wait_newer_than(uid, min_time).await;
-        entry.map_err(|e| kubelet_podworkers::Error::StatusCache {
-            uid: uid.to_owned(),
-            source: Box::new(e),
-        })
-    }
-
-    fn is_runtime_terminal(&self, uid: &str) -> bool {
-        PodCache::is_runtime_terminal(self, uid)
     }
 }
 
