@@ -29,7 +29,7 @@ use crate::topologymanager::{HintProvider, NumaMask, ProviderHints, TopologyHint
 
 /// The checkpoint's file name under the kubelet root directory.
 pub const CPU_MANAGER_STATE_FILE: &str = "cpu_manager_state";
-/// The reconcile period (kubelet `cpuManagerReconcilePeriod`).
+/// The default reconcile period (kubelet `cpuManagerReconcilePeriod`, 10 s).
 pub const RECONCILE_PERIOD: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The CPU manager's state (upstream `state.State`), as checkpointed.
