@@ -61,6 +61,9 @@ struct Cli {
     /// none or static.
     #[arg(long)]
     cpu_manager_policy: Option<String>,
+    /// How often the CPU manager updates containers' cpusets (10s).
+    #[arg(long)]
+    cpu_manager_reconcile_period: Option<String>,
     /// CPUs reserved for the system (0,1).
     #[arg(long)]
     reserved_cpus: Option<String>,
@@ -155,6 +158,7 @@ async fn main() -> std::process::ExitCode {
         system_reserved: cli.system_reserved,
         eviction_hard: cli.eviction_hard,
         cpu_manager_policy: cli.cpu_manager_policy,
+        cpu_manager_reconcile_period: cli.cpu_manager_reconcile_period,
         reserved_cpus: cli.reserved_cpus,
         memory_manager_policy: cli.memory_manager_policy,
         topology_manager_policy: cli.topology_manager_policy,

@@ -87,6 +87,10 @@ pub struct KubeletConfiguration {
     pub eviction_hard: BTreeMap<String, String>,
     /// `none` or `static` (`--cpu-manager-policy`).
     pub cpu_manager_policy: String,
+    /// How often the CPU manager pushes cpusets to running containers
+    /// (`--cpu-manager-reconcile-period`, a Go duration, `10s`; zero means
+    /// the default, as upstream defaults it to the node status period).
+    pub cpu_manager_reconcile_period: String,
     /// CPUs reserved for the system (`--reserved-cpus`).
     #[serde(rename = "reservedSystemCPUs")]
     pub reserved_system_cpus: String,
@@ -124,6 +128,7 @@ impl Default for KubeletConfiguration {
                 ("imagefs.available".into(), "15%".into()),
             ]),
             cpu_manager_policy: "none".into(),
+            cpu_manager_reconcile_period: "10s".into(),
             reserved_system_cpus: String::new(),
             memory_manager_policy: "None".into(),
             topology_manager_policy: "none".into(),
@@ -164,6 +169,8 @@ pub struct Flags {
     pub eviction_hard: Option<String>,
     /// `--cpu-manager-policy`.
     pub cpu_manager_policy: Option<String>,
+    /// `--cpu-manager-reconcile-period` (`10s`).
+    pub cpu_manager_reconcile_period: Option<String>,
     /// `--reserved-cpus`.
     pub reserved_cpus: Option<String>,
     /// `--memory-manager-policy`.
@@ -237,6 +244,9 @@ impl KubeletConfiguration {
         }
         if let Some(v) = &flags.cpu_manager_policy {
             self.cpu_manager_policy = v.clone();
+        }
+        if let Some(v) = &flags.cpu_manager_reconcile_period {
+            self.cpu_manager_reconcile_period = v.clone();
         }
         if let Some(v) = &flags.reserved_cpus {
             self.reserved_system_cpus = v.clone();

@@ -59,6 +59,7 @@ use kubelet_podworkers::{
 };
 
 pub mod config;
+pub mod cpu_reconcile;
 pub mod explain;
 pub mod node_api;
 pub mod standalone;

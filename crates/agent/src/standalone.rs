@@ -237,8 +237,9 @@ pub async fn run(
         reason: format!("container manager: {e}"),
     };
     let machine = kubelet_cm::MachineInfo::host().map_err(cm_error)?;
-    let cm: Arc<dyn ContainerManager> =
-        Arc::new(NodeContainerManager::new(cm_config, machine).map_err(cm_error)?);
+    let node_cm = Arc::new(NodeContainerManager::new(cm_config, machine).map_err(cm_error)?);
+    let cpu_reconcile = crate::cpu_reconcile::CpuReconcile::new(&config, &node_cm)?;
+    let cm: Arc<dyn ContainerManager> = node_cm;
     cm.start().map_err(cm_error)?;
     tracing::info!(allocatable = ?cm.node_allocatable(), "container manager started");
 
@@ -377,7 +378,7 @@ pub async fn run(
                 ..KubeletConfig::new(opts.node_name.clone())
             },
             runtime.clone(),
-            cache,
+            cache.clone(),
             KubeletParts {
                 statuses: opts.statuses.clone(),
                 cm: Some(cm),
@@ -510,6 +511,15 @@ pub async fn run(
         }
     });
     let pod_config = Arc::new(pod_config);
+    // The CPU manager's cpusets pushed to running containers (static policy).
+    let cpu_reconcile = cpu_reconcile.map(|r| {
+        r.start(
+            Arc::new(cri.clone()),
+            kubelet.clone(),
+            cache,
+            pod_config.clone(),
+        )
+    });
     let ready_config = pod_config.clone();
     kubelet
         .run(
@@ -519,6 +529,9 @@ pub async fn run(
             shutdown,
         )
         .await;
+    if let Some(task) = cpu_reconcile {
+        task.stop().await;
+    }
     pleg.stop();
     pod_config.shutdown();
     forward.abort();

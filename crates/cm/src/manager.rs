@@ -288,7 +288,7 @@ pub struct NodeContainerManager {
     config: ContainerManagerConfig,
     machine: MachineInfo,
     cgroups: Box<dyn CgroupManager>,
-    cpu: CpuManager,
+    cpu: std::sync::Arc<CpuManager>,
     memory: MemoryManager,
     topology: TopologyManager,
     hugepage_sizes: Vec<String>,
@@ -342,11 +342,11 @@ impl NodeContainerManager {
         let cgroup_v2 = crate::cgroup::detect_cgroup_version(&config.cgroup_mount_root)
             == crate::CgroupVersion::V2;
         let state_dir = config.state_dir.as_deref();
-        let cpu = CpuManager::new(
+        let cpu = std::sync::Arc::new(CpuManager::new(
             config.cpu_policy.clone(),
             machine.topology.clone(),
             state_dir,
-        )?;
+        )?);
         let memory = MemoryManager::new(config.memory_policy.clone(), &machine, state_dir)?;
         let topology = TopologyManager::new(config.topology_policy, machine.topology.numa_nodes())?;
         let hugepage_sizes = machine
@@ -370,6 +370,12 @@ impl NodeContainerManager {
     /// The CPU manager.
     pub fn cpu_manager(&self) -> &CpuManager {
         &self.cpu
+    }
+
+    /// The CPU manager, shared: for its reconcile task
+    /// ([`CpuManager::spawn_reconcile`]).
+    pub fn cpu_manager_handle(&self) -> std::sync::Arc<CpuManager> {
+        self.cpu.clone()
     }
 
     /// The memory manager.
@@ -569,7 +575,7 @@ impl ContainerManager for NodeContainerManager {
     }
 
     fn admit(&self, pod: &Pod) -> Result<()> {
-        let providers: [&dyn HintProvider; 2] = [&self.cpu, &self.memory];
+        let providers: [&dyn HintProvider; 2] = [&*self.cpu, &self.memory];
         self.topology.admit(pod, &providers).map_err(|e| match e {
             Error::NotEnoughCpus { .. } => Error::Admission {
                 reason: "UnexpectedAdmissionError",

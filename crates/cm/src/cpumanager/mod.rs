@@ -3,7 +3,8 @@
 //! With `static`, containers of Guaranteed pods whose cpu request is a whole
 //! number get CPUs of their own, chosen topology-aware; everyone else runs on
 //! the shared pool. State is checkpointed (see [`crate::checkpoint`]) and
-//! pushed to running containers by [`CpuManager::reconcile`].
+//! pushed to running containers by [`CpuManager::reconcile_state`], every
+//! period in the background task of [`CpuManager::spawn_reconcile`].
 //!
 //! Upstream: `pkg/kubelet/cm/cpumanager/{cpu_manager.go,policy_static.go,
 //! policy_none.go,cpu_assignment.go,state/checkpoint.go}`. Not done:
@@ -16,8 +17,6 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use k8s_openapi::api::core::v1::{Container, Pod};
-use kubelet_cri_client::RuntimeService;
-use kubelet_cri_client::api::LinuxContainerResources;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::Checkpoint;
@@ -30,7 +29,7 @@ use crate::topologymanager::{HintProvider, NumaMask, ProviderHints, TopologyHint
 
 /// The checkpoint's file name under the kubelet root directory.
 pub const CPU_MANAGER_STATE_FILE: &str = "cpu_manager_state";
-/// The reconcile period (kubelet `cpuManagerReconcilePeriod`).
+/// The default reconcile period (kubelet `cpuManagerReconcilePeriod`, 10 s).
 pub const RECONCILE_PERIOD: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The CPU manager's state (upstream `state.State`), as checkpointed.
@@ -316,6 +315,10 @@ struct Inner {
     containers: BTreeMap<String, (String, String)>,
     /// Container ID → the cpuset last pushed to the runtime.
     last_update: BTreeMap<String, CpuSet>,
+    /// Bumped by every allocation; see [`CpuManager::remove_stale_state`].
+    generation: u64,
+    /// (pod UID, container name) → the generation of its allocation.
+    allocated_at: BTreeMap<(String, String), u64>,
 }
 
 /// The CPU manager (upstream `cpumanager.Manager`).
@@ -421,6 +424,8 @@ impl CpuManager {
                 cpus_to_reuse: BTreeMap::new(),
                 containers: BTreeMap::new(),
                 last_update: BTreeMap::new(),
+                generation: 0,
+                allocated_at: BTreeMap::new(),
             }),
         };
         m.validate_and_init(&mut state)?;
@@ -606,6 +611,10 @@ impl CpuManager {
                 .entry(uid.clone())
                 .or_default()
                 .insert(container.name.clone(), result.clone());
+            g.generation += 1;
+            let generation = g.generation;
+            g.allocated_at
+                .insert((uid.clone(), container.name.clone()), generation);
             Self::update_cpus_to_reuse(&mut g, pod, container, &result);
             result
         };
@@ -649,6 +658,8 @@ impl CpuManager {
                 .entries
                 .get_mut(pod_uid)
                 .and_then(|c| c.remove(container));
+            g.allocated_at
+                .remove(&(pod_uid.to_owned(), container.to_owned()));
             if g.state.entries.get(pod_uid).is_some_and(|c| c.is_empty()) {
                 g.state.entries.remove(pod_uid);
             }
@@ -690,14 +701,50 @@ impl CpuManager {
 
     /// Drops assignments of containers that are no longer active (upstream
     /// `removeStaleState`; call only when all pod sources are ready).
+    /// `active` lists (pod UID, container name) of every container, init
+    /// containers included, of every active pod.
     pub fn remove_stale_state(&self, active: &[(String, String)]) -> Result<()> {
+        self.remove_stale_state_before(active, u64::MAX)
+    }
+
+    /// [`CpuManager::remove_stale_state`], sparing assignments made at or
+    /// after generation `before`: those were allocated after the caller
+    /// listed the active pods, so their absence from `active` proves
+    /// nothing (upstream lists the pods under the manager's lock instead).
+    fn remove_stale_state_before(&self, active: &[(String, String)], before: u64) -> Result<()> {
+        let active: std::collections::BTreeSet<(&str, &str)> = active
+            .iter()
+            .map(|(uid, name)| (uid.as_str(), name.as_str()))
+            .collect();
         let stale: Vec<(String, String)> = {
-            let g = self.lock();
-            g.state
+            let mut g = self.lock();
+            let inner = &mut *g;
+            // The container map forgets containers of inactive pods too
+            // (upstream visits its `containerMap`); so does the last-pushed
+            // cache, keyed by container ID.
+            let gone: Vec<String> = inner
+                .containers
+                .iter()
+                .filter(|(_, (uid, name))| !active.contains(&(uid.as_str(), name.as_str())))
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in gone {
+                inner.containers.remove(&id);
+                inner.last_update.remove(&id);
+            }
+            inner
+                .state
                 .entries
                 .iter()
-                .flat_map(|(uid, cs)| cs.keys().map(move |n| (uid.clone(), n.clone())))
+                .flat_map(|(uid, cs)| cs.keys().map(move |n| (uid.as_str(), n.as_str())))
                 .filter(|k| !active.contains(k))
+                .filter(|(uid, name)| {
+                    inner
+                        .allocated_at
+                        .get(&((*uid).to_owned(), (*name).to_owned()))
+                        .is_none_or(|g| *g < before)
+                })
+                .map(|(uid, name)| (uid.to_owned(), name.to_owned()))
                 .collect()
         };
         for (uid, name) in stale {
@@ -705,80 +752,6 @@ impl CpuManager {
             self.remove_container(&uid, &name)?;
         }
         Ok(())
-    }
-
-    /// The containers whose cpuset differs from what was last pushed, with
-    /// the cpuset they should have.
-    pub fn reconcile_plan(&self, active: &[ActiveContainer]) -> Vec<(String, CpuSet)> {
-        active
-            .iter()
-            .filter_map(|c| {
-                let want = self.cpuset_for(&c.pod_uid, &c.name);
-                let g = self.lock();
-                (g.last_update.get(&c.container_id) != Some(&want))
-                    .then(|| (c.container_id.clone(), want))
-            })
-            .collect()
-    }
-
-    /// One reconcile pass (upstream `reconcileState`, every [`RECONCILE_PERIOD`]):
-    /// pushes each active container's cpuset through `UpdateContainerResources`
-    /// when it changed. Returns the IDs updated and the IDs that failed.
-    pub async fn reconcile(
-        &self,
-        runtime: &dyn RuntimeService,
-        active: &[ActiveContainer],
-    ) -> (Vec<String>, Vec<String>) {
-        let mut ok = Vec::new();
-        let mut failed = Vec::new();
-        for c in active {
-            self.add_container(&c.pod_uid, &c.name, &c.container_id);
-        }
-        for (id, cpus) in self.reconcile_plan(active) {
-            let linux = LinuxContainerResources {
-                cpuset_cpus: cpus.to_string(),
-                ..Default::default()
-            };
-            match runtime.update_container_resources(&id, linux).await {
-                Ok(()) => {
-                    self.lock().last_update.insert(id.clone(), cpus);
-                    ok.push(id);
-                }
-                Err(err) => {
-                    tracing::warn!(container = %id, %err, "cpuset update failed");
-                    failed.push(id);
-                }
-            }
-        }
-        (ok, failed)
-    }
-
-    /// Runs [`CpuManager::reconcile`] every `period` (upstream: every
-    /// `cpuManagerReconcilePeriod`, [`RECONCILE_PERIOD`]) with the containers
-    /// `active` lists at each tick, until `shutdown` completes.
-    pub async fn run_reconcile_loop<F, S>(
-        &self,
-        runtime: &dyn RuntimeService,
-        period: std::time::Duration,
-        mut active: F,
-        shutdown: S,
-    ) where
-        F: FnMut() -> Vec<ActiveContainer>,
-        S: std::future::Future<Output = ()>,
-    {
-        let mut tick = tokio::time::interval(period);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                () = &mut shutdown => return,
-                _ = tick.tick() => {
-                    let list = active();
-                    let (ok, failed) = self.reconcile(runtime, &list).await;
-                    tracing::debug!(updated = ok.len(), failed = failed.len(), "cpu manager reconcile");
-                }
-            }
-        }
     }
 
     /// NUMA hints for a container (upstream `GetTopologyHints`,
@@ -861,6 +834,9 @@ impl HintProvider for CpuManager {
         CpuManager::allocate(self, pod, container, Some(hint)).map(|_| ())
     }
 }
+
+mod reconcile;
+pub use reconcile::{ActiveContainerSource, ReconcileReport, ReconcileSnapshot, ReconcileTask};
 
 #[cfg(test)]
 mod tests;

@@ -270,17 +270,17 @@ fn stale_state_removed() {
     assert_eq!(m.shared_pool().len(), 3);
 }
 
-#[tokio::test]
-async fn reconcile_pushes_cpusets_once() {
+/// A created container `name` of pod `uid` in the fake runtime; its ID.
+async fn fake_container(rt: &kubelet_cri_client::FakeRuntime, uid: &str, name: &str) -> String {
+    use kubelet_cri_client::RuntimeService;
     use kubelet_cri_client::api::{
         ContainerConfig, ContainerMetadata, ImageSpec, PodSandboxConfig, PodSandboxMetadata,
     };
-    let rt = kubelet_cri_client::FakeRuntime::new();
     rt.add_image("busybox");
     let sb_cfg = PodSandboxConfig {
         metadata: Some(PodSandboxMetadata {
-            name: "p".into(),
-            uid: "p".into(),
+            name: uid.into(),
+            uid: uid.into(),
             namespace: "d".into(),
             attempt: 0,
         }),
@@ -289,7 +289,7 @@ async fn reconcile_pushes_cpusets_once() {
     let sb = rt.run_pod_sandbox(sb_cfg.clone(), "").await.unwrap();
     let cfg = ContainerConfig {
         metadata: Some(ContainerMetadata {
-            name: "app".into(),
+            name: name.into(),
             attempt: 0,
         }),
         image: Some(ImageSpec {
@@ -298,66 +298,333 @@ async fn reconcile_pushes_cpusets_once() {
         }),
         ..Default::default()
     };
-    let id = rt.create_container(&sb, cfg, sb_cfg).await.unwrap();
+    rt.create_container(&sb, cfg, sb_cfg).await.unwrap()
+}
+
+fn running(uid: &str, name: &str, id: &str) -> ActiveContainer {
+    ActiveContainer {
+        pod_uid: uid.into(),
+        name: name.into(),
+        container_id: id.into(),
+    }
+}
+
+/// The cpuset the fake runtime last received for `id`.
+fn pushed(rt: &kubelet_cri_client::FakeRuntime, id: &str) -> Option<String> {
+    rt.container_resources(id).map(|r| r.cpuset_cpus)
+}
+
+fn updates(rt: &kubelet_cri_client::FakeRuntime) -> usize {
+    rt.calls()
+        .iter()
+        .filter(|c| **c == "UpdateContainerResources")
+        .count()
+}
+
+fn best_effort(uid: &str) -> Pod {
+    pod(uid, vec![ctr("app", &[], &[])], vec![])
+}
+
+#[tokio::test]
+async fn reconcile_pushes_cpusets_once() {
+    let rt = kubelet_cri_client::FakeRuntime::new();
+    let id = fake_container(&rt, "p", "app").await;
     let m = CpuManager::new(static_policy(1), CpuTopology::synthetic(1, 1, 4, 1), None).unwrap();
     let p = guaranteed("p", "2");
     m.allocate(&p, app(&p), None).unwrap();
-    let active = vec![ActiveContainer {
-        pod_uid: "p".into(),
-        name: "app".into(),
-        container_id: id.clone(),
-    }];
-    let (ok, failed) = m.reconcile(&rt, &active).await;
-    assert_eq!((ok, failed), (vec![id.clone()], vec![]));
-    let st = rt.container_status(&id, false).await.unwrap();
-    let linux = st.status.unwrap().resources.unwrap().linux.unwrap();
+    let active = vec![running("p", "app", &id)];
+    let r = m.reconcile(&rt, &active).await;
+    assert_eq!((r.updated, r.failed), (vec![id.clone()], vec![]));
     assert_eq!(
-        linux.cpuset_cpus,
-        m.assigned("p", "app").unwrap().to_string()
+        pushed(&rt, &id),
+        Some(m.assigned("p", "app").unwrap().to_string())
     );
-    // Nothing changed: nothing pushed.
-    let (ok, _) = m.reconcile(&rt, &active).await;
-    assert!(ok.is_empty());
-    assert_eq!(
-        rt.calls()
-            .iter()
-            .filter(|c| **c == "UpdateContainerResources")
-            .count(),
-        1
-    );
+    // Nothing changed: nothing pushed (upstream's lastUpdateState skip).
+    let r = m.reconcile(&rt, &active).await;
+    assert!(r.updated.is_empty());
+    assert_eq!(r.in_sync, vec![id.clone()]);
+    assert_eq!(updates(&rt), 1);
     // After removal the container is moved back to the shared pool.
     m.remove_container("p", "app").unwrap();
-    let (ok, _) = m.reconcile(&rt, &active).await;
-    assert_eq!(ok.len(), 1);
+    let r = m.reconcile(&rt, &active).await;
+    assert_eq!(r.updated.len(), 1);
+    assert_eq!(pushed(&rt, &id), Some("0-3".into()));
     // An unknown container fails and is reported.
-    let ghost = vec![ActiveContainer {
-        pod_uid: "x".into(),
-        name: "y".into(),
-        container_id: "nope".into(),
-    }];
-    let (_, failed) = m.reconcile(&rt, &ghost).await;
-    assert_eq!(failed, vec!["nope".to_owned()]);
+    let ghost = vec![running("x", "y", "nope")];
+    let r = m.reconcile(&rt, &ghost).await;
+    assert_eq!(r.failed, vec!["nope".to_owned()]);
+}
+
+/// The bug of issue 12: a shared-pool container keeps the CPUs later handed
+/// out exclusively until the reconcile narrows it.
+#[tokio::test]
+async fn shared_containers_narrow_when_cpus_go_exclusive() {
+    let rt = kubelet_cri_client::FakeRuntime::new();
+    let m = CpuManager::new(
+        CpuPolicy::Static {
+            reserved: ReservedCpus::List(cs("0")),
+        },
+        CpuTopology::synthetic(1, 1, 2, 1),
+        None,
+    )
+    .unwrap();
+    let be = best_effort("be");
+    assert_eq!(m.allocate(&be, app(&be), None).unwrap(), None);
+    let be_id = fake_container(&rt, "be", "app").await;
+    let r = m.reconcile(&rt, &[running("be", "app", &be_id)]).await;
+    assert_eq!(r.updated, vec![be_id.clone()]);
+    assert_eq!(pushed(&rt, &be_id), Some("0-1".into()));
+
+    let g = guaranteed("g", "1");
+    assert_eq!(m.allocate(&g, app(&g), None).unwrap(), Some(cs("1")));
+    let g_id = fake_container(&rt, "g", "app").await;
+    let both = [running("be", "app", &be_id), running("g", "app", &g_id)];
+    let plan = m.reconcile_plan(&both);
+    assert_eq!(
+        plan,
+        vec![(be_id.clone(), cs("0")), (g_id.clone(), cs("1"))]
+    );
+    let r = m.reconcile(&rt, &both).await;
+    assert_eq!(r.updated, vec![be_id.clone(), g_id.clone()]);
+    assert_eq!(pushed(&rt, &be_id), Some("0".into()));
+    assert_eq!(pushed(&rt, &g_id), Some("1".into()));
+    // Only the cpuset is sent, as upstream's updateContainerCPUSet.
+    let sent = rt.container_resources(&be_id).unwrap();
+    assert_eq!(
+        sent,
+        kubelet_cri_client::api::LinuxContainerResources {
+            cpuset_cpus: "0".into(),
+            ..Default::default()
+        }
+    );
+
+    // The Guaranteed pod goes: its CPU returns to the pool and the shared
+    // container widens again at the next pass.
+    m.remove_container("g", "app").unwrap();
+    let r = m.reconcile(&rt, &[running("be", "app", &be_id)]).await;
+    assert_eq!(r.updated, vec![be_id.clone()]);
+    assert_eq!(pushed(&rt, &be_id), Some("0-1".into()));
+}
+
+#[tokio::test]
+async fn failed_updates_are_retried_and_exited_containers_forgotten() {
+    let rt = kubelet_cri_client::FakeRuntime::new();
+    let m = CpuManager::new(static_policy(1), CpuTopology::synthetic(1, 1, 2, 1), None).unwrap();
+    let id = fake_container(&rt, "be", "app").await;
+    rt.inject_error(
+        "UpdateContainerResources",
+        kubelet_cri_client::Error::Unavailable {
+            call: kubelet_cri_client::Call::new("UpdateContainerResources"),
+            message: "injected".into(),
+        },
+    );
+    let active = [running("be", "app", &id)];
+    let r = m.reconcile(&rt, &active).await;
+    assert_eq!((r.updated.len(), r.failed.clone()), (0, vec![id.clone()]));
+    assert_eq!(pushed(&rt, &id), None);
+    let r = m.reconcile(&rt, &active).await;
+    assert_eq!(r.updated, vec![id.clone()]);
+    // The container exits: what it got is forgotten, so its successor (a
+    // new ID) and even a reappearing ID are pushed again.
+    m.reconcile(&rt, &[]).await;
+    let r = m.reconcile(&rt, &active).await;
+    assert_eq!(r.updated, vec![id.clone()]);
+    assert_eq!(updates(&rt), 3);
+}
+
+#[tokio::test]
+async fn reconcile_state_removes_stale_state_only_when_sources_are_ready() {
+    let rt = kubelet_cri_client::FakeRuntime::new();
+    let m = CpuManager::new(static_policy(1), CpuTopology::synthetic(1, 1, 4, 1), None).unwrap();
+    let gone = guaranteed("gone", "2");
+    m.allocate(&gone, app(&gone), None).unwrap();
+    let be_id = fake_container(&rt, "be", "app").await;
+    let not_ready = || ReconcileSnapshot {
+        active: None,
+        running: vec![running("be", "app", &be_id)],
+    };
+    let r = m.reconcile_state(&rt, &not_ready).await;
+    assert_eq!(r.updated, vec![be_id.clone()]);
+    assert!(m.assigned("gone", "app").is_some(), "kept while not ready");
+    assert_eq!(pushed(&rt, &be_id), Some(m.shared_pool().to_string()));
+    assert_eq!(m.shared_pool().len(), 2);
+
+    let ready = || ReconcileSnapshot {
+        active: Some(vec![("be".into(), "app".into())]),
+        running: vec![running("be", "app", &be_id)],
+    };
+    let r = m.reconcile_state(&rt, &ready).await;
+    assert!(m.assigned("gone", "app").is_none(), "stale: released");
+    assert_eq!(r.updated, vec![be_id.clone()]);
+    assert_eq!(pushed(&rt, &be_id), Some("0-3".into()));
+}
+
+#[tokio::test]
+async fn an_allocation_racing_the_pod_listing_is_not_stale() {
+    let rt = kubelet_cri_client::FakeRuntime::new();
+    let m = CpuManager::new(static_policy(1), CpuTopology::synthetic(1, 1, 4, 1), None).unwrap();
+    let old = guaranteed("old", "1");
+    m.allocate(&old, app(&old), None).unwrap();
+    let new = guaranteed("new", "1");
+    // The pod is admitted while the kubelet's pods are being listed: the
+    // list misses it, as it misses the pod that went away.
+    let racing = || {
+        m.allocate(&new, app(&new), None).unwrap();
+        ReconcileSnapshot {
+            active: Some(Vec::new()),
+            running: Vec::new(),
+        }
+    };
+    m.reconcile_state(&rt, &racing).await;
+    assert!(m.assigned("old", "app").is_none());
+    assert!(m.assigned("new", "app").is_some());
+    // Listed as active at the next pass, it stays; the one after that
+    // without it, it goes.
+    let listed = || ReconcileSnapshot {
+        active: Some(vec![("new".into(), "app".into())]),
+        running: Vec::new(),
+    };
+    m.reconcile_state(&rt, &listed).await;
+    assert!(m.assigned("new", "app").is_some());
+    let empty = || ReconcileSnapshot {
+        active: Some(Vec::new()),
+        running: Vec::new(),
+    };
+    m.reconcile_state(&rt, &empty).await;
+    assert!(m.assigned("new", "app").is_none());
 }
 
 #[tokio::test(start_paused = true)]
 async fn reconcile_loop_runs_every_period_until_shutdown() {
     let rt = kubelet_cri_client::FakeRuntime::new();
     let m = CpuManager::new(static_policy(1), CpuTopology::synthetic(1, 1, 2, 1), None).unwrap();
-    let calls = std::cell::Cell::new(0);
+    let calls = std::sync::atomic::AtomicUsize::new(0);
     let start = tokio::time::Instant::now();
+    let source = || {
+        calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        ReconcileSnapshot::default()
+    };
     m.run_reconcile_loop(
         &rt,
+        &source,
         RECONCILE_PERIOD,
-        || {
-            calls.set(calls.get() + 1);
-            Vec::new()
-        },
         tokio::time::sleep(std::time::Duration::from_secs(25)),
     )
     .await;
     // Ticks at 0 s, 10 s and 20 s; shutdown at 25 s.
-    assert_eq!(calls.get(), 3);
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 3);
     assert_eq!(start.elapsed(), std::time::Duration::from_secs(25));
+}
+
+#[tokio::test(start_paused = true)]
+async fn spawned_reconcile_follows_the_pool_and_stops_on_request() {
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+    let rt = kubelet_cri_client::FakeRuntime::new();
+    let m = Arc::new(
+        CpuManager::new(
+            CpuPolicy::Static {
+                reserved: ReservedCpus::List(cs("0")),
+            },
+            CpuTopology::synthetic(1, 1, 2, 1),
+            None,
+        )
+        .unwrap(),
+    );
+    let be_id = fake_container(&rt, "be", "app").await;
+    let listed = Arc::new(Mutex::new(vec![running("be", "app", &be_id)]));
+    let source = {
+        let listed = listed.clone();
+        move || ReconcileSnapshot {
+            active: None,
+            running: listed.lock().unwrap().clone(),
+        }
+    };
+    let period = Duration::from_secs(1);
+    let task = m
+        .clone()
+        .spawn_reconcile(Arc::new(rt.clone()), Arc::new(source), period);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        pushed(&rt, &be_id),
+        Some("0-1".into()),
+        "first pass at once"
+    );
+
+    let g = guaranteed("g", "1");
+    m.allocate(&g, app(&g), None).unwrap();
+    let g_id = fake_container(&rt, "g", "app").await;
+    listed.lock().unwrap().push(running("g", "app", &g_id));
+    // Not before the next period...
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(pushed(&rt, &be_id), Some("0-1".into()));
+    // ...but at it.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(pushed(&rt, &be_id), Some("0".into()));
+    assert_eq!(pushed(&rt, &g_id), Some("1".into()));
+    let before = updates(&rt);
+    tokio::time::sleep(period * 5).await;
+    assert_eq!(updates(&rt), before, "nothing changed, nothing pushed");
+
+    assert!(!task.is_finished());
+    task.stop().await;
+    // Stopped: a change is no longer pushed.
+    m.remove_container("g", "app").unwrap();
+    tokio::time::sleep(period * 3).await;
+    assert_eq!(pushed(&rt, &be_id), Some("0".into()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dropped_reconcile_task_is_aborted() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let rt = kubelet_cri_client::FakeRuntime::new();
+    let m = Arc::new(
+        CpuManager::new(static_policy(1), CpuTopology::synthetic(1, 1, 2, 1), None).unwrap(),
+    );
+    let passes = Arc::new(AtomicUsize::new(0));
+    let source = {
+        let passes = passes.clone();
+        move || {
+            passes.fetch_add(1, Ordering::SeqCst);
+            ReconcileSnapshot::default()
+        }
+    };
+    let period = std::time::Duration::from_secs(1);
+    let task = m
+        .clone()
+        .spawn_reconcile(Arc::new(rt), Arc::new(source), period);
+    tokio::time::sleep(period * 2 + period / 2).await;
+    assert_eq!(passes.load(Ordering::SeqCst), 3);
+    drop(task);
+    tokio::time::sleep(period * 5).await;
+    assert_eq!(passes.load(Ordering::SeqCst), 3);
+    // The task held the manager; aborted, it lets go.
+    tokio::task::yield_now().await;
+    assert_eq!(Arc::strong_count(&m), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_none_policy_runs_no_loop() {
+    use std::sync::Arc;
+    let rt = kubelet_cri_client::FakeRuntime::new();
+    let m = Arc::new(
+        CpuManager::new(CpuPolicy::None, CpuTopology::synthetic(1, 1, 2, 1), None).unwrap(),
+    );
+    let id = fake_container(&rt, "be", "app").await;
+    let source = move || ReconcileSnapshot {
+        active: None,
+        running: vec![running("be", "app", &id)],
+    };
+    let task = m.spawn_reconcile(
+        Arc::new(rt.clone()),
+        Arc::new(source),
+        std::time::Duration::from_secs(1),
+    );
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert!(task.is_finished());
+    task.stop().await;
+    assert_eq!(updates(&rt), 0);
 }
 
 fn check_invariants(m: &CpuManager) -> Result<(), TestCaseError> {
