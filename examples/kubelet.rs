@@ -26,6 +26,8 @@ use kubelet_rs::agent::standalone::{self, StandaloneOptions};
 #[command(name = "kubelet", version, about = "A standalone kubelet in Rust")]
 struct Cli {
     /// A KubeletConfiguration file (kubelet.config.k8s.io/v1beta1, YAML).
+    /// Upstream fields this kubelet cannot honour are refused, harmless ones
+    /// ignored and listed at start, and unknown ones are errors.
     #[arg(long)]
     config: Option<PathBuf>,
     /// The static pod manifests: a directory or one file.
@@ -40,7 +42,7 @@ struct Cli {
     /// The node name, instead of the hostname.
     #[arg(long)]
     hostname_override: Option<String>,
-    /// cgroupfs or systemd.
+    /// cgroupfs (systemd is refused: nothing here talks to systemd).
     #[arg(long)]
     cgroup_driver: Option<String>,
     /// Create QoS-level cgroups (kubepods/burstable, kubepods/besteffort).
@@ -49,13 +51,14 @@ struct Cli {
     /// The root cgroup for pods.
     #[arg(long)]
     cgroup_root: Option<String>,
-    /// Resources reserved for Kubernetes daemons (cpu=100m,memory=100Mi).
+    /// Resources reserved for Kubernetes daemons (cpu=100m,memory=100Mi,pid=1000).
     #[arg(long)]
     kube_reserved: Option<String>,
     /// Resources reserved for the system.
     #[arg(long)]
     system_reserved: Option<String>,
-    /// Hard eviction thresholds (memory.available<100Mi,...).
+    /// Hard eviction thresholds (memory.available<100Mi,...); "" for none
+    /// (required where the memory controller is on cgroup v2).
     #[arg(long)]
     eviction_hard: Option<String>,
     /// none or static.
@@ -67,7 +70,7 @@ struct Cli {
     /// CPUs reserved for the system (0,1).
     #[arg(long)]
     reserved_cpus: Option<String>,
-    /// None or Static.
+    /// None (Static is refused: reservedMemory is not read).
     #[arg(long)]
     memory_manager_policy: Option<String>,
     /// none, best-effort, restricted or single-numa-node.

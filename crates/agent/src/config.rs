@@ -3,14 +3,32 @@
 //!
 //! Mirrors upstream `pkg/kubelet/apis/config/v1beta1/defaults.go`,
 //! `pkg/kubelet/apis/config/validation/validation.go` and the precedence
-//! of `cmd/kubelet/app/server.go`: defaults < file < flags. Invalid
-//! configuration is refused at start with the field and the reason; unknown
-//! fields are reported and ignored, as upstream's lenient decoding does.
+//! of `cmd/kubelet/app/server.go`: defaults < file < flags.
+//!
+//! The configuration never lies: every field this kubelet accepts changes
+//! what it does, and every other upstream field (from
+//! `staging/src/k8s.io/kubelet/config/v1beta1/types.go`) is in
+//! [`UNIMPLEMENTED_FIELDS`], either ignored because that is harmless (the
+//! table says why; [`KubeletConfiguration::check_for_start`] logs them in one
+//! line) or refused because a user relying on it would be misled (an error
+//! naming the field and why). A field that upstream does not have at all is
+//! an error naming it.
+//!
+//! On unknown fields this deliberately takes upstream's strict path only.
+//! Upstream `pkg/kubelet/kubeletconfig/util/codec/codec.go`
+//! (`DecodeKubeletConfiguration`) decodes strictly first and, for
+//! `v1beta1`, on a strict-decoding error (unknown or duplicate field) falls
+//! back to lenient decoding with an info log, a fallback its comment says
+//! "is to be dropped when support for v1beta1 is dropped". This kubelet has
+//! no old files to stay compatible with, and a silently ignored typo
+//! (`maxPod: 5`) is the lie this module exists to prevent; so unknown and
+//! duplicate fields are errors.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 /// The API version of the file.
 pub const API_VERSION: &str = "kubelet.config.k8s.io/v1beta1";
@@ -36,7 +54,7 @@ fn invalid(field: &str, reason: impl Into<String>) -> ConfigError {
 
 /// The fields of upstream's `KubeletConfiguration` this kubelet uses.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
 pub struct KubeletConfiguration {
     /// `kubelet.config.k8s.io/v1beta1`.
     pub api_version: String,
@@ -101,11 +119,15 @@ pub struct KubeletConfiguration {
     pub topology_manager_policy: String,
     /// The most pods this node runs (`--max-pods`).
     pub max_pods: i64,
-    /// Where pod logs go.
+    /// Where pod logs go (`podLogsDir`).
     pub pod_logs_dir: PathBuf,
-    /// Other fields of upstream's file, which this kubelet ignores.
-    #[serde(flatten, skip_serializing)]
-    pub unknown: BTreeMap<String, serde_json::Value>,
+    /// The most processes in one pod (`podPidsLimit`; -1: unlimited): the
+    /// pod cgroup's `pids.max`.
+    pub pod_pids_limit: i64,
+    /// Upstream fields of the file that this kubelet ignores as harmless
+    /// (see [`UNIMPLEMENTED_FIELDS`]), in name order.
+    #[serde(skip)]
+    pub ignored: Vec<&'static str>,
 }
 
 impl Default for KubeletConfiguration {
@@ -143,7 +165,8 @@ impl Default for KubeletConfiguration {
             enable_server: true,
             address: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
             port: 10250,
-            unknown: BTreeMap::new(),
+            pod_pids_limit: -1,
+            ignored: Vec::new(),
         }
     }
 }
@@ -200,19 +223,85 @@ fn parse_map(field: &str, text: &str, sep: char) -> Result<BTreeMap<String, Stri
 
 impl KubeletConfiguration {
     /// Reads a config file: YAML or JSON with upstream's field names.
+    /// Errors that are not about one field name the file.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| invalid("--config", format!("{}: {e}", path.display())))?;
-        Self::from_yaml(&text)
+        Self::from_yaml(&text).map_err(|e| {
+            if e.field == "--config" {
+                invalid("--config", format!("{}: {}", path.display(), e.reason))
+            } else {
+                e
+            }
+        })
     }
 
-    /// Parses a config document.
+    /// Parses a config document: one YAML (or JSON) mapping. Known fields
+    /// are read; each other key is looked up in [`UNIMPLEMENTED_FIELDS`]
+    /// (ignored fields are recorded in [`Self::ignored`], refused ones are
+    /// an error); a key upstream does not have is an error. A `null` value
+    /// is an unset field, as upstream reads it.
     pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
-        let config: Self =
-            serde_yaml::from_str(text).map_err(|e| invalid("--config", e.to_string()))?;
-        for field in config.unknown.keys() {
-            tracing::warn!(field, "unknown KubeletConfiguration field ignored");
+        let value: serde_json::Value = serde_saphyr::from_str_with_options(text, yaml_options())
+            .map_err(|e| invalid("--config", e.to_string()))?;
+        let map = match value {
+            serde_json::Value::Object(map) => map,
+            serde_json::Value::Null => serde_json::Map::new(),
+            other => {
+                return Err(invalid(
+                    "--config",
+                    format!("a KubeletConfiguration is a mapping, not {other}"),
+                ));
+            }
+        };
+        let mut known = serde_json::Map::new();
+        let mut ignored = Vec::new();
+        for (key, value) in map {
+            if value.is_null() {
+                continue;
+            }
+            if KNOWN_FIELDS.contains(&key.as_str()) {
+                known.insert(key, value);
+                continue;
+            }
+            let Some(field) = UNIMPLEMENTED_FIELDS.iter().find(|f| f.name == key) else {
+                return Err(invalid(
+                    &key,
+                    "unknown field: not a KubeletConfiguration (kubelet.config.k8s.io/v1beta1) field",
+                ));
+            };
+            match field.verdict {
+                Verdict::Ignore(_) => ignored.push(field.name),
+                Verdict::Refuse(why) => return Err(invalid(field.name, why)),
+                Verdict::IgnoreIf {
+                    harmless, refused, ..
+                } => {
+                    if harmless(&value) {
+                        ignored.push(field.name);
+                    } else {
+                        return Err(invalid(field.name, refused));
+                    }
+                }
+            }
         }
+        let mut config: Self =
+            match serde_json::from_value(serde_json::Value::Object(known.clone())) {
+                Ok(c) => c,
+                Err(e) => {
+                    // Name the field whose value does not fit.
+                    for (key, value) in known {
+                        let one = serde_json::Value::Object(serde_json::Map::from_iter([(
+                            key.clone(),
+                            value,
+                        )]));
+                        if let Err(e) = serde_json::from_value::<Self>(one) {
+                            return Err(invalid(&key, e.to_string()));
+                        }
+                    }
+                    return Err(invalid("--config", e.to_string()));
+                }
+            };
+        config.ignored = ignored;
         Ok(config)
     }
 
@@ -310,7 +399,17 @@ impl KubeletConfiguration {
                 "must be a unix socket (unix:///path)",
             ));
         }
-        if !["cgroupfs", "systemd"].contains(&self.cgroup_driver.as_str()) {
+        if self.cgroup_driver == "systemd" {
+            // kubelet_cm's systemd driver only spells cgroups as slices and
+            // writes them itself; nothing talks to systemd, so on a systemd
+            // host the slices would not be units and systemd could move or
+            // reset them.
+            return Err(invalid(
+                "cgroupDriver",
+                "systemd is not supported: this kubelet only names cgroups as systemd slices and never talks to systemd; use cgroupfs (and SystemdCgroup = false in containerd)",
+            ));
+        }
+        if self.cgroup_driver != "cgroupfs" {
             return Err(invalid("cgroupDriver", "must be cgroupfs or systemd"));
         }
         if !self.cgroup_root.starts_with('/') {
@@ -319,7 +418,13 @@ impl KubeletConfiguration {
         if !["none", "static"].contains(&self.cpu_manager_policy.as_str()) {
             return Err(invalid("cpuManagerPolicy", "must be none or static"));
         }
-        if !["None", "Static"].contains(&self.memory_manager_policy.as_str()) {
+        if self.memory_manager_policy == "Static" {
+            return Err(invalid(
+                "memoryManagerPolicy",
+                "Static is not supported: it needs reservedMemory, which this kubelet does not read; use None",
+            ));
+        }
+        if self.memory_manager_policy != "None" {
             return Err(invalid("memoryManagerPolicy", "must be None or Static"));
         }
         if !["none", "best-effort", "restricted", "single-numa-node"]
@@ -333,6 +438,12 @@ impl KubeletConfiguration {
         if self.max_pods <= 0 {
             return Err(invalid("maxPods", "must be greater than 0"));
         }
+        if self.pod_pids_limit < -1 || self.pod_pids_limit == 0 {
+            return Err(invalid(
+                "podPidsLimit",
+                "must be -1 (unlimited) or greater than 0",
+            ));
+        }
         for (field, map) in [
             ("kubeReserved", &self.kube_reserved),
             ("systemReserved", &self.system_reserved),
@@ -343,7 +454,16 @@ impl KubeletConfiguration {
                 } else {
                     kubelet_cm::quantity::value(v).map(drop)
                 };
-                if !["cpu", "memory", "ephemeral-storage", "pid"].contains(&k.as_str()) {
+                if k == "ephemeral-storage" {
+                    // Upstream it lowers allocatable storage for the
+                    // scheduler and resource-fit admission; this kubelet
+                    // has neither, so the reservation would change nothing.
+                    return Err(invalid(
+                        field,
+                        "ephemeral-storage cannot be reserved: this kubelet has no node status and no resource-fit admission to apply it to",
+                    ));
+                }
+                if !["cpu", "memory", "pid"].contains(&k.as_str()) {
                     return Err(invalid(field, format!("unknown resource {k:?}")));
                 }
                 parsed.map_err(|e| invalid(field, format!("{k}={v}: {e}")))?;
@@ -359,6 +479,56 @@ impl KubeletConfiguration {
                 "cpuManagerPolicy",
                 "the static policy needs reserved CPUs (reservedSystemCPUs, or cpu in kubeReserved/systemReserved)",
             ));
+        }
+        Ok(())
+    }
+}
+
+/// What the host is, as far as the configuration's checks need it. Probed
+/// once at start ([`HostFacts::probe`]); tests build it by hand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostFacts {
+    /// The cgroup hierarchy the memory controller is on.
+    pub memory_cgroup: kubelet_cm::CgroupVersion,
+}
+
+impl HostFacts {
+    /// Probes this host: cgroup v2 when `/sys/fs/cgroup` is a unified
+    /// hierarchy, v1 otherwise (a hybrid host keeps memory on v1).
+    pub fn probe() -> Self {
+        Self {
+            memory_cgroup: kubelet_cm::detect_cgroup_version(Path::new("/sys/fs/cgroup")),
+        }
+    }
+}
+
+impl KubeletConfiguration {
+    /// The checks that need the host: eviction needs the memory controller
+    /// on cgroup v1, because the eviction manager's stats
+    /// (`kubelet_eviction::cgroup_summary`) read only v1 files. On a v2
+    /// host every stats read fails and the manager never evicts, so
+    /// eviction thresholds there are refused rather than silently dead.
+    pub fn validate_host(&self, host: &HostFacts) -> Result<(), ConfigError> {
+        if !self.eviction_hard.is_empty() && host.memory_cgroup == kubelet_cm::CgroupVersion::V2 {
+            return Err(invalid(
+                "evictionHard",
+                "the memory controller is on cgroup v2, where this kubelet cannot read node stats, so no threshold would ever evict; set evictionHard: {} (--eviction-hard=\"\") to run without eviction",
+            ));
+        }
+        Ok(())
+    }
+
+    /// What the kubelet runs once at start: [`Self::validate`],
+    /// [`Self::validate_host`], then one log line listing every ignored
+    /// field.
+    pub fn check_for_start(&self, host: &HostFacts) -> Result<(), ConfigError> {
+        self.validate()?;
+        self.validate_host(host)?;
+        if !self.ignored.is_empty() {
+            tracing::warn!(
+                fields = %self.ignored.join(", "),
+                "KubeletConfiguration fields ignored (harmless here; see kubelet_agent::config::UNIMPLEMENTED_FIELDS for why)"
+            );
         }
         Ok(())
     }
@@ -406,12 +576,6 @@ impl KubeletConfiguration {
             }
             _ => CpuPolicy::None,
         };
-        if self.memory_manager_policy == "Static" {
-            return Err(invalid(
-                "memoryManagerPolicy",
-                "Static needs reservedMemory, which this kubelet does not read yet",
-            ));
-        }
         let topology_policy = kubelet_cm::TopologyPolicy::parse(&self.topology_manager_policy)
             .map_err(|e| invalid("topologyManagerPolicy", e.to_string()))?;
         Ok(kubelet_cm::manager::ContainerManagerConfig {
@@ -422,6 +586,7 @@ impl KubeletConfiguration {
                 CgroupDriverKind::Cgroupfs
             },
             cgroups_per_qos: self.cgroups_per_qos,
+            pod_pids_limit: self.pod_pids_limit,
             node_allocatable: kubelet_cm::NodeAllocatableConfig {
                 kube_reserved,
                 system_reserved,
@@ -436,6 +601,684 @@ impl KubeletConfiguration {
     }
 }
 
+/// The YAML reader's settings for the file: the same budgets as the
+/// manifest decoder's (`kubelet_podconfig::decode`; depth 32, 50,000
+/// replayed alias events), one document, duplicate keys refused (upstream's
+/// strict decoding), and scalars as `serde_yaml` read them (YAML 1.2 core:
+/// `yes` is a string).
+fn yaml_options() -> serde_saphyr::Options {
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_depth = 32;
+    budget.flow_nesting_limit = 32;
+    budget.max_documents = 1;
+    let mut alias_limits = serde_saphyr::options::AliasLimits::default();
+    alias_limits.max_total_replayed_events = 50_000;
+    alias_limits.max_replay_stack_depth = 16;
+    let mut options = serde_saphyr::Options::default();
+    options.budget = Some(budget);
+    options.alias_limits = alias_limits;
+    options.duplicate_keys = serde_saphyr::DuplicateKeyPolicy::Error;
+    options.strict_booleans = true;
+    options.leading_zero_numbers_as_strings = true;
+    options.underscored_numbers_as_strings = true;
+    options.with_snippet = false;
+    options
+}
+
+/// The fields [`KubeletConfiguration`] reads (a unit test keeps this in
+/// step with the struct).
+pub const KNOWN_FIELDS: &[&str] = &[
+    "apiVersion",
+    "kind",
+    "staticPodPath",
+    "containerRuntimeEndpoint",
+    "cgroupDriver",
+    "cgroupsPerQOS",
+    "cgroupRoot",
+    "imageGCHighThresholdPercent",
+    "imageGCLowThresholdPercent",
+    "imageMinimumGCAge",
+    "containerLogMaxSize",
+    "containerLogMaxFiles",
+    "enableServer",
+    "address",
+    "port",
+    "clusterDomain",
+    "kubeReserved",
+    "systemReserved",
+    "evictionHard",
+    "cpuManagerPolicy",
+    "reservedSystemCPUs",
+    "memoryManagerPolicy",
+    "topologyManagerPolicy",
+    "maxPods",
+    "podLogsDir",
+    "podPidsLimit",
+];
+
+/// What this kubelet does with an upstream field it does not implement.
+#[derive(Debug, Clone, Copy)]
+pub enum Verdict {
+    /// Ignored whatever its value, for the reason given.
+    Ignore(&'static str),
+    /// Refused whatever its value, for the reason given.
+    Refuse(&'static str),
+    /// Ignored when `harmless(value)` (the value asks for what this kubelet
+    /// does anyway), refused otherwise.
+    IgnoreIf {
+        /// Whether the value asks for what this kubelet does anyway.
+        harmless: fn(&serde_json::Value) -> bool,
+        /// Why such a value is harmless.
+        why: &'static str,
+        /// Why any other value is refused.
+        refused: &'static str,
+    },
+}
+
+/// An upstream `KubeletConfiguration` field this kubelet does not
+/// implement, and what it does with it.
+#[derive(Debug, Clone, Copy)]
+pub struct UnimplementedField {
+    /// The field, as spelled in the file.
+    pub name: &'static str,
+    /// Ignored or refused, and why.
+    pub verdict: Verdict,
+}
+
+const fn ignore(name: &'static str, why: &'static str) -> UnimplementedField {
+    UnimplementedField {
+        name,
+        verdict: Verdict::Ignore(why),
+    }
+}
+
+const fn refuse(name: &'static str, why: &'static str) -> UnimplementedField {
+    UnimplementedField {
+        name,
+        verdict: Verdict::Refuse(why),
+    }
+}
+
+const fn ignore_if(
+    name: &'static str,
+    harmless: fn(&serde_json::Value) -> bool,
+    why: &'static str,
+    refused: &'static str,
+) -> UnimplementedField {
+    UnimplementedField {
+        name,
+        verdict: Verdict::IgnoreIf {
+            harmless,
+            why,
+            refused,
+        },
+    }
+}
+
+fn is_true(v: &Value) -> bool {
+    v.as_bool() == Some(true)
+}
+
+fn is_false(v: &Value) -> bool {
+    v.as_bool() == Some(false)
+}
+
+fn is_zero(v: &Value) -> bool {
+    v.as_f64() == Some(0.0)
+}
+
+fn is_empty(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+        _ => false,
+    }
+}
+
+fn duration_is(v: &Value, want: std::time::Duration) -> bool {
+    v.as_str()
+        .and_then(|s| kubelet_container::duration::parse_go_duration(s).ok())
+        == Some(want)
+}
+
+fn is_zero_duration(v: &Value) -> bool {
+    is_empty(v) || duration_is(v, std::time::Duration::ZERO)
+}
+
+/// Every field of upstream's `KubeletConfiguration` (v1beta1, `types.go`)
+/// this kubelet does not read. Fields needing an API server are ignored, as
+/// upstream's standalone kubelet ignores them too.
+pub const UNIMPLEMENTED_FIELDS: &[UnimplementedField] = &[
+    ignore(
+        "syncFrequency",
+        "a timing knob: pods are synced on PLEG events and a fixed resync",
+    ),
+    ignore(
+        "fileCheckFrequency",
+        "a timing knob: the file source watches the directory (inotify)",
+    ),
+    ignore(
+        "httpCheckFrequency",
+        "a timing knob of the URL source, which this kubelet does not run (staticPodURL is refused)",
+    ),
+    ignore_if(
+        "staticPodURL",
+        is_empty,
+        "empty: no URL source",
+        "the HTTP pod source is not wired into this kubelet: pods from the URL would never run",
+    ),
+    ignore_if(
+        "staticPodURLHeader",
+        is_empty,
+        "empty: no URL source",
+        "the HTTP pod source is not wired into this kubelet (see staticPodURL)",
+    ),
+    ignore_if(
+        "readOnlyPort",
+        is_zero,
+        "0: no read-only server, as here",
+        "there is no read-only server: nothing would listen on that port",
+    ),
+    ignore_if(
+        "tlsCertFile",
+        is_empty,
+        "empty",
+        "the node API serves plain HTTP: no certificate is used",
+    ),
+    ignore_if(
+        "tlsPrivateKeyFile",
+        is_empty,
+        "empty",
+        "the node API serves plain HTTP: no key is used",
+    ),
+    ignore_if(
+        "tlsCipherSuites",
+        is_empty,
+        "empty",
+        "the node API serves plain HTTP: there are no cipher suites to restrict",
+    ),
+    ignore_if(
+        "tlsCurvePreferences",
+        is_empty,
+        "empty",
+        "the node API serves plain HTTP: there are no curves to restrict",
+    ),
+    ignore_if(
+        "tlsMinVersion",
+        is_empty,
+        "empty",
+        "the node API serves plain HTTP: there is no TLS version to enforce",
+    ),
+    ignore(
+        "rotateCertificates",
+        "client certificates come from an API server, which a standalone kubelet (this one or upstream's) has not",
+    ),
+    ignore_if(
+        "serverTLSBootstrap",
+        is_false,
+        "false",
+        "the node API serves plain HTTP: no serving certificate is requested",
+    ),
+    ignore_if(
+        "authentication",
+        |v| {
+            v.pointer("/anonymous/enabled") == Some(&Value::Bool(true))
+                && v.pointer("/webhook/enabled") == Some(&Value::Bool(false))
+                && v.pointer("/x509/clientCAFile").is_none_or(is_empty)
+        },
+        "anonymous only (anonymous.enabled: true, webhook.enabled: false, no x509): what the node API does",
+        "the node API has no authentication: every request is anonymous (it binds loopback by default); only anonymous.enabled: true with webhook.enabled: false says so",
+    ),
+    ignore_if(
+        "authorization",
+        |v| v.get("mode").and_then(Value::as_str) == Some("AlwaysAllow"),
+        "mode AlwaysAllow: what the node API does",
+        "the node API has no authorization: every request is allowed; only mode: AlwaysAllow says so",
+    ),
+    ignore_if(
+        "registryPullQPS",
+        |v| v.as_f64() == Some(5.0),
+        "5: the pull rate this kubelet uses",
+        "pulls are limited to 5 per second (burst 10), not configurable yet",
+    ),
+    ignore_if(
+        "registryBurst",
+        |v| v.as_f64() == Some(10.0),
+        "10: the pull burst this kubelet uses",
+        "pulls are limited to 5 per second (burst 10), not configurable yet",
+    ),
+    ignore(
+        "imagePullCredentialsVerificationPolicy",
+        "static pods have no pull secrets (only node-wide credentials), so every policy admits the same images",
+    ),
+    ignore(
+        "preloadedImagesVerificationAllowlist",
+        "static pods have no pull secrets (see imagePullCredentialsVerificationPolicy)",
+    ),
+    ignore(
+        "eventRecordQPS",
+        "events go to an API server, which a standalone kubelet has not",
+    ),
+    ignore(
+        "eventBurst",
+        "events go to an API server, which a standalone kubelet has not",
+    ),
+    ignore_if(
+        "enableDebuggingHandlers",
+        is_true,
+        "true: of the debugging handlers, /containerLogs is served; the others answer 404, visibly",
+        "/containerLogs is served whatever this says",
+    ),
+    ignore(
+        "enableContentionProfiling",
+        "there is no profiling endpoint",
+    ),
+    ignore_if(
+        "healthzPort",
+        is_zero,
+        "0: no separate healthz server, as here",
+        "there is no separate healthz server: /healthz is on the node API (address:port)",
+    ),
+    ignore(
+        "healthzBindAddress",
+        "there is no separate healthz server (see healthzPort)",
+    ),
+    refuse(
+        "oomScoreAdj",
+        "this kubelet does not set its own oom_score_adj; set OOMScoreAdjust in its service unit",
+    ),
+    ignore_if(
+        "clusterDNS",
+        is_empty,
+        "empty: pods get the runtime's resolv.conf, as here",
+        "pods' DNS is not configured: they get the runtime's (the host's) resolv.conf, not these servers",
+    ),
+    ignore(
+        "streamingConnectionIdleTimeout",
+        "deprecated upstream, no effect there either",
+    ),
+    ignore(
+        "nodeStatusUpdateFrequency",
+        "node status goes to an API server, which a standalone kubelet has not",
+    ),
+    ignore(
+        "nodeStatusReportFrequency",
+        "node status goes to an API server, which a standalone kubelet has not",
+    ),
+    ignore(
+        "nodeLeaseDurationSeconds",
+        "the node lease lives in an API server, which a standalone kubelet has not",
+    ),
+    ignore_if(
+        "imageMaximumGCAge",
+        is_zero_duration,
+        "0s: no age-based image GC, as here",
+        "image GC by age is not wired: old unused images would stay",
+    ),
+    ignore("volumeStatsAggPeriod", "a timing knob of volume stats"),
+    ignore_if(
+        "kubeletCgroups",
+        is_empty,
+        "empty",
+        "the kubelet does not move itself into a cgroup",
+    ),
+    ignore_if(
+        "systemCgroups",
+        is_empty,
+        "empty",
+        "the kubelet does not move system processes into a cgroup",
+    ),
+    ignore_if(
+        "singleProcessOOMKill",
+        is_true,
+        "true: what this kubelet does (it never sets memory.oom.group)",
+        "memory.oom.group is never set: an OOM kills one process, not the container",
+    ),
+    ignore_if(
+        "cpuManagerPolicyOptions",
+        is_empty,
+        "empty",
+        "CPU manager policy options are not implemented",
+    ),
+    ignore(
+        "cpuManagerReconcilePeriod",
+        "a timing knob of the CPU manager",
+    ),
+    ignore(
+        "draManagerReconcilePeriod",
+        "dynamic resource allocation is not implemented; a timing knob of it",
+    ),
+    ignore_if(
+        "topologyManagerScope",
+        |v| v.as_str() == Some("container"),
+        "container: the scope this kubelet uses",
+        "only the container scope is implemented",
+    ),
+    ignore_if(
+        "topologyManagerPolicyOptions",
+        is_empty,
+        "empty",
+        "topology manager policy options are not implemented",
+    ),
+    ignore_if(
+        "qosReserved",
+        is_empty,
+        "empty",
+        "memory reservation for QoS tiers (qosReserved) is not implemented",
+    ),
+    ignore(
+        "runtimeRequestTimeout",
+        "a timing knob: the CRI client has its own timeouts",
+    ),
+    ignore(
+        "hairpinMode",
+        "with a CRI runtime, hairpin is the CNI plugin's setting",
+    ),
+    ignore(
+        "podCIDR",
+        "only read upstream when there is no API server and the runtime asks; containerd's CNI config has its own ranges",
+    ),
+    ignore_if(
+        "resolvConf",
+        |v| v.as_str() == Some("/etc/resolv.conf"),
+        "/etc/resolv.conf: the runtime's default, as here",
+        "pods get the runtime's resolv.conf; another file is not passed on",
+    ),
+    ignore_if(
+        "runOnce",
+        is_false,
+        "false",
+        "run-once mode is not implemented: the kubelet would keep running",
+    ),
+    ignore_if(
+        "cpuCFSQuota",
+        is_true,
+        "true: CPU limits are enforced with CFS quota, as here",
+        "CPU limits are always enforced with CFS quota",
+    ),
+    ignore_if(
+        "cpuCFSQuotaPeriod",
+        |v| duration_is(v, std::time::Duration::from_millis(100)),
+        "100ms: the period used here",
+        "the CFS period is always 100ms",
+    ),
+    ignore(
+        "nodeStatusMaxImages",
+        "node status goes to an API server, which a standalone kubelet has not",
+    ),
+    ignore(
+        "maxOpenFiles",
+        "the kubelet's own file limit: set LimitNOFILE in its service unit",
+    ),
+    ignore(
+        "contentType",
+        "API server traffic, which a standalone kubelet has not",
+    ),
+    ignore(
+        "kubeAPIQPS",
+        "API server traffic, which a standalone kubelet has not",
+    ),
+    ignore(
+        "kubeAPIBurst",
+        "API server traffic, which a standalone kubelet has not",
+    ),
+    ignore_if(
+        "serializeImagePulls",
+        is_true,
+        "true: images are pulled one at a time, as here",
+        "images are always pulled one at a time",
+    ),
+    ignore_if(
+        "maxParallelImagePulls",
+        |v| v.as_f64() == Some(1.0),
+        "1: one pull at a time, as here",
+        "images are always pulled one at a time",
+    ),
+    ignore_if(
+        "evictionSoft",
+        is_empty,
+        "empty",
+        "soft eviction thresholds are not wired: nothing would be evicted at them",
+    ),
+    ignore_if(
+        "evictionSoftGracePeriod",
+        is_empty,
+        "empty",
+        "soft eviction thresholds are not wired (see evictionSoft)",
+    ),
+    ignore(
+        "evictionPressureTransitionPeriod",
+        "a timing knob: pressure conditions clear after upstream's default 5m",
+    ),
+    ignore(
+        "evictionMaxPodGracePeriod",
+        "applies to soft eviction only, which is refused when configured",
+    ),
+    ignore_if(
+        "evictionMinimumReclaim",
+        is_empty,
+        "empty",
+        "minimum reclaim is not wired: eviction stops at the threshold",
+    ),
+    ignore_if(
+        "mergeDefaultEvictionSettings",
+        is_false,
+        "false: evictionHard in the file replaces the defaults, as here",
+        "evictionHard in the file replaces the defaults; they are not merged",
+    ),
+    ignore_if(
+        "podsPerCore",
+        is_zero,
+        "0: no per-core limit, as here",
+        "a per-core pod limit is not implemented; use maxPods",
+    ),
+    ignore(
+        "enableControllerAttachDetach",
+        "attach/detach is the API server's controllers' business",
+    ),
+    ignore_if(
+        "protectKernelDefaults",
+        is_false,
+        "false",
+        "kernel settings are not checked at start",
+    ),
+    ignore(
+        "makeIPTablesUtilChains",
+        "a hint chain for other components; nothing here reads it",
+    ),
+    ignore(
+        "iptablesMasqueradeBit",
+        "deprecated upstream, no effect there either",
+    ),
+    ignore(
+        "iptablesDropBit",
+        "deprecated upstream, no effect there either",
+    ),
+    ignore_if(
+        "featureGates",
+        is_empty,
+        "empty",
+        "this kubelet has no feature gates: a gate turned on may name a feature it lacks, one turned off a feature it still runs",
+    ),
+    ignore_if(
+        "failSwapOn",
+        is_false,
+        "false: the kubelet starts with swap on, as here",
+        "swap is not checked at start: the kubelet would run with swap on",
+    ),
+    ignore_if(
+        "memorySwap",
+        |v| {
+            v.get("swapBehavior")
+                .and_then(Value::as_str)
+                .is_none_or(|b| b.is_empty() || b == "NoSwap")
+        },
+        "NoSwap: containers get no swap setting, as here",
+        "swap for containers (LimitedSwap) is not implemented",
+    ),
+    ignore(
+        "containerLogMaxWorkers",
+        "how many logs are rotated in parallel; rotation here is sequential",
+    ),
+    ignore(
+        "containerLogMonitorInterval",
+        "a timing knob: logs are checked every 10s",
+    ),
+    ignore(
+        "configMapAndSecretChangeDetectionStrategy",
+        "static pods cannot use ConfigMaps or Secrets",
+    ),
+    ignore("showHiddenMetricsForVersion", "metrics visibility only"),
+    ignore_if(
+        "systemReservedCgroup",
+        is_empty,
+        "empty",
+        "systemReserved is not enforced on a system cgroup, only subtracted from pods' allocatable",
+    ),
+    ignore_if(
+        "kubeReservedCgroup",
+        is_empty,
+        "empty",
+        "kubeReserved is not enforced on a kube cgroup, only subtracted from pods' allocatable",
+    ),
+    ignore_if(
+        "enforceNodeAllocatable",
+        |v| {
+            v.as_array()
+                .is_some_and(|a| a.len() == 1 && a[0].as_str() == Some("pods"))
+        },
+        "[pods]: allocatable is enforced on the pods cgroup, as here",
+        "only [pods] is implemented: allocatable is always enforced on the pods cgroup, never on system or kube cgroups",
+    ),
+    ignore_if(
+        "allowedUnsafeSysctls",
+        is_empty,
+        "empty",
+        "unsafe sysctls are not checked: there is no allow-list to apply",
+    ),
+    ignore(
+        "volumePluginDir",
+        "flex volume plugins are not supported (pods using them are refused)",
+    ),
+    ignore(
+        "providerID",
+        "node registration, which a standalone kubelet does not do",
+    ),
+    ignore(
+        "kernelMemcgNotification",
+        "memory threshold notifications are always attached on cgroup v1",
+    ),
+    ignore(
+        "logging",
+        "log format and verbosity are set with -v and RUST_LOG",
+    ),
+    ignore(
+        "enableSystemLogHandler",
+        "there is no /logs endpoint (it answers 404)",
+    ),
+    ignore(
+        "enableSystemLogQuery",
+        "there is no /logs endpoint (it answers 404)",
+    ),
+    ignore_if(
+        "shutdownGracePeriod",
+        is_zero_duration,
+        "0s: no graceful node shutdown, as here",
+        "graceful node shutdown is not implemented: pods would not be stopped before the node shuts down",
+    ),
+    ignore_if(
+        "shutdownGracePeriodCriticalPods",
+        is_zero_duration,
+        "0s",
+        "graceful node shutdown is not implemented (see shutdownGracePeriod)",
+    ),
+    ignore_if(
+        "shutdownGracePeriodByPodPriority",
+        is_empty,
+        "empty",
+        "graceful node shutdown is not implemented (see shutdownGracePeriod)",
+    ),
+    ignore_if(
+        "crashLoopBackOff",
+        |v| {
+            v.get("maxContainerRestartPeriod")
+                .is_none_or(Value::is_null)
+        },
+        "no maxContainerRestartPeriod: the 300s cap, as here",
+        "the crash loop back-off cap is fixed at 300s",
+    ),
+    ignore_if(
+        "reservedMemory",
+        is_empty,
+        "empty",
+        "per-NUMA memory reservations are not read (the Static memory manager is refused)",
+    ),
+    ignore(
+        "enableProfilingHandler",
+        "there is no /debug/pprof endpoint (it answers 404)",
+    ),
+    ignore(
+        "enableDebugFlagsHandler",
+        "there is no /debug/flags endpoint (it answers 404)",
+    ),
+    ignore_if(
+        "seccompDefault",
+        is_true,
+        "true: containers without a profile get RuntimeDefault, as here",
+        "containers without a seccomp profile always get RuntimeDefault, never Unconfined",
+    ),
+    ignore(
+        "memoryThrottlingFactor",
+        "MemoryQoS (memory.high) is a feature gate, off upstream and not implemented",
+    ),
+    ignore_if(
+        "memoryReservationPolicy",
+        |v| v.as_str() == Some("None"),
+        "None: no memory.min/memory.low, as here",
+        "memory reservations (memory.min/memory.low) are not implemented",
+    ),
+    ignore(
+        "registerWithTaints",
+        "node registration, which a standalone kubelet does not do",
+    ),
+    ignore(
+        "registerNode",
+        "node registration, which a standalone kubelet does not do",
+    ),
+    ignore(
+        "tracing",
+        "OpenTelemetry tracing is not implemented; only observability is lost",
+    ),
+    ignore_if(
+        "localStorageCapacityIsolation",
+        is_true,
+        "true: ephemeral-storage limits and emptyDir sizeLimit are enforced, as here",
+        "ephemeral-storage limits and emptyDir sizeLimit are always enforced by eviction",
+    ),
+    ignore_if(
+        "imageServiceEndpoint",
+        is_empty,
+        "empty: images go through containerRuntimeEndpoint, as here",
+        "images are always pulled through containerRuntimeEndpoint",
+    ),
+    ignore_if(
+        "failCgroupV1",
+        is_false,
+        "false: the kubelet runs on cgroup v1, as here",
+        "this kubelet runs on cgroup v1 (its eviction stats need it) and does not refuse it",
+    ),
+    ignore_if(
+        "userNamespaces",
+        |v| {
+            v.get("idsPerPod")
+                .is_none_or(|n| n.is_null() || n.as_f64() == Some(65536.0))
+        },
+        "idsPerPod 65536: the default",
+        "a user namespace size other than 65536 is not implemented",
+    ),
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -443,12 +1286,13 @@ mod tests {
     #[test]
     fn file_values_win_over_defaults_and_flags_win_over_the_file() {
         let mut c = KubeletConfiguration::from_yaml(
-            "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nmaxPods: 20\ncgroupDriver: cgroupfs\nstaticPodPath: /etc/manifests\nfeatureGates: {X: true}\n",
+            "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nmaxPods: 20\ncgroupDriver: cgroupfs\nstaticPodPath: /etc/manifests\nrotateCertificates: true\nimageMinimumGCAge: null\n",
         )
         .expect("parse");
         assert_eq!(c.max_pods, 20);
         assert!(c.cgroups_per_qos, "default kept");
-        assert!(c.unknown.contains_key("featureGates"));
+        assert_eq!(c.image_minimum_gc_age, "2m", "null is unset");
+        assert_eq!(c.ignored, ["rotateCertificates"]);
         c.apply_flags(&Flags {
             max_pods: Some(5),
             eviction_hard: Some("memory.available<200Mi".into()),
@@ -489,7 +1333,9 @@ mod tests {
             assert_eq!(err.field, field, "{yaml}: {err}");
         }
         let err = KubeletConfiguration::from_yaml("maxPods: [1]").expect_err("type");
-        assert_eq!(err.field, "--config");
+        assert_eq!(err.field, "maxPods", "{err}");
+        let err = KubeletConfiguration::from_yaml("maxPods: [1").expect_err("syntax");
+        assert_eq!(err.field, "--config", "{err}");
     }
 
     #[test]
@@ -531,10 +1377,218 @@ mod tests {
             .collect();
         assert_eq!(signals.len(), 5, "{signals:?}");
         assert!(signals.contains(&"allocatableMemory.available".to_owned()));
-        c.memory_manager_policy = "Static".into();
-        let err = c
-            .container_manager_config(Path::new("/tmp"))
-            .expect_err("no reservedMemory");
+        assert_eq!(cm.pod_pids_limit, -1);
+        c.pod_pids_limit = 1024;
+        c.validate().expect("valid");
+        let cm = c
+            .container_manager_config(Path::new("/tmp/state"))
+            .expect("cm config");
+        assert_eq!(cm.pod_pids_limit, 1024);
+    }
+
+    const HEAD: &str = "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n";
+
+    /// Parses and validates `body` on a cgroup v1 host; the error's field.
+    fn refused_field(body: &str) -> String {
+        let host = HostFacts {
+            memory_cgroup: kubelet_cm::CgroupVersion::V1,
+        };
+        let err = KubeletConfiguration::from_yaml(&format!("{HEAD}{body}"))
+            .and_then(|c| c.check_for_start(&host))
+            .expect_err(body);
+        assert!(!err.reason.is_empty(), "{body}: {err}");
+        assert!(err.to_string().contains(&err.field), "{err}");
+        err.field
+    }
+
+    #[test]
+    fn memory_manager_static_is_refused_at_validation() {
+        assert_eq!(
+            refused_field("memoryManagerPolicy: Static\n"),
+            "memoryManagerPolicy"
+        );
+        let mut c = KubeletConfiguration::default();
+        c.apply_flags(&Flags {
+            memory_manager_policy: Some("Static".into()),
+            ..Default::default()
+        })
+        .expect("flags");
+        let err = c.validate().expect_err("Static");
         assert_eq!(err.field, "memoryManagerPolicy");
+        assert!(err.reason.contains("reservedMemory"), "{err}");
+    }
+
+    #[test]
+    fn the_systemd_cgroup_driver_is_refused() {
+        assert_eq!(refused_field("cgroupDriver: systemd\n"), "cgroupDriver");
+        let err = KubeletConfiguration {
+            cgroup_driver: "systemd".into(),
+            ..Default::default()
+        }
+        .validate()
+        .expect_err("systemd");
+        assert!(err.reason.contains("never talks to systemd"), "{err}");
+    }
+
+    #[test]
+    fn eviction_on_a_cgroup_v2_memory_controller_is_refused() {
+        let v2 = HostFacts {
+            memory_cgroup: kubelet_cm::CgroupVersion::V2,
+        };
+        let v1 = HostFacts {
+            memory_cgroup: kubelet_cm::CgroupVersion::V1,
+        };
+        // Upstream's default thresholds count as configured.
+        let c = KubeletConfiguration::default();
+        c.check_for_start(&v1).expect("v1 evicts");
+        let err = c.check_for_start(&v2).expect_err("v2 never evicts");
+        assert_eq!(err.field, "evictionHard");
+        assert!(err.reason.contains("cgroup v2"), "{err}");
+        // Eviction turned off runs on v2.
+        let off =
+            KubeletConfiguration::from_yaml(&format!("{HEAD}evictionHard: {{}}\n")).expect("parse");
+        off.check_for_start(&v2).expect("no eviction configured");
+        let mut flags_off = KubeletConfiguration::default();
+        flags_off
+            .apply_flags(&Flags {
+                eviction_hard: Some(String::new()),
+                ..Default::default()
+            })
+            .expect("flags");
+        flags_off
+            .check_for_start(&v2)
+            .expect("--eviction-hard=\"\"");
+    }
+
+    #[test]
+    fn reserving_ephemeral_storage_is_refused() {
+        assert_eq!(
+            refused_field("kubeReserved: {ephemeral-storage: 1Gi}\n"),
+            "kubeReserved"
+        );
+        assert_eq!(
+            refused_field("systemReserved: {ephemeral-storage: 1Gi}\n"),
+            "systemReserved"
+        );
+    }
+
+    #[test]
+    fn a_field_upstream_does_not_have_is_an_error_naming_it() {
+        assert_eq!(refused_field("maxPod: 5\n"), "maxPod");
+        let err = KubeletConfiguration::from_yaml(&format!("{HEAD}frobnicate: true\n"))
+            .expect_err("unknown");
+        assert!(err.reason.contains("unknown field"), "{err}");
+        // Duplicate keys are refused, as upstream's strict decoding does.
+        let err = KubeletConfiguration::from_yaml(&format!("{HEAD}maxPods: 5\nmaxPods: 6\n"))
+            .expect_err("duplicate");
+        assert_eq!(err.field, "--config");
+        assert!(err.reason.contains("maxPods"), "{err}");
+    }
+
+    #[test]
+    fn unimplemented_fields_that_matter_are_refused_naming_the_field() {
+        let cases = [
+            ("authentication: {}\n", "authentication"),
+            (
+                "authentication: {anonymous: {enabled: false}, webhook: {enabled: false}}\n",
+                "authentication",
+            ),
+            ("authorization: {mode: Webhook}\n", "authorization"),
+            ("tlsCertFile: /etc/kubelet/tls.crt\n", "tlsCertFile"),
+            (
+                "tlsPrivateKeyFile: /etc/kubelet/tls.key\n",
+                "tlsPrivateKeyFile",
+            ),
+            (
+                "staticPodURL: http://example.invalid/pods\n",
+                "staticPodURL",
+            ),
+            ("clusterDNS: [10.96.0.10]\n", "clusterDNS"),
+            ("featureGates: {SidecarContainers: true}\n", "featureGates"),
+            ("featureGates: {SidecarContainers: false}\n", "featureGates"),
+            ("serializeImagePulls: false\n", "serializeImagePulls"),
+            (
+                "systemReservedCgroup: /system.slice\n",
+                "systemReservedCgroup",
+            ),
+            (
+                "enforceNodeAllocatable: [pods, system-reserved]\n",
+                "enforceNodeAllocatable",
+            ),
+            ("enforceNodeAllocatable: []\n", "enforceNodeAllocatable"),
+            ("protectKernelDefaults: true\n", "protectKernelDefaults"),
+            ("readOnlyPort: 10255\n", "readOnlyPort"),
+            ("healthzPort: 10248\n", "healthzPort"),
+            ("oomScoreAdj: -999\n", "oomScoreAdj"),
+            ("failSwapOn: true\n", "failSwapOn"),
+            ("shutdownGracePeriod: 30s\n", "shutdownGracePeriod"),
+            ("evictionSoft: {memory.available: 1Gi}\n", "evictionSoft"),
+            ("seccompDefault: false\n", "seccompDefault"),
+            ("cpuCFSQuota: false\n", "cpuCFSQuota"),
+            ("imageMaximumGCAge: 24h\n", "imageMaximumGCAge"),
+            ("podPidsLimit: 0\n", "podPidsLimit"),
+        ];
+        for (body, field) in cases {
+            assert_eq!(refused_field(body), field, "{body}");
+        }
+    }
+
+    #[test]
+    fn harmless_upstream_fields_are_ignored_and_listed() {
+        let c = KubeletConfiguration::from_yaml(&format!(
+            "{HEAD}authentication: {{anonymous: {{enabled: true}}, webhook: {{enabled: false}}}}\nauthorization: {{mode: AlwaysAllow}}\nserializeImagePulls: true\nenforceNodeAllocatable: [pods]\nhealthzPort: 0\nsyncFrequency: 1m\ncpuCFSQuotaPeriod: 100ms\nresolvConf: /etc/resolv.conf\nlogging: {{format: text}}\npodPidsLimit: 4096\n"
+        ))
+        .expect("parse");
+        assert_eq!(
+            c.ignored,
+            [
+                "authentication",
+                "authorization",
+                "cpuCFSQuotaPeriod",
+                "enforceNodeAllocatable",
+                "healthzPort",
+                "logging",
+                "resolvConf",
+                "serializeImagePulls",
+                "syncFrequency",
+            ]
+        );
+        assert_eq!(c.pod_pids_limit, 4096);
+        c.check_for_start(&HostFacts {
+            memory_cgroup: kubelet_cm::CgroupVersion::V1,
+        })
+        .expect("valid");
+    }
+
+    #[test]
+    fn the_field_tables_are_consistent() {
+        // KNOWN_FIELDS is exactly what the struct reads.
+        let serialized = serde_json::to_value(KubeletConfiguration::default()).expect("json");
+        let mut keys: Vec<&str> = serialized
+            .as_object()
+            .expect("object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort_unstable();
+        let mut known = KNOWN_FIELDS.to_vec();
+        known.sort_unstable();
+        assert_eq!(keys, known);
+        let mut seen = std::collections::BTreeSet::new();
+        for f in UNIMPLEMENTED_FIELDS {
+            assert!(seen.insert(f.name), "{} twice", f.name);
+            assert!(!KNOWN_FIELDS.contains(&f.name), "{} is known", f.name);
+            let why = match f.verdict {
+                Verdict::Ignore(why) | Verdict::Refuse(why) => why,
+                Verdict::IgnoreIf { why, refused, .. } => {
+                    assert!(!refused.is_empty(), "{}", f.name);
+                    why
+                }
+            };
+            assert!(!why.is_empty(), "{}", f.name);
+        }
+        // Together they cover upstream's v1beta1 field list (types.go: 126
+        // fields besides apiVersion and kind).
+        assert_eq!(seen.len() + KNOWN_FIELDS.len(), 128);
     }
 }

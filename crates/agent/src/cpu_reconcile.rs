@@ -40,7 +40,7 @@ pub fn reconcile_period(config: &KubeletConfiguration) -> Result<Duration, Error
         return Ok(kubelet_cm::cpumanager::RECONCILE_PERIOD);
     }
     let period =
-        kubelet_eviction::threshold::parse_go_duration(text).map_err(|e| Error::InvalidPod {
+        kubelet_container::duration::parse_go_duration(text).map_err(|e| Error::InvalidPod {
             pod: "*".into(),
             reason: format!("cpuManagerReconcilePeriod: {e}"),
         })?;

@@ -198,6 +198,13 @@ pub async fn run(
     opts: StandaloneOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
+    let host = crate::config::HostFacts::probe();
+    config
+        .check_for_start(&host)
+        .map_err(|e| Error::InvalidPod {
+            pod: "*".into(),
+            reason: e.to_string(),
+        })?;
     let metrics = kubelet_server::Metrics::new().map_err(|e| Error::InvalidPod {
         pod: "*".into(),
         reason: format!("metrics: {e}"),

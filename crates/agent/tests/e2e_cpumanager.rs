@@ -16,7 +16,7 @@ use kubelet_agent::config::KubeletConfiguration;
 use kubelet_agent::standalone::{self, StandaloneOptions};
 use kubelet_cri_client::RemoteRuntime;
 use kubelet_kuberuntime::config::ConfigOptions;
-use kubelet_kuberuntime::{ContainerState, PodStatus, Runtime, RuntimeManager};
+use kubelet_kuberuntime::{ContainerState, PodStatus, RuntimeManager, RuntimeReader};
 use kubelet_testbed::Testbed;
 
 const NODE: &str = "e2e";

@@ -28,7 +28,7 @@ async fn manager(bed: &Testbed) -> (RuntimeManager, RemoteRuntime) {
 }
 
 fn pod(yaml: &str) -> Pod {
-    serde_yaml::from_str(yaml).expect("manifest")
+    serde_saphyr::from_str(yaml).expect("manifest")
 }
 
 async fn status(m: &RuntimeManager, p: &Pod) -> PodStatus {

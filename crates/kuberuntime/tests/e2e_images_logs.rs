@@ -43,7 +43,7 @@ async fn status(m: &RuntimeManager, p: &Pod) -> PodStatus {
 }
 
 async fn start(m: &RuntimeManager, yaml: &str) -> (Pod, String) {
-    let p: Pod = serde_yaml::from_str(yaml).expect("manifest");
+    let p: Pod = serde_saphyr::from_str(yaml).expect("manifest");
     let r = m
         .sync_pod(&p, &status(m, &p).await, &Default::default())
         .await;

@@ -30,7 +30,7 @@ async fn manager(bed: &Testbed) -> RuntimeManager {
 }
 
 fn pod(yaml: &str) -> Pod {
-    serde_yaml::from_str(&yaml.replace("BUSYBOX", BUSYBOX_IMAGE)).expect("manifest")
+    serde_saphyr::from_str(&yaml.replace("BUSYBOX", BUSYBOX_IMAGE)).expect("manifest")
 }
 
 async fn status(m: &RuntimeManager, p: &Pod) -> PodStatus {

@@ -235,7 +235,7 @@ impl Setup {
 }
 
 fn pod(yaml: &str) -> Pod {
-    serde_yaml::from_str(yaml).expect("test manifest")
+    serde_saphyr::from_str(yaml).expect("test manifest")
 }
 
 fn hooked(grace: u32, lifecycle: &str) -> Pod {

@@ -9,7 +9,7 @@ use kubelet_kuberuntime::config::ConfigOptions;
 use kubelet_kuberuntime::{ContainerState, Error, Runtime, RuntimeManager, RuntimeReader};
 
 fn pod(yaml: &str) -> Pod {
-    serde_yaml::from_str(yaml).expect("test manifest")
+    serde_saphyr::from_str(yaml).expect("test manifest")
 }
 
 const WEB: &str = r#"

@@ -28,7 +28,7 @@ const PODS: usize = 10;
 const ROUNDS: usize = 5;
 
 fn pod(i: usize) -> Pod {
-    serde_yaml::from_str(&format!(
+    serde_saphyr::from_str(&format!(
         r#"
 metadata: {{name: exiter-{i}, namespace: default, uid: 91e90000-0000-4000-8000-0000000000{i:02}}}
 spec:

@@ -5,9 +5,11 @@
 //! `pkg/kubelet/config/hash.go`, with the subset of
 //! `pkg/apis/core/validation.ValidatePodCreate` that a static pod can break.
 //!
-//! The decoder never panics: YAML is read with `serde_yaml` (which bounds
-//! recursion and alias expansion), converted to JSON values, and only then
-//! into a [`Pod`]. A property test over arbitrary bytes checks this.
+//! The decoder never panics: YAML is read with `serde-saphyr` under explicit
+//! budgets ([`yaml_options`]: nesting depth, node and event counts, alias
+//! replay), converted to JSON values, and only then into a [`Pod`]. A
+//! property test over arbitrary bytes checks this; unit tests check that an
+//! alias bomb and 100,000-deep nesting are refused quickly.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
@@ -160,14 +162,48 @@ fn parse_document(data: &[u8], origin: &ManifestOrigin) -> Result<Value, Error> 
     // strict and fast. Everything else goes through the YAML parser.
     let value = match serde_json::from_slice::<Value>(data) {
         Ok(v) => v,
-        Err(_) => {
-            serde_yaml::from_slice::<Value>(data).map_err(|e| decode_err(origin, e.to_string()))?
-        }
+        Err(_) => serde_saphyr::from_slice_with_options::<Value>(data, yaml_options())
+            .map_err(|e| decode_err(origin, e.to_string()))?,
     };
     if !value.is_object() {
         return Err(decode_err(origin, "manifest is not an object".into()));
     }
     Ok(value)
+}
+
+/// The YAML reader's settings for manifests.
+///
+/// Budgets: no pod needs more than 32 levels of nesting (the deepest pod
+/// field paths, in affinity terms and projected volumes, are about 12), and
+/// an alias bomb is cut off after 50,000 replayed events (a manifest with
+/// anchors replays a few hundred), so decoding stays within a few tens of
+/// MiB and a few hundred KiB of stack, whatever the input. One document per manifest, as before (upstream's
+/// `tryDecodeSinglePod` reads one object).
+///
+/// Scalars are read as `serde_yaml` read them (YAML 1.2 core schema):
+/// only `true`/`false` are booleans, `0755` and `1_000` stay strings.
+/// Duplicate keys keep the last value, as upstream's lenient YAML-to-JSON
+/// conversion does. Error messages are one line, without a snippet of the
+/// manifest (it may hold secrets and goes to the log).
+pub(crate) fn yaml_options() -> serde_saphyr::Options {
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_depth = 32;
+    budget.flow_nesting_limit = 32;
+    budget.max_nodes = 250_000;
+    budget.max_events = 1_000_000;
+    budget.max_documents = 1;
+    let mut alias_limits = serde_saphyr::options::AliasLimits::default();
+    alias_limits.max_total_replayed_events = 50_000;
+    alias_limits.max_replay_stack_depth = 16;
+    let mut options = serde_saphyr::Options::default();
+    options.budget = Some(budget);
+    options.alias_limits = alias_limits;
+    options.duplicate_keys = serde_saphyr::DuplicateKeyPolicy::LastWins;
+    options.strict_booleans = true;
+    options.leading_zero_numbers_as_strings = true;
+    options.underscored_numbers_as_strings = true;
+    options.with_snippet = false;
+    options
 }
 
 fn kind_of(value: &Value) -> Option<(&str, &str)> {
@@ -898,6 +934,20 @@ mod tests {
         // A list is not accepted by the file decoder.
         let list = r#"{"apiVersion":"v1","kind":"PodList","items":[]}"#;
         assert!(decode_static_pod(list.as_bytes(), &file(), NODE).is_err());
+    }
+
+    #[test]
+    fn yaml_scalars_read_as_serde_yaml_read_them() {
+        // YAML 1.2 core schema: `yes`/`on` and leading-zero or underscored
+        // digits are strings; a duplicate key keeps its last value.
+        let data = format!("{YAML}    args: [yes, on, 0755, 1_000]\n    image: nginx:1.28\n");
+        let pod = decode_static_pod(data.as_bytes(), &file(), NODE).unwrap();
+        let c = &pod.spec.unwrap().containers[0];
+        assert_eq!(
+            c.args.as_deref(),
+            Some(&["yes".to_owned(), "on".into(), "0755".into(), "1_000".into()][..])
+        );
+        assert_eq!(c.image.as_deref(), Some("nginx:1.28"));
     }
 
     #[test]
