@@ -648,6 +648,7 @@ pub const KNOWN_FIELDS: &[&str] = &[
     "systemReserved",
     "evictionHard",
     "cpuManagerPolicy",
+    "cpuManagerReconcilePeriod",
     "reservedSystemCPUs",
     "memoryManagerPolicy",
     "topologyManagerPolicy",
@@ -940,10 +941,6 @@ pub const UNIMPLEMENTED_FIELDS: &[UnimplementedField] = &[
         is_empty,
         "empty",
         "CPU manager policy options are not implemented",
-    ),
-    ignore(
-        "cpuManagerReconcilePeriod",
-        "a timing knob of the CPU manager",
     ),
     ignore(
         "draManagerReconcilePeriod",
