@@ -58,6 +58,7 @@ use kubelet_podworkers::{
     KillPodOptions, PodStatusCache, PodWorkerPool, PodWorkers, RuntimePod, UpdatePodOptions,
 };
 
+pub mod builder;
 pub mod config;
 pub mod cpu_reconcile;
 pub mod explain;
@@ -137,7 +138,15 @@ pub struct KubeletConfig {
     pub container_gc_period: Duration,
     /// What garbage collection keeps.
     pub gc_policy: GcPolicy,
+    /// The runtime's name as its CRI `Version` reports it (`containerd`,
+    /// `cri-o`): the type of the API's container IDs. The
+    /// [`builder`](crate::builder) takes it from `Version`; this defaults
+    /// to [`DEFAULT_RUNTIME_NAME`] for kubelets assembled by hand.
+    pub runtime_name: String,
 }
+
+/// The runtime name a hand-assembled [`KubeletConfig`] starts with.
+pub const DEFAULT_RUNTIME_NAME: &str = "containerd";
 
 impl KubeletConfig {
     /// Upstream's defaults for `node_name`.
@@ -149,6 +158,7 @@ impl KubeletConfig {
             max_pods: 110,
             container_gc_period: CONTAINER_GC_PERIOD,
             gc_policy: GcPolicy::default(),
+            runtime_name: DEFAULT_RUNTIME_NAME.to_owned(),
         }
     }
 }
@@ -288,7 +298,8 @@ where
             statuses.clone(),
             config.root_dir.clone(),
             cm.clone(),
-        );
+        )
+        .with_runtime_name(config.runtime_name.clone());
         if let Some(prober) = &prober {
             syncer = syncer.with_prober(prober.clone());
         }

@@ -17,6 +17,7 @@ use k8s_openapi::api::core::v1::{
     ContainerStateWaiting, ContainerStatus, Pod, PodCondition, PodIP, PodStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kubelet_container::ContainerId;
 use kubelet_kuberuntime::{ContainerState as RtState, PodStatus as RuntimePodStatus};
 
 /// The pod phases (upstream `v1.PodPhase`).
@@ -58,6 +59,7 @@ fn container_status(
     c: &Container,
     rt: &RuntimePodStatus,
     waiting_reason: Option<&str>,
+    runtime_name: &str,
 ) -> ContainerStatus {
     let mut statuses = rt.container_statuses.iter().filter(|s| s.name == c.name);
     let newest = statuses.next();
@@ -68,7 +70,7 @@ fn container_status(
         message: Some(s.message.clone()).filter(|m| !m.is_empty()),
         started_at: time_of(s.started_at),
         finished_at: time_of(s.finished_at),
-        container_id: Some(format!("containerd://{}", s.id)),
+        container_id: Some(ContainerId::new(runtime_name, s.id.as_str()).to_string()),
         signal: None,
     };
     let (state, ready, started) = match newest.map(|s| (s, s.state)) {
@@ -113,7 +115,7 @@ fn container_status(
         name: c.name.clone(),
         image: c.image.clone().unwrap_or_default(),
         image_id: newest.map(|s| s.image_ref.clone()).unwrap_or_default(),
-        container_id: newest.map(|s| format!("containerd://{}", s.id)),
+        container_id: newest.map(|s| ContainerId::new(runtime_name, s.id.as_str()).to_string()),
         restart_count: newest.map(|s| s.restart_count).unwrap_or(0),
         ready,
         started: Some(started),
@@ -222,12 +224,16 @@ fn condition(kind: &str, ok: bool, reason: Option<&str>) -> PodCondition {
 /// `generateAPIPodStatus`). `waiting` gives, per container name, the
 /// waiting reason the last sync ran into (`CrashLoopBackOff`,
 /// `ErrImageNeverPull`, ...).
+///
+/// Container IDs are `<runtime_name>://<id>`, `runtime_name` being what the
+/// runtime's `Version` reports (upstream `kubecontainer.ContainerID`).
 pub fn generate_api_pod_status(
     pod: &Pod,
     rt: &RuntimePodStatus,
     waiting: &HashMap<String, String>,
+    runtime_name: &str,
 ) -> PodStatus {
-    generate_api_pod_status_with(pod, rt, waiting, |_| {})
+    generate_api_pod_status_with(pod, rt, waiting, runtime_name, |_| {})
 }
 
 /// Like [`generate_api_pod_status`], letting `adjust` change the container
@@ -238,6 +244,7 @@ pub fn generate_api_pod_status_with(
     pod: &Pod,
     rt: &RuntimePodStatus,
     waiting: &HashMap<String, String>,
+    runtime_name: &str,
     adjust: impl FnOnce(&mut PodStatus),
 ) -> PodStatus {
     let spec = pod.spec.as_ref();
@@ -246,13 +253,13 @@ pub fn generate_api_pod_status_with(
         .and_then(|s| s.init_containers.as_deref())
         .unwrap_or_default()
         .iter()
-        .map(|c| container_status(c, rt, reason(c)))
+        .map(|c| container_status(c, rt, reason(c), runtime_name))
         .collect();
     let app: Vec<ContainerStatus> = spec
         .map(|s| s.containers.as_slice())
         .unwrap_or_default()
         .iter()
-        .map(|c| container_status(c, rt, reason(c)))
+        .map(|c| container_status(c, rt, reason(c), runtime_name))
         .collect();
     let phase = get_phase(pod, &init, &app);
     let mut probed = PodStatus {
@@ -452,7 +459,7 @@ mod tests {
     }
 
     fn phase_of(policy: &str, apps: &[&str], cs: &[(&str, RtState, i32, i64)]) -> String {
-        let s = generate_api_pod_status(&pod(policy, apps), &rt(cs), &HashMap::new());
+        let s = generate_api_pod_status(&pod(policy, apps), &rt(cs), &HashMap::new(), "containerd");
         s.phase.unwrap_or_default()
     }
 
@@ -507,6 +514,8 @@ mod tests {
             // Newest first: the second run is running, the first exited 137.
             &rt(&[("a", Running, 0, 2), ("a", Exited, 137, 1)]),
             &HashMap::new(),
+            // The runtime's own name, whatever it is.
+            "cri-o",
         );
         let c = &s.container_statuses.unwrap_or_default()[0];
         assert_eq!(c.restart_count, 2);
@@ -518,7 +527,7 @@ mod tests {
                 .map(|t| t.exit_code),
             Some(137)
         );
-        assert_eq!(c.container_id.as_deref(), Some("containerd://a-2"));
+        assert_eq!(c.container_id.as_deref(), Some("cri-o://a-2"));
         let ready = s
             .conditions
             .unwrap_or_default()

@@ -32,6 +32,8 @@ pub struct KubeletSyncer {
     cm: Option<Arc<dyn ContainerManager>>,
     prober: Option<Arc<kubelet_prober::Manager>>,
     metrics: Option<kubelet_server::Metrics>,
+    /// The runtime's name, the type of the API's container IDs.
+    runtime_name: String,
     /// When each pod was first synced, until it first ran (for
     /// `kubelet_pod_start_duration_seconds`).
     first_seen: std::sync::Mutex<HashMap<String, std::time::Instant>>,
@@ -79,6 +81,7 @@ impl KubeletSyncer {
             cm,
             prober: None,
             metrics: None,
+            runtime_name: crate::DEFAULT_RUNTIME_NAME.to_owned(),
             first_seen: std::sync::Mutex::new(HashMap::new()),
         }
     }
@@ -90,6 +93,13 @@ impl KubeletSyncer {
         self
     }
 
+    /// Names the runtime in the API's container IDs (`<name>://<id>`): what
+    /// its CRI `Version` reports.
+    pub fn with_runtime_name(mut self, name: impl Into<String>) -> Self {
+        self.runtime_name = name.into();
+        self
+    }
+
     /// Records pod worker and pod start durations in `metrics`.
     pub fn with_metrics(mut self, metrics: kubelet_server::Metrics) -> Self {
         self.metrics = Some(metrics);
@@ -97,7 +107,7 @@ impl KubeletSyncer {
     }
 
     fn record(&self, pod: &Pod, status: &PodStatus, waiting: &HashMap<String, String>) -> String {
-        let api = generate_api_pod_status_with(pod, status, waiting, |s| {
+        let api = generate_api_pod_status_with(pod, status, waiting, &self.runtime_name, |s| {
             if let Some(prober) = &self.prober {
                 prober.update_pod_status(pod, s);
             }
