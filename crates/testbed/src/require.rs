@@ -1,6 +1,7 @@
 //! Skip or fail: the one rule for tests that need something from the machine.
 
 use std::fmt::Display;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// True under CI: `CI` set to anything but empty or `false` (GitHub
@@ -14,7 +15,8 @@ pub fn is_ci() -> bool {
 ///
 /// - `Ok(v)`: returns `Some(v)`, the test goes on;
 /// - `Err(reason)` outside CI: prints `SKIPPED: <test> needs <what>:
-///   <reason>` to stderr and returns `None`, which the test uses to return
+///   <reason>` to stderr (uncaptured, so `cargo test` shows it) and
+///   returns `None`, which the test uses to return
 ///   (`let Some(v) = require(..) else { return };`);
 /// - `Err(reason)` under CI ([`is_ci`]): panics with the same reason, so a
 ///   machine that lacks what the tests need fails the run instead of
@@ -33,7 +35,9 @@ pub fn require<T, E: Display>(what: &str, found: Result<T, E>) -> Option<T> {
     if is_ci() {
         panic!("{test} needs {what}, which is required under CI: {reason}");
     }
-    eprintln!("SKIPPED: {test} needs {what}: {reason}");
+    // Straight to the process's stderr: libtest captures `eprintln!` of
+    // passing tests, and a skip must show in a plain `cargo test`.
+    let _ = writeln!(std::io::stderr(), "SKIPPED: {test} needs {what}: {reason}");
     None
 }
 
