@@ -770,13 +770,14 @@ mod tests {
         assert_eq!(unescape_mountinfo("/plain"), "/plain");
     }
 
-    /// Needs root (bind mounts); skipped otherwise.
+    /// Needs root (bind mounts): `kubelet_testbed::require` skips without
+    /// it, and fails under CI.
     #[test]
     fn a_subpath_symlink_out_of_its_volume_is_refused() {
-        if !rustix::process::geteuid().is_root() {
-            eprintln!("skipped: needs root");
+        let Some(()) = kubelet_testbed::require("root (bind mounts)", kubelet_testbed::root())
+        else {
             return;
-        }
+        };
         let root = tempfile::tempdir().expect("tmp");
         let outside = root.path().join("secret");
         std::fs::create_dir(&outside).expect("outside");

@@ -1,7 +1,8 @@
 //! End to end, as root, on this machine's real cgroups, under a cgroup root
 //! of the test's own (`kubelet-cm-test-<pid>-<n>`), removed by a drop guard
-//! even when an assertion fails. Skipped (with a message) when not root or
-//! when the cgroup v1 memory controller is not mounted writable.
+//! even when an assertion fails. Needs root and, on a cgroup v1 host, the
+//! memory controller: `kubelet_testbed::require` skips without them, and
+//! fails under CI.
 
 use std::path::{Path, PathBuf};
 
@@ -10,6 +11,8 @@ use kubelet_cm::{
     CgroupManager, CgroupName, CgroupVersion, ContainerManager, ContainerManagerConfig,
     FsCgroupManager, MachineInfo, NodeContainerManager, QosClass, ResourceConfig,
 };
+
+use kubelet_testbed::read_trimmed as read;
 
 const MOUNT: &str = "/sys/fs/cgroup";
 
@@ -60,29 +63,17 @@ impl Drop for Guard {
     }
 }
 
-fn can_run() -> bool {
-    let root = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .map(|u| u.split_whitespace().next() == Some("0"))
-        })
-        .unwrap_or(false);
-    if !root {
-        eprintln!("skipped: not root");
-        return false;
-    }
-    let m = FsCgroupManager::new(MOUNT);
-    if m.version() == CgroupVersion::V1
-        && !Path::new(MOUNT)
-            .join("memory/memory.limit_in_bytes")
-            .exists()
-    {
-        eprintln!("skipped: no cgroup v1 memory controller");
-        return false;
-    }
-    true
+/// Root, and on a cgroup v1 host the memory controller; `None` (skip) or a
+/// panic under CI when missing.
+fn can_run() -> Option<()> {
+    let need = kubelet_testbed::root().and_then(|()| {
+        if FsCgroupManager::new(MOUNT).version() == CgroupVersion::V1 {
+            kubelet_testbed::cgroup_v1("memory").map(drop)
+        } else {
+            Ok(())
+        }
+    });
+    kubelet_testbed::require("root and a writable cgroup hierarchy", need)
 }
 
 fn pod(uid: &str, requests: serde_json::Value, limits: serde_json::Value) -> Pod {
@@ -94,18 +85,9 @@ fn pod(uid: &str, requests: serde_json::Value, limits: serde_json::Value) -> Pod
     .expect("pod")
 }
 
-fn read(p: PathBuf) -> String {
-    std::fs::read_to_string(&p)
-        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-        .trim()
-        .to_owned()
-}
-
 #[test]
 fn kubepods_tree_pod_cgroups_and_removal() {
-    if !can_run() {
-        return;
-    }
+    let Some(()) = can_run() else { return };
     let guard = Guard::new("tree").expect("guard");
     let cfg = ContainerManagerConfig {
         cgroup_root: guard.name(),
@@ -226,14 +208,14 @@ fn kubepods_tree_pod_cgroups_and_removal() {
 
 #[test]
 fn cgroup_manager_round_trip_and_errors_on_real_files() {
-    if !can_run() {
-        return;
-    }
+    let Some(()) = can_run() else { return };
     let guard = Guard::new("rt").expect("guard");
     let m = FsCgroupManager::new(MOUNT);
-    if m.version() != CgroupVersion::V1 {
+    // Reads back the v1 files (cpu.cfs_quota_us, memory.limit_in_bytes).
+    let Some(_) = kubelet_testbed::require("cgroup v1", kubelet_testbed::cgroup_v1("memory"))
+    else {
         return;
-    }
+    };
     let name = guard.name().child("a").child("b");
     let cfg = ResourceConfig {
         cpu_shares: Some(512),

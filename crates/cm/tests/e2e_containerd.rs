@@ -4,8 +4,7 @@
 //! manager's `LinuxContainerResources`, and the kernel's files say what
 //! seed 004 says. Skips without the test bed (fails under CI).
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
@@ -13,15 +12,8 @@ use kubelet_cm::{
     CgroupName, ContainerManager, ContainerManagerConfig, MachineInfo, NodeContainerManager,
     QosClass,
 };
-use kubelet_cri_client::{RemoteRuntime, RuntimeService, api};
-use kubelet_testbed::{BUSYBOX_IMAGE, Testbed};
-
-fn read(p: PathBuf) -> String {
-    std::fs::read_to_string(&p)
-        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-        .trim()
-        .to_owned()
-}
+use kubelet_cri_client::{RemoteRuntime, RuntimeService};
+use kubelet_testbed::{BUSYBOX_IMAGE, Testbed, cri, read_trimmed as read};
 
 #[tokio::test]
 async fn burstable_pod_gets_its_limits_under_kubepods_burstable() {
@@ -54,47 +46,15 @@ async fn burstable_pod_gets_its_limits_under_kubepods_burstable() {
         format!("/{}/kubepods/burstable/pod{uid}", bed.cgroup_root())
     );
 
-    let log_dir = bed.log_dir().join(format!("default_seed004_{uid}"));
-    std::fs::create_dir_all(log_dir.join("app")).expect("log dir");
-    let sandbox_config = api::PodSandboxConfig {
-        metadata: Some(api::PodSandboxMetadata {
-            name: "seed004".into(),
-            namespace: "default".into(),
-            uid: uid.into(),
-            attempt: 0,
-        }),
-        hostname: "seed004".into(),
-        log_directory: log_dir.display().to_string(),
-        labels: HashMap::from([("io.kubernetes.pod.uid".to_owned(), uid.to_owned())]),
-        linux: Some(api::LinuxPodSandboxConfig {
-            cgroup_parent: parent.clone(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
+    let sandbox_config = cri::sandbox_config(&bed, "seed004", uid, &parent);
     let sandbox = rt
         .run_pod_sandbox(sandbox_config.clone(), "")
         .await
         .expect("RunPodSandbox");
     let container = &pod.spec.as_ref().expect("spec").containers[0];
     let resources = cm.container_resources(&pod, container);
-    let config = api::ContainerConfig {
-        metadata: Some(api::ContainerMetadata {
-            name: "app".into(),
-            attempt: 0,
-        }),
-        image: Some(api::ImageSpec {
-            image: BUSYBOX_IMAGE.into(),
-            ..Default::default()
-        }),
-        command: vec!["sleep".into(), "3600".into()],
-        log_path: "app/0.log".into(),
-        linux: Some(api::LinuxContainerConfig {
-            resources: Some(resources),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
+    let config =
+        cri::busybox_container(&sandbox_config, "app", &["sleep", "3600"], Some(resources));
     let id = rt
         .create_container(&sandbox, config, sandbox_config)
         .await

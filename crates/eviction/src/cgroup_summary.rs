@@ -390,9 +390,10 @@ mod tests {
     #[tokio::test]
     async fn real_node_if_cgroup_v1() {
         let p = CgroupSummaryProvider::default();
-        if !p.memory_root.join("memory.usage_in_bytes").exists() {
-            return; // not cgroup v1
-        }
+        let Some(_) = kubelet_testbed::require("cgroup v1", kubelet_testbed::cgroup_v1("memory"))
+        else {
+            return;
+        };
         let p = CgroupSummaryProvider {
             node_fs: PathBuf::from("/"),
             ..p

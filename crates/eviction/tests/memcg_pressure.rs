@@ -7,7 +7,8 @@
 //! before the kernel's OOM killer; a BestEffort pod submitted while the
 //! pressure holds is rejected and a second, quiet pod is left running.
 //!
-//! Needs root and cgroup v1; skips otherwise.
+//! Needs root, the cgroup v1 memory controller and python3:
+//! `kubelet_testbed::require` skips without them, and fails under CI.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -109,16 +110,15 @@ impl PodKiller for Killer {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn growing_pod_is_evicted_within_100ms_of_crossing() {
     let root = Path::new(MEMORY_ROOT);
-    if !root.join("cgroup.event_control").exists() || !Path::new("/usr/bin/python3").exists() {
-        eprintln!("skipping: needs cgroup v1 and python3");
+    let need = kubelet_testbed::root()
+        .and_then(|()| kubelet_testbed::cgroup_v1("memory"))
+        .and_then(|_| kubelet_testbed::executable("/usr/bin/python3"));
+    let Some(_) = kubelet_testbed::require("root, cgroup v1 memory and python3", need) else {
         return;
-    }
+    };
     let pods_rel = format!("eviction-e2e-{}", std::process::id());
     let pods_dir = root.join(&pods_rel);
-    if std::fs::create_dir(&pods_dir).is_err() {
-        eprintln!("skipping: cannot create a memory cgroup (not root?)");
-        return;
-    }
+    std::fs::create_dir(&pods_dir).expect("the pods memory cgroup");
     let hog_uid = "e2e00001-0000-4000-8000-000000000001";
     let quiet_uid = "e2e00002-0000-4000-8000-000000000002";
     let hog_dir = pods_dir.join(format!("pod{hog_uid}"));

@@ -4,54 +4,18 @@
 //! network namespace across a restart.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
-use kubelet_cm::CgroupName;
 use kubelet_cri_client::{RemoteRuntime, RuntimeService};
-use kubelet_kuberuntime::config::ConfigOptions;
-use kubelet_kuberuntime::{ContainerState, PodStatus, Runtime, RuntimeManager, RuntimeReader};
-use kubelet_testbed::Testbed;
+use kubelet_kuberuntime::{ContainerState, Runtime};
+use kubelet_testbed::{Testbed, read_trimmed as read};
 
-async fn manager(bed: &Testbed) -> (RuntimeManager, RemoteRuntime) {
-    let cri = RemoteRuntime::builder(bed.endpoint())
-        .connect()
-        .await
-        .expect("connect");
-    let opts = ConfigOptions {
-        pod_logs_dir: bed.log_dir(),
-        cgroup_root: CgroupName::new([bed.cgroup_root()]),
-        ..Default::default()
-    };
-    (RuntimeManager::new(Arc::new(cri.clone()), opts), cri)
-}
+mod common;
+use common::e2e::{kill_and_remove as teardown, manager, status};
 
 fn pod(yaml: &str) -> Pod {
     serde_saphyr::from_str(yaml).expect("manifest")
-}
-
-async fn status(m: &RuntimeManager, p: &Pod) -> PodStatus {
-    m.get_pod_status(
-        p.metadata.uid.as_deref().unwrap_or_default(),
-        p.metadata.name.as_deref().unwrap_or_default(),
-        "default",
-    )
-    .await
-    .expect("status")
-}
-
-fn read(path: PathBuf) -> String {
-    std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .trim()
-        .to_owned()
-}
-
-async fn teardown(m: &RuntimeManager, p: &Pod) {
-    let running = status(m, p).await.to_running_pod();
-    m.kill_pod(Some(p), &running, Some(0)).await.expect("kill");
-    m.remove_pod(&running).await.expect("remove");
 }
 
 const SEED_004: &str = r#"

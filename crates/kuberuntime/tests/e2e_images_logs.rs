@@ -7,40 +7,18 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use k8s_openapi::api::core::v1::Pod;
-use kubelet_cm::CgroupName;
+use kubelet_cri_client::ImageService;
 use kubelet_cri_client::api::ImageSpec;
-use kubelet_cri_client::{ImageService, RemoteRuntime};
-use kubelet_kuberuntime::config::ConfigOptions;
 use kubelet_kuberuntime::image_gc::{self, ImageGcManager, ImageGcPolicy};
 use kubelet_kuberuntime::logs::{ContainerLogManager, LogRotatePolicy};
-use kubelet_kuberuntime::{ContainerState, PodStatus, Runtime, RuntimeManager, RuntimeReader};
+use kubelet_kuberuntime::{ContainerState, Runtime, RuntimeManager};
 use kubelet_testbed::{BUSYBOX_IMAGE, PAUSE_IMAGE, Testbed};
 
-async fn manager(bed: &Testbed) -> (RuntimeManager, RemoteRuntime) {
-    let cri = RemoteRuntime::builder(bed.endpoint())
-        .connect()
-        .await
-        .expect("connect");
-    let opts = ConfigOptions {
-        pod_logs_dir: bed.log_dir(),
-        cgroup_root: CgroupName::new([bed.cgroup_root()]),
-        ..Default::default()
-    };
-    (RuntimeManager::new(Arc::new(cri.clone()), opts), cri)
-}
-
-async fn status(m: &RuntimeManager, p: &Pod) -> PodStatus {
-    m.get_pod_status(
-        p.metadata.uid.as_deref().unwrap_or_default(),
-        p.metadata.name.as_deref().unwrap_or_default(),
-        "default",
-    )
-    .await
-    .expect("status")
-}
+mod common;
+use common::e2e::{kill_and_remove as teardown, manager, status};
 
 async fn start(m: &RuntimeManager, yaml: &str) -> (Pod, String) {
     let p: Pod = serde_saphyr::from_str(yaml).expect("manifest");
@@ -55,22 +33,16 @@ async fn start(m: &RuntimeManager, yaml: &str) -> (Pod, String) {
     (p, id)
 }
 
-async fn teardown(m: &RuntimeManager, p: &Pod) {
-    let running = status(m, p).await.to_running_pod();
-    m.kill_pod(Some(p), &running, Some(0)).await.expect("kill");
-    m.remove_pod(&running).await.expect("remove");
-}
-
 fn size(path: &Path) -> u64 {
     std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
 }
 
 async fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !ok() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    kubelet_testbed::wait_for(what, limit, || {
+        let done = ok();
+        async move { done.then_some(()) }
+    })
+    .await;
 }
 
 fn rotated_files(dir: &Path) -> Vec<String> {

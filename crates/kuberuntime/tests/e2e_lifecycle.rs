@@ -6,72 +6,35 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
-use kubelet_cm::CgroupName;
-use kubelet_cri_client::RemoteRuntime;
-use kubelet_kuberuntime::config::{ConfigOptions, PodVolumes};
-use kubelet_kuberuntime::{ContainerState, PodStatus, Runtime, RuntimeManager, RuntimeReader};
+use kubelet_kuberuntime::config::PodVolumes;
+use kubelet_kuberuntime::{ContainerState, PodStatus, Runtime, RuntimeManager};
 use kubelet_testbed::{BUSYBOX_IMAGE, Testbed};
 
-async fn manager(bed: &Testbed) -> RuntimeManager {
-    let cri = RemoteRuntime::builder(bed.endpoint())
-        .connect()
-        .await
-        .expect("connect");
-    let opts = ConfigOptions {
-        pod_logs_dir: bed.log_dir(),
-        cgroup_root: CgroupName::new([bed.cgroup_root()]),
-        ..Default::default()
-    };
-    RuntimeManager::new(Arc::new(cri), opts)
-}
+mod common;
+use common::e2e::{kill_and_remove, status};
 
 fn pod(yaml: &str) -> Pod {
     serde_saphyr::from_str(&yaml.replace("BUSYBOX", BUSYBOX_IMAGE)).expect("manifest")
 }
 
-async fn status(m: &RuntimeManager, p: &Pod) -> PodStatus {
-    m.get_pod_status(
-        p.metadata.uid.as_deref().unwrap_or_default(),
-        p.metadata.name.as_deref().unwrap_or_default(),
-        "default",
-    )
-    .await
-    .expect("status")
-}
-
 /// Polls until `done` holds for the pod status; panics after a generous
 /// deadline (a hang guard, not a performance bound).
 async fn wait_for(m: &RuntimeManager, p: &Pod, what: &str, done: impl Fn(&PodStatus) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        if done(&status(m, p).await) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting: {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    kubelet_testbed::wait_for(what, Duration::from_secs(90), || async {
+        done(&status(m, p).await).then_some(())
+    })
+    .await;
 }
 
 async fn wait_for_file(path: &Path, content: &str) {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while !std::fs::read_to_string(path).is_ok_and(|s| s.contains(content)) {
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {content:?} in {}",
-            path.display()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    kubelet_testbed::wait_for_file(path, content, Duration::from_secs(90)).await;
 }
 
 async fn teardown(m: &RuntimeManager, p: &Pod) {
-    let running = status(m, p).await.to_running_pod();
-    m.kill_pod(Some(p), &running, Some(0)).await.expect("kill");
-    m.remove_pod(&running).await.expect("remove");
+    kill_and_remove(m, p).await;
     let left = status(m, p).await;
     assert!(
         left.sandbox_statuses.is_empty() && left.container_statuses.is_empty(),
@@ -90,7 +53,7 @@ fn volumes(shared: &Path, pod_dir: &Path) -> PodVolumes {
 #[tokio::test]
 async fn the_pre_stop_hook_runs_before_sigterm() {
     let Some(bed) = Testbed::start() else { return };
-    let m = manager(&bed).await;
+    let (m, _) = common::e2e::manager(&bed).await;
     let shared = tempfile::tempdir().expect("tempdir");
     let pod_dir = tempfile::tempdir().expect("tempdir");
     let p = pod(r#"
@@ -142,7 +105,7 @@ spec:
 #[tokio::test]
 async fn a_container_ignoring_sigterm_is_killed_after_its_grace_period() {
     let Some(bed) = Testbed::start() else { return };
-    let m = manager(&bed).await;
+    let (m, _) = common::e2e::manager(&bed).await;
     let shared = tempfile::tempdir().expect("tempdir");
     let pod_dir = tempfile::tempdir().expect("tempdir");
     let p = pod(r#"
@@ -181,7 +144,7 @@ spec:
 #[tokio::test]
 async fn termination_messages_show_in_the_status_after_exit() {
     let Some(bed) = Testbed::start() else { return };
-    let m = manager(&bed).await;
+    let (m, _) = common::e2e::manager(&bed).await;
     let shared = tempfile::tempdir().expect("tempdir");
     let pod_dir = tempfile::tempdir().expect("tempdir");
     let p = pod(r#"

@@ -3,13 +3,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::HashMap;
 use std::time::Duration;
 
-use kubelet_cri_client::api;
 use kubelet_cri_client::{RemoteRuntime, RuntimeService};
 use kubelet_prober::probe::{Outcome, exec};
-use kubelet_testbed::{BUSYBOX_IMAGE, Testbed};
+use kubelet_testbed::{Testbed, cri};
 
 fn sh(script: &str) -> Vec<String> {
     vec!["sh".into(), "-c".into(), script.into()]
@@ -23,42 +21,18 @@ async fn exec_probes_against_containerd() {
         .connect()
         .await
         .expect("connect to the test bed's containerd");
-    let uid = "probe-uid".to_string();
-    let log_dir = bed.log_dir().join(format!("default_probe_{uid}"));
-    std::fs::create_dir_all(log_dir.join("app")).expect("log dir");
-    let sandbox = api::PodSandboxConfig {
-        metadata: Some(api::PodSandboxMetadata {
-            name: "probe".into(),
-            namespace: "default".into(),
-            uid: uid.clone(),
-            attempt: 0,
-        }),
-        hostname: "probe".into(),
-        log_directory: log_dir.display().to_string(),
-        labels: HashMap::from([("io.kubernetes.pod.uid".to_string(), uid.clone())]),
-        linux: Some(api::LinuxPodSandboxConfig {
-            cgroup_parent: format!("/{}/pod{uid}", bed.cgroup_root()),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
+    let uid = "probe-uid";
+    let sandbox = cri::sandbox_config(
+        &bed,
+        "probe",
+        uid,
+        &format!("/{}/pod{uid}", bed.cgroup_root()),
+    );
     let sb = rt
         .run_pod_sandbox(sandbox.clone(), "")
         .await
         .expect("RunPodSandbox");
-    let config = api::ContainerConfig {
-        metadata: Some(api::ContainerMetadata {
-            name: "app".into(),
-            attempt: 0,
-        }),
-        image: Some(api::ImageSpec {
-            image: BUSYBOX_IMAGE.into(),
-            ..Default::default()
-        }),
-        command: vec!["sleep".into(), "3600".into()],
-        log_path: "app/0.log".into(),
-        ..Default::default()
-    };
+    let config = cri::busybox_container(&sandbox, "app", &["sleep", "3600"], None);
     let id = rt
         .create_container(&sb, config, sandbox)
         .await

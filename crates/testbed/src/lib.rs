@@ -1,4 +1,8 @@
-//! A private containerd for end-to-end tests.
+//! Test support for end-to-end tests: a private containerd, the one rule
+//! for skipping or failing a test that needs something from the machine,
+//! and the set-up that tests of several crates share.
+//!
+//! # A private containerd
 //!
 //! [`Testbed::start`] runs the project's `scripts/testbed/start.sh` in a fresh
 //! temporary directory: a containerd of its own (socket, root, state, CNI
@@ -10,19 +14,54 @@
 //! hierarchy, so a test leaves nothing running or mounted behind it, even
 //! when it panics.
 //!
-//! The scripts need root and an installed test bed (`scripts/testbed/install.sh`).
-//! Where they are missing, [`Testbed::start`] returns `None` so that
-//! `cargo test` on a developer's laptop skips; under CI (`CI` set) it panics
-//! instead, because a missing test bed there is a failure, not a skip.
+//! # Skip or fail: [`require`]
+//!
+//! A test that needs something from the machine (the containerd test bed,
+//! root, a cgroup v1 controller, bind mounts, kubectl, python3) asks for it
+//! through [`require`], the one place that decides:
+//!
+//! - outside CI, a missing need prints `SKIPPED: <test> needs <what>: <why>`
+//!   to stderr and [`require`] returns `None`: the test returns early and
+//!   `cargo test` on a developer's laptop passes without a test bed;
+//! - under CI ([`is_ci`]: `CI` set to anything but empty or `false`) it
+//!   panics with the same reason, because a missing test bed there is a
+//!   failure, not a skip.
+//!
+//! The checks ([`root`], [`cgroup_v1`], [`executable`], [`kubectl_path`],
+//! [`Testbed::try_start`]) return `Result<_, String>` with the reason, so
+//! they combine with `and_then` before one [`require`]. No test should read
+//! `CI` or return early on a missing need by any other way.
 //!
 //! ```no_run
+//! // The containerd test bed ([`Testbed::start`] is `require` on `try_start`).
 //! let Some(bed) = kubelet_testbed::Testbed::start() else { return };
 //! println!("containerd at {}", bed.endpoint());
+//!
+//! // Root and the cgroup v1 memory controller.
+//! let need = kubelet_testbed::root().and_then(|()| kubelet_testbed::cgroup_v1("memory"));
+//! let Some(memory) = kubelet_testbed::require("root and cgroup v1 memory", need) else {
+//!     return;
+//! };
+//! println!("memory controller at {}", memory.display());
 //! ```
+//!
+//! # Shared set-up
+//!
+//! [`cri`] builds the CRI sandbox and busybox container configs of tests
+//! that talk to containerd directly; [`wait_for`], [`wait_for_file`] poll
+//! with a deadline; [`read_trimmed`] reads a cgroup or log file;
+//! [`init_tracing`] installs a test log subscriber.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
+
+pub mod cri;
+mod require;
+mod util;
+
+pub use require::{cgroup_v1, executable, is_ci, is_root, kubectl_path, require, root};
+pub use util::{init_tracing, read_trimmed, wait_for, wait_for_file};
 
 /// The pause image the test bed imports and sets as the sandbox image.
 pub const PAUSE_IMAGE: &str = "localhost/pause:3.10";
@@ -30,13 +69,11 @@ pub const PAUSE_IMAGE: &str = "localhost/pause:3.10";
 pub const BUSYBOX_IMAGE: &str = "localhost/busybox:latest";
 
 /// Debian's kubectl (package `kubernetes-client`), unpacked by
-/// `scripts/testbed/install.sh`; `None` when it is not there.
+/// `scripts/testbed/install.sh`; `None` when it is not there. A test that
+/// needs it asks with `require("kubectl", kubectl_path())` instead, so that
+/// CI fails without it.
 pub fn kubectl() -> Option<PathBuf> {
-    let home = std::env::var_os("TESTBED_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/opt/kubelet-testbed"));
-    let path = home.join("kubernetes-client/kubectl");
-    path.is_file().then_some(path)
+    kubectl_path().ok()
 }
 
 /// A running private containerd; stopped and cleaned up on drop.
@@ -64,36 +101,12 @@ pub fn scripts_dir() -> PathBuf {
         .join(relative)
 }
 
-fn is_ci() -> bool {
-    std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false")
-}
-
-fn is_root() -> bool {
-    // The effective uid, read without libc: /proc/self/status "Uid:" line.
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
-        })
-        .unwrap_or(false)
-}
-
 impl Testbed {
     /// Starts a private containerd, or returns `None` (skip) when the test
-    /// bed cannot run here and this is not CI. Panics under CI.
+    /// bed cannot run here and this is not CI. Panics under CI: it is
+    /// [`require`] on [`Testbed::try_start`].
     pub fn start() -> Option<Testbed> {
-        match Self::try_start() {
-            Ok(bed) => Some(bed),
-            Err(reason) if is_ci() => {
-                panic!("the containerd test bed is required under CI: {reason}")
-            }
-            Err(reason) => {
-                eprintln!("SKIPPED: no containerd test bed: {reason}");
-                None
-            }
-        }
+        require("the containerd test bed", Self::try_start())
     }
 
     /// Starts a private containerd; the error says why it could not.

@@ -3,7 +3,9 @@
 //! an `ImageFsInfo` with a mountpoint, removal by image ID, and a
 //! `ReopenContainerLog` that (like containerd) makes a new live log file.
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
+
+pub mod e2e;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;

@@ -68,9 +68,4 @@ pub async fn expect_quiet(updates: &mut PodUpdates, quiet: Duration) {
     }
 }
 
-pub fn init_tracing() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "off".into()))
-        .with_test_writer()
-        .try_init();
-}
+pub use kubelet_testbed::init_tracing;
