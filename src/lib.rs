@@ -7,6 +7,7 @@
 //!
 //! | module | crate | mirrors upstream |
 //! |---|---|---|
+//! | [`container`] | `kubelet-container` (always on: the shared vocabulary) | `pkg/kubelet/container` |
 //! | [`cri`] | `kubelet-cri-client` | `staging/src/k8s.io/cri-client` |
 //! | [`podconfig`] | `kubelet-podconfig` | `pkg/kubelet/config` |
 //! | [`podworkers`] | `kubelet-podworkers` | `pkg/kubelet/pod_workers.go` |
@@ -14,9 +15,14 @@
 //! | [`cm`] | `kubelet-cm` | `pkg/kubelet/cm` |
 //! | [`eviction`] | `kubelet-eviction` | `pkg/kubelet/eviction` |
 //! | [`kuberuntime`] | `kubelet-kuberuntime` | `pkg/kubelet/kuberuntime` |
+//! | [`prober`] | `kubelet-prober` | `pkg/kubelet/prober`, `pkg/probe` |
+//! | [`server`] | `kubelet-server` | `pkg/kubelet/server`, `pkg/kubelet/metrics` |
+//! | [`volumemanager`] | `kubelet-volumemanager` | `pkg/kubelet/volumemanager`, `pkg/volume` |
 //! | [`agent`] | `kubelet-agent` | `pkg/kubelet/kubelet.go` |
 //!
 //! The example binary `kubelet` (`cargo run --example kubelet`) wires them.
+
+pub use kubelet_container as container;
 
 #[cfg(feature = "cri-client")]
 pub use kubelet_cri_client as cri;
@@ -38,6 +44,15 @@ pub use kubelet_eviction as eviction;
 
 #[cfg(feature = "kuberuntime")]
 pub use kubelet_kuberuntime as kuberuntime;
+
+#[cfg(feature = "prober")]
+pub use kubelet_prober as prober;
+
+#[cfg(feature = "server")]
+pub use kubelet_server as server;
+
+#[cfg(feature = "volumemanager")]
+pub use kubelet_volumemanager as volumemanager;
 
 #[cfg(feature = "agent")]
 pub use kubelet_agent as agent;

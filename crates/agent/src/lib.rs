@@ -59,6 +59,8 @@ use kubelet_podworkers::{
 };
 
 pub mod builder;
+/// The volume manager ([`kubelet_volumemanager`]).
+pub use kubelet_volumemanager as volumes;
 pub mod config;
 pub mod cpu_reconcile;
 pub mod explain;
@@ -66,7 +68,6 @@ pub mod node_api;
 pub mod standalone;
 pub mod status;
 mod syncer;
-pub mod volumes;
 
 pub use status::StatusManager;
 pub use syncer::{KubeletSyncer, cleanup_pod};
@@ -108,6 +109,21 @@ impl From<kubelet_kuberuntime::Error> for Error {
 impl From<kubelet_container::Error> for Error {
     fn from(e: kubelet_container::Error) -> Self {
         Error::Runtime(Box::new(e.into()))
+    }
+}
+
+impl From<kubelet_volumemanager::Error> for Error {
+    fn from(e: kubelet_volumemanager::Error) -> Self {
+        match e {
+            kubelet_volumemanager::Error::InvalidPod { pod, reason } => {
+                Error::InvalidPod { pod, reason }
+            }
+            kubelet_volumemanager::Error::Io { path, source } => Error::Io { path, source },
+            other => Error::InvalidPod {
+                pod: "*".into(),
+                reason: other.to_string(),
+            },
+        }
     }
 }
 

@@ -324,5 +324,5 @@ pub async fn cleanup_pod(
     if let Some(found) = pods.iter().find(|p| p.uid == uid) {
         runtime.remove_pod(found).await?;
     }
-    remove_pod_dir(root_dir, uid)
+    Ok(remove_pod_dir(root_dir, uid)?)
 }

@@ -83,6 +83,7 @@ pub mod quantity;
 mod runtime;
 pub mod status;
 pub mod threshold;
+mod volume;
 
 pub use cache::PodCache;
 pub use error::{Error, Result};
@@ -92,6 +93,7 @@ pub use status::{
     ContainerHash, ContainerState, ContainerStatus, ContainerType, PodStatus, RunningContainer,
     RunningPod, RunningSandbox,
 };
+pub use volume::PodVolumes;
 
 /// The CRI `runtime.v1` messages that statuses carry (from `k8s-cri`).
 pub use k8s_cri::v1 as cri;

@@ -346,37 +346,7 @@ pub fn container_env(
     Ok(resolved)
 }
 
-/// What the volume manager prepared for a pod, by host path (upstream: the
-/// volume manager's mounted volumes plus the kubelet's `makeMounts` inputs).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PodVolumes {
-    /// Each volume of the pod by name: its directory (or file) on the host.
-    pub volumes: HashMap<String, PathBuf>,
-    /// Each `subPath` mount, by container name and index in its
-    /// `volumeMounts`: a host path the subpath was bind-mounted on after it
-    /// was opened beneath its volume (upstream `subpath.PrepareSafeSubpath`),
-    /// so the runtime never resolves the subpath by its string.
-    pub subpaths: HashMap<(String, usize), PathBuf>,
-    /// Where the managed `/etc/hosts` file of the pod lives (upstream
-    /// `<pod dir>/etc-hosts`); `None`: containers keep the image's.
-    pub etc_hosts: Option<PathBuf>,
-    /// The pod's directory (upstream `<root dir>/pods/<uid>`): each
-    /// container's termination-message file is created as
-    /// `<pod_dir>/containers/<container>/<8 random hex>` and bind-mounted at
-    /// its `terminationMessagePath` (see
-    /// [`crate::lifecycle::make_termination_message_mount`]); `None`: no
-    /// termination-message file is mounted.
-    pub pod_dir: Option<PathBuf>,
-}
-
-impl From<HashMap<String, PathBuf>> for PodVolumes {
-    fn from(volumes: HashMap<String, PathBuf>) -> Self {
-        Self {
-            volumes,
-            ..Default::default()
-        }
-    }
-}
+pub use kubelet_container::PodVolumes;
 
 /// The container config (upstream `generateContainerConfig`). `volumes`
 /// maps each volume name of the pod to its directory on the host; the

@@ -43,7 +43,7 @@
 //! ```no_run
 //! use std::sync::Arc;
 //! use kubelet_cri_client::RemoteRuntime;
-//! use kubelet_kuberuntime::{Runtime, RuntimeManager, config::ConfigOptions};
+//! use kubelet_kuberuntime::{Runtime, RuntimeManager, RuntimeReader, config::ConfigOptions};
 //!
 //! # async fn demo(pod: k8s_openapi::api::core::v1::Pod) -> Result<(), Box<dyn std::error::Error>> {
 //! let cri = RemoteRuntime::builder("unix:///run/containerd/containerd.sock").connect().await?;

@@ -1,5 +1,6 @@
-//! The pod's data directories and the volumes a standalone kubelet can
-//! provide: `emptyDir` (on disk, or a tmpfs for medium `Memory`), `hostPath`
+//! The volume manager of a kubelet (upstream `pkg/kubelet/volumemanager`
+//! and the volume plugins it drives): the pod's data directories and the
+//! volumes a standalone kubelet can provide: `emptyDir` (on disk, or a tmpfs for medium `Memory`), `hostPath`
 //! (with its type checks) and `downwardAPI` files; `subPath` mounts opened
 //! beneath their volume; the managed `/etc/hosts` file's location.
 //!
@@ -27,11 +28,31 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{DownwardAPIVolumeSource, Pod};
-use kubelet_kuberuntime::PodVolumes;
+use kubelet_container::PodVolumes;
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 
-use crate::Error;
+/// Errors of this crate. Each names the pod or the path.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The pod's volumes cannot be provided as written.
+    #[error("pod {pod}: {reason}")]
+    InvalidPod {
+        /// The pod (`namespace/name`).
+        pod: String,
+        /// Why.
+        reason: String,
+    },
+    /// A file or directory could not be made, mounted or removed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
 
 /// `<root>/pods/<uid>`.
 pub fn pod_dir(root: &Path, uid: &str) -> PathBuf {
@@ -227,13 +248,13 @@ fn memory_volume_size(
                     .as_ref()
                     .and_then(|r| r.limits.as_ref())
                     .and_then(|l| l.get("memory"))
-                    .and_then(|q| kubelet_cm::quantity::value(&q.0).ok())
+                    .and_then(|q| kubelet_container::quantity::value(&q.0).ok())
             })
             .sum()
     });
     for candidate in [
         limits,
-        size_limit.and_then(|q| kubelet_cm::quantity::value(&q.0).ok()),
+        size_limit.and_then(|q| kubelet_container::quantity::value(&q.0).ok()),
     ]
     .into_iter()
     .flatten()
@@ -452,22 +473,22 @@ fn resource_value(
     match resource {
         "cpu" => {
             let milli = match q {
-                Some(q) => kubelet_cm::quantity::milli_value(q).ok()?,
+                Some(q) => kubelet_container::quantity::milli_value(q).ok()?,
                 None if kind == "limits" => ctx.allocatable_milli_cpu?,
                 None => 0,
             };
-            let d = kubelet_cm::quantity::milli_value(divisor)
+            let d = kubelet_container::quantity::milli_value(divisor)
                 .ok()
                 .filter(|d| *d > 0)?;
             Some(((milli + d - 1) / d).to_string())
         }
         "memory" | "ephemeral-storage" => {
             let v = match q {
-                Some(q) => kubelet_cm::quantity::value(q).ok()?,
+                Some(q) => kubelet_container::quantity::value(q).ok()?,
                 None if kind == "limits" && resource == "memory" => ctx.allocatable_memory?,
                 None => 0,
             };
-            let d = kubelet_cm::quantity::value(divisor)
+            let d = kubelet_container::quantity::value(divisor)
                 .ok()
                 .filter(|d| *d > 0)?;
             Some(((v + d - 1) / d).to_string())
