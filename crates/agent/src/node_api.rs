@@ -6,7 +6,9 @@
 //! `/pods` reads the pod manager and the status manager (no runtime call);
 //! `/containerLogs` finds the log through one runtime status call;
 //! `/stats/summary` reads the node's cgroups and filesystems (the eviction
-//! crate's [`CgroupSummaryProvider`]) and the CRI's container stats.
+//! crate's [`CgroupSummaryProvider`], the same summary the eviction manager
+//! reads, in the one model [`kubelet_container::stats`]) and adds the
+//! node's name and CPU and the CRI's container stats.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -15,13 +17,11 @@ use std::time::{Instant, SystemTime};
 
 use async_trait::async_trait;
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kubelet_container::stats::{self as api, SummaryProvider};
 use kubelet_cri_client::RuntimeService;
 use kubelet_eviction::cgroup_summary::CgroupSummaryProvider;
-use kubelet_eviction::summary::SummaryProvider;
 use kubelet_kuberuntime::{ContainerState, PodStatus, Runtime};
 use kubelet_podworkers::PodStatusCache;
-use kubelet_server::stats as api;
 use kubelet_server::{ContainerLog, LogLookup, NodeApi};
 
 use crate::Kubelet;
@@ -107,7 +107,7 @@ where
         });
         *last = Some((now, total));
         Some(api::CpuStats {
-            time: wall(None),
+            time: Some(api::now()),
             usage_nano_cores: rate,
             usage_core_nano_seconds: Some(total),
         })
@@ -118,43 +118,6 @@ where
             p.metadata.namespace.as_deref().unwrap_or("default") == namespace
                 && p.metadata.name.as_deref() == Some(name)
         })
-    }
-}
-
-fn time(t: SystemTime) -> Option<Time> {
-    let d = t.duration_since(SystemTime::UNIX_EPOCH).ok()?;
-    crate::status::time_of(i64::try_from(d.as_nanos()).ok()?)
-}
-
-/// Converts a monotonic stats timestamp to wall-clock time.
-fn wall(t: Option<Instant>) -> Option<Time> {
-    let now = Instant::now();
-    let at = match t {
-        Some(t) if t <= now => SystemTime::now().checked_sub(now - t)?,
-        _ => SystemTime::now(),
-    };
-    time(at)
-}
-
-fn fs(f: &kubelet_eviction::summary::FsStats) -> api::FsStats {
-    api::FsStats {
-        time: wall(f.time),
-        available_bytes: f.available_bytes,
-        capacity_bytes: f.capacity_bytes,
-        used_bytes: f.used_bytes,
-        inodes_free: f.inodes_free,
-        inodes: f.inodes,
-        inodes_used: f.inodes_used,
-    }
-}
-
-fn memory(m: &kubelet_eviction::summary::MemoryStats) -> api::MemoryStats {
-    api::MemoryStats {
-        time: wall(m.time),
-        available_bytes: m.available_bytes,
-        usage_bytes: m.usage_bytes,
-        working_set_bytes: m.working_set_bytes,
-        ..Default::default()
     }
 }
 
@@ -263,7 +226,10 @@ where
     }
 
     async fn stats_summary(&self) -> Result<api::Summary, kubelet_server::Error> {
-        let node = self
+        let api::Summary {
+            node: mut node_stats,
+            pods: cgroup_pods,
+        } = self
             .stats
             .get(true)
             .await
@@ -281,9 +247,13 @@ where
             .iter()
             .filter_map(|s| Some((s.attributes.as_ref()?.id.as_str(), s)))
             .collect();
-        let pod_stats: HashMap<&str, &kubelet_eviction::summary::PodStats> =
-            node.pods.iter().map(|p| (p.uid.as_str(), p)).collect();
+        // The pod cgroups' memory and process counts, by UID.
+        let mut cgroup_pods: HashMap<String, api::PodStats> = cgroup_pods
+            .into_iter()
+            .map(|p| (p.pod_ref.uid.clone(), p))
+            .collect();
         let running = self.runtime.get_pods(false).await.unwrap_or_default();
+        let now = api::now();
         let mut pods = Vec::new();
         for pod in self.kubelet.pods() {
             let uid = pod.metadata.uid.clone().unwrap_or_default();
@@ -298,13 +268,13 @@ where
                     let v = cpu.usage_core_nano_seconds.as_ref().map(|v| v.value);
                     cpu_total += v.unwrap_or(0);
                     api::CpuStats {
-                        time: wall(None),
+                        time: Some(now.clone()),
                         usage_nano_cores: cpu.usage_nano_cores.as_ref().map(|v| v.value),
                         usage_core_nano_seconds: v,
                     }
                 });
                 let mem = s.and_then(|s| s.memory.as_ref()).map(|m| api::MemoryStats {
-                    time: wall(None),
+                    time: Some(now.clone()),
                     working_set_bytes: m.working_set_bytes.as_ref().map(|v| v.value),
                     usage_bytes: m.usage_bytes.as_ref().map(|v| v.value),
                     rss_bytes: m.rss_bytes.as_ref().map(|v| v.value),
@@ -315,7 +285,7 @@ where
                 let rootfs = s
                     .and_then(|s| s.writable_layer.as_ref())
                     .map(|w| api::FsStats {
-                        time: wall(None),
+                        time: Some(now.clone()),
                         used_bytes: w.used_bytes.as_ref().map(|v| v.value),
                         inodes_used: w.inodes_used.as_ref().map(|v| v.value),
                         ..Default::default()
@@ -329,7 +299,7 @@ where
                     logs: None,
                 });
             }
-            let ps = pod_stats.get(uid.as_str());
+            let cgroup = cgroup_pods.remove(&uid);
             pods.push(api::PodStats {
                 pod_ref: api::PodReference {
                     name: pod.metadata.name.clone().unwrap_or_default(),
@@ -339,43 +309,20 @@ where
                 start_time: self.kubelet.statuses().get(&uid).and_then(|s| s.start_time),
                 containers,
                 cpu: Some(api::CpuStats {
-                    time: wall(None),
+                    time: Some(now.clone()),
                     usage_nano_cores: None,
                     usage_core_nano_seconds: Some(cpu_total),
                 }),
-                memory: ps
-                    .and_then(|p| p.memory_working_set_bytes)
-                    .map(|ws| api::MemoryStats {
-                        time: wall(None),
-                        working_set_bytes: Some(ws),
-                        ..Default::default()
-                    }),
-                process_stats: ps.and_then(|p| p.process_count).map(|n| api::ProcessStats {
-                    process_count: Some(n),
-                }),
+                memory: cgroup.as_ref().and_then(|p| p.memory.clone()),
+                process_stats: cgroup.and_then(|p| p.process_stats),
                 ..Default::default()
             });
         }
+        node_stats.node_name.clone_from(&self.node_name);
+        node_stats.start_time = api::from_system_time(self.started);
+        node_stats.cpu = self.node_cpu();
         Ok(api::Summary {
-            node: api::NodeStats {
-                node_name: self.node_name.clone(),
-                start_time: time(self.started),
-                cpu: self.node_cpu(),
-                memory: node.node.memory.as_ref().map(memory),
-                fs: node.node.fs.as_ref().map(fs),
-                runtime: Some(api::RuntimeStats {
-                    image_fs: node.node.image_fs.as_ref().map(fs),
-                    container_fs: node.node.container_fs.as_ref().map(fs),
-                }),
-                rlimit: node.node.rlimit.as_ref().map(|r| api::RlimitStats {
-                    time: wall(r.time),
-                    maxpid: r.max_pid.and_then(|v| i64::try_from(v).ok()),
-                    curproc: r
-                        .num_of_running_processes
-                        .and_then(|v| i64::try_from(v).ok()),
-                }),
-                ..Default::default()
-            },
+            node: node_stats,
             pods,
         })
     }

@@ -47,9 +47,18 @@ pub enum Error {
         /// What the runtime reported.
         source: Arc<dyn std::error::Error + Send + Sync>,
     },
+    /// The node's or the pods' statistics could not be read (a
+    /// [`SummaryProvider`](crate::stats::SummaryProvider) failed).
+    #[error("reading stats: {0}")]
+    Stats(Arc<dyn std::error::Error + Send + Sync>),
 }
 
 impl Error {
+    /// A stats error from `source` (an error, or a message).
+    pub fn stats(source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Error::Stats(Arc::from(source.into()))
+    }
+
     /// A runtime error about `pod`.
     pub fn runtime(
         pod: impl Into<String>,

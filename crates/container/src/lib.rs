@@ -11,7 +11,9 @@
 //! [`quantity`] parsing, Go [`duration`]s, pod [`qos`], eviction
 //! [`threshold`]s (upstream `pkg/kubelet/eviction/api`) and
 //! [`flowcontrol`] (upstream `client-go/util/flowcontrol`: `Backoff`,
-//! token buckets).
+//! token buckets), and the node and pod [`stats`] summary with its
+//! [`SummaryProvider`](stats::SummaryProvider) (upstream
+//! `k8s.io/kubelet/pkg/apis/stats/v1alpha1`).
 //!
 //! # Central trait
 //!
@@ -81,6 +83,7 @@ pub mod podres;
 pub mod qos;
 pub mod quantity;
 mod runtime;
+pub mod stats;
 pub mod status;
 pub mod threshold;
 mod volume;

@@ -10,9 +10,9 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kubelet_container::stats::{ContainerStats, MemoryStats, NodeStats, PodReference, PodStats};
 use kubelet_eviction::manager::{Config, Manager, RecordingKiller};
 use kubelet_eviction::rank::{RankFunc, rank};
-use kubelet_eviction::summary::{ContainerStats, MemoryStats, NodeStats, PodStats};
 use kubelet_eviction::{
     Backoff, FakeClock, FakeSummaryProvider, Signal, Summary, Threshold, ThresholdValue,
 };
@@ -48,12 +48,19 @@ fn pods(n: usize) -> (Vec<Pod>, Vec<PodStats>) {
             ..Default::default()
         });
         let ws = ((i * 7919) % 200) as u64 * (1 << 20);
+        let memory = MemoryStats {
+            working_set_bytes: Some(ws),
+            ..Default::default()
+        };
         stats.push(PodStats {
-            uid,
-            memory_working_set_bytes: Some(ws),
+            pod_ref: PodReference {
+                uid,
+                ..Default::default()
+            },
+            memory: Some(memory.clone()),
             containers: vec![ContainerStats {
                 name: "app".into(),
-                memory_working_set_bytes: Some(ws),
+                memory: Some(memory),
                 ..Default::default()
             }],
             ..Default::default()
@@ -64,7 +71,10 @@ fn pods(n: usize) -> (Vec<Pod>, Vec<PodStats>) {
 
 fn bench_rank(c: &mut Criterion) {
     let (pods, stats_v) = pods(1000);
-    let stats: HashMap<&str, &PodStats> = stats_v.iter().map(|s| (s.uid.as_str(), s)).collect();
+    let stats: HashMap<&str, &PodStats> = stats_v
+        .iter()
+        .map(|s| (s.pod_ref.uid.as_str(), s))
+        .collect();
     c.bench_function("rank_memory_pressure_1000_pods", |b| {
         b.iter(|| {
             let mut refs: Vec<&Pod> = pods.iter().collect();
@@ -79,10 +89,10 @@ fn bench_synchronize(c: &mut Criterion) {
     let summary = Summary {
         node: NodeStats {
             memory: Some(MemoryStats {
-                time: None,
                 available_bytes: Some(50 << 20),
                 working_set_bytes: Some(8 << 30),
                 usage_bytes: Some(9 << 30),
+                ..Default::default()
             }),
             ..Default::default()
         },

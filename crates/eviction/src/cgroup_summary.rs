@@ -17,22 +17,27 @@
 //! - PIDs: `min(pid_max, threads-max)` and the running count from
 //!   `/proc/loadavg` (the kernel's number of threads, as `sysinfo.procs`).
 //!
-//! Per-pod memory and process counts come from the pod cgroups under the
-//! pods cgroup (`pod<uid>` directories, at any QoS level). Per-pod disk
-//! usage is not read here (upstream takes it from the CRI's stats or
-//! cadvisor); disk ranking therefore sees "no stats" for every pod unless
-//! another provider supplies them.
+//! The result is the one stats model ([`kubelet_container::stats`]) in
+//! upstream's places: the pods cgroup is the `pods` system container, the
+//! image filesystem is `runtime.imageFs`. Per-pod memory and process
+//! counts come from the pod cgroups under the pods cgroup (`pod<uid>`
+//! directories, at any QoS level); cgroups know a pod only by UID, so
+//! `podRef` carries just the UID, and the node name is left empty for the
+//! caller to fill. Per-pod disk usage is not read here (upstream takes it
+//! from the CRI's stats or cadvisor); disk ranking therefore sees "no
+//! stats" for every pod unless another provider supplies them.
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use async_trait::async_trait;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kubelet_container::stats::{
+    self, ContainerStats, FsStats, MemoryStats, NodeStats, PodReference, PodStats, ProcessStats,
+    RlimitStats, RuntimeStats, SYSTEM_CONTAINER_PODS, Summary, SummaryProvider,
+};
 
 use crate::Error;
 use crate::rank::DiskLayout;
-use crate::summary::{
-    FsStats, MemoryStats, NodeStats, PodStats, RlimitStats, Summary, SummaryProvider,
-};
 
 /// Values of `memory.limit_in_bytes` at or above this mean "unlimited".
 const UNLIMITED: u64 = 1 << 62;
@@ -110,8 +115,8 @@ pub fn cgroup_memory(dir: &Path) -> Result<(u64, u64), Error> {
     Ok((usage, usage.saturating_sub(inactive)))
 }
 
-/// `statvfs` of `path` as [`FsStats`].
-pub fn fs_stats(path: &Path, time: Instant) -> Result<FsStats, Error> {
+/// `statvfs` of `path` as [`FsStats`] read at `time`.
+pub fn fs_stats(path: &Path, time: Time) -> Result<FsStats, Error> {
     let s = rustix::fs::statvfs(path).map_err(|e| Error::Io {
         path: path.to_owned(),
         source: e.into(),
@@ -126,6 +131,10 @@ pub fn fs_stats(path: &Path, time: Instant) -> Result<FsStats, Error> {
         inodes: Some(s.f_files),
         inodes_used: Some(s.f_files.saturating_sub(s.f_ffree)),
     })
+}
+
+fn saturating_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 fn dev_of(path: &Path) -> Option<u64> {
@@ -158,7 +167,7 @@ impl CgroupSummaryProvider {
             })
     }
 
-    fn rlimit(&self, time: Instant) -> Result<RlimitStats, Error> {
+    fn rlimit(&self, time: Time) -> Result<RlimitStats, Error> {
         let pid_max = read_u64(&self.proc_root.join("sys/kernel/pid_max"))?;
         let threads_max =
             read_u64(&self.proc_root.join("sys/kernel/threads-max")).unwrap_or(pid_max);
@@ -175,8 +184,8 @@ impl CgroupSummaryProvider {
             })?;
         Ok(RlimitStats {
             time: Some(time),
-            max_pid: Some(pid_max.min(threads_max)),
-            num_of_running_processes: Some(running),
+            max_pid: Some(saturating_i64(pid_max.min(threads_max))),
+            num_of_running_processes: Some(saturating_i64(running)),
         })
     }
 
@@ -207,14 +216,15 @@ impl CgroupSummaryProvider {
 
     /// Reads everything once.
     pub fn read_summary(&self) -> Result<Summary, Error> {
-        let now = Instant::now();
+        let now = stats::now();
         let capacity = self.mem_total()?;
         let (usage, ws) = cgroup_memory(&self.memory_root)?;
         let memory = MemoryStats {
-            time: Some(now),
+            time: Some(now.clone()),
             available_bytes: Some(capacity.saturating_sub(ws)),
             usage_bytes: Some(usage),
             working_set_bytes: Some(ws),
+            ..MemoryStats::default()
         };
         let pods_dir = self.memory_root.join(&self.pods_cgroup);
         let pods_memory = match cgroup_memory(&pods_dir) {
@@ -226,10 +236,11 @@ impl CgroupSummaryProvider {
                     limit.min(capacity)
                 };
                 Some(MemoryStats {
-                    time: Some(now),
+                    time: Some(now.clone()),
                     available_bytes: Some(cap.saturating_sub(ws)),
                     usage_bytes: Some(usage),
                     working_set_bytes: Some(ws),
+                    ..MemoryStats::default()
                 })
             }
             Err(e) => {
@@ -237,12 +248,12 @@ impl CgroupSummaryProvider {
                 None
             }
         };
-        let fs = fs_stats(&self.node_fs, now).ok();
+        let fs = fs_stats(&self.node_fs, now.clone()).ok();
         let image_fs = match &self.image_fs {
-            Some(p) => fs_stats(p, now).ok(),
-            None => fs,
+            Some(p) => fs_stats(p, now.clone()).ok(),
+            None => fs.clone(),
         };
-        let rlimit = self.rlimit(now).ok();
+        let rlimit = self.rlimit(now.clone()).ok();
         let pods = self
             .pod_dirs()
             .into_iter()
@@ -252,21 +263,40 @@ impl CgroupSummaryProvider {
                     .map(|(_, ws)| ws);
                 let procs = read_u64(&self.pids_root.join(&rel).join("pids.current")).ok();
                 PodStats {
-                    uid,
-                    memory_working_set_bytes: ws,
-                    process_count: procs,
-                    ..Default::default()
+                    pod_ref: PodReference {
+                        uid,
+                        ..PodReference::default()
+                    },
+                    memory: ws.map(|ws| MemoryStats {
+                        time: Some(now.clone()),
+                        working_set_bytes: Some(ws),
+                        ..MemoryStats::default()
+                    }),
+                    process_stats: procs.map(|n| ProcessStats {
+                        process_count: Some(n),
+                    }),
+                    ..PodStats::default()
                 }
             })
             .collect();
         Ok(Summary {
             node: NodeStats {
+                system_containers: pods_memory
+                    .map(|m| ContainerStats {
+                        name: SYSTEM_CONTAINER_PODS.into(),
+                        memory: Some(m),
+                        ..ContainerStats::default()
+                    })
+                    .into_iter()
+                    .collect(),
                 memory: Some(memory),
-                pods_memory,
                 fs,
-                image_fs,
-                container_fs: None,
+                runtime: Some(RuntimeStats {
+                    image_fs,
+                    container_fs: None,
+                }),
                 rlimit,
+                ..NodeStats::default()
             },
             pods,
         })
@@ -275,11 +305,12 @@ impl CgroupSummaryProvider {
 
 #[async_trait]
 impl SummaryProvider for CgroupSummaryProvider {
-    async fn get(&self, _update_stats: bool) -> Result<Summary, Error> {
+    async fn get(&self, _update_stats: bool) -> Result<Summary, kubelet_container::Error> {
         let this = self.clone();
         tokio::task::spawn_blocking(move || this.read_summary())
             .await
-            .map_err(|e| Error::Summary(format!("stats task failed: {e}")))?
+            .map_err(|e| kubelet_container::Error::stats(format!("stats task failed: {e}")))?
+            .map_err(kubelet_container::Error::stats)
     }
 }
 
@@ -348,32 +379,41 @@ mod tests {
             proc_root: proc_,
         };
         let s = p.read_summary().expect("summary");
-        let m = s.node.memory.expect("memory");
+        let m = s.node.memory.clone().expect("memory");
         assert_eq!(m.working_set_bytes, Some(2 << 30), "usage - inactive_file");
         assert_eq!(m.available_bytes, Some(2 << 30), "4Gi - 2Gi");
-        let pm = s.node.pods_memory.expect("pods");
+        let pm = s
+            .node
+            .system_container(SYSTEM_CONTAINER_PODS)
+            .and_then(|c| c.memory.clone())
+            .expect("pods");
         assert_eq!(pm.working_set_bytes, Some(512 << 20));
         assert_eq!(
             pm.available_bytes,
             Some((2 << 30) - (512 << 20)),
             "limit - ws"
         );
-        let r = s.node.rlimit.expect("rlimit");
+        let r = s.node.rlimit.clone().expect("rlimit");
         assert_eq!(r.max_pid, Some(20000));
         assert_eq!(r.num_of_running_processes, Some(345));
-        let fs = s.node.fs.expect("fs");
+        let fs = s.node.fs.clone().expect("fs");
         assert!(fs.capacity_bytes.unwrap_or(0) > 0);
-        assert_eq!(s.node.image_fs, Some(fs), "same fs");
+        assert_eq!(s.node.image_fs(), Some(&fs), "same fs");
+        assert!(m.time.is_some() && m.time == fs.time, "one reading time");
         let mut pods = s.pods.clone();
-        pods.sort_by(|a, b| a.uid.cmp(&b.uid));
+        pods.sort_by(|a, b| a.pod_ref.uid.cmp(&b.pod_ref.uid));
         assert_eq!(pods.len(), 2);
         assert_eq!(
-            pods[0].uid, "1234-5678",
+            pods[0].pod_ref.uid, "1234-5678",
             "systemd-style underscores become dashes"
         );
-        assert_eq!(pods[0].memory_working_set_bytes, Some(200));
-        assert_eq!(pods[1].memory_working_set_bytes, Some(0), "floored at zero");
-        assert_eq!(pods[1].process_count, Some(7));
+        assert_eq!(pods[0].memory_working_set_bytes(), Some(200));
+        assert_eq!(
+            pods[1].memory_working_set_bytes(),
+            Some(0),
+            "floored at zero"
+        );
+        assert_eq!(pods[1].process_count(), Some(7));
         assert!(!p.disk_layout().dedicated_image_fs);
     }
 

@@ -16,9 +16,12 @@
 //! - [`threshold`]: [`Signal`], [`Threshold`], and [`ThresholdConfig::parse`]
 //!   for `evictionHard` / `evictionSoft` / grace periods / minimum reclaim,
 //!   with upstream's Linux defaults.
-//! - [`summary`]: the central trait [`SummaryProvider`], the stats it
-//!   returns, and [`FakeSummaryProvider`]; [`cgroup_summary`] reads the real
-//!   node (cgroup v1, `statvfs`, PID limits).
+//! - [`summary`]: the signal observations derived from a stats
+//!   [`Summary`] and [`FakeSummaryProvider`]; the summary model and the
+//!   central trait [`SummaryProvider`] are the core crate's
+//!   ([`kubelet_container::stats`], re-exported here), shared with
+//!   `/stats/summary`; [`cgroup_summary`] reads the real node (cgroup v1,
+//!   `statvfs`, PID limits).
 //! - [`manager`]: [`Manager`]: `synchronize` every 10 s, grace periods,
 //!   `MemoryPressure` / `DiskPressure` / `PIDPressure` with the 5-minute
 //!   transition period, node-level reclaim hooks, ranking ([`rank`]), at
@@ -74,11 +77,12 @@ pub use kubelet_container::flowcontrol::{
     Backoff, Clock, FakeClock, KeyedTokenBucket, RealClock, TokenBucket, backoff, crash_loop_key,
     image_pull_key, ratelimit, system_time_from_unix_nanos,
 };
+pub use kubelet_container::stats::{Summary, SummaryProvider};
 pub use kubelet_container::threshold::{
     self, NodeCondition, Signal, Threshold, ThresholdConfig, ThresholdValue,
 };
 pub use manager::{AdmitResult, Config, EvictedStatus, Eviction, Manager, PodKiller};
-pub use summary::{FakeSummaryProvider, Summary, SummaryProvider};
+pub use summary::FakeSummaryProvider;
 
 #[cfg(test)]
 mod manager_tests;

@@ -27,10 +27,11 @@ use k8s_openapi::api::core::v1::{Pod, PodCondition, PodStatus};
 use crate::Error;
 use crate::backoff::{Clock, RealClock};
 use crate::rank::{DiskLayout, FsStatsType, RankFunc, pod_disk_usage, rank, rank_func};
-use crate::summary::{Observations, PodStats, Summary, SummaryProvider, make_observations};
+use crate::summary::{Observations, make_observations};
 use crate::threshold::{
     NodeCondition, Resource, Signal, Threshold, update_container_fs_thresholds,
 };
+use kubelet_container::stats::{PodStats, Summary, SummaryProvider};
 
 /// Upstream `evictionMonitoringPeriod` (`kubelet.go`).
 pub const EVICTION_MONITORING_PERIOD: Duration = Duration::from_secs(10);
@@ -556,9 +557,11 @@ impl Manager {
                     let Some(o) = observations.get(&t.signal) else {
                         return false;
                     };
-                    match (o.time, st.last_observations.get(&t.signal)) {
+                    // upstream `observed.time.After(last.time)`: wall-clock
+                    // stats times (see `kubelet_container::stats`)
+                    match (&o.time, st.last_observations.get(&t.signal)) {
                         (None, _) | (_, None) => true,
-                        (Some(now_t), Some(last)) => last.time.is_none_or(|l| now_t > l),
+                        (Some(now_t), Some(last)) => last.time.as_ref().is_none_or(|l| now_t > l),
                     }
                 })
                 .collect();
@@ -566,8 +569,11 @@ impl Manager {
             (updated, observations)
         };
 
-        let stats: HashMap<&str, &PodStats> =
-            summary.pods.iter().map(|p| (p.uid.as_str(), p)).collect();
+        let stats: HashMap<&str, &PodStats> = summary
+            .pods
+            .iter()
+            .map(|p| (p.pod_ref.uid.as_str(), p))
+            .collect();
         if self.config.local_storage_capacity_isolation
             && let Some(ev) = self.local_storage_eviction(active_pods, &stats).await
         {
@@ -833,7 +839,7 @@ fn local_storage_violation(pod: &Pod, st: &PodStats, layout: DiskLayout) -> Opti
             continue;
         };
         let used = st
-            .volumes
+            .volume_stats
             .iter()
             .find(|s| s.name == v.name)
             .and_then(|s| s.fs.used_bytes);
@@ -858,7 +864,11 @@ fn local_storage_violation(pod: &Pod, st: &PodStats, layout: DiskLayout) -> Opti
         }
     }
     if let Some(limit) = pod_limit {
-        let used = st.ephemeral_storage.and_then(|e| e.used_bytes).unwrap_or(0);
+        let used = st
+            .ephemeral_storage
+            .as_ref()
+            .and_then(|e| e.used_bytes)
+            .unwrap_or(0);
         if i128::from(used) > i128::from(limit) {
             return Some(format!(
                 "Pod ephemeral local storage usage exceeds the total limit of containers {}. ",
@@ -879,9 +889,9 @@ fn local_storage_violation(pod: &Pod, st: &PodStats, layout: DiskLayout) -> Opti
         if limit == 0 {
             continue;
         }
-        let mut used = i128::from(cs.logs.and_then(|l| l.used_bytes).unwrap_or(0));
+        let mut used = i128::from(cs.logs.as_ref().and_then(|l| l.used_bytes).unwrap_or(0));
         if !layout.dedicated_image_fs {
-            used += i128::from(cs.rootfs.and_then(|r| r.used_bytes).unwrap_or(0));
+            used += i128::from(cs.rootfs.as_ref().and_then(|r| r.used_bytes).unwrap_or(0));
         }
         if used > i128::from(limit) {
             return Some(format!(
@@ -936,11 +946,11 @@ pub fn eviction_message(
         };
         let usage = match resource {
             Resource::Memory => cs
-                .memory_working_set_bytes
+                .memory_working_set_bytes()
                 .map(|v| i64::try_from(v).unwrap_or(i64::MAX)),
             Resource::EphemeralStorage => match (
-                cs.rootfs.and_then(|r| r.used_bytes),
-                cs.logs.and_then(|l| l.used_bytes),
+                cs.rootfs.as_ref().and_then(|r| r.used_bytes),
+                cs.logs.as_ref().and_then(|l| l.used_bytes),
             ) {
                 (Some(r), Some(l)) => Some(i64::try_from(r.saturating_add(l)).unwrap_or(i64::MAX)),
                 _ => None,

@@ -12,22 +12,23 @@ use std::time::Duration;
 use async_trait::async_trait;
 use k8s_openapi::api::core::v1::{Pod, PodStatus, Toleration};
 
-use crate::backoff::{Clock, FakeClock};
+use crate::backoff::FakeClock;
 use crate::manager::*;
 use crate::rank::DiskLayout;
-use crate::summary::*;
+use crate::summary::FakeSummaryProvider;
 use crate::testutil::{pod, pod_stats_mem};
 use crate::threshold::*;
+use kubelet_container::stats::*;
 
 const MI: u64 = 1 << 20;
 const GI: u64 = 1 << 30;
 
 fn node_mem(available: u64, capacity: u64) -> MemoryStats {
     MemoryStats {
-        time: None,
         available_bytes: Some(available),
         working_set_bytes: Some(capacity - available),
         usage_bytes: Some(capacity - available),
+        ..Default::default()
     }
 }
 
@@ -575,8 +576,12 @@ async fn pid_pressure_evicts_by_priority_then_processes() {
         },
         pods: vec![pod_stats_mem(&low, 0), pod_stats_mem(&high, 0)],
     };
-    s.pods[0].process_count = Some(10);
-    s.pods[1].process_count = Some(5_000);
+    s.pods[0].process_stats = Some(ProcessStats {
+        process_count: Some(10),
+    });
+    s.pods[1].process_stats = Some(ProcessStats {
+        process_count: Some(5_000),
+    });
     let b = bed(
         vec![Threshold::hard(
             Signal::PidAvailable,
@@ -616,11 +621,15 @@ async fn allocatable_memory_pressure() {
     .parse()
     .expect("parse");
     let mut s = summary(GI, &[(&p, 900 * MI)]);
-    s.node.pods_memory = Some(MemoryStats {
-        available_bytes: Some(50 * MI),
-        working_set_bytes: Some(950 * MI),
+    s.node.system_containers = vec![ContainerStats {
+        name: SYSTEM_CONTAINER_PODS.into(),
+        memory: Some(MemoryStats {
+            available_bytes: Some(50 * MI),
+            working_set_bytes: Some(950 * MI),
+            ..Default::default()
+        }),
         ..Default::default()
-    });
+    }];
     let b = bed(t, s);
     let ev = b
         .manager
@@ -635,7 +644,7 @@ async fn allocatable_memory_pressure() {
 async fn stale_stats_do_not_evict_twice() {
     // upstream thresholdsUpdatedStats: same stat timestamp -> no new eviction
     let p = best_effort("p");
-    let t0 = b_now();
+    let t0 = stats_time(1_700_000_000);
     let mut s = summary(100 * MI, &[(&p, 100 * MI)]);
     if let Some(m) = s.node.memory.as_mut() {
         m.time = Some(t0);
@@ -664,7 +673,7 @@ async fn stale_stats_do_not_evict_twice() {
     );
     b.summary.update(|s| {
         if let Some(m) = s.node.memory.as_mut() {
-            m.time = Some(t0 + Duration::from_secs(10));
+            m.time = Some(stats_time(1_700_000_010));
         }
     });
     assert!(
@@ -675,10 +684,24 @@ async fn stale_stats_do_not_evict_twice() {
             .is_some(),
         "fresh stats"
     );
+    b.summary.update(|s| {
+        if let Some(m) = s.node.memory.as_mut() {
+            m.time = Some(stats_time(1_700_000_005));
+        }
+    });
+    assert!(
+        b.manager
+            .synchronize(std::slice::from_ref(&p))
+            .await
+            .expect("sync")
+            .is_none(),
+        "older stats are not fresh (upstream `After`)"
+    );
 }
 
-fn b_now() -> std::time::Instant {
-    FakeClock::new().now()
+/// A stats timestamp `secs` after the epoch.
+fn stats_time(secs: u64) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Time {
+    from_system_time(std::time::UNIX_EPOCH + Duration::from_secs(secs)).expect("in range")
 }
 
 #[tokio::test]
@@ -712,12 +735,13 @@ async fn local_storage_limits_evict_with_immediate_grace() {
         }]);
     }
     let mut s = summary(GI, &[(&p, MI)]);
-    s.pods[0].volumes = vec![VolumeStats {
+    s.pods[0].volume_stats = vec![VolumeStats {
         name: "tmp".into(),
         fs: FsStats {
             used_bytes: Some(2 * MI),
             ..Default::default()
         },
+        pvc_ref: None,
     }];
     let b = bed(vec![], s);
     let ev = b
@@ -821,7 +845,7 @@ mod props {
         #[test]
         fn ranking_is_a_total_order(spec in arb_pods()) {
             let (pods, stats_v) = build(&spec);
-            let stats: HashMap<&str, &PodStats> = stats_v.iter().map(|s| (s.uid.as_str(), s)).collect();
+            let stats: HashMap<&str, &PodStats> = stats_v.iter().map(|s| (s.pod_ref.uid.as_str(), s)).collect();
             for func in [RankFunc::Memory, RankFunc::Pids] {
                 let refs: Vec<&Pod> = pods.iter().collect();
                 for a in &refs {

@@ -32,8 +32,8 @@ use rustix::event::{EventfdFlags, PollFd, PollFlags, Timespec, eventfd, poll};
 
 use crate::Error;
 use crate::manager::{Manager, ThresholdNotifier};
-use crate::summary::Summary;
 use crate::threshold::{Signal, Threshold};
+use kubelet_container::stats::{SYSTEM_CONTAINER_PODS, Summary};
 
 /// How often the waiting thread checks whether it was stopped.
 const STOP_POLL: Duration = Duration::from_millis(200);
@@ -203,9 +203,13 @@ pub struct MemoryThresholdNotifier {
 /// set. `None` when the stats are incomplete.
 pub fn memcg_threshold_bytes(threshold: &Threshold, summary: &Summary) -> Option<u64> {
     let m = if threshold.signal == Signal::AllocatableMemoryAvailable {
-        summary.node.pods_memory?
+        summary
+            .node
+            .system_container(SYSTEM_CONTAINER_PODS)?
+            .memory
+            .as_ref()?
     } else {
-        summary.node.memory?
+        summary.node.memory.as_ref()?
     };
     let (usage, ws, avail) = (m.usage_bytes?, m.working_set_bytes?, m.available_bytes?);
     let capacity = avail.saturating_add(ws);
@@ -319,8 +323,8 @@ pub fn attach_memcg_notifiers(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::summary::{MemoryStats, NodeStats};
     use crate::threshold::ThresholdValue;
+    use kubelet_container::stats::{MemoryStats, NodeStats};
 
     #[test]
     fn threshold_bytes_as_upstream() {
@@ -328,10 +332,10 @@ mod tests {
         let s = Summary {
             node: NodeStats {
                 memory: Some(MemoryStats {
-                    time: None,
                     available_bytes: Some(3 << 30),
                     working_set_bytes: Some(1 << 30),
                     usage_bytes: Some((1 << 30) + (512 << 20)),
+                    ..Default::default()
                 }),
                 ..Default::default()
             },

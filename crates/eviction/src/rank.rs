@@ -14,8 +14,8 @@ use std::collections::HashMap;
 
 use k8s_openapi::api::core::v1::{Container, Pod};
 
-use crate::summary::{FsStats, PodStats};
 use crate::threshold::{Resource, Signal};
+use kubelet_container::stats::{FsStats, PodStats};
 
 /// Which filesystem stats count towards a pod's disk usage (upstream
 /// `fsStatsType`).
@@ -189,7 +189,7 @@ pub fn pod_disk_usage(
         }
     }
     if measure.contains(&FsStatsType::LocalVolumeSource) {
-        for v in &stats.volumes {
+        for v in &stats.volume_stats {
             if is_local_volume(pod, &v.name) {
                 total = total.saturating_add(fs_used(Some(&v.fs), resource));
             }
@@ -232,7 +232,7 @@ pub fn rank_keys(pods: &[&Pod], stats: &HashMap<&str, &PodStats>, func: &RankFun
                     },
                     Some(s) => {
                         let usage = i128::from(
-                            i64::try_from(s.memory_working_set_bytes.unwrap_or(0))
+                            i64::try_from(s.memory_working_set_bytes().unwrap_or(0))
                                 .unwrap_or(i64::MAX),
                         );
                         let req = i128::from(pod_request(pod, "memory"));
@@ -250,7 +250,7 @@ pub fn rank_keys(pods: &[&Pod], stats: &HashMap<&str, &PodStats>, func: &RankFun
                     has_stats: st.is_some(),
                     within_request: false,
                     priority: 0,
-                    neg_usage: -i128::from(st.and_then(|s| s.process_count).unwrap_or(0)),
+                    neg_usage: -i128::from(st.and_then(PodStats::process_count).unwrap_or(0)),
                 },
                 RankFunc::Disk(measure, resource) => match st {
                     None => RankKey {
@@ -302,8 +302,8 @@ pub fn compare(a: &Pod, b: &Pod, stats: &HashMap<&str, &PodStats>, func: &RankFu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::summary::ContainerStats;
     use crate::testutil::{pod, pod_stats_mem};
+    use kubelet_container::stats::{ContainerStats, ProcessStats};
 
     fn names(pods: &[&Pod]) -> Vec<String> {
         pods.iter()
@@ -327,7 +327,10 @@ mod tests {
             pod_stats_mem(&high_prio, 900 << 20),
             pod_stats_mem(&low_prio, 10 << 20),
         ];
-        let stats: HashMap<&str, &PodStats> = stats_v.iter().map(|s| (s.uid.as_str(), s)).collect();
+        let stats: HashMap<&str, &PodStats> = stats_v
+            .iter()
+            .map(|s| (s.pod_ref.uid.as_str(), s))
+            .collect();
         let mut pods = vec![&below, &high_prio, &low_prio, &best, &above];
         rank(&mut pods, &stats, &RankFunc::Memory);
         assert_eq!(
@@ -347,7 +350,10 @@ mod tests {
         let a = pod("with-stats", 0, "", "");
         let b = pod("no-stats", 1000, "", "");
         let stats_v = [pod_stats_mem(&a, 1 << 30)];
-        let stats: HashMap<&str, &PodStats> = stats_v.iter().map(|s| (s.uid.as_str(), s)).collect();
+        let stats: HashMap<&str, &PodStats> = stats_v
+            .iter()
+            .map(|s| (s.pod_ref.uid.as_str(), s))
+            .collect();
         let mut pods = vec![&a, &b];
         rank(&mut pods, &stats, &RankFunc::Memory);
         assert_eq!(names(&pods), vec!["no-stats", "with-stats"]);
@@ -363,10 +369,13 @@ mod tests {
         let mut s = Vec::new();
         for (p, n) in [(&low, 5u64), (&high, 500), (&low_many, 50)] {
             let mut st = pod_stats_mem(p, 0);
-            st.process_count = Some(n);
+            st.process_stats = Some(ProcessStats {
+                process_count: Some(n),
+            });
             s.push(st);
         }
-        let stats: HashMap<&str, &PodStats> = s.iter().map(|s| (s.uid.as_str(), s)).collect();
+        let stats: HashMap<&str, &PodStats> =
+            s.iter().map(|s| (s.pod_ref.uid.as_str(), s)).collect();
         let mut pods = vec![&high, &low, &low_many];
         rank(&mut pods, &stats, &RankFunc::Pids);
         assert_eq!(names(&pods), vec!["low-many", "low", "high"]);
@@ -402,7 +411,8 @@ mod tests {
             }];
             s.push(st);
         }
-        let stats: HashMap<&str, &PodStats> = s.iter().map(|s| (s.uid.as_str(), s)).collect();
+        let stats: HashMap<&str, &PodStats> =
+            s.iter().map(|s| (s.pod_ref.uid.as_str(), s)).collect();
         let func = rank_func(Signal::NodeFsAvailable, DiskLayout::default());
         let mut pods = vec![&a, &b, &c, &d];
         rank(&mut pods, &stats, &func);

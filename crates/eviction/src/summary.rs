@@ -1,140 +1,23 @@
-//! The node and pod statistics the eviction manager observes, the
-//! [`SummaryProvider`] trait that supplies them, and the signal observations
-//! derived from them.
+//! The signal observations the eviction manager derives from a stats
+//! [`Summary`] (upstream `pkg/kubelet/eviction/helpers.go`
+//! `makeSignalObservations`), and [`FakeSummaryProvider`] for tests.
 //!
-//! Upstream: the kubelet's summary API (`k8s.io/kubelet/pkg/apis/stats/v1alpha1`,
-//! `Summary`, `NodeStats`, `PodStats`), `pkg/kubelet/server/stats`
-//! (`SummaryProvider`), and `helpers.go` `makeSignalObservations`. Only the
-//! fields eviction reads are kept.
+//! The summary model and the [`SummaryProvider`] trait are the core
+//! crate's ([`kubelet_container::stats`]), shared with `/stats/summary`.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::Instant;
 
 use async_trait::async_trait;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kubelet_container::stats::{
+    FsStats, MemoryStats, SYSTEM_CONTAINER_PODS, Summary, SummaryProvider,
+};
 
-use crate::Error;
 use crate::threshold::Signal;
 
-/// Memory statistics of the node or of a cgroup (bytes).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct MemoryStats {
-    /// When the stats were read; `None` counts as always fresh.
-    pub time: Option<Instant>,
-    /// Capacity minus working set.
-    pub available_bytes: Option<u64>,
-    /// Total usage (`memory.usage_in_bytes`).
-    pub usage_bytes: Option<u64>,
-    /// Usage minus `total_inactive_file` (upstream cadvisor's working set).
-    pub working_set_bytes: Option<u64>,
-}
-
-/// Filesystem statistics.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct FsStats {
-    /// When read.
-    pub time: Option<Instant>,
-    /// Bytes available to unprivileged users.
-    pub available_bytes: Option<u64>,
-    /// Total bytes.
-    pub capacity_bytes: Option<u64>,
-    /// Bytes used (for pod and container stats: by that pod or container).
-    pub used_bytes: Option<u64>,
-    /// Inodes free.
-    pub inodes_free: Option<u64>,
-    /// Total inodes.
-    pub inodes: Option<u64>,
-    /// Inodes used (pod and container stats).
-    pub inodes_used: Option<u64>,
-}
-
-/// Process limits of the node (upstream `RlimitStats`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RlimitStats {
-    /// When read.
-    pub time: Option<Instant>,
-    /// The PID limit (`min(pid_max, threads-max)`).
-    pub max_pid: Option<u64>,
-    /// Running processes (threads) on the node.
-    pub num_of_running_processes: Option<u64>,
-}
-
-/// Node-level statistics.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct NodeStats {
-    /// The whole node's memory.
-    pub memory: Option<MemoryStats>,
-    /// The `pods` system container (the cgroup holding every pod): the
-    /// source of `allocatableMemory.available`.
-    pub pods_memory: Option<MemoryStats>,
-    /// The kubelet's filesystem (nodefs).
-    pub fs: Option<FsStats>,
-    /// The runtime's image filesystem.
-    pub image_fs: Option<FsStats>,
-    /// The runtime's writable-layer filesystem, when reported separately.
-    pub container_fs: Option<FsStats>,
-    /// Process limits.
-    pub rlimit: Option<RlimitStats>,
-}
-
-/// A container's statistics.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ContainerStats {
-    /// The container's name in the pod spec.
-    pub name: String,
-    /// Its memory working set.
-    pub memory_working_set_bytes: Option<u64>,
-    /// Its writable layer.
-    pub rootfs: Option<FsStats>,
-    /// Its logs.
-    pub logs: Option<FsStats>,
-}
-
-/// A volume's statistics.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct VolumeStats {
-    /// The volume's name in the pod spec.
-    pub name: String,
-    /// Its usage.
-    pub fs: FsStats,
-}
-
-/// A pod's statistics, keyed by UID.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PodStats {
-    /// The pod's UID.
-    pub uid: String,
-    /// The pod's memory working set (its cgroup).
-    pub memory_working_set_bytes: Option<u64>,
-    /// Its containers.
-    pub containers: Vec<ContainerStats>,
-    /// Its volumes.
-    pub volumes: Vec<VolumeStats>,
-    /// Its total ephemeral storage use (containers, emptyDirs, logs).
-    pub ephemeral_storage: Option<FsStats>,
-    /// Processes in its cgroup.
-    pub process_count: Option<u64>,
-}
-
-/// A summary of the node (upstream `statsapi.Summary`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Summary {
-    /// Node-level stats.
-    pub node: NodeStats,
-    /// Per-pod stats.
-    pub pods: Vec<PodStats>,
-}
-
-/// The source of [`Summary`]s (upstream `stats.SummaryProvider.Get`).
-#[async_trait]
-pub trait SummaryProvider: Send + Sync + 'static {
-    /// Reads the node's current stats. `update_stats` asks the provider to
-    /// refresh cached values first (upstream's `updateStats`).
-    async fn get(&self, update_stats: bool) -> Result<Summary, Error>;
-}
-
 /// A [`SummaryProvider`] returning whatever summary was last set: for tests
-/// and benchmarks.
+/// and benchmarks (of this crate and of callers driving a [`Manager`](crate::Manager)).
 #[derive(Debug, Default)]
 pub struct FakeSummaryProvider {
     summary: Mutex<Option<Summary>>,
@@ -180,25 +63,25 @@ impl FakeSummaryProvider {
 
 #[async_trait]
 impl SummaryProvider for FakeSummaryProvider {
-    async fn get(&self, _update_stats: bool) -> Result<Summary, Error> {
+    async fn get(&self, _update_stats: bool) -> Result<Summary, kubelet_container::Error> {
         *self.calls.lock().unwrap_or_else(|e| e.into_inner()) += 1;
         self.summary
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
-            .ok_or_else(|| Error::Summary("fake summary provider set to fail".into()))
+            .ok_or_else(|| kubelet_container::Error::stats("fake summary provider set to fail"))
     }
 }
 
 /// One signal's observed value (upstream `signalObservation`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Observation {
     /// Available amount.
     pub available: i64,
     /// Capacity (percentage thresholds are fractions of it).
     pub capacity: i64,
-    /// When it was read.
-    pub time: Option<Instant>,
+    /// When it was read (the stats' own time; `None`: always fresh).
+    pub time: Option<Time>,
 }
 
 /// Observations per signal (upstream `signalObservations`).
@@ -216,7 +99,7 @@ fn fs_observations(out: &mut Observations, fs: Option<&FsStats>, bytes: Signal, 
             Observation {
                 available: sat(a),
                 capacity: sat(c),
-                time: fs.time,
+                time: fs.time.clone(),
             },
         );
     }
@@ -226,7 +109,7 @@ fn fs_observations(out: &mut Observations, fs: Option<&FsStats>, bytes: Signal, 
             Observation {
                 available: sat(f),
                 capacity: sat(t),
-                time: fs.time,
+                time: fs.time.clone(),
             },
         );
     }
@@ -238,20 +121,25 @@ fn memory_observation(m: Option<&MemoryStats>) -> Option<Observation> {
     Some(Observation {
         available: sat(a),
         capacity: sat(a.saturating_add(ws)),
-        time: m.time,
+        time: m.time.clone(),
     })
 }
 
 /// Derives the signal observations from a summary (upstream
 /// `makeSignalObservations`): memory capacity is available + working set;
-/// `pid.available` is the PID limit minus running processes.
+/// `allocatableMemory.available` reads the `pods` system container; the
+/// image and container filesystems are the runtime's; `pid.available` is
+/// the PID limit minus running processes.
 pub fn make_observations(summary: &Summary) -> Observations {
     let mut out = Observations::with_capacity(Signal::ALL.len());
     let node = &summary.node;
     if let Some(o) = memory_observation(node.memory.as_ref()) {
         out.insert(Signal::MemoryAvailable, o);
     }
-    if let Some(o) = memory_observation(node.pods_memory.as_ref()) {
+    let pods_memory = node
+        .system_container(SYSTEM_CONTAINER_PODS)
+        .and_then(|c| c.memory.as_ref());
+    if let Some(o) = memory_observation(pods_memory) {
         out.insert(Signal::AllocatableMemoryAvailable, o);
     }
     fs_observations(
@@ -262,13 +150,13 @@ pub fn make_observations(summary: &Summary) -> Observations {
     );
     fs_observations(
         &mut out,
-        node.image_fs.as_ref(),
+        node.image_fs(),
         Signal::ImageFsAvailable,
         Signal::ImageFsInodesFree,
     );
     fs_observations(
         &mut out,
-        node.container_fs.as_ref(),
+        node.container_fs(),
         Signal::ContainerFsAvailable,
         Signal::ContainerFsInodesFree,
     );
@@ -278,9 +166,9 @@ pub fn make_observations(summary: &Summary) -> Observations {
         out.insert(
             Signal::PidAvailable,
             Observation {
-                available: sat(max) - sat(running),
-                capacity: sat(max),
-                time: r.time,
+                available: max.saturating_sub(running),
+                capacity: max,
+                time: r.time.clone(),
             },
         );
     }
@@ -290,6 +178,7 @@ pub fn make_observations(summary: &Summary) -> Observations {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kubelet_container::stats::{ContainerStats, NodeStats, RlimitStats, RuntimeStats};
 
     #[test]
     fn observations_as_upstream() {
@@ -299,13 +188,17 @@ mod tests {
                     available_bytes: Some(500),
                     working_set_bytes: Some(1500),
                     usage_bytes: Some(1700),
-                    time: None,
-                }),
-                pods_memory: Some(MemoryStats {
-                    available_bytes: Some(100),
-                    working_set_bytes: Some(900),
                     ..Default::default()
                 }),
+                system_containers: vec![ContainerStats {
+                    name: SYSTEM_CONTAINER_PODS.into(),
+                    memory: Some(MemoryStats {
+                        available_bytes: Some(100),
+                        working_set_bytes: Some(900),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }],
                 fs: Some(FsStats {
                     available_bytes: Some(10),
                     capacity_bytes: Some(100),
@@ -313,17 +206,20 @@ mod tests {
                     inodes: Some(50),
                     ..Default::default()
                 }),
-                image_fs: Some(FsStats {
-                    available_bytes: Some(20),
-                    capacity_bytes: Some(200),
-                    ..Default::default()
+                runtime: Some(RuntimeStats {
+                    image_fs: Some(FsStats {
+                        available_bytes: Some(20),
+                        capacity_bytes: Some(200),
+                        ..Default::default()
+                    }),
+                    container_fs: None,
                 }),
-                container_fs: None,
                 rlimit: Some(RlimitStats {
                     max_pid: Some(1000),
                     num_of_running_processes: Some(300),
                     time: None,
                 }),
+                ..Default::default()
             },
             pods: vec![],
         };
@@ -339,12 +235,37 @@ mod tests {
         assert_eq!(get(Signal::PidAvailable), Some((700, 1000)));
     }
 
+    #[test]
+    fn observations_carry_the_stats_time() {
+        let t = kubelet_container::stats::now();
+        let s = Summary {
+            node: NodeStats {
+                memory: Some(MemoryStats {
+                    time: Some(t.clone()),
+                    available_bytes: Some(1),
+                    working_set_bytes: Some(1),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            pods: vec![],
+        };
+        let o = make_observations(&s);
+        assert_eq!(
+            o.get(&Signal::MemoryAvailable).and_then(|o| o.time.clone()),
+            Some(t)
+        );
+    }
+
     #[tokio::test]
     async fn fake_provider_sets_and_fails() {
         let p = FakeSummaryProvider::new(Summary::default());
         assert!(p.get(true).await.is_ok());
         p.fail();
-        assert!(matches!(p.get(true).await, Err(Error::Summary(_))));
+        assert!(matches!(
+            p.get(true).await,
+            Err(kubelet_container::Error::Stats(_))
+        ));
         p.set(Summary::default());
         assert!(p.get(false).await.is_ok());
         assert_eq!(p.calls(), 3);

@@ -6,7 +6,7 @@ use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use crate::summary::PodStats;
+use kubelet_container::stats::{ContainerStats, MemoryStats, PodReference, PodStats};
 
 /// Requests of memory and ephemeral-storage ("" = none); limits equal to
 /// nothing.
@@ -52,12 +52,20 @@ pub fn pod(name: &str, priority: i32, memory_request: &str, ephemeral_request: &
 
 /// Stats of `pod` with a working set of `ws` bytes (pod and container `c`).
 pub fn pod_stats_mem(pod: &Pod, ws: u64) -> PodStats {
+    let memory = MemoryStats {
+        working_set_bytes: Some(ws),
+        ..Default::default()
+    };
     PodStats {
-        uid: pod.metadata.uid.clone().unwrap_or_default(),
-        memory_working_set_bytes: Some(ws),
-        containers: vec![crate::summary::ContainerStats {
+        pod_ref: PodReference {
+            name: pod.metadata.name.clone().unwrap_or_default(),
+            namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+            uid: pod.metadata.uid.clone().unwrap_or_default(),
+        },
+        memory: Some(memory.clone()),
+        containers: vec![ContainerStats {
             name: "c".to_owned(),
-            memory_working_set_bytes: Some(ws),
+            memory: Some(memory),
             ..Default::default()
         }],
         ..Default::default()

@@ -3,8 +3,10 @@
 //! `/stats/summary`.
 //!
 //! Upstream this is `pkg/kubelet/server/server.go` (the handlers),
-//! `pkg/kubelet/server/stats/` (the summary API and its types in
-//! `staging/src/k8s.io/kubelet/pkg/apis/stats/v1alpha1/types.go`),
+//! `pkg/kubelet/server/stats/` (the summary API; its types, upstream
+//! `staging/src/k8s.io/kubelet/pkg/apis/stats/v1alpha1/types.go`, are the
+//! core crate's [`kubelet_container::stats`], the same model the eviction
+//! manager reads),
 //! `pkg/kubelet/metrics/metrics.go` (the metric names and buckets) and
 //! `pkg/kubelet/kuberuntime/logs/logs.go` (how a CRI log file is read back).
 //!
@@ -105,7 +107,6 @@ pub mod logs;
 mod metrics;
 mod router;
 mod server;
-pub mod stats;
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -114,10 +115,10 @@ use async_trait::async_trait;
 use k8s_openapi::api::core::v1::Pod;
 
 pub use healthz::{HEALTHZ_CHECKS, HealthCheck};
+pub use kubelet_container::stats::Summary;
 pub use metrics::{ContainerStateLabel, Metrics, PodWorkerOperation};
 pub use router::{ROUTES, Route, RouteId, Segment};
 pub use server::{Server, ServerConfig};
-pub use stats::Summary;
 
 /// The one error type of this crate.
 #[derive(Debug, thiserror::Error)]

@@ -15,7 +15,10 @@ use http_body_util::BodyExt;
 use hyper::Method;
 use k8s_openapi::List;
 use k8s_openapi::api::core::v1::Pod;
-use kubelet_server::stats::{CpuStats, FsStats, NodeStats, PodReference, PodStats};
+use kubelet_container::stats::{
+    ContainerStats, CpuStats, FsStats, MemoryStats, NodeStats, PodReference, PodStats,
+    ProcessStats, RlimitStats, RuntimeStats, SYSTEM_CONTAINER_PODS,
+};
 use kubelet_server::{
     ContainerLog, ContainerStateLabel, Error, LogLookup, Metrics, PodWorkerOperation, Server,
     ServerConfig, Summary,
@@ -319,6 +322,28 @@ async fn configz_and_stats_summary() {
                 capacity_bytes: Some(10),
                 ..FsStats::default()
             }),
+            system_containers: vec![ContainerStats {
+                name: SYSTEM_CONTAINER_PODS.into(),
+                memory: Some(MemoryStats {
+                    available_bytes: Some(5),
+                    ..MemoryStats::default()
+                }),
+                ..ContainerStats::default()
+            }],
+            runtime: Some(RuntimeStats {
+                image_fs: Some(FsStats {
+                    inodes_free: Some(3),
+                    ..FsStats::default()
+                }),
+                container_fs: None,
+            }),
+            rlimit: Some(RlimitStats {
+                time: kubelet_container::stats::from_system_time(
+                    std::time::UNIX_EPOCH + Duration::from_secs(1_500_000_000),
+                ),
+                max_pid: Some(4096),
+                num_of_running_processes: Some(12),
+            }),
             ..NodeStats::default()
         },
         pods: vec![PodStats {
@@ -327,6 +352,13 @@ async fn configz_and_stats_summary() {
                 namespace: "default".into(),
                 uid: "u1".into(),
             },
+            ephemeral_storage: Some(FsStats {
+                used_bytes: Some(7),
+                ..FsStats::default()
+            }),
+            process_stats: Some(ProcessStats {
+                process_count: Some(2),
+            }),
             ..PodStats::default()
         }],
     });
@@ -345,11 +377,34 @@ async fn configz_and_stats_summary() {
     let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
     assert_eq!(v["node"]["cpu"]["usageNanoCores"], 1000);
     assert_eq!(v["node"]["fs"]["capacityBytes"], 10);
+    // upstream stats/v1alpha1 JSON names
+    assert_eq!(v["node"]["systemContainers"][0]["name"], "pods");
+    assert_eq!(
+        v["node"]["systemContainers"][0]["memory"]["availableBytes"],
+        5
+    );
+    assert_eq!(v["node"]["runtime"]["imageFs"]["inodesFree"], 3);
+    assert_eq!(v["node"]["rlimit"]["maxpid"], 4096);
+    assert_eq!(v["node"]["rlimit"]["curproc"], 12);
+    assert_eq!(v["node"]["rlimit"]["time"], "2017-07-14T02:40:00Z");
+    assert_eq!(v["node"]["startTime"], serde_json::Value::Null);
+    assert_eq!(v["pods"][0]["podRef"]["namespace"], "default");
+    assert_eq!(v["pods"][0]["ephemeral-storage"]["usedBytes"], 7);
+    assert_eq!(v["pods"][0]["process_stats"]["process_count"], 2);
 
     let r = get(s.addr, "/stats/summary?only_cpu_and_memory=true").await;
     let summary: Summary = serde_json::from_slice(&r.body).unwrap();
     assert!(summary.node.fs.is_none());
     assert!(summary.node.cpu.is_some());
+    assert!(summary.node.runtime.is_none() && summary.node.rlimit.is_none());
+    assert!(
+        summary
+            .node
+            .system_container(SYSTEM_CONTAINER_PODS)
+            .is_some_and(|c| c.memory.is_some()),
+        "system containers keep their memory"
+    );
+    assert!(summary.pods[0].ephemeral_storage.is_none());
     assert_eq!(
         request(s.addr, Method::POST, "/stats/summary").await.status,
         200
