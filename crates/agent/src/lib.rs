@@ -581,9 +581,14 @@ where
         }
         if let Some(cm) = &self.cm {
             // Topology, CPU and memory managers (upstream's allocate-resources
-            // admit handler); the error text carries upstream's reason.
-            cm.admit(pod)
-                .map_err(|e| format!("UnexpectedAdmissionError: {e}"))?;
+            // admit handler): their own reason (`TopologyAffinityError`, ...),
+            // any other error as upstream's `GetPodAdmitResult` wraps it.
+            cm.admit(pod).map_err(|e| match e {
+                kubelet_cm::Error::Admission { reason, message } => format!("{reason}: {message}"),
+                e => format!(
+                    "UnexpectedAdmissionError: Allocate failed due to {e}, which is unexpected"
+                ),
+            })?;
         }
         Ok(())
     }

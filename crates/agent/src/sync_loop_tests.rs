@@ -759,3 +759,208 @@ async fn an_eviction_through_the_loop_records_the_evicted_status_and_kills_the_p
     );
     assert!(h.kubelet.workers.should_pod_content_be_removed(&id));
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_loop_cleans_up_only_once_its_sources_are_ready_and_applies_removes() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let h = harness(110);
+    let orphan_uid = uid("orphan");
+    let status = h
+        .runtime
+        .get_pod_status(&orphan_uid, "orphan", "default")
+        .await
+        .expect("status");
+    let r = h
+        .runtime
+        .inner
+        .sync_pod(&pod("orphan", "Always", 1), &status, &Default::default())
+        .await;
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+
+    let ready = Arc::new(AtomicBool::new(false));
+    let sources_ready = {
+        let ready = ready.clone();
+        Box::new(move || ready.load(Ordering::SeqCst))
+    };
+    let (pod_config, updates) = PodConfig::builder("node-1").start();
+    let source = pod_config.channel("test");
+    let (events_tx, events_rx) = mpsc::channel(1000);
+    *h.loop_events.lock().expect("loop events") = Some(events_tx);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+
+    let web = pod("web", "Always", 2);
+    let id = uid("web");
+    let test = async {
+        source
+            .send(PodOperation::Add, vec![web.clone()])
+            .await
+            .expect("config runs");
+        h.until("web runs", async |h| h.is_running(&id).await).await;
+
+        // Housekeeping periods pass, but upstream cleans up only once every
+        // source has been seen: a pod missing from a source not yet heard
+        // from must not be killed.
+        let periods = crate::HOUSEKEEPING_PERIOD * 3;
+        let rounds = periods.as_millis() / (2 * TICK).as_millis();
+        for _ in 0..rounds {
+            h.relist(true).await;
+        }
+        assert!(h.is_running(&orphan_uid).await);
+        assert!(h.runtime.kills(&orphan_uid).is_empty());
+
+        ready.store(true, Ordering::SeqCst);
+        h.until("housekeeping kills the orphan", async |h| {
+            !h.runtime.kills(&orphan_uid).is_empty()
+        })
+        .await;
+
+        // A REMOVE from the config kills the pod; housekeeping then removes
+        // what is left.
+        source
+            .send(PodOperation::Remove, vec![web.clone()])
+            .await
+            .expect("config runs");
+        h.until("web is killed and cleaned up", async |h| {
+            h.runtime_pod(&id).await.is_none() && !h.pod_dir(&id).exists()
+        })
+        .await;
+        stop_tx.send(()).expect("the loop runs");
+    };
+    tokio::join!(
+        h.kubelet.run(updates, events_rx, sources_ready, async {
+            let _ = stop_rx.await;
+        }),
+        test
+    );
+    assert!(h.kubelet.pods().is_empty());
+    assert_eq!(
+        h.runtime.kills(&id),
+        [Op::Kill {
+            uid: id.clone(),
+            api_pod: true,
+            grace: Some(30)
+        }]
+    );
+    assert!(h.runtime.ops().contains(&Op::Remove(id.clone())));
+    assert!(h.runtime_pod(&orphan_uid).await.is_none());
+}
+
+/// A container manager that admits nothing but `admit` says so, with
+/// `refusal`, and does nothing else.
+struct RefusingCm {
+    refusal: fn() -> kubelet_cm::Error,
+}
+
+impl kubelet_cm::ContainerManager for RefusingCm {
+    fn start(&self) -> kubelet_cm::Result<()> {
+        Ok(())
+    }
+    fn capacity(&self) -> kubelet_cm::ResourceList {
+        Default::default()
+    }
+    fn node_allocatable(&self) -> kubelet_cm::ResourceList {
+        Default::default()
+    }
+    fn node_allocatable_enforced(&self) -> kubelet_cm::ResourceList {
+        Default::default()
+    }
+    fn pod_cgroup(&self, _pod: &Pod) -> kubelet_cm::CgroupName {
+        Default::default()
+    }
+    fn pod_cgroup_parent(&self, _pod: &Pod) -> String {
+        String::new()
+    }
+    fn ensure_pod_cgroup(&self, _pod: &Pod) -> kubelet_cm::Result<()> {
+        Ok(())
+    }
+    fn pod_cgroup_exists(&self, _pod: &Pod) -> bool {
+        false
+    }
+    fn destroy_pod_cgroup(&self, _pod: &Pod) -> kubelet_cm::Result<()> {
+        Ok(())
+    }
+    fn update_qos_cgroups(&self, _active_pods: &[Pod]) -> kubelet_cm::Result<()> {
+        Ok(())
+    }
+    fn admit(&self, pod: &Pod) -> kubelet_cm::Result<()> {
+        if pod.metadata.name.as_deref() == Some("fits") {
+            Ok(())
+        } else {
+            Err((self.refusal)())
+        }
+    }
+    fn container_resources(
+        &self,
+        _pod: &Pod,
+        _container: &k8s_openapi::api::core::v1::Container,
+    ) -> kubelet_cri_client::api::LinuxContainerResources {
+        Default::default()
+    }
+    fn add_container(
+        &self,
+        _pod: &Pod,
+        _container: &k8s_openapi::api::core::v1::Container,
+        _id: &str,
+    ) {
+    }
+    fn remove_container(
+        &self,
+        _pod_uid: &str,
+        _container_name: &str,
+        _container_id: Option<&str>,
+    ) -> kubelet_cm::Result<()> {
+        Ok(())
+    }
+    fn explain(&self, _pod: &Pod) -> kubelet_cm::PodExplanation {
+        unreachable!("the sync loop does not explain pods")
+    }
+}
+
+/// A kubelet like [`harness`]'s whose container manager refuses every pod
+/// but `fits` with `refusal`.
+fn refusing_kubelet(h: &Harness, refusal: fn() -> kubelet_cm::Error) -> Kubelet<Arc<PodCache>> {
+    let mut config = KubeletConfig::new("node-1");
+    config.root_dir = h.root.path().to_path_buf();
+    let parts = crate::KubeletParts {
+        cm: Some(Arc::new(RefusingCm { refusal })),
+        ..Default::default()
+    };
+    Kubelet::with_parts(config, h.runtime.clone(), Arc::new(PodCache::new()), parts)
+        .expect("kubelet")
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_container_manager_refusal_keeps_its_upstream_reason() {
+    let h = harness(110);
+    let kubelet = refusing_kubelet(&h, || kubelet_cm::Error::Admission {
+        reason: "TopologyAffinityError",
+        message: "Resources cannot be allocated with Topology locality".into(),
+    });
+    kubelet.handle_pod_additions(vec![pod("numa", "Always", 1), pod("fits", "Always", 2)]);
+    let st = kubelet.statuses().get(&uid("numa")).expect("rejected");
+    assert_eq!(st.phase.as_deref(), Some("Failed"));
+    assert_eq!(st.reason.as_deref(), Some("TopologyAffinityError"));
+    assert_eq!(
+        st.message.as_deref(),
+        Some("Resources cannot be allocated with Topology locality")
+    );
+    assert!(
+        kubelet
+            .statuses()
+            .get(&uid("fits"))
+            .is_none_or(|s| s.reason.is_none())
+    );
+    let known: Vec<String> = kubelet.pods().iter().map(|p| crate::uid_of(p)).collect();
+    assert_eq!(known, [uid("fits")]);
+
+    // Any other failure is upstream's unexpectedAdmissionError.
+    let kubelet = refusing_kubelet(&h, || kubelet_cm::Error::InvalidConfig("no NUMA".into()));
+    kubelet.handle_pod_additions(vec![pod("odd", "Always", 1)]);
+    let st = kubelet.statuses().get(&uid("odd")).expect("rejected");
+    assert_eq!(st.reason.as_deref(), Some("UnexpectedAdmissionError"));
+    assert_eq!(
+        st.message.as_deref(),
+        Some("Allocate failed due to invalid configuration: no NUMA, which is unexpected")
+    );
+}
