@@ -67,6 +67,8 @@ pub mod explain;
 pub mod node_api;
 pub mod standalone;
 pub mod status;
+#[cfg(test)]
+mod sync_loop_tests;
 mod syncer;
 
 pub use status::StatusManager;
@@ -406,11 +408,30 @@ where
 
     /// Pods admitted and not yet terminated (upstream `GetActivePods`).
     pub fn active_pods(&self) -> Vec<Pod> {
-        self.pod_map()
-            .values()
-            .filter(|p| !is_terminal(p) && !self.workers.is_pod_known_terminated(&uid_of(p)))
+        let pods: Vec<Arc<Pod>> = self.pod_map().values().cloned().collect();
+        pods.iter()
+            .filter(|p| self.is_active(p))
             .map(|p| Pod::clone(p))
             .collect()
+    }
+
+    /// Upstream `filterOutInactivePods` (`pkg/kubelet/kubelet_pods.go`): a
+    /// pod known terminated is inactive, and so is one in a terminal phase
+    /// (in its config or as the kubelet recorded it: completed, evicted)
+    /// unless it is still terminating, as it may still hold resources.
+    fn is_active(&self, pod: &Pod) -> bool {
+        let uid = uid_of(pod);
+        if self.workers.is_pod_known_terminated(&uid) {
+            return false;
+        }
+        let terminal = is_terminal(pod)
+            || self.statuses.get(&uid).is_some_and(|s| {
+                matches!(
+                    s.phase.as_deref(),
+                    Some(status::phase::SUCCEEDED | status::phase::FAILED)
+                )
+            });
+        !terminal || self.workers.is_pod_termination_requested(&uid)
     }
 
     /// Records an eviction's status and kills the pod with its grace period
@@ -548,7 +569,10 @@ where
         for pod in pods {
             let uid = uid_of(&pod);
             let pod = Arc::new(pod);
-            let active = self.pod_map().len();
+            // Upstream counts only active pods: completed or evicted ones
+            // free their slot.
+            let existing: Vec<Arc<Pod>> = self.pod_map().values().cloned().collect();
+            let active = existing.iter().filter(|p| self.is_active(p)).count();
             self.pod_map().insert(uid.clone(), pod.clone());
             if !is_terminal(&pod)
                 && pod.metadata.deletion_timestamp.is_none()
@@ -565,11 +589,12 @@ where
     }
 
     /// Upstream's admit handlers, as far as a standalone kubelet has them:
-    /// the pod count (predicate admission's `OutOfpods`).
+    /// the count of `active` pods (predicate admission's `OutOfpods`, with
+    /// upstream's `InsufficientResourceError` message).
     fn admit(&self, pod: &Pod, active: usize) -> Result<(), String> {
         if active >= self.config.max_pods {
             return Err(format!(
-                "OutOfpods: node has reached its pod limit ({})",
+                "OutOfpods: Node didn't have enough resource: pods, requested: 1, used: {active}, capacity: {}",
                 self.config.max_pods
             ));
         }
@@ -583,9 +608,14 @@ where
         }
         if let Some(cm) = &self.cm {
             // Topology, CPU and memory managers (upstream's allocate-resources
-            // admit handler); the error text carries upstream's reason.
-            cm.admit(pod)
-                .map_err(|e| format!("UnexpectedAdmissionError: {e}"))?;
+            // admit handler): their own reason (`TopologyAffinityError`, ...),
+            // any other error as upstream's `GetPodAdmitResult` wraps it.
+            cm.admit(pod).map_err(|e| match e {
+                kubelet_cm::Error::Admission { reason, message } => format!("{reason}: {message}"),
+                e => format!(
+                    "UnexpectedAdmissionError: Allocate failed due to {e}, which is unexpected"
+                ),
+            })?;
         }
         Ok(())
     }

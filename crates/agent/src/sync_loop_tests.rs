@@ -1,0 +1,966 @@
+//! Unit tests of the sync loop ([`Kubelet`]) and its syncer
+//! ([`KubeletSyncer`]) without containerd: the in-memory CRI runtime
+//! (`kubelet_cri_client::FakeRuntime`) under a real `RuntimeManager`, the
+//! real pod workers, the core crate's `PodCache` filled by a generic PLEG
+//! that relists when a test says so, all on tokio's paused clock.
+//!
+//! Cases follow upstream `pkg/kubelet/kubelet.go` (`HandlePodAdditions`,
+//! `canAdmitPod`, `HandlePodCleanups`), `pkg/kubelet/kubelet_pods.go`
+//! (`filterOutInactivePods`) and `pkg/kubelet/kubelet_test.go`
+//! (`TestFilterOutInactivePods`, `TestDeletePodDirsForDeletedPods`,
+//! `TestDoesNotDeletePodDirsIfContainerIsRunning`, the `OutOfpods`
+//! rejections of `TestHandlePortConflicts` & co).
+//!
+//! Waits are bounded at a few seconds of virtual time, below the pod
+//! workers' 10 s back-off and 60 s resync, so a pass is owed to the loop's
+//! own wake-ups rather than to a timer.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use k8s_openapi::api::core::v1::Pod;
+use kubelet_cri_client::FakeRuntime;
+use kubelet_eviction::manager::{EvictedStatus, Eviction, PodKiller};
+use kubelet_kuberuntime::config::ConfigOptions;
+use kubelet_kuberuntime::{
+    ContainerState, PodStatus, PodSyncResult, PodVolumes, RunningPod, Runtime, RuntimeManager,
+    RuntimeReader,
+};
+use kubelet_pleg::{
+    GenericPleg, PlegConfig, PodCache, PodLifecycleEvent, PodLifecycleEventGenerator,
+    PodLifecycleEventType,
+};
+use kubelet_podconfig::{PodConfig, PodOperation};
+use kubelet_podworkers::PodWorkers;
+use tokio::sync::mpsc;
+
+use crate::{Kubelet, KubeletConfig, eviction_channel};
+
+const IMAGE: &str = "localhost/busybox:latest";
+
+/// How long [`Harness::until`] waits, in virtual time.
+const PATIENCE: Duration = Duration::from_secs(5);
+/// One PLEG round.
+const TICK: Duration = Duration::from_millis(100);
+
+fn uid(name: &str) -> String {
+    format!("uid-{name}")
+}
+
+/// A pod of one `sleep` container, created `created` seconds into the
+/// minute (admission goes oldest first).
+fn pod(name: &str, restart_policy: &str, created: u32) -> Pod {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": "default",
+            "uid": uid(name),
+            "creationTimestamp": format!("2024-01-01T00:00:{created:02}Z"),
+        },
+        "spec": {
+            "restartPolicy": restart_policy,
+            "terminationGracePeriodSeconds": 30,
+            "containers": [{
+                "name": "app",
+                "image": IMAGE,
+                "imagePullPolicy": "IfNotPresent",
+                "command": ["sleep", "3600"],
+            }],
+        },
+    }))
+    .expect("test pod")
+}
+
+/// What the syncer asked of the runtime.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Op {
+    Sync(String),
+    Kill {
+        uid: String,
+        /// Whether the kubelet still had the API pod (`None` for an
+        /// orphaned runtime pod).
+        api_pod: bool,
+        grace: Option<i64>,
+    },
+    Remove(String),
+}
+
+/// The runtime manager over the fake CRI, recording each call the syncer
+/// and housekeeping make.
+struct Recording {
+    inner: RuntimeManager,
+    ops: Mutex<Vec<Op>>,
+}
+
+impl Recording {
+    fn ops(&self) -> Vec<Op> {
+        self.ops.lock().expect("ops").clone()
+    }
+
+    fn push(&self, op: Op) {
+        self.ops.lock().expect("ops").push(op);
+    }
+
+    fn syncs(&self, uid: &str) -> usize {
+        self.ops()
+            .iter()
+            .filter(|o| matches!(o, Op::Sync(u) if u == uid))
+            .count()
+    }
+
+    fn kills(&self, uid: &str) -> Vec<Op> {
+        self.ops()
+            .into_iter()
+            .filter(|o| matches!(o, Op::Kill { uid: u, .. } if u == uid))
+            .collect()
+    }
+}
+
+#[async_trait]
+impl RuntimeReader for Recording {
+    async fn get_pods(&self, all: bool) -> Result<Vec<RunningPod>, kubelet_container::Error> {
+        self.inner.get_pods(all).await
+    }
+
+    async fn get_pod_status(
+        &self,
+        uid: &str,
+        name: &str,
+        namespace: &str,
+    ) -> Result<PodStatus, kubelet_container::Error> {
+        self.inner.get_pod_status(uid, name, namespace).await
+    }
+
+    fn container_status_from_cri(
+        &self,
+        status: &kubelet_container::cri::ContainerStatus,
+    ) -> kubelet_container::ContainerStatus {
+        self.inner.container_status_from_cri(status)
+    }
+}
+
+#[async_trait]
+impl Runtime for Recording {
+    async fn sync_pod(&self, pod: &Pod, status: &PodStatus, volumes: &PodVolumes) -> PodSyncResult {
+        self.push(Op::Sync(crate::uid_of(pod)));
+        self.inner.sync_pod(pod, status, volumes).await
+    }
+
+    async fn kill_pod(
+        &self,
+        pod: Option<&Pod>,
+        running: &RunningPod,
+        grace_override: Option<i64>,
+    ) -> Result<(), kubelet_kuberuntime::Error> {
+        self.push(Op::Kill {
+            uid: running.uid.clone(),
+            api_pod: pod.is_some(),
+            grace: grace_override,
+        });
+        self.inner.kill_pod(pod, running, grace_override).await
+    }
+
+    async fn remove_pod(&self, running: &RunningPod) -> Result<(), kubelet_kuberuntime::Error> {
+        self.push(Op::Remove(running.uid.clone()));
+        self.inner.remove_pod(running).await
+    }
+}
+
+/// A kubelet over the fake runtime, with a PLEG the test drives.
+struct Harness {
+    fake: FakeRuntime,
+    runtime: Arc<Recording>,
+    pleg: GenericPleg,
+    pleg_events: Mutex<mpsc::Receiver<PodLifecycleEvent>>,
+    /// Where PLEG events go when the sync loop runs (`run`); without it,
+    /// [`Harness::relist`] calls `handle_event` itself.
+    loop_events: Mutex<Option<mpsc::Sender<String>>>,
+    kubelet: Kubelet<Arc<PodCache>>,
+    root: tempfile::TempDir,
+    _logs: tempfile::TempDir,
+}
+
+fn harness(max_pods: usize) -> Harness {
+    let fake = FakeRuntime::new();
+    fake.add_image(IMAGE);
+    let logs = tempfile::tempdir().expect("tempdir");
+    let root = tempfile::tempdir().expect("tempdir");
+    let opts = ConfigOptions {
+        pod_logs_dir: logs.path().to_path_buf(),
+        ..Default::default()
+    };
+    let runtime = Arc::new(Recording {
+        inner: RuntimeManager::new(Arc::new(fake.clone()), opts),
+        ops: Mutex::new(Vec::new()),
+    });
+    let cache = Arc::new(PodCache::new());
+    let pleg = GenericPleg::new(runtime.clone(), cache.clone(), PlegConfig::default());
+    let pleg_events = pleg.watch().expect("the PLEG's event stream");
+    let mut config = KubeletConfig::new("node-1");
+    config.root_dir = root.path().to_path_buf();
+    config.max_pods = max_pods;
+    let kubelet = Kubelet::new(config, runtime.clone(), cache).expect("kubelet");
+    Harness {
+        fake,
+        runtime,
+        pleg,
+        pleg_events: Mutex::new(pleg_events),
+        loop_events: Mutex::new(None),
+        kubelet,
+        root,
+        _logs: logs,
+    }
+}
+
+impl Harness {
+    /// One PLEG round: the relist refreshes the cache the workers wait on
+    /// and, when `wake`, its events wake the pods' workers as the sync loop
+    /// does (ContainerRemoved needs no sync, as upstream).
+    async fn relist(&self, wake: bool) {
+        // The workers wait for data newer than their last sync.
+        tokio::time::sleep(TICK).await;
+        self.pleg.relist().await;
+        let mut woken = Vec::new();
+        {
+            let mut rx = self.pleg_events.lock().expect("events");
+            while let Ok(e) = rx.try_recv() {
+                if e.kind != PodLifecycleEventType::ContainerRemoved {
+                    woken.push(e.pod_uid);
+                }
+            }
+        }
+        if !wake {
+            return;
+        }
+        let tx = self.loop_events.lock().expect("loop events").clone();
+        for uid in woken {
+            match &tx {
+                Some(tx) => tx.send(uid).await.expect("the sync loop runs"),
+                None => self.kubelet.handle_event(&uid),
+            }
+        }
+        // Let the woken workers run.
+        tokio::time::sleep(TICK).await;
+    }
+
+    /// Relists (waking pods) until `cond` holds; fails after [`PATIENCE`].
+    async fn until(&self, what: &str, mut cond: impl AsyncFnMut(&Self) -> bool) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            self.relist(true).await;
+            if cond(self).await {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{what}: not within {PATIENCE:?}; runtime calls: {:?}",
+                self.runtime.ops()
+            );
+        }
+    }
+
+    /// The runtime's view of the pod (exited containers included).
+    async fn runtime_pod(&self, uid: &str) -> Option<RunningPod> {
+        self.runtime
+            .get_pods(true)
+            .await
+            .expect("runtime pods")
+            .into_iter()
+            .find(|p| p.uid == uid)
+    }
+
+    /// A ready sandbox and a running instance of every container (dead
+    /// instances stay listed until garbage collection).
+    async fn is_running(&self, uid: &str) -> bool {
+        self.runtime_pod(uid).await.is_some_and(|p| {
+            p.sandboxes.iter().any(|s| s.ready)
+                && !p.containers.is_empty()
+                && p.containers.iter().all(|c| {
+                    p.containers
+                        .iter()
+                        .any(|r| r.name == c.name && r.state == ContainerState::Running)
+                })
+        })
+    }
+
+    /// The running container `name` of the pod.
+    async fn container_id(&self, uid: &str, name: &str) -> String {
+        self.runtime_pod(uid)
+            .await
+            .and_then(|p| {
+                p.containers
+                    .into_iter()
+                    .find(|c| c.name == name && c.state == ContainerState::Running)
+            })
+            .map(|c| c.id)
+            .unwrap_or_else(|| panic!("no running container {name} in pod {uid}"))
+    }
+
+    fn phase(&self, uid: &str) -> Option<String> {
+        self.kubelet.statuses().get(uid).and_then(|s| s.phase)
+    }
+
+    fn pod_dir(&self, uid: &str) -> PathBuf {
+        self.root.path().join("pods").join(uid)
+    }
+
+    fn known_uids(&self) -> Vec<String> {
+        let mut uids: Vec<String> = self
+            .kubelet
+            .pods()
+            .iter()
+            .map(|p| crate::uid_of(p))
+            .collect();
+        uids.sort();
+        uids
+    }
+
+    /// Adds `pod` and waits until it runs.
+    async fn start(&self, pod: &Pod) {
+        let uid = crate::uid_of(pod);
+        self.kubelet.handle_pod_additions(vec![pod.clone()]);
+        self.until(&format!("{uid} runs"), async |h| {
+            h.is_running(&uid).await && h.phase(&uid).as_deref() == Some("Running")
+        })
+        .await;
+    }
+
+    /// Lets `container` of the pod exit with `code`, as its process would.
+    async fn exit(&self, uid: &str, container: &str, code: i32) {
+        let id = self.container_id(uid, container).await;
+        self.fake
+            .exit_container(&id, code, if code == 0 { "Completed" } else { "Error" })
+            .expect("exit");
+    }
+}
+
+// ---- admission (upstream HandlePodAdditions, canAdmitPod) ----
+
+#[tokio::test(start_paused = true)]
+async fn pods_beyond_max_pods_are_rejected_oldest_first_with_out_of_pods() {
+    let h = harness(2);
+    // Handed newest first: admission still goes by creation time.
+    h.kubelet.handle_pod_additions(vec![
+        pod("c", "Always", 3),
+        pod("b", "Always", 2),
+        pod("a", "Always", 1),
+    ]);
+
+    let st = h
+        .kubelet
+        .statuses()
+        .get(&uid("c"))
+        .expect("the rejected pod has a status");
+    assert_eq!(st.phase.as_deref(), Some("Failed"));
+    assert_eq!(st.reason.as_deref(), Some("OutOfpods"));
+    assert_eq!(
+        st.message.as_deref(),
+        Some("Node didn't have enough resource: pods, requested: 1, used: 2, capacity: 2")
+    );
+    assert_eq!(
+        h.known_uids(),
+        [uid("a"), uid("b")],
+        "the rejected pod is forgotten"
+    );
+
+    h.until("a and b run", async |h| {
+        h.is_running(&uid("a")).await && h.is_running(&uid("b")).await
+    })
+    .await;
+    assert_eq!(
+        h.runtime.syncs(&uid("c")),
+        0,
+        "a rejected pod never reaches the runtime"
+    );
+    assert!(h.runtime_pod(&uid("c")).await.is_none());
+    assert!(!h.kubelet.workers.is_pod_known(&uid("c")));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_completed_pod_frees_its_slot_under_max_pods() {
+    let h = harness(1);
+    let done = pod("done", "Never", 1);
+    h.start(&done).await;
+    h.exit(&uid("done"), "app", 0).await;
+    h.until("the completed pod is terminated", async |h| {
+        h.kubelet.workers.is_pod_known_terminated(&uid("done"))
+    })
+    .await;
+    assert_eq!(h.phase(&uid("done")).as_deref(), Some("Succeeded"));
+    assert_eq!(h.known_uids(), [uid("done")], "still in the pod manager");
+
+    // Upstream counts only active pods (filterOutInactivePods): the
+    // completed one does not hold the only slot.
+    let next = pod("next", "Always", 2);
+    h.start(&next).await;
+    assert_eq!(h.known_uids(), [uid("done"), uid("next")]);
+    let active: Vec<String> = h.kubelet.active_pods().iter().map(crate::uid_of).collect();
+    assert_eq!(active, [uid("next")]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pod_terminal_in_its_config_does_not_count_against_max_pods() {
+    let h = harness(1);
+    let mut old = pod("old", "Never", 1);
+    old.status = Some(k8s_openapi::api::core::v1::PodStatus {
+        phase: Some("Succeeded".into()),
+        ..Default::default()
+    });
+    h.kubelet.handle_pod_additions(vec![old]);
+    h.relist(true).await;
+    assert!(
+        h.runtime_pod(&uid("old")).await.is_none(),
+        "a terminal pod never starts"
+    );
+
+    h.start(&pod("new", "Always", 2)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_completed_pod_still_terminating_keeps_its_slot() {
+    let h = harness(1);
+    h.start(&pod("slow", "Never", 1)).await;
+    // Its kill hangs (a container slow to stop), so the pod stays
+    // terminating: upstream counts it, it may still hold resources.
+    h.fake
+        .set_delay("StopPodSandbox", Duration::from_secs(3600));
+    h.exit(&uid("slow"), "app", 0).await;
+    h.until("the pod is terminating", async |h| {
+        h.phase(&uid("slow")).as_deref() == Some("Succeeded")
+            && h.kubelet.workers.is_pod_termination_requested(&uid("slow"))
+            && !h.kubelet.workers.is_pod_known_terminated(&uid("slow"))
+    })
+    .await;
+
+    h.kubelet
+        .handle_pod_additions(vec![pod("next", "Always", 2)]);
+    let st = h.kubelet.statuses().get(&uid("next")).expect("rejected");
+    assert_eq!(st.reason.as_deref(), Some("OutOfpods"));
+    assert_eq!(
+        h.kubelet
+            .active_pods()
+            .iter()
+            .map(crate::uid_of)
+            .collect::<Vec<_>>(),
+        [uid("slow")]
+    );
+}
+
+// ---- additions, updates, removals reaching the runtime ----
+
+#[tokio::test(start_paused = true)]
+async fn an_added_pod_is_created_and_a_removed_one_killed_then_cleaned_up() {
+    let h = harness(110);
+    let web = pod("web", "Always", 1);
+    let id = uid("web");
+    h.start(&web).await;
+    let calls = h.fake.calls();
+    for call in ["RunPodSandbox", "CreateContainer", "StartContainer"] {
+        assert!(calls.contains(&call), "{call} missing from {calls:?}");
+    }
+    assert!(h.pod_dir(&id).is_dir(), "the syncer made the pod directory");
+    assert!(h.runtime.kills(&id).is_empty());
+
+    h.kubelet.handle_pod_removes(vec![web]);
+    assert!(h.known_uids().is_empty());
+    h.until("the removed pod is terminated", async |h| {
+        h.kubelet.workers.is_pod_known_terminated(&id)
+    })
+    .await;
+    assert_eq!(
+        h.runtime.kills(&id),
+        [Op::Kill {
+            uid: id.clone(),
+            api_pod: true,
+            grace: Some(30)
+        }],
+        "killed once, with the pod's grace period"
+    );
+    let left = h.runtime_pod(&id).await.expect("killed, not yet removed");
+    assert!(!left.is_running(), "{left:?}");
+
+    // Housekeeping forgets the finished worker and removes what is left
+    // (upstream TestDeletePodDirsForDeletedPods).
+    h.until("housekeeping removes the pod", async |h| {
+        h.kubelet.handle_pod_cleanups().await;
+        h.runtime_pod(&id).await.is_none()
+    })
+    .await;
+    assert!(h.runtime.ops().contains(&Op::Remove(id.clone())));
+    assert!(!h.pod_dir(&id).exists());
+    assert!(h.kubelet.statuses().get(&id).is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_updated_spec_restarts_the_changed_container_and_a_reconcile_syncs_nothing() {
+    let h = harness(110);
+    let web = pod("web", "Always", 1);
+    let id = uid("web");
+    h.start(&web).await;
+    let before = h.container_id(&id, "app").await;
+
+    let mut changed = web.clone();
+    if let Some(spec) = changed.spec.as_mut() {
+        spec.containers[0].command = Some(vec!["sleep".into(), "7200".into()]);
+    }
+    h.kubelet.handle_pod_updates(vec![changed]);
+    h.until("the changed container is replaced", async |h| {
+        h.is_running(&id).await && h.container_id(&id, "app").await != before
+    })
+    .await;
+    assert_eq!(
+        h.kubelet.pods()[0].spec.as_ref().expect("spec").containers[0].command,
+        Some(vec!["sleep".into(), "7200".into()])
+    );
+    let sandboxes = h.runtime_pod(&id).await.expect("pod").sandboxes;
+    assert_eq!(sandboxes.len(), 1, "same sandbox: {sandboxes:?}");
+
+    // A status-only change (upstream HandlePodReconcile) updates the pod
+    // manager without a sync. (First the replacement's own events settle.)
+    for _ in 0..3 {
+        h.relist(true).await;
+    }
+    let syncs = h.runtime.syncs(&id);
+    let mut labelled = Pod::clone(&h.kubelet.pods()[0]);
+    labelled.metadata.labels = Some([("tier".to_owned(), "web".to_owned())].into());
+    h.kubelet.handle_pod_reconcile(vec![labelled]);
+    for _ in 0..5 {
+        h.relist(false).await;
+    }
+    assert_eq!(h.runtime.syncs(&id), syncs);
+    assert!(h.kubelet.pods()[0].metadata.labels.is_some());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_deleted_pod_is_killed_with_its_deletion_grace_period() {
+    let h = harness(110);
+    let web = pod("web", "Always", 1);
+    let id = uid("web");
+    h.start(&web).await;
+
+    let mut deleted = web.clone();
+    deleted.metadata.deletion_timestamp =
+        Some(serde_json::from_value(serde_json::json!("2024-01-01T00:01:00Z")).expect("time"));
+    deleted.metadata.deletion_grace_period_seconds = Some(5);
+    h.kubelet.handle_update(kubelet_podconfig::PodUpdate {
+        op: PodOperation::Delete,
+        source: "api".into(),
+        pods: vec![deleted],
+    });
+    h.until("the deleted pod is terminated", async |h| {
+        h.kubelet.workers.is_pod_known_terminated(&id)
+    })
+    .await;
+    assert_eq!(
+        h.runtime.kills(&id),
+        [Op::Kill {
+            uid: id.clone(),
+            api_pod: true,
+            grace: Some(5)
+        }]
+    );
+    assert!(!h.runtime_pod(&id).await.expect("pod").is_running());
+    assert_eq!(h.known_uids(), [id], "deleted, not removed: still known");
+}
+
+// ---- PLEG wake-ups ----
+
+#[tokio::test(start_paused = true)]
+async fn a_lifecycle_event_makes_the_pods_worker_sync() {
+    let h = harness(110);
+    let id = uid("web");
+    h.start(&pod("web", "Always", 1)).await;
+    let first = h.container_id(&id, "app").await;
+    let syncs = h.runtime.syncs(&id);
+
+    // The container dies; the PLEG sees it but no one wakes the worker.
+    h.exit(&id, "app", 1).await;
+    for _ in 0..10 {
+        h.relist(false).await;
+    }
+    assert_eq!(h.runtime.syncs(&id), syncs, "nothing else syncs the pod");
+    let dead = h.runtime_pod(&id).await.expect("pod");
+    assert!(
+        dead.containers
+            .iter()
+            .all(|c| c.state == ContainerState::Exited),
+        "{dead:?}"
+    );
+
+    // An event for an unknown pod starts no worker.
+    h.kubelet.handle_event("uid-nobody");
+    assert!(!h.kubelet.workers.is_pod_known("uid-nobody"));
+
+    h.kubelet.handle_event(&id);
+    h.until("the container is restarted", async |h| {
+        h.is_running(&id).await
+    })
+    .await;
+    assert!(h.runtime.syncs(&id) > syncs);
+    assert_ne!(h.container_id(&id, "app").await, first);
+    let st = h.kubelet.statuses().get(&id).expect("status");
+    let restarts: Vec<i32> = st
+        .container_statuses
+        .iter()
+        .flatten()
+        .map(|c| c.restart_count)
+        .collect();
+    assert_eq!(restarts, [1]);
+}
+
+// ---- housekeeping (upstream HandlePodCleanups) ----
+
+#[tokio::test(start_paused = true)]
+async fn housekeeping_kills_unknown_runtime_pods_and_removes_orphaned_dirs() {
+    let h = harness(110);
+    let keep = uid("keep");
+    h.start(&pod("keep", "Always", 1)).await;
+
+    // A pod the runtime runs but the kubelet does not know (left by an
+    // earlier kubelet), with its directory.
+    let orphan = pod("orphan", "Always", 2);
+    let orphan_uid = uid("orphan");
+    let status = h
+        .runtime
+        .get_pod_status(&orphan_uid, "orphan", "default")
+        .await
+        .expect("status");
+    let r = h
+        .runtime
+        .inner
+        .sync_pod(&orphan, &status, &Default::default())
+        .await;
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    std::fs::create_dir_all(h.pod_dir(&orphan_uid).join("volumes")).expect("orphan dir");
+    // A directory of a pod neither known nor in the runtime.
+    std::fs::create_dir_all(h.pod_dir("uid-stray").join("volumes")).expect("stray dir");
+
+    h.kubelet.handle_pod_cleanups().await;
+    assert!(
+        !h.pod_dir("uid-stray").exists(),
+        "the stray directory is removed"
+    );
+    assert!(
+        h.pod_dir(&orphan_uid).exists(),
+        "kept while the pod runs (upstream TestDoesNotDeletePodDirsIfContainerIsRunning)"
+    );
+    h.until("the orphan is killed", async |h| {
+        h.runtime_pod(&orphan_uid)
+            .await
+            .is_some_and(|p| !p.is_running())
+    })
+    .await;
+    assert_eq!(
+        h.runtime.kills(&orphan_uid),
+        [Op::Kill {
+            uid: orphan_uid.clone(),
+            api_pod: false,
+            grace: None
+        }],
+        "killed as a runtime pod, grace periods from its containers"
+    );
+
+    h.kubelet.handle_pod_cleanups().await;
+    assert!(
+        h.runtime_pod(&orphan_uid).await.is_none(),
+        "its sandboxes are removed"
+    );
+    assert!(!h.pod_dir(&orphan_uid).exists());
+
+    // The desired pod is untouched.
+    assert!(h.is_running(&keep).await);
+    assert!(h.pod_dir(&keep).is_dir());
+    assert!(h.runtime.kills(&keep).is_empty());
+}
+
+// ---- the whole loop: config updates, PLEG events, evictions ----
+
+#[tokio::test(start_paused = true)]
+async fn an_eviction_through_the_loop_records_the_evicted_status_and_kills_the_pod() {
+    let h = harness(110);
+    let (killer, requests) = eviction_channel();
+    // What `KubeletParts::eviction` hands the loop, without an eviction
+    // manager running beside it.
+    *h.kubelet.evictions.lock().expect("evictions") = Some(requests);
+    let (pod_config, updates) = PodConfig::builder("node-1").start();
+    let source = pod_config.channel("test");
+    let (events_tx, events_rx) = mpsc::channel(1000);
+    *h.loop_events.lock().expect("loop events") = Some(events_tx);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+
+    let id = uid("hog");
+    let test = async {
+        source
+            .send(PodOperation::Add, vec![pod("hog", "Always", 1)])
+            .await
+            .expect("config runs");
+        h.until("the pod runs", async |h| {
+            h.is_running(&id).await && h.phase(&id).as_deref() == Some("Running")
+        })
+        .await;
+        assert!(h.kubelet.sync_loop_last_entered().is_some());
+
+        let victim = h.kubelet.active_pods().pop().expect("an active pod");
+        let eviction = Eviction {
+            pod: victim,
+            grace_period_seconds: 2,
+            signal: None,
+            status: EvictedStatus {
+                reason: "Evicted".into(),
+                message: "The node was low on resource: memory.".into(),
+                annotations: Default::default(),
+            },
+        };
+        killer.kill_pod(&eviction).await.expect("the loop listens");
+        h.until("the evicted pod is terminated", async |h| {
+            h.kubelet.workers.is_pod_known_terminated(&id)
+        })
+        .await;
+        stop_tx.send(()).expect("the loop runs");
+    };
+    tokio::join!(
+        h.kubelet.run(updates, events_rx, Box::new(|| true), async {
+            let _ = stop_rx.await;
+        }),
+        test
+    );
+
+    assert_eq!(
+        h.runtime.kills(&id),
+        [Op::Kill {
+            uid: id.clone(),
+            api_pod: true,
+            grace: Some(2)
+        }],
+        "killed with the eviction's grace period"
+    );
+    assert!(!h.runtime_pod(&id).await.expect("pod").is_running());
+    let st = h.kubelet.statuses().get(&id).expect("status");
+    assert_eq!(st.phase.as_deref(), Some("Failed"));
+    assert_eq!(st.reason.as_deref(), Some("Evicted"));
+    assert_eq!(
+        st.message.as_deref(),
+        Some("The node was low on resource: memory.")
+    );
+    let disruption = st
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "DisruptionTarget")
+        .expect("DisruptionTarget condition");
+    assert_eq!(disruption.reason.as_deref(), Some("TerminationByKubelet"));
+    assert!(
+        h.kubelet.active_pods().is_empty(),
+        "an evicted pod is inactive"
+    );
+    assert!(h.kubelet.workers.should_pod_content_be_removed(&id));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_loop_cleans_up_only_once_its_sources_are_ready_and_applies_removes() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let h = harness(110);
+    let orphan_uid = uid("orphan");
+    let status = h
+        .runtime
+        .get_pod_status(&orphan_uid, "orphan", "default")
+        .await
+        .expect("status");
+    let r = h
+        .runtime
+        .inner
+        .sync_pod(&pod("orphan", "Always", 1), &status, &Default::default())
+        .await;
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+
+    let ready = Arc::new(AtomicBool::new(false));
+    let sources_ready = {
+        let ready = ready.clone();
+        Box::new(move || ready.load(Ordering::SeqCst))
+    };
+    let (pod_config, updates) = PodConfig::builder("node-1").start();
+    let source = pod_config.channel("test");
+    let (events_tx, events_rx) = mpsc::channel(1000);
+    *h.loop_events.lock().expect("loop events") = Some(events_tx);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+
+    let web = pod("web", "Always", 2);
+    let id = uid("web");
+    let test = async {
+        source
+            .send(PodOperation::Add, vec![web.clone()])
+            .await
+            .expect("config runs");
+        h.until("web runs", async |h| h.is_running(&id).await).await;
+
+        // Housekeeping periods pass, but upstream cleans up only once every
+        // source has been seen: a pod missing from a source not yet heard
+        // from must not be killed.
+        let periods = crate::HOUSEKEEPING_PERIOD * 3;
+        let rounds = periods.as_millis() / (2 * TICK).as_millis();
+        for _ in 0..rounds {
+            h.relist(true).await;
+        }
+        assert!(h.is_running(&orphan_uid).await);
+        assert!(h.runtime.kills(&orphan_uid).is_empty());
+
+        ready.store(true, Ordering::SeqCst);
+        h.until("housekeeping kills the orphan", async |h| {
+            !h.runtime.kills(&orphan_uid).is_empty()
+        })
+        .await;
+
+        // A REMOVE from the config kills the pod; housekeeping then removes
+        // what is left.
+        source
+            .send(PodOperation::Remove, vec![web.clone()])
+            .await
+            .expect("config runs");
+        h.until("web is killed and cleaned up", async |h| {
+            h.runtime_pod(&id).await.is_none() && !h.pod_dir(&id).exists()
+        })
+        .await;
+        stop_tx.send(()).expect("the loop runs");
+    };
+    tokio::join!(
+        h.kubelet.run(updates, events_rx, sources_ready, async {
+            let _ = stop_rx.await;
+        }),
+        test
+    );
+    assert!(h.kubelet.pods().is_empty());
+    assert_eq!(
+        h.runtime.kills(&id),
+        [Op::Kill {
+            uid: id.clone(),
+            api_pod: true,
+            grace: Some(30)
+        }]
+    );
+    assert!(h.runtime.ops().contains(&Op::Remove(id.clone())));
+    assert!(h.runtime_pod(&orphan_uid).await.is_none());
+}
+
+/// A container manager that admits nothing but `admit` says so, with
+/// `refusal`, and does nothing else.
+struct RefusingCm {
+    refusal: fn() -> kubelet_cm::Error,
+}
+
+impl kubelet_cm::ContainerManager for RefusingCm {
+    fn start(&self) -> kubelet_cm::Result<()> {
+        Ok(())
+    }
+    fn capacity(&self) -> kubelet_cm::ResourceList {
+        Default::default()
+    }
+    fn node_allocatable(&self) -> kubelet_cm::ResourceList {
+        Default::default()
+    }
+    fn node_allocatable_enforced(&self) -> kubelet_cm::ResourceList {
+        Default::default()
+    }
+    fn pod_cgroup(&self, _pod: &Pod) -> kubelet_cm::CgroupName {
+        Default::default()
+    }
+    fn pod_cgroup_parent(&self, _pod: &Pod) -> String {
+        String::new()
+    }
+    fn ensure_pod_cgroup(&self, _pod: &Pod) -> kubelet_cm::Result<()> {
+        Ok(())
+    }
+    fn pod_cgroup_exists(&self, _pod: &Pod) -> bool {
+        false
+    }
+    fn destroy_pod_cgroup(&self, _pod: &Pod) -> kubelet_cm::Result<()> {
+        Ok(())
+    }
+    fn update_qos_cgroups(&self, _active_pods: &[Pod]) -> kubelet_cm::Result<()> {
+        Ok(())
+    }
+    fn admit(&self, pod: &Pod) -> kubelet_cm::Result<()> {
+        if pod.metadata.name.as_deref() == Some("fits") {
+            Ok(())
+        } else {
+            Err((self.refusal)())
+        }
+    }
+    fn container_resources(
+        &self,
+        _pod: &Pod,
+        _container: &k8s_openapi::api::core::v1::Container,
+    ) -> kubelet_cri_client::api::LinuxContainerResources {
+        Default::default()
+    }
+    fn add_container(
+        &self,
+        _pod: &Pod,
+        _container: &k8s_openapi::api::core::v1::Container,
+        _id: &str,
+    ) {
+    }
+    fn remove_container(
+        &self,
+        _pod_uid: &str,
+        _container_name: &str,
+        _container_id: Option<&str>,
+    ) -> kubelet_cm::Result<()> {
+        Ok(())
+    }
+    fn explain(&self, _pod: &Pod) -> kubelet_cm::PodExplanation {
+        unreachable!("the sync loop does not explain pods")
+    }
+}
+
+/// A kubelet like [`harness`]'s whose container manager refuses every pod
+/// but `fits` with `refusal`.
+fn refusing_kubelet(h: &Harness, refusal: fn() -> kubelet_cm::Error) -> Kubelet<Arc<PodCache>> {
+    let mut config = KubeletConfig::new("node-1");
+    config.root_dir = h.root.path().to_path_buf();
+    let parts = crate::KubeletParts {
+        cm: Some(Arc::new(RefusingCm { refusal })),
+        ..Default::default()
+    };
+    Kubelet::with_parts(config, h.runtime.clone(), Arc::new(PodCache::new()), parts)
+        .expect("kubelet")
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_container_manager_refusal_keeps_its_upstream_reason() {
+    let h = harness(110);
+    let kubelet = refusing_kubelet(&h, || kubelet_cm::Error::Admission {
+        reason: "TopologyAffinityError",
+        message: "Resources cannot be allocated with Topology locality".into(),
+    });
+    kubelet.handle_pod_additions(vec![pod("numa", "Always", 1), pod("fits", "Always", 2)]);
+    let st = kubelet.statuses().get(&uid("numa")).expect("rejected");
+    assert_eq!(st.phase.as_deref(), Some("Failed"));
+    assert_eq!(st.reason.as_deref(), Some("TopologyAffinityError"));
+    assert_eq!(
+        st.message.as_deref(),
+        Some("Resources cannot be allocated with Topology locality")
+    );
+    assert!(
+        kubelet
+            .statuses()
+            .get(&uid("fits"))
+            .is_none_or(|s| s.reason.is_none())
+    );
+    let known: Vec<String> = kubelet.pods().iter().map(|p| crate::uid_of(p)).collect();
+    assert_eq!(known, [uid("fits")]);
+
+    // Any other failure is upstream's unexpectedAdmissionError.
+    let kubelet = refusing_kubelet(&h, || kubelet_cm::Error::InvalidConfig("no NUMA".into()));
+    kubelet.handle_pod_additions(vec![pod("odd", "Always", 1)]);
+    let st = kubelet.statuses().get(&uid("odd")).expect("rejected");
+    assert_eq!(st.reason.as_deref(), Some("UnexpectedAdmissionError"));
+    assert_eq!(
+        st.message.as_deref(),
+        Some("Allocate failed due to invalid configuration: no NUMA, which is unexpected")
+    );
+}
