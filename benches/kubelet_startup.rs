@@ -79,9 +79,14 @@ async fn remove_everything(cri: &RemoteRuntime) {
 async fn floor(cri: &RemoteRuntime, bed: &Testbed, n: usize, round: &str) -> Duration {
     let opts = ConfigOptions {
         pod_logs_dir: bed.log_dir(),
-        cgroup_root: CgroupName::from_cgroupfs(&format!("/{}/floor-{round}", bed.cgroup_root())),
         node_name: "bench".into(),
-        ..Default::default()
+        ..ConfigOptions::new(std::sync::Arc::new(kubelet_cm::StaticResources {
+            cgroup_root: CgroupName::from_cgroupfs(&format!(
+                "/{}/floor-{round}",
+                bed.cgroup_root()
+            )),
+            ..Default::default()
+        }))
     };
     let dir = bed.dir().join(format!("floor-{round}"));
     // Decoding is the pod config's work, not the runtime's: done before.

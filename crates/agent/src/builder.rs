@@ -33,9 +33,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kubelet_cm::{
-    CgroupDriverKind, CgroupName, ContainerManager, ContainerResourceOptions, NodeContainerManager,
-};
+use kubelet_cm::{ContainerManager, NodeContainerManager};
 use kubelet_cri_client::{RemoteRuntime, RuntimeService};
 use kubelet_eviction::cgroup_summary::CgroupSummaryProvider;
 use kubelet_kuberuntime::RuntimeManager;
@@ -49,7 +47,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::{ConfigError, KubeletConfiguration};
-use crate::standalone::{StandaloneOptions, memory_capacity_bytes};
+use crate::standalone::StandaloneOptions;
 use crate::{Kubelet, KubeletConfig, KubeletParts};
 
 /// Why a kubelet could not start: which component failed, and its error.
@@ -339,11 +337,6 @@ impl KubeletBuilder {
         cm.start().map_err(StartError::ContainerManager)?;
         tracing::info!(allocatable = ?cm.node_allocatable(), "container manager started");
 
-        let driver = if config.cgroup_driver == "systemd" {
-            CgroupDriverKind::Systemd
-        } else {
-            CgroupDriverKind::Cgroupfs
-        };
         // The probers: exec probes through the CRI, results read by the
         // runtime manager (liveness and startup restarts) and the status
         // (readiness).
@@ -357,16 +350,9 @@ impl KubeletBuilder {
                 Arc::new(cri.clone()),
                 ConfigOptions {
                     pod_logs_dir: config.pod_logs_dir.clone(),
-                    cgroup_root: CgroupName::from_cgroupfs(&config.cgroup_root),
-                    cgroups_per_qos: config.cgroups_per_qos,
-                    cgroup_driver: driver,
-                    resources: ContainerResourceOptions {
-                        memory_capacity_bytes: memory_capacity_bytes(),
-                        ..Default::default()
-                    },
                     node_name: opts.node_name.clone(),
                     cluster_domain: config.cluster_domain.clone(),
-                    container_manager: Some(cm.clone()),
+                    ..ConfigOptions::new(cm.clone())
                 },
             )
             .with_probe_results(Arc::new(ProberResults {

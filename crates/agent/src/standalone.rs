@@ -61,20 +61,6 @@ impl StandaloneOptions {
     }
 }
 
-/// The node's memory, from `/proc/meminfo` (for OOM score adjustments).
-pub(crate) fn memory_capacity_bytes() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|text| {
-            text.lines()
-                .find(|l| l.starts_with("MemTotal:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-        })
-        .map(|kb| kb * 1024)
-        .unwrap_or(0)
-}
-
 /// The lowercase hostname, upstream's default node name.
 pub fn default_node_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")

@@ -191,7 +191,7 @@ fn harness(max_pods: usize) -> Harness {
     let root = tempfile::tempdir().expect("tempdir");
     let opts = ConfigOptions {
         pod_logs_dir: logs.path().to_path_buf(),
-        ..Default::default()
+        ..ConfigOptions::new(Arc::new(kubelet_cm::StaticResources::default()))
     };
     let runtime = Arc::new(Recording {
         inner: RuntimeManager::new(Arc::new(fake.clone()), opts),
@@ -852,6 +852,19 @@ struct RefusingCm {
     refusal: fn() -> kubelet_cm::Error,
 }
 
+impl kubelet_cm::ContainerResources for RefusingCm {
+    fn pod_cgroup_parent(&self, _pod: &Pod) -> String {
+        String::new()
+    }
+    fn container_resources(
+        &self,
+        _pod: &Pod,
+        _container: &k8s_openapi::api::core::v1::Container,
+    ) -> kubelet_cri_client::api::LinuxContainerResources {
+        Default::default()
+    }
+}
+
 impl kubelet_cm::ContainerManager for RefusingCm {
     fn start(&self) -> kubelet_cm::Result<()> {
         Ok(())
@@ -867,9 +880,6 @@ impl kubelet_cm::ContainerManager for RefusingCm {
     }
     fn pod_cgroup(&self, _pod: &Pod) -> kubelet_cm::CgroupName {
         Default::default()
-    }
-    fn pod_cgroup_parent(&self, _pod: &Pod) -> String {
-        String::new()
     }
     fn ensure_pod_cgroup(&self, _pod: &Pod) -> kubelet_cm::Result<()> {
         Ok(())
@@ -889,20 +899,6 @@ impl kubelet_cm::ContainerManager for RefusingCm {
         } else {
             Err((self.refusal)())
         }
-    }
-    fn container_resources(
-        &self,
-        _pod: &Pod,
-        _container: &k8s_openapi::api::core::v1::Container,
-    ) -> kubelet_cri_client::api::LinuxContainerResources {
-        Default::default()
-    }
-    fn add_container(
-        &self,
-        _pod: &Pod,
-        _container: &k8s_openapi::api::core::v1::Container,
-        _id: &str,
-    ) {
     }
     fn remove_container(
         &self,

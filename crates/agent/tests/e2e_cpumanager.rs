@@ -49,7 +49,10 @@ impl Node {
             .connect()
             .await
             .expect("connect");
-        let runtime = RuntimeManager::new(Arc::new(cri), ConfigOptions::default());
+        let runtime = RuntimeManager::new(
+            Arc::new(cri),
+            ConfigOptions::new(std::sync::Arc::new(kubelet_cm::StaticResources::default())),
+        );
         let config = KubeletConfiguration {
             static_pod_path: Some(manifests.clone()),
             container_runtime_endpoint: bed.endpoint(),

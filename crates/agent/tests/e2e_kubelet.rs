@@ -52,7 +52,10 @@ impl Node {
             .connect()
             .await
             .expect("connect");
-        let runtime = RuntimeManager::new(Arc::new(cri.clone()), ConfigOptions::default());
+        let runtime = RuntimeManager::new(
+            Arc::new(cri.clone()),
+            ConfigOptions::new(std::sync::Arc::new(kubelet_cm::StaticResources::default())),
+        );
         let mut node = Node {
             bed,
             manifests,

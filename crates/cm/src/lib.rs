@@ -63,6 +63,7 @@ pub use cgroup_name::{CgroupDriverKind, CgroupName};
 pub use cpumanager::{CpuManager, CpuPolicy, ReservedCpus};
 pub use cpuset::CpuSet;
 pub use error::{Error, Result};
+pub use kubelet_container::ContainerResources;
 pub use kubelet_container::qos::{
     self as qos, QosClass, compute_pod_qos, container_oom_score_adj, pod_qos_class,
 };
@@ -75,7 +76,7 @@ pub use manager::{
 pub use memorymanager::{MemoryManager, MemoryPolicy};
 pub use node::NodeAllocatableConfig;
 pub use resources::{
-    ContainerResourceOptions, ResourceConfig, container_linux_resources,
+    ContainerResourceOptions, ResourceConfig, StaticResources, container_linux_resources,
     container_linux_resources_with_hugepage_sizes, milli_cpu_to_quota, milli_cpu_to_shares,
     pod_cgroup_name, pod_resource_config, qos_cgroup_name, validate_pod_resources,
 };

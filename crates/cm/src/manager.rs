@@ -8,6 +8,7 @@
 //! `pod_container_manager_linux.go`, `node_container_manager_linux.go`,
 //! `internal_container_lifecycle_linux.go`.
 
+use kubelet_container::ContainerResources;
 use std::fmt;
 use std::path::PathBuf;
 
@@ -176,8 +177,11 @@ impl fmt::Display for PodExplanation {
     }
 }
 
-/// The container manager (upstream `cm.ContainerManager`).
-pub trait ContainerManager: Send + Sync {
+/// The container manager (upstream `cm.ContainerManager`). What the runtime
+/// manager asks of it (the pod's cgroup parent, each container's resources,
+/// started containers) is the core crate's
+/// [`ContainerResources`](kubelet_container::ContainerResources).
+pub trait ContainerManager: kubelet_container::ContainerResources {
     /// Creates the `kubepods` cgroup (limited to node allocatable when
     /// enforced) and the QoS cgroups. Idempotent.
     fn start(&self) -> Result<()>;
@@ -189,8 +193,6 @@ pub trait ContainerManager: Send + Sync {
     fn node_allocatable_enforced(&self) -> ResourceList;
     /// The pod's cgroup name.
     fn pod_cgroup(&self, pod: &Pod) -> CgroupName;
-    /// The pod cgroup's literal name: the sandbox's CRI `cgroup_parent`.
-    fn pod_cgroup_parent(&self, pod: &Pod) -> String;
     /// Creates or updates the pod cgroup (no processes are added).
     fn ensure_pod_cgroup(&self, pod: &Pod) -> Result<()>;
     /// Whether the pod cgroup exists.
@@ -202,11 +204,6 @@ pub trait ContainerManager: Send + Sync {
     /// Admits a pod's resources: the topology manager with the CPU and memory
     /// managers as hint providers (allocation happens here).
     fn admit(&self, pod: &Pod) -> Result<()>;
-    /// What the CRI gets for a container, with the cpuset and memory nodes of
-    /// the CPU and memory managers (upstream `PreCreateContainer`).
-    fn container_resources(&self, pod: &Pod, container: &Container) -> LinuxContainerResources;
-    /// Records a started container (for the CPU manager's reconcile).
-    fn add_container(&self, pod: &Pod, container: &Container, container_id: &str);
     /// Releases what a removed container held.
     fn remove_container(
         &self,
@@ -431,6 +428,32 @@ impl NodeContainerManager {
     }
 }
 
+impl ContainerResources for NodeContainerManager {
+    fn pod_cgroup_parent(&self, pod: &Pod) -> String {
+        self.cgroups.literal_name(&self.pod_cgroup(pod))
+    }
+    fn container_resources(&self, pod: &Pod, container: &Container) -> LinuxContainerResources {
+        let mut r = container_linux_resources_with_hugepage_sizes(
+            pod,
+            container,
+            &self.resource_options(),
+            &self.hugepage_sizes,
+        );
+        let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+        if matches!(self.config.cpu_policy, CpuPolicy::Static { .. }) {
+            r.cpuset_cpus = self.cpu.cpuset_for(uid, &container.name).to_string();
+        }
+        if let Some(mems) = self.memory.memory_nodes(uid, &container.name) {
+            r.cpuset_mems = mems;
+        }
+        r
+    }
+    fn add_container(&self, pod: &Pod, container: &Container, container_id: &str) {
+        let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+        self.cpu.add_container(uid, &container.name, container_id);
+    }
+}
+
 impl ContainerManager for NodeContainerManager {
     fn start(&self) -> Result<()> {
         if !self.config.cgroups_per_qos {
@@ -488,10 +511,6 @@ impl ContainerManager for NodeContainerManager {
             return self.config.cgroup_root.clone();
         }
         pod_cgroup_name(&self.config.cgroup_root, pod)
-    }
-
-    fn pod_cgroup_parent(&self, pod: &Pod) -> String {
-        self.cgroups.literal_name(&self.pod_cgroup(pod))
     }
 
     fn ensure_pod_cgroup(&self, pod: &Pod) -> Result<()> {
@@ -583,28 +602,6 @@ impl ContainerManager for NodeContainerManager {
             },
             other => other,
         })
-    }
-
-    fn container_resources(&self, pod: &Pod, container: &Container) -> LinuxContainerResources {
-        let mut r = container_linux_resources_with_hugepage_sizes(
-            pod,
-            container,
-            &self.resource_options(),
-            &self.hugepage_sizes,
-        );
-        let uid = pod.metadata.uid.as_deref().unwrap_or_default();
-        if matches!(self.config.cpu_policy, CpuPolicy::Static { .. }) {
-            r.cpuset_cpus = self.cpu.cpuset_for(uid, &container.name).to_string();
-        }
-        if let Some(mems) = self.memory.memory_nodes(uid, &container.name) {
-            r.cpuset_mems = mems;
-        }
-        r
-    }
-
-    fn add_container(&self, pod: &Pod, container: &Container, container_id: &str) {
-        let uid = pod.metadata.uid.as_deref().unwrap_or_default();
-        self.cpu.add_container(uid, &container.name, container_id);
     }
 
     fn remove_container(

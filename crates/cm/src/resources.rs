@@ -383,3 +383,50 @@ pub fn validate_pod_resources(pod: &Pod) -> crate::Result<()> {
     }
     Ok(())
 }
+
+/// Pod cgroups and container resources without the CPU, memory and
+/// topology managers: the pod's cgroup under `cgroup_root` (its QoS class
+/// below `kubepods` when `cgroups_per_qos`), spelled by `driver`, and
+/// [`container_linux_resources`]. For a runtime manager used without a
+/// [`ContainerManager`](crate::ContainerManager) (tests, tools, a node
+/// agent that manages no cgroups of its own).
+#[derive(Debug, Clone)]
+pub struct StaticResources {
+    /// The cgroup everything lives under (upstream `--cgroup-root`).
+    pub cgroup_root: CgroupName,
+    /// Whether pods get QoS-level cgroups (`kubepods/burstable/...`).
+    pub cgroups_per_qos: bool,
+    /// How cgroup names are spelled for the runtime.
+    pub driver: crate::CgroupDriverKind,
+    /// How container resources are computed.
+    pub options: ContainerResourceOptions,
+}
+
+impl Default for StaticResources {
+    fn default() -> Self {
+        Self {
+            cgroup_root: CgroupName::new(Vec::<String>::new()),
+            cgroups_per_qos: true,
+            driver: crate::CgroupDriverKind::Cgroupfs,
+            options: ContainerResourceOptions::default(),
+        }
+    }
+}
+
+impl kubelet_container::ContainerResources for StaticResources {
+    fn pod_cgroup_parent(&self, pod: &Pod) -> String {
+        let name = if self.cgroups_per_qos {
+            pod_cgroup_name(&self.cgroup_root, pod)
+        } else {
+            self.cgroup_root.clone()
+        };
+        match self.driver {
+            crate::CgroupDriverKind::Cgroupfs => name.to_cgroupfs(),
+            crate::CgroupDriverKind::Systemd => name.to_systemd(),
+        }
+    }
+
+    fn container_resources(&self, pod: &Pod, container: &Container) -> LinuxContainerResources {
+        container_linux_resources(pod, container, &self.options)
+    }
+}

@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use k8s_openapi::api::core::v1::Pod;
 use kubelet_cm::{
     CgroupManager, CgroupName, CgroupVersion, ContainerManager, ContainerManagerConfig,
-    FsCgroupManager, MachineInfo, NodeContainerManager, QosClass, ResourceConfig,
+    ContainerResources, FsCgroupManager, MachineInfo, NodeContainerManager, QosClass,
+    ResourceConfig,
 };
 
 use kubelet_testbed::read_trimmed as read;

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use kubelet_cm::{
-    CgroupName, ContainerManager, ContainerManagerConfig, MachineInfo, NodeContainerManager,
-    QosClass,
+    CgroupName, ContainerManager, ContainerManagerConfig, ContainerResources, MachineInfo,
+    NodeContainerManager, QosClass,
 };
 use kubelet_cri_client::{RemoteRuntime, RuntimeService};
 use kubelet_testbed::{BUSYBOX_IMAGE, Testbed, cri, read_trimmed as read};

@@ -1,6 +1,7 @@
 //! The read half of the runtime interface.
 
 use async_trait::async_trait;
+use k8s_openapi::api::core::v1::{Container, Pod};
 
 use crate::{ContainerStatus, Error, PodStatus, RunningPod, cri};
 
@@ -30,4 +31,28 @@ pub trait RuntimeReader: Send + Sync {
     /// `convertToKubeContainerStatus`). The evented PLEG builds pod statuses
     /// from CRI container events with it (upstream `GeneratePodStatus`).
     fn container_status_from_cri(&self, status: &cri::ContainerStatus) -> ContainerStatus;
+}
+
+/// How a pod's containers are placed and sized, as the runtime manager asks
+/// the container manager when it creates them (upstream: `RuntimeHelper`'s
+/// `GetPodCgroupParent`, `generateLinuxContainerResources` with
+/// `InternalContainerLifecycle.PreCreateContainer`'s cpusets, and the CPU
+/// manager's `AddContainer` after a start).
+///
+/// `kubelet-cm` implements it for its container manager, and offers a plain
+/// implementation without CPU or memory managers.
+pub trait ContainerResources: Send + Sync {
+    /// The pod cgroup's literal name: the sandbox's CRI `cgroup_parent`.
+    fn pod_cgroup_parent(&self, pod: &Pod) -> String;
+
+    /// What the CRI gets for a container: CPU shares and quota, memory
+    /// limit, OOM score, huge pages, and the cpuset and memory nodes the
+    /// CPU and memory managers assigned.
+    fn container_resources(&self, pod: &Pod, container: &Container)
+    -> cri::LinuxContainerResources;
+
+    /// Records a started container (for the CPU manager's reconcile).
+    fn add_container(&self, pod: &Pod, container: &Container, container_id: &str) {
+        let _ = (pod, container, container_id);
+    }
 }

@@ -9,7 +9,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{Container, Pod};
-use kubelet_cm::{CgroupDriverKind, CgroupName, ContainerResourceOptions};
+use std::sync::Arc;
+
+use kubelet_container::ContainerResources;
 use kubelet_cri_client::api;
 
 use crate::Error;
@@ -23,52 +25,37 @@ use crate::labels::{
 pub struct ConfigOptions {
     /// Where pod logs go (upstream `podLogsDir`, default `/var/log/pods`).
     pub pod_logs_dir: PathBuf,
-    /// The cgroup everything of the kubelet's lives under (upstream
-    /// `--cgroup-root`, with `kubepods` below it when cgroups-per-QoS is on).
-    pub cgroup_root: CgroupName,
-    /// Whether pods get QoS-level cgroups (`kubepods/burstable/...`).
-    pub cgroups_per_qos: bool,
-    /// The cgroup driver: how cgroup names are spelled for the runtime.
-    pub cgroup_driver: CgroupDriverKind,
-    /// How container resources are computed.
-    pub resources: ContainerResourceOptions,
     /// The node's name, for the downward API.
     pub node_name: String,
     /// The cluster's DNS domain (upstream `clusterDomain`), for the hostname
     /// entry of the managed `/etc/hosts`.
     pub cluster_domain: String,
-    /// When set, the container manager decides the pod's cgroup parent and
-    /// each container's resources (with the CPU and memory managers'
-    /// cpusets); otherwise they are computed from the fields above.
-    pub container_manager: Option<std::sync::Arc<dyn kubelet_cm::ContainerManager>>,
+    /// Decides the pod's cgroup parent and each container's resources (with
+    /// the CPU and memory managers' cpusets): the container manager of
+    /// `kubelet-cm`, or its `StaticResources` without those managers.
+    pub container_manager: Arc<dyn ContainerResources>,
+}
+
+impl ConfigOptions {
+    /// Upstream's defaults (`/var/log/pods`, `cluster.local`), with
+    /// `container_manager` placing and sizing the containers.
+    pub fn new(container_manager: Arc<dyn ContainerResources>) -> Self {
+        Self {
+            pod_logs_dir: PathBuf::from("/var/log/pods"),
+            node_name: String::new(),
+            cluster_domain: "cluster.local".into(),
+            container_manager,
+        }
+    }
 }
 
 impl std::fmt::Debug for ConfigOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ConfigOptions")
             .field("pod_logs_dir", &self.pod_logs_dir)
-            .field("cgroup_root", &self.cgroup_root)
-            .field("cgroups_per_qos", &self.cgroups_per_qos)
-            .field("cgroup_driver", &self.cgroup_driver)
             .field("node_name", &self.node_name)
             .field("cluster_domain", &self.cluster_domain)
-            .field("container_manager", &self.container_manager.is_some())
             .finish_non_exhaustive()
-    }
-}
-
-impl Default for ConfigOptions {
-    fn default() -> Self {
-        Self {
-            pod_logs_dir: PathBuf::from("/var/log/pods"),
-            cgroup_root: CgroupName::new(Vec::<String>::new()),
-            cgroups_per_qos: true,
-            cgroup_driver: CgroupDriverKind::Cgroupfs,
-            resources: ContainerResourceOptions::default(),
-            node_name: String::new(),
-            cluster_domain: "cluster.local".into(),
-            container_manager: None,
-        }
     }
 }
 
@@ -109,20 +96,10 @@ pub fn pod_log_dir(logs_dir: &Path, pod: &Pod) -> PathBuf {
     logs_dir.join(format!("{namespace}_{name}_{uid}"))
 }
 
-/// The pod's cgroup, spelled for the runtime by the configured driver.
+/// The pod's cgroup, spelled for the runtime (the container manager's
+/// choice).
 pub fn pod_cgroup_parent(opts: &ConfigOptions, pod: &Pod) -> String {
-    if let Some(cm) = &opts.container_manager {
-        return cm.pod_cgroup_parent(pod);
-    }
-    let name = if opts.cgroups_per_qos {
-        kubelet_cm::pod_cgroup_name(&opts.cgroup_root, pod)
-    } else {
-        opts.cgroup_root.clone()
-    };
-    match opts.cgroup_driver {
-        CgroupDriverKind::Cgroupfs => name.to_cgroupfs(),
-        CgroupDriverKind::Systemd => name.to_systemd(),
-    }
+    opts.container_manager.pod_cgroup_parent(pod)
 }
 
 fn namespace_options(pod: &Pod) -> api::NamespaceOption {
@@ -495,10 +472,7 @@ pub fn container_config(
         stdin_once: container.stdin_once.unwrap_or(false),
         tty: container.tty.unwrap_or(false),
         linux: Some(api::LinuxContainerConfig {
-            resources: Some(match &opts.container_manager {
-                Some(cm) => cm.container_resources(pod, container),
-                None => kubelet_cm::container_linux_resources(pod, container, &opts.resources),
-            }),
+            resources: Some(opts.container_manager.container_resources(pod, container)),
             security_context: Some(api::LinuxContainerSecurityContext {
                 capabilities,
                 privileged: sc.and_then(|s| s.privileged).unwrap_or(false),

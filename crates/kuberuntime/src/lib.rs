@@ -47,7 +47,9 @@
 //!
 //! # async fn demo(pod: k8s_openapi::api::core::v1::Pod) -> Result<(), Box<dyn std::error::Error>> {
 //! let cri = RemoteRuntime::builder("unix:///run/containerd/containerd.sock").connect().await?;
-//! let manager = RuntimeManager::new(Arc::new(cri), ConfigOptions::default());
+//! // Pod cgroups and container resources without CPU or memory managers.
+//! let resources = Arc::new(kubelet_cm::StaticResources::default());
+//! let manager = RuntimeManager::new(Arc::new(cri), ConfigOptions::new(resources));
 //! let uid = pod.metadata.uid.clone().unwrap_or_default();
 //! let status = manager.get_pod_status(&uid, "web", "default").await?;
 //! let result = manager.sync_pod(&pod, &status, &Default::default()).await;

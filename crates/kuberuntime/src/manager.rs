@@ -403,10 +403,10 @@ impl RuntimeManager {
                 source,
             })?;
         tracing::info!(pod = %pod_name(pod), container = %container.name, id = %id, restart_count, "container started");
-        if let Some(cm) = &self.opts.container_manager {
-            // The CPU manager's reconcile loop tracks started containers.
-            cm.add_container(pod, container, &id);
-        }
+        // The CPU manager's reconcile loop tracks started containers.
+        self.opts
+            .container_manager
+            .add_container(pod, container, &id);
         if let Some(hook) = container
             .lifecycle
             .as_ref()

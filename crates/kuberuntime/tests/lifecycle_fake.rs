@@ -193,7 +193,7 @@ fn setup() -> Setup {
     let logs = tempfile::tempdir().expect("tempdir");
     let opts = ConfigOptions {
         pod_logs_dir: logs.path().to_path_buf(),
-        ..Default::default()
+        ..ConfigOptions::new(std::sync::Arc::new(kubelet_cm::StaticResources::default()))
     };
     let m = RuntimeManager::new(Arc::new(rec.clone()), opts);
     Setup {

@@ -35,7 +35,7 @@ fn setup() -> (FakeRuntime, RuntimeManager, tempfile::TempDir) {
     let logs = tempfile::tempdir().expect("tempdir");
     let opts = ConfigOptions {
         pod_logs_dir: logs.path().to_path_buf(),
-        ..Default::default()
+        ..ConfigOptions::new(std::sync::Arc::new(kubelet_cm::StaticResources::default()))
     };
     let manager = RuntimeManager::new(Arc::new(fake.clone()), opts);
     (fake, manager, logs)
@@ -126,7 +126,7 @@ async fn a_restarted_manager_recovers_state_and_restarts_nothing() {
         Arc::new(fake.clone()),
         ConfigOptions {
             pod_logs_dir: logs.path().to_path_buf(),
-            ..Default::default()
+            ..ConfigOptions::new(std::sync::Arc::new(kubelet_cm::StaticResources::default()))
         },
     );
     fake.clear_calls();
@@ -302,7 +302,7 @@ async fn a_crash_looping_container_backs_off_10_then_20_seconds() {
         Arc::new(fake.clone()),
         ConfigOptions {
             pod_logs_dir: logs.path().to_path_buf(),
-            ..Default::default()
+            ..ConfigOptions::new(std::sync::Arc::new(kubelet_cm::StaticResources::default()))
         },
     )
     .with_backoffs(

@@ -122,7 +122,7 @@ async fn setup(pods: usize) -> (FakeRuntime, Arc<dyn RuntimeReader>, GenericPleg
     let made = populate(&fake, pods).await;
     let runtime: Arc<dyn RuntimeReader> = Arc::new(RuntimeManager::new(
         Arc::new(fake.clone()),
-        ConfigOptions::default(),
+        ConfigOptions::new(std::sync::Arc::new(kubelet_cm::StaticResources::default())),
     ));
     let pleg = GenericPleg::new(
         runtime.clone(),

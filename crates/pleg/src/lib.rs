@@ -50,7 +50,7 @@
 //!
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! let cri = Arc::new(RemoteRuntime::builder("unix:///run/containerd/containerd.sock").connect().await?);
-//! let manager = Arc::new(RuntimeManager::new(cri.clone(), ConfigOptions::default()));
+//! let manager = Arc::new(RuntimeManager::new(cri.clone(), ConfigOptions::new(std::sync::Arc::new(kubelet_cm::StaticResources::default()))));
 //! let cache = Arc::new(PodCache::new());
 //! let pleg = EventedPleg::new(manager, cri, cache.clone(), EventedConfig::default());
 //! let mut events = pleg.watch().expect("the receiver is taken once");

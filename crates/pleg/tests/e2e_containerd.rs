@@ -122,8 +122,10 @@ async fn container_exits_reach_both_plegs_with_fresh_cache_entries() {
         .expect("connect");
     let opts = ConfigOptions {
         pod_logs_dir: bed.log_dir(),
-        cgroup_root: kubelet_cm::CgroupName::new([bed.cgroup_root()]),
-        ..Default::default()
+        ..ConfigOptions::new(Arc::new(kubelet_cm::StaticResources {
+            cgroup_root: kubelet_cm::CgroupName::new([bed.cgroup_root()]),
+            ..Default::default()
+        }))
     };
     // Containers exit and are restarted in quick rounds: no crash-loop
     // backoff here (the kubelet's own tests cover it).

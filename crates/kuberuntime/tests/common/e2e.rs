@@ -18,8 +18,10 @@ pub async fn manager(bed: &Testbed) -> (RuntimeManager, RemoteRuntime) {
         .expect("connect");
     let opts = ConfigOptions {
         pod_logs_dir: bed.log_dir(),
-        cgroup_root: CgroupName::new([bed.cgroup_root()]),
-        ..Default::default()
+        ..ConfigOptions::new(Arc::new(kubelet_cm::StaticResources {
+            cgroup_root: CgroupName::new([bed.cgroup_root()]),
+            ..Default::default()
+        }))
     };
     (RuntimeManager::new(Arc::new(cri.clone()), opts), cri)
 }

@@ -179,7 +179,9 @@ async fn stale_events_change_nothing_and_send_nothing() {
     let fake = kubelet_cri_client::FakeRuntime::new();
     let manager = kubelet_kuberuntime::RuntimeManager::new(
         Arc::new(fake.clone()),
-        kubelet_kuberuntime::config::ConfigOptions::default(),
+        kubelet_kuberuntime::config::ConfigOptions::new(std::sync::Arc::new(
+            kubelet_cm::StaticResources::default(),
+        )),
     );
     let cache = Arc::new(PodCache::new());
     let pleg = EventedPleg::new(

@@ -18,7 +18,10 @@ pub const IMAGE: &str = "localhost/busybox:latest";
 pub fn fake() -> (FakeRuntime, Arc<dyn Runtime>) {
     let fake = FakeRuntime::new();
     fake.add_image(IMAGE);
-    let manager = RuntimeManager::new(Arc::new(fake.clone()), ConfigOptions::default());
+    let manager = RuntimeManager::new(
+        Arc::new(fake.clone()),
+        ConfigOptions::new(std::sync::Arc::new(kubelet_cm::StaticResources::default())),
+    );
     (fake, Arc::new(manager))
 }
 
