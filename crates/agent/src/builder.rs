@@ -359,6 +359,7 @@ impl KubeletBuilder {
                 prober: prober.clone(),
                 runtime_name: runtime_name.clone(),
             }))
+            .with_http_hooks(Arc::new(kubelet_prober::probe::http::HttpProber::new()))
             .with_keyring(node_keyring(&opts.root_dir)),
         );
 

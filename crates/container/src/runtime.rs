@@ -1,7 +1,9 @@
 //! The read half of the runtime interface.
 
 use async_trait::async_trait;
-use k8s_openapi::api::core::v1::{Container, Pod};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Container, HTTPGetAction, Pod};
 
 use crate::{ContainerStatus, Error, PodStatus, RunningPod, cri};
 
@@ -55,4 +57,32 @@ pub trait ContainerResources: Send + Sync {
     fn add_container(&self, pod: &Pod, container: &Container, container_id: &str) {
         let _ = (pod, container, container_id);
     }
+}
+
+/// The kubelet's version as it names itself to hooks and probes
+/// (`User-Agent: kube-lifecycle/<version>`, `kube-probe/<version>`).
+pub const KUBE_VERSION: &str = "1.34";
+
+/// Sends the HTTP GET of a lifecycle hook (upstream `runHTTPHandler`'s
+/// `httpDoer`, `pkg/kubelet/lifecycle/handlers.go`, with the request built
+/// as for an HTTP probe by `pkg/probe/http`). `kubelet-prober`'s HTTP prober
+/// implements it; the runtime manager runs `postStart`/`preStop` HTTP hooks
+/// through it.
+#[async_trait]
+pub trait HttpHook: Send + Sync {
+    /// Sends `action`'s GET to `host` (the pod's IP unless the action names
+    /// a host) with `User-Agent: user_agent`, within `timeout`. `Ok` when
+    /// any HTTP response came back, whatever its status (upstream fails a
+    /// hook only when the request itself fails); `Err` says why not. A
+    /// request over HTTPS answered in plain HTTP is retried over HTTP
+    /// without its `Authorization` header, as upstream's
+    /// `LifecycleHTTPFallback`.
+    async fn get(
+        &self,
+        action: &HTTPGetAction,
+        container: &Container,
+        host: &str,
+        user_agent: &str,
+        timeout: Duration,
+    ) -> Result<(), String>;
 }

@@ -3,8 +3,9 @@
 //!
 //! - [`HandlerRunner`] runs one lifecycle handler, as upstream's
 //!   `handlerRunner` (`pkg/kubelet/lifecycle/handlers.go`): `exec` through
-//!   CRI `ExecSync`, `httpGet` with the probes' HTTP client
-//!   ([`kubelet_prober::probe::http`], as upstream builds the request with
+//!   CRI `ExecSync`, `httpGet` through an
+//!   [`HttpHook`](kubelet_container::HttpHook) (`kubelet-prober`'s HTTP
+//!   prober in the kubelet, as upstream builds the request with
 //!   `pkg/probe/http.NewRequestForHTTPGetAction`), and `sleep`.
 //!   [`RuntimeManager`](crate::RuntimeManager) runs `postStart` right after
 //!   `StartContainer` and `preStop` before `StopContainer`
@@ -42,9 +43,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Container, HTTPGetAction, LifecycleHandler, Pod};
+use kubelet_container::HttpHook;
 use kubelet_cri_client::{RuntimeService, api};
-use kubelet_prober::probe::Outcome;
-use kubelet_prober::probe::http::{HttpProber, HttpRequest};
 
 /// The default `terminationMessagePath` (API default).
 pub const DEFAULT_TERMINATION_MESSAGE_PATH: &str = "/dev/termination-log";
@@ -71,7 +71,7 @@ pub const FAILED_POST_START_HOOK: &str = "FailedPostStartHook";
 
 /// The kube version in the hooks' `User-Agent: kube-lifecycle/<v>` unless
 /// [`HandlerRunner::with_kube_version`] says otherwise.
-pub const DEFAULT_KUBE_VERSION: &str = kubelet_prober::DEFAULT_KUBE_VERSION;
+pub const DEFAULT_KUBE_VERSION: &str = kubelet_container::KUBE_VERSION;
 
 /// Reading more than this of a log file to find its last lines is not
 /// attempted: containerd splits log lines at 16 KiB, so 80 lines fit.
@@ -146,7 +146,7 @@ pub fn needs_pod_ip(handler: &LifecycleHandler) -> bool {
 #[derive(Clone)]
 pub struct HandlerRunner {
     runtime: Arc<dyn RuntimeService>,
-    http: HttpProber,
+    http: Option<Arc<dyn HttpHook>>,
     user_agent: String,
 }
 
@@ -159,13 +159,21 @@ impl std::fmt::Debug for HandlerRunner {
 }
 
 impl HandlerRunner {
-    /// A runner whose `exec` handlers run through `runtime`.
+    /// A runner whose `exec` handlers run through `runtime`. HTTP handlers
+    /// fail until [`with_http`](Self::with_http) gives it a client.
     pub fn new(runtime: Arc<dyn RuntimeService>) -> Self {
         Self {
             runtime,
-            http: HttpProber::new(),
+            http: None,
             user_agent: format!("kube-lifecycle/{DEFAULT_KUBE_VERSION}"),
         }
+    }
+
+    /// Sends HTTP handlers' GETs through `http` (`kubelet-prober`'s HTTP
+    /// prober in the kubelet).
+    pub fn with_http(mut self, http: Arc<dyn HttpHook>) -> Self {
+        self.http = Some(http);
+        self
     }
 
     /// Sends `User-Agent: kube-lifecycle/<version>` (`major.minor`).
@@ -265,54 +273,19 @@ impl HandlerRunner {
         } else {
             host
         };
-        let req = HttpRequest::for_http_get_action(action, container, pod_ip, &self.user_agent)
-            .map_err(|e| e.to_string())?;
         // No deadline of its own (Go's zero Client.Timeout): tokio's timeout
         // treats an overflowing deadline as never.
         let limit = timeout.unwrap_or(Duration::MAX);
-        let (outcome, message) = self
-            .http
-            .probe(&req, limit)
-            .await
-            .map_err(|e| e.to_string())?;
-        if got_response(outcome, &message) {
-            tracing::debug!(pod = %format_pod(pod), container = %container.name, url = %req.url(), %message, "HTTP lifecycle hook answered");
-            return Ok(());
+        let Some(http) = &self.http else {
+            return Err("no HTTP client for lifecycle hooks (HandlerRunner::with_http)".into());
+        };
+        let result = http
+            .get(action, container, pod_ip, &self.user_agent, limit)
+            .await;
+        if result.is_ok() {
+            tracing::debug!(pod = %format_pod(pod), container = %container.name, "HTTP lifecycle hook answered");
         }
-        // Upstream retries an HTTPS hook that got a plain-HTTP answer over
-        // HTTP, without the Authorization header (`isHTTPResponseError`).
-        if req.scheme == "https" && message.contains("InvalidContentType") {
-            let mut plain = req.clone();
-            plain.scheme = "http".into();
-            plain
-                .headers
-                .retain(|(name, _)| !name.eq_ignore_ascii_case("authorization"));
-            let (outcome, fallback) = self
-                .http
-                .probe(&plain, limit)
-                .await
-                .map_err(|e| e.to_string())?;
-            if got_response(outcome, &fallback) {
-                tracing::warn!(
-                    pod = %format_pod(pod),
-                    container = %container.name,
-                    host = %req.host,
-                    "LifecycleHTTPFallback: request to HTTPS lifecycle hook got HTTP response, retry with HTTP succeeded"
-                );
-                return Ok(());
-            }
-        }
-        Err(message)
-    }
-}
-
-/// Whether the probe client got an HTTP response at all: upstream's hook
-/// fails only when `http.Client.Do` does, never on a status code.
-fn got_response(outcome: Outcome, message: &str) -> bool {
-    match outcome {
-        Outcome::Success | Outcome::Warning => true,
-        Outcome::Failure => message.starts_with("HTTP probe failed with statuscode:"),
-        Outcome::Unknown => false,
+        result
     }
 }
 
@@ -849,19 +822,5 @@ mod tests {
         });
         assert!(!needs_pod_ip(&h));
         assert!(!needs_pod_ip(&LifecycleHandler::default()));
-    }
-
-    #[test]
-    fn any_http_response_counts_as_success() {
-        assert!(got_response(Outcome::Success, ""));
-        assert!(got_response(Outcome::Warning, ""));
-        assert!(got_response(
-            Outcome::Failure,
-            "HTTP probe failed with statuscode: 500"
-        ));
-        assert!(!got_response(
-            Outcome::Failure,
-            "Get \"http://x\": dial tcp x: refused"
-        ));
     }
 }

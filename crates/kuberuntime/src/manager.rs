@@ -148,6 +148,14 @@ impl RuntimeManager {
         self
     }
 
+    /// Sends `httpGet` lifecycle hooks through `http` (without it they fail:
+    /// this crate has no HTTP client of its own; `kubelet-prober`'s
+    /// `HttpProber` is the kubelet's).
+    pub fn with_http_hooks(mut self, http: Arc<dyn kubelet_container::HttpHook>) -> Self {
+        self.hooks = self.hooks.with_http(http);
+        self
+    }
+
     /// Uses these backoffs for crash loops and image pulls (defaults:
     /// upstream's 10 s doubling to 300 s for both).
     pub fn with_backoffs(mut self, crash_loop: Arc<Backoff>, image_pull: Arc<Backoff>) -> Self {

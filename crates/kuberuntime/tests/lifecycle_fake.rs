@@ -195,7 +195,9 @@ fn setup() -> Setup {
         pod_logs_dir: logs.path().to_path_buf(),
         ..ConfigOptions::new(std::sync::Arc::new(kubelet_cm::StaticResources::default()))
     };
-    let m = RuntimeManager::new(Arc::new(rec.clone()), opts);
+    // HTTP hooks go through the probes' client, as in the kubelet.
+    let m = RuntimeManager::new(Arc::new(rec.clone()), opts)
+        .with_http_hooks(Arc::new(kubelet_prober::probe::http::HttpProber::new()));
     Setup {
         rec,
         m,

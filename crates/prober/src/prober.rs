@@ -15,7 +15,7 @@ use crate::results::{ContainerId, ProbeResult};
 
 /// The Kubernetes `major.minor` the probes' user agent names by default
 /// (the API version this workspace builds against).
-pub const DEFAULT_KUBE_VERSION: &str = "1.34";
+pub const DEFAULT_KUBE_VERSION: &str = kubelet_container::KUBE_VERSION;
 
 /// How often a probe that could not run is retried before the attempt is
 /// dropped (upstream `maxProbeRetries`).

@@ -584,6 +584,59 @@ impl ServerCertVerifier for SkipVerify {
     }
 }
 
+/// Lifecycle hooks' HTTP GETs through the probes' client (upstream
+/// `runHTTPHandler`, `pkg/kubelet/lifecycle/handlers.go`, which builds its
+/// request with `NewRequestForHTTPGetAction` as a probe does).
+#[async_trait::async_trait]
+impl kubelet_container::HttpHook for HttpProber {
+    async fn get(
+        &self,
+        action: &HTTPGetAction,
+        container: &Container,
+        host: &str,
+        user_agent: &str,
+        timeout: Duration,
+    ) -> Result<(), String> {
+        let req = HttpRequest::for_http_get_action(action, container, host, user_agent)
+            .map_err(|e| e.to_string())?;
+        let limit = timeout;
+        let (outcome, message) = self.probe(&req, limit).await.map_err(|e| e.to_string())?;
+        if got_response(outcome, &message) {
+            tracing::debug!(container = %container.name, url = %req.url(), %message, "HTTP lifecycle hook answered");
+            return Ok(());
+        }
+        // Upstream retries an HTTPS hook that got a plain-HTTP answer over
+        // HTTP, without the Authorization header (`isHTTPResponseError`).
+        if req.scheme == "https" && message.contains("InvalidContentType") {
+            let mut plain = req.clone();
+            plain.scheme = "http".into();
+            plain
+                .headers
+                .retain(|(name, _)| !name.eq_ignore_ascii_case("authorization"));
+            let (outcome, fallback) = self.probe(&plain, limit).await.map_err(|e| e.to_string())?;
+            if got_response(outcome, &fallback) {
+                tracing::warn!(
+                    container = %container.name,
+                    host = %req.host,
+                    "LifecycleHTTPFallback: request to HTTPS lifecycle hook got HTTP response, retry with HTTP succeeded"
+                );
+                return Ok(());
+            }
+        }
+        Err(message)
+    }
+}
+
+/// Whether the probe client got an HTTP response at all: upstream's hook
+/// fails only when `http.Client.Do` does, never on a status code.
+fn got_response(outcome: Outcome, message: &str) -> bool {
+    match outcome {
+        Outcome::Success | Outcome::Warning => true,
+        Outcome::Failure => message.starts_with("HTTP probe failed with statuscode:"),
+        Outcome::Unknown => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -662,5 +715,19 @@ mod tests {
         );
         assert_eq!(r("http://[::1]:81/"), ("http://[::1]:81/".into(), false));
         assert!(t.resolve("ftp://10.0.0.1/x").is_err());
+    }
+
+    #[test]
+    fn any_http_response_counts_as_success() {
+        assert!(got_response(Outcome::Success, ""));
+        assert!(got_response(Outcome::Warning, ""));
+        assert!(got_response(
+            Outcome::Failure,
+            "HTTP probe failed with statuscode: 500"
+        ));
+        assert!(!got_response(
+            Outcome::Failure,
+            "Get \"http://x\": dial tcp x: refused"
+        ));
     }
 }
