@@ -337,7 +337,7 @@ fn parse_percentage(statement: &str, val: &str) -> Result<f32, Error> {
     Ok((p / 100.0) as f32)
 }
 
-fn parse_quantity(statement: &str, val: &str) -> Result<i64, Error> {
+fn threshold_quantity(statement: &str, val: &str) -> Result<i64, Error> {
     crate::quantity::value(val)
         .map_err(|e| invalid(statement, format!("{val:?} is not a quantity: {e}")))
 }
@@ -368,7 +368,7 @@ pub fn parse_threshold_statement(signal: &str, val: &str) -> Result<Option<Thres
         }
         return Ok(Some(Threshold::hard(sig, ThresholdValue::Percentage(p))));
     }
-    let q = parse_quantity(&statement, val)?;
+    let q = threshold_quantity(&statement, val)?;
     if q <= 0 {
         return Err(invalid(
             &statement,
@@ -393,7 +393,7 @@ fn parse_min_reclaim(signal: &str, val: &str) -> Result<(Signal, ThresholdValue)
         }
         return Ok((sig, ThresholdValue::Percentage(p)));
     }
-    let q = parse_quantity(&statement, val)?;
+    let q = threshold_quantity(&statement, val)?;
     if q < 0 {
         return Err(invalid(
             &statement,

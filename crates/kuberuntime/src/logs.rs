@@ -116,35 +116,13 @@ impl LogRotatePolicy {
 
 /// Parses a `containerLogMaxSize` quantity (`"10Mi"`, `"500Ki"`, `"1G"`,
 /// `"1048576"`) into bytes, as upstream's `parseMaxSize` does with
-/// `resource.ParseQuantity`. Only whole numbers with an optional binary
-/// (`Ki`..`Ei`) or decimal (`k`..`E`) suffix are accepted.
+/// `resource.ParseQuantity` (the one quantity parser,
+/// [`kubelet_container::quantity`]); a negative size is refused.
 pub fn parse_max_size(size: &str) -> Result<u64, Error> {
-    let invalid = || Error::InvalidPolicy(format!("invalid container log max size {size:?}"));
-    let digits_end = size
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(size.len());
-    let (digits, suffix) = size.split_at(digits_end);
-    if digits.is_empty() {
-        return Err(invalid());
-    }
-    let number: u64 = digits.parse().map_err(|_| invalid())?;
-    let multiplier: u64 = match suffix {
-        "" => 1,
-        "Ki" => 1 << 10,
-        "Mi" => 1 << 20,
-        "Gi" => 1 << 30,
-        "Ti" => 1 << 40,
-        "Pi" => 1 << 50,
-        "Ei" => 1 << 60,
-        "k" => 1_000,
-        "M" => 1_000_000,
-        "G" => 1_000_000_000,
-        "T" => 1_000_000_000_000,
-        "P" => 1_000_000_000_000_000,
-        "E" => 1_000_000_000_000_000_000,
-        _ => return Err(invalid()),
-    };
-    number.checked_mul(multiplier).ok_or_else(invalid)
+    kubelet_container::quantity::value(size)
+        .ok()
+        .and_then(|v| u64::try_from(v).ok())
+        .ok_or_else(|| Error::InvalidPolicy(format!("invalid container log max size {size:?}")))
 }
 
 /// Errors of log rotation. Each names the container or file concerned.
@@ -690,7 +668,9 @@ mod tests {
         assert_eq!(parse_max_size("64Ki").ok(), Some(65_536));
         assert_eq!(parse_max_size("1G").ok(), Some(1_000_000_000));
         assert_eq!(parse_max_size("4096").ok(), Some(4096));
-        for bad in ["", "Mi", "-1", "1.5Mi", "10mi", "10 Mi", "99999999999Ei"] {
+        // A fraction is a quantity too (upstream `AsInt64` of 1.5Mi).
+        assert_eq!(parse_max_size("1.5Mi").ok(), Some(1_572_864));
+        for bad in ["", "Mi", "-1", "10mi", "10 Mi", "99999999999Ei"] {
             assert!(parse_max_size(bad).is_err(), "{bad}");
         }
     }

@@ -583,19 +583,20 @@ fn validate_container(
             ("limits", &resources.limits),
         ] {
             for (name, q) in list.iter().flatten() {
-                match parse_quantity(&q.0) {
-                    None => errs.push(format!(
-                        "{field}.resources.{kind}[{name}]: Invalid value: {:?}: quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'",
+                // Compared exactly, in thousandths (the one quantity parser).
+                match kubelet_container::quantity::milli_value(&q.0) {
+                    Err(e) => errs.push(format!(
+                        "{field}.resources.{kind}[{name}]: Invalid value: {:?}: quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$' ({e})",
                         q.0
                     )),
-                    Some(v) if v < 0.0 => errs.push(format!(
+                    Ok(v) if v < 0 => errs.push(format!(
                         "{field}.resources.{kind}[{name}]: Invalid value: {:?}: must be greater than or equal to 0",
                         q.0
                     )),
-                    Some(v) if kind == "requests" => {
+                    Ok(v) if kind == "requests" => {
                         requests.insert(name.as_str(), v);
                     }
-                    Some(limit) => {
+                    Ok(limit) => {
                         if let Some(request) = requests.get(name.as_str())
                             && *request > limit
                         {
@@ -665,65 +666,6 @@ pub(crate) fn is_dns1123_label(s: &str) -> bool {
 /// A DNS-1123 subdomain: dot-separated labels, at most 253 characters.
 pub(crate) fn is_dns1123_subdomain(s: &str) -> bool {
     s.len() <= 253 && s.split('.').all(is_dns1123_label)
-}
-
-/// Parses a Kubernetes quantity (`resource.Quantity`) into its value as
-/// `f64`: `<signed decimal><suffix>` with a binary SI suffix (`Ki`…`Ei`), a
-/// decimal SI suffix (`n u m "" k M G T P E`) or a decimal exponent
-/// (`e3`, `E-2`). `None` when the text is not a quantity.
-pub fn parse_quantity(s: &str) -> Option<f64> {
-    let bytes = s.as_bytes();
-    let mut i = 0;
-    if i < bytes.len() && (bytes[i] == b'+' || bytes[i] == b'-') {
-        i += 1;
-    }
-    let digits_start = i;
-    let mut seen_digit = false;
-    let mut seen_dot = false;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'0'..=b'9' => seen_digit = true,
-            b'.' if !seen_dot => seen_dot = true,
-            _ => break,
-        }
-        i += 1;
-    }
-    if !seen_digit {
-        return None;
-    }
-    let number: f64 = s.get(..i)?.parse().ok()?;
-    let _ = digits_start;
-    let suffix = s.get(i..)?;
-    let multiplier = match suffix {
-        "" => 1.0,
-        "Ki" => 1024f64,
-        "Mi" => 1024f64.powi(2),
-        "Gi" => 1024f64.powi(3),
-        "Ti" => 1024f64.powi(4),
-        "Pi" => 1024f64.powi(5),
-        "Ei" => 1024f64.powi(6),
-        "n" => 1e-9,
-        "u" => 1e-6,
-        "m" => 1e-3,
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "P" => 1e15,
-        "E" => 1e18,
-        exp if exp.starts_with(['e', 'E']) => {
-            let rest = &exp[1..];
-            let digits = rest.strip_prefix(['+', '-']).unwrap_or(rest);
-            if digits.is_empty() || !digits.bytes().all(|c| c.is_ascii_digit()) {
-                return None;
-            }
-            let e: i32 = rest.parse().ok()?;
-            10f64.powi(e)
-        }
-        _ => return None,
-    };
-    let v = number * multiplier;
-    v.is_finite().then_some(v)
 }
 
 #[cfg(test)]
@@ -988,19 +930,6 @@ mod tests {
         assert!(err.to_string().contains("items[1]"), "{err}");
         let single = decode_static_pods(YAML.as_bytes(), &url, NODE).unwrap();
         assert_eq!(single.len(), 1);
-    }
-
-    #[test]
-    fn quantities() {
-        assert_eq!(parse_quantity("100m"), Some(0.1));
-        assert_eq!(parse_quantity("1Gi"), Some(1073741824.0));
-        assert_eq!(parse_quantity("1.5"), Some(1.5));
-        assert_eq!(parse_quantity("1e3"), Some(1000.0));
-        assert_eq!(parse_quantity("2E"), Some(2e18));
-        assert_eq!(parse_quantity("-1"), Some(-1.0));
-        for bad in ["", "m", "1x", "1..2", "1e", "1Gib", "abc", "1 Gi", "1e+"] {
-            assert_eq!(parse_quantity(bad), None, "{bad}");
-        }
     }
 
     #[test]

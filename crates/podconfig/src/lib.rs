@@ -81,8 +81,8 @@ mod merge;
 pub use apiserver::ApiServerSource;
 pub use config::{PodConfig, PodConfigBuilder, PodSource, PodUpdates, SourceSink};
 pub use decode::{
-    ManifestOrigin, apply_defaults, decode_static_pod, decode_static_pods, parse_quantity,
-    set_api_defaults, static_pod_name, validate_static_pod,
+    ManifestOrigin, apply_defaults, decode_static_pod, decode_static_pods, set_api_defaults,
+    static_pod_name, validate_static_pod,
 };
 pub use error::{Error, Result};
 pub use file::FileSource;
