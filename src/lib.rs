@@ -17,6 +17,7 @@
 //! | [`kuberuntime`] | `kubelet-kuberuntime` | `pkg/kubelet/kuberuntime` |
 //! | [`prober`] | `kubelet-prober` | `pkg/kubelet/prober`, `pkg/probe` |
 //! | [`server`] | `kubelet-server` | `pkg/kubelet/server`, `pkg/kubelet/metrics` |
+//! | [`status`] | `kubelet-status` | `pkg/kubelet/status` |
 //! | [`volumemanager`] | `kubelet-volumemanager` | `pkg/kubelet/volumemanager`, `pkg/volume` |
 //! | [`agent`] | `kubelet-agent` | `pkg/kubelet/kubelet.go` |
 //!
@@ -50,6 +51,9 @@ pub use kubelet_prober as prober;
 
 #[cfg(feature = "server")]
 pub use kubelet_server as server;
+
+#[cfg(feature = "status")]
+pub use kubelet_status as status;
 
 #[cfg(feature = "volumemanager")]
 pub use kubelet_volumemanager as volumemanager;

@@ -59,6 +59,8 @@ use kubelet_podworkers::{
 };
 
 pub mod builder;
+/// The status manager ([`kubelet_status`]).
+pub use kubelet_status as status;
 /// The volume manager ([`kubelet_volumemanager`]).
 pub use kubelet_volumemanager as volumes;
 pub mod config;
@@ -66,7 +68,6 @@ pub mod cpu_reconcile;
 pub mod explain;
 pub mod node_api;
 pub mod standalone;
-pub mod status;
 #[cfg(test)]
 mod sync_loop_tests;
 mod syncer;
@@ -158,7 +159,7 @@ pub struct KubeletConfig {
     pub gc_policy: GcPolicy,
     /// The runtime's name as its CRI `Version` reports it (`containerd`,
     /// `cri-o`): the type of the API's container IDs. The
-    /// [`builder`](crate::builder) takes it from `Version`; this defaults
+    /// [`builder`] takes it from `Version`; this defaults
     /// to [`DEFAULT_RUNTIME_NAME`] for kubelets assembled by hand.
     pub runtime_name: String,
 }

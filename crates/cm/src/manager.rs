@@ -180,7 +180,7 @@ impl fmt::Display for PodExplanation {
 /// The container manager (upstream `cm.ContainerManager`). What the runtime
 /// manager asks of it (the pod's cgroup parent, each container's resources,
 /// started containers) is the core crate's
-/// [`ContainerResources`](kubelet_container::ContainerResources).
+/// [`ContainerResources`].
 pub trait ContainerManager: kubelet_container::ContainerResources {
     /// Creates the `kubepods` cgroup (limited to node allocatable when
     /// enforced) and the QoS cgroups. Idempotent.

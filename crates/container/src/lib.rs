@@ -91,7 +91,7 @@ mod volume;
 pub use cache::PodCache;
 pub use error::{Error, Result};
 pub use id::ContainerId;
-pub use runtime::{ContainerResources, HttpHook, KUBE_VERSION, RuntimeReader};
+pub use runtime::{ContainerResources, HttpHook, KUBE_VERSION, PodStatusProvider, RuntimeReader};
 pub use status::{
     ContainerHash, ContainerState, ContainerStatus, ContainerType, PodStatus, RunningContainer,
     RunningPod, RunningSandbox,

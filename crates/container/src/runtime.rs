@@ -86,3 +86,20 @@ pub trait HttpHook: Send + Sync {
         timeout: Duration,
     ) -> Result<(), String>;
 }
+
+/// The newest API status of a pod, as the status manager keeps it (upstream
+/// `status.PodStatusProvider`, `pkg/kubelet/status/status_manager.go`). The
+/// prober reads container IDs, states and `started` through it.
+pub trait PodStatusProvider: Send + Sync {
+    /// The pod's latest status, or `None` when it has none (yet).
+    fn pod_status(&self, pod_uid: &str) -> Option<k8s_openapi::api::core::v1::PodStatus>;
+}
+
+impl<F> PodStatusProvider for F
+where
+    F: Fn(&str) -> Option<k8s_openapi::api::core::v1::PodStatus> + Send + Sync,
+{
+    fn pod_status(&self, pod_uid: &str) -> Option<k8s_openapi::api::core::v1::PodStatus> {
+        self(pod_uid)
+    }
+}

@@ -4,7 +4,7 @@
 //! - [`HandlerRunner`] runs one lifecycle handler, as upstream's
 //!   `handlerRunner` (`pkg/kubelet/lifecycle/handlers.go`): `exec` through
 //!   CRI `ExecSync`, `httpGet` through an
-//!   [`HttpHook`](kubelet_container::HttpHook) (`kubelet-prober`'s HTTP
+//!   [`HttpHook`] (`kubelet-prober`'s HTTP
 //!   prober in the kubelet, as upstream builds the request with
 //!   `pkg/probe/http.NewRequestForHTTPGetAction`), and `sleep`.
 //!   [`RuntimeManager`](crate::RuntimeManager) runs `postStart` right after

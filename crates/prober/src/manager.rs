@@ -17,25 +17,14 @@ use crate::prober::{DEFAULT_KUBE_VERSION, ProbeType, Prober};
 use crate::results::{self, ContainerId, ProbeResult};
 use crate::worker::{Worker, WorkerHandle};
 
-/// Where the workers read a pod's current API status: pod IP, container
-/// IDs, states, `started` (upstream: the status manager's `GetPodStatus`).
+/// What the workers read pod statuses through (the core crate's
+/// [`PodStatusProvider`](kubelet_container::PodStatusProvider): container
+/// IDs, states, `started`; upstream: the status manager's `GetPodStatus`).
 ///
 /// The status must be the one *after* [`Manager::update_pod_status`] was
 /// applied: liveness and readiness probes only run once a container's
 /// `started` is true, and that is set there.
-pub trait StatusProvider: Send + Sync {
-    /// The pod's latest status, or `None` when it has none (yet).
-    fn pod_status(&self, pod_uid: &str) -> Option<PodStatus>;
-}
-
-impl<F> StatusProvider for F
-where
-    F: Fn(&str) -> Option<PodStatus> + Send + Sync,
-{
-    fn pod_status(&self, pod_uid: &str) -> Option<PodStatus> {
-        self(pod_uid)
-    }
-}
+pub use kubelet_container::PodStatusProvider as StatusProvider;
 
 /// The wall clock the workers compare a container's `startedAt` with, for
 /// `initialDelaySeconds`.

@@ -1,4 +1,5 @@
-//! The pod's API status, computed from the runtime's view: phase,
+//! The status manager of a kubelet (upstream `pkg/kubelet/status`): the
+//! pod's API status, computed from the runtime's view: phase,
 //! conditions and container statuses, as upstream's status manager reports
 //! them.
 //!
@@ -18,7 +19,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kubelet_container::ContainerId;
-use kubelet_kuberuntime::{ContainerState as RtState, PodStatus as RuntimePodStatus};
+use kubelet_container::{ContainerState as RtState, PodStatus as RuntimePodStatus};
 
 /// The pod phases (upstream `v1.PodPhase`).
 pub mod phase {
@@ -32,7 +33,8 @@ pub mod phase {
     pub const FAILED: &str = "Failed";
 }
 
-pub(crate) fn time_of(nanos: i64) -> Option<Time> {
+/// An API time from nanoseconds since the epoch; `None` for 0 (unset).
+pub fn time_of(nanos: i64) -> Option<Time> {
     if nanos <= 0 {
         return None;
     }
@@ -44,7 +46,13 @@ pub(crate) fn time_of(nanos: i64) -> Option<Time> {
 }
 
 fn now() -> Time {
-    Time(k8s_openapi::jiff::Timestamp::now())
+    // From the system clock by hand: `Timestamp::now` needs a jiff feature
+    // this crate does not otherwise pull in.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0);
+    time_of(nanos).unwrap_or(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH))
 }
 
 fn restart_policy(pod: &Pod) -> &str {
@@ -64,7 +72,7 @@ fn container_status(
     let mut statuses = rt.container_statuses.iter().filter(|s| s.name == c.name);
     let newest = statuses.next();
     let previous = statuses.next();
-    let terminated = |s: &kubelet_kuberuntime::ContainerStatus| ContainerStateTerminated {
+    let terminated = |s: &kubelet_container::ContainerStatus| ContainerStateTerminated {
         exit_code: s.exit_code,
         reason: Some(s.reason.clone()).filter(|r| !r.is_empty()),
         message: Some(s.message.clone()).filter(|m| !m.is_empty()),
@@ -281,7 +289,11 @@ pub fn generate_api_pod_status_with(
     let terminal = phase == phase::SUCCEEDED || phase == phase::FAILED;
     PodStatus {
         phase: Some(phase.to_owned()),
-        qos_class: Some(kubelet_cm::pod_qos_class(pod).as_str().to_owned()),
+        qos_class: Some(
+            kubelet_container::qos::pod_qos_class(pod)
+                .as_str()
+                .to_owned(),
+        ),
         pod_ip: rt.ips.first().cloned(),
         pod_ips: Some(rt.ips.iter().map(|ip| PodIP { ip: ip.clone() }).collect()),
         host_ip: None,
@@ -400,7 +412,7 @@ impl StatusManager {
     }
 }
 
-impl kubelet_prober::StatusProvider for StatusManager {
+impl kubelet_container::PodStatusProvider for StatusManager {
     fn pod_status(&self, pod_uid: &str) -> Option<PodStatus> {
         self.get(pod_uid)
     }
@@ -409,7 +421,7 @@ impl kubelet_prober::StatusProvider for StatusManager {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kubelet_kuberuntime::labels::ContainerType;
+    use kubelet_container::ContainerType;
 
     fn pod(policy: &str, apps: &[&str]) -> Pod {
         serde_json::from_value(serde_json::json!({
@@ -432,7 +444,7 @@ mod tests {
             container_statuses: containers
                 .iter()
                 .map(
-                    |(name, state, code, created)| kubelet_kuberuntime::ContainerStatus {
+                    |(name, state, code, created)| kubelet_container::ContainerStatus {
                         id: format!("{name}-{created}"),
                         name: (*name).into(),
                         state: *state,
