@@ -130,7 +130,7 @@ async fn container_exits_reach_both_plegs_with_fresh_cache_entries() {
     // Containers exit and are restarted in quick rounds: no crash-loop
     // backoff here (the kubelet's own tests cover it).
     let no_backoff = || {
-        Arc::new(kubelet_eviction::Backoff::new(
+        Arc::new(kubelet_container::flowcontrol::Backoff::new(
             Duration::ZERO,
             Duration::ZERO,
         ))
