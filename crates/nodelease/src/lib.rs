@@ -1,0 +1,2 @@
+//! The node lease (upstream `pkg/kubelet/nodelease`,
+//! `component-helpers/apimachinery/lease`). Work in progress.
