@@ -24,7 +24,8 @@
 //!
 //! ```no_run
 //! use kubelet_cm::{
-//!     ContainerManager, ContainerManagerConfig, MachineInfo, NodeContainerManager,
+//!     ContainerManager, ContainerManagerConfig, ContainerResources, MachineInfo,
+//!     NodeContainerManager,
 //! };
 //!
 //! # fn demo(pod: &k8s_openapi::api::core::v1::Pod) -> kubelet_cm::Result<()> {
