@@ -1,8 +1,9 @@
-//! `kubelet`: a standalone kubelet made from this workspace's crates.
+//! `kubelet`: a kubelet made from this workspace's crates.
 //!
 //! It runs the static pods of `--pod-manifest-path` on the CRI runtime at
 //! `--container-runtime-endpoint`, as upstream's kubelet does without an API
-//! server. Flags keep upstream's names; a `KubeletConfiguration` file
+//! server; with `--kubeconfig` it also runs the pods the API server binds
+//! to this node. Flags keep upstream's names; a `KubeletConfiguration` file
 //! (`--config`) sets the same fields, and flags win over it. SIGTERM or
 //! SIGINT stops the kubelet and leaves the pods running.
 //!
@@ -88,6 +89,27 @@ struct Cli {
     /// The node API's port (default 10250).
     #[arg(long)]
     port: Option<u16>,
+    /// The API server's kubeconfig: cluster mode (register the Node, run
+    /// the pods bound to it, report their status). Without it the kubelet
+    /// runs standalone.
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// The node's IP addresses, comma separated (default: the address of
+    /// the default route's interface).
+    #[arg(long, value_delimiter = ',')]
+    node_ip: Vec<std::net::IpAddr>,
+    /// Labels to register the node with (key=value,...).
+    #[arg(long)]
+    node_labels: Option<String>,
+    /// Register the node with the API server.
+    #[arg(long)]
+    register_node: Option<bool>,
+    /// Taints to register the node with (key=value:Effect,...).
+    #[arg(long)]
+    register_with_taints: Option<String>,
+    /// A URL serving pod manifests (staticPodURL).
+    #[arg(long)]
+    manifest_url: Option<String>,
     /// Log verbosity (0: info; 4: debug; 6: trace).
     #[arg(short = 'v', long = "v", default_value_t = 0)]
     verbosity: u8,
@@ -169,6 +191,9 @@ async fn main() -> std::process::ExitCode {
         enable_server: cli.enable_server,
         address: cli.address,
         port: cli.port,
+        manifest_url: cli.manifest_url,
+        register_node: cli.register_node,
+        register_with_taints: cli.register_with_taints,
     };
     if let Err(e) = config.apply_flags(&flags).and_then(|()| config.validate()) {
         eprintln!("kubelet: {e}");
@@ -181,8 +206,23 @@ async fn main() -> std::process::ExitCode {
     if let Some(Command::Explain { manifest, output }) = cli.command {
         return explain(&config, &manifest, &node_name, &output);
     }
+    let node_labels = match cli
+        .node_labels
+        .as_deref()
+        .map(kubelet_rs::agent::config::parse_node_labels)
+        .transpose()
+    {
+        Ok(labels) => labels.unwrap_or_default(),
+        Err(e) => {
+            eprintln!("kubelet: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     let mut opts = StandaloneOptions::new(node_name);
     opts.root_dir = cli.root_dir;
+    opts.kubeconfig = cli.kubeconfig;
+    opts.node_ips = cli.node_ip;
+    opts.node_labels = node_labels;
     opts.runtime_connect_timeout = Duration::from_secs(30);
     match standalone::run(config, opts, shutdown_signal()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,

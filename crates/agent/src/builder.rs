@@ -94,6 +94,9 @@ pub enum StartError {
         /// Why.
         source: kubelet_server::Error,
     },
+    /// The API server client could not be made from the kubeconfig.
+    #[error("API client: {0}")]
+    ApiClient(#[source] crate::apiclient::ApiClientError),
     /// The kubelet's own parts (pod workers) could not be made.
     #[error("kubelet: {0}")]
     Kubelet(#[source] crate::Error),
@@ -124,6 +127,7 @@ pub struct BuiltKubelet {
     cpu_reconcile: Option<crate::cpu_reconcile::CpuReconcile>,
     server: Option<kubelet_server::Server>,
     runtime_name: String,
+    api: Option<kube::Client>,
 }
 
 impl std::fmt::Debug for BuiltKubelet {
@@ -296,6 +300,21 @@ impl KubeletBuilder {
         let host = crate::config::HostFacts::probe();
         config.check_for_start(&host)?;
         let metrics = kubelet_server::Metrics::new().map_err(StartError::Metrics)?;
+        // Cluster mode: the API client from the kubeconfig (upstream
+        // `buildKubeletClientConfig`). Nothing is asked of the API server
+        // yet: static pods run whether it answers or not.
+        let api = match &opts.kubeconfig {
+            Some(path) => Some(
+                crate::apiclient::client_from_kubeconfig(
+                    path,
+                    config.kube_api_qps,
+                    config.kube_api_burst,
+                )
+                .await
+                .map_err(StartError::ApiClient)?,
+            ),
+            None => None,
+        };
         let endpoint = config.container_runtime_endpoint.clone();
         let cri = RemoteRuntime::builder(&endpoint)
             .connect_timeout(opts.runtime_connect_timeout)
@@ -510,6 +529,7 @@ impl KubeletBuilder {
             cpu_reconcile,
             server,
             runtime_name,
+            api,
         })
     }
 }
@@ -543,6 +563,7 @@ impl BuiltKubelet {
             cpu_reconcile,
             server,
             runtime_name: _,
+            api,
         } = self;
         let mut tasks = Tasks::new();
         if let Some(server) = server {
@@ -622,6 +643,26 @@ impl BuiltKubelet {
         let mut builder = PodConfig::builder(opts.node_name.clone());
         if let Some(path) = &config.static_pod_path {
             builder = builder.file(path.clone());
+        }
+        if !config.static_pod_url.is_empty() {
+            // Upstream `config.NewSourceURL`; the period was validated by
+            // `build`.
+            let period = config
+                .http_check_period()
+                .unwrap_or(Duration::from_secs(20));
+            let mut source =
+                kubelet_podconfig::HttpSource::new(&config.static_pod_url, opts.node_name.clone())
+                    .period(period);
+            for (name, values) in &config.static_pod_url_header {
+                for value in values {
+                    source = source.header(name.clone(), value.clone());
+                }
+            }
+            builder = builder.source(source);
+        }
+        if let Some(client) = &api {
+            // Pods bound to this node (upstream `config.NewSourceApiserver`).
+            builder = builder.api_server(client.clone());
         }
         let (pod_config, updates) = builder.start();
         if let Some(hook) = &opts.pod_config_hook {

@@ -124,6 +124,42 @@ pub struct KubeletConfiguration {
     /// The most processes in one pod (`podPidsLimit`; -1: unlimited): the
     /// pod cgroup's `pids.max`.
     pub pod_pids_limit: i64,
+    /// Pods from this URL (`staticPodURL`, `--manifest-url`): upstream's
+    /// HTTP pod source, polled every 20 s. Empty: none.
+    #[serde(rename = "staticPodURL")]
+    pub static_pod_url: String,
+    /// Register this node with the API server (`registerNode`, true). Only
+    /// read in cluster mode (with `--kubeconfig`).
+    pub register_node: bool,
+    /// The taints the node registers with (`registerWithTaints`).
+    pub register_with_taints: Vec<k8s_openapi::api::core::v1::Taint>,
+    /// How often the node status is computed and, when changed, posted
+    /// (`nodeStatusUpdateFrequency`, `10s`).
+    pub node_status_update_frequency: String,
+    /// How often an unchanged node status is still posted
+    /// (`nodeStatusReportFrequency`, `5m`).
+    pub node_status_report_frequency: String,
+    /// The node lease's duration (`nodeLeaseDurationSeconds`, 40); it is
+    /// renewed every quarter of it.
+    pub node_lease_duration_seconds: i32,
+    /// The most images listed in the node status (`nodeStatusMaxImages`,
+    /// 50; -1: all).
+    pub node_status_max_images: i32,
+    /// API requests per second to the API server (`kubeAPIQPS`, 50).
+    #[serde(rename = "kubeAPIQPS")]
+    pub kube_api_qps: i32,
+    /// API request burst (`kubeAPIBurst`, 100).
+    #[serde(rename = "kubeAPIBurst")]
+    pub kube_api_burst: i32,
+    /// How often `staticPodURL` is polled (`httpCheckFrequency`, `20s`).
+    pub http_check_frequency: String,
+    /// Headers sent with every `staticPodURL` request
+    /// (`staticPodURLHeader`).
+    #[serde(rename = "staticPodURLHeader")]
+    pub static_pod_url_header: BTreeMap<String, Vec<String>>,
+    /// The node's provider ID (`providerID`), set on the Node it registers.
+    #[serde(rename = "providerID")]
+    pub provider_id: String,
     /// Upstream fields of the file that this kubelet ignores as harmless
     /// (see [`UNIMPLEMENTED_FIELDS`]), in name order.
     #[serde(skip)]
@@ -166,6 +202,18 @@ impl Default for KubeletConfiguration {
             address: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
             port: 10250,
             pod_pids_limit: -1,
+            static_pod_url: String::new(),
+            register_node: true,
+            register_with_taints: Vec::new(),
+            node_status_update_frequency: "10s".into(),
+            node_status_report_frequency: "5m".into(),
+            node_lease_duration_seconds: 40,
+            node_status_max_images: 50,
+            kube_api_qps: 50,
+            kube_api_burst: 100,
+            http_check_frequency: "20s".into(),
+            static_pod_url_header: BTreeMap::new(),
+            provider_id: String::new(),
             ignored: Vec::new(),
         }
     }
@@ -208,6 +256,99 @@ pub struct Flags {
     pub address: Option<std::net::IpAddr>,
     /// `--port`.
     pub port: Option<u16>,
+    /// `--manifest-url`.
+    pub manifest_url: Option<String>,
+    /// `--register-node`.
+    pub register_node: Option<bool>,
+    /// `--register-with-taints` (`key=value:Effect,key:Effect`).
+    pub register_with_taints: Option<String>,
+}
+
+/// Taints as `--register-with-taints` spells them (upstream
+/// `pkg/util/taints.ParseTaints`): `key=value:Effect` or `key:Effect`,
+/// comma separated, effect one of `NoSchedule`, `PreferNoSchedule`,
+/// `NoExecute`.
+pub fn parse_taints(text: &str) -> Result<Vec<k8s_openapi::api::core::v1::Taint>, ConfigError> {
+    let field = "registerWithTaints";
+    let mut taints = Vec::new();
+    for spec in text.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+        let Some((kv, effect)) = spec.rsplit_once(':') else {
+            return Err(invalid(field, format!("{spec:?}: want key=value:Effect")));
+        };
+        if !["NoSchedule", "PreferNoSchedule", "NoExecute"].contains(&effect) {
+            return Err(invalid(
+                field,
+                format!(
+                    "{spec:?}: effect {effect:?} is not NoSchedule, PreferNoSchedule or NoExecute"
+                ),
+            ));
+        }
+        let (key, value) = match kv.split_once('=') {
+            Some((k, v)) => (k, Some(v.to_owned())),
+            None => (kv, None),
+        };
+        if key.is_empty() {
+            return Err(invalid(field, format!("{spec:?}: the key is empty")));
+        }
+        taints.push(k8s_openapi::api::core::v1::Taint {
+            key: key.to_owned(),
+            value,
+            effect: effect.to_owned(),
+            time_added: None,
+        });
+    }
+    Ok(taints)
+}
+
+/// Node labels as `--node-labels` spells them (`key=value,key=value`).
+/// Upstream (`cmd/kubelet/app/options`) also refuses labels in the
+/// `kubernetes.io`/`k8s.io` namespaces that a kubelet may not set
+/// (`kubeletapis.IsKubeletLabel`); this does the same for the common
+/// case: such a label must be one of upstream's allowed ones or under
+/// `node.kubernetes.io/` or `kubelet.kubernetes.io/`.
+pub fn parse_node_labels(text: &str) -> Result<BTreeMap<String, String>, ConfigError> {
+    let labels = parse_map("--node-labels", text, '=')?;
+    for key in labels.keys() {
+        let (prefix, _) = key.split_once('/').unwrap_or(("", key));
+        let restricted = prefix == "kubernetes.io"
+            || prefix.ends_with(".kubernetes.io")
+            || prefix == "k8s.io"
+            || prefix.ends_with(".k8s.io");
+        let allowed = prefix == "kubelet.kubernetes.io"
+            || prefix.ends_with(".kubelet.kubernetes.io")
+            || prefix == "node.kubernetes.io"
+            || prefix.ends_with(".node.kubernetes.io")
+            || KUBELET_LABELS.contains(&key.as_str());
+        if restricted && !allowed {
+            return Err(invalid(
+                "--node-labels",
+                format!(
+                    "{key:?}: a kubelet may not set labels in the kubernetes.io or k8s.io namespaces but node.kubernetes.io/, kubelet.kubernetes.io/ and the well-known node labels"
+                ),
+            ));
+        }
+    }
+    Ok(labels)
+}
+
+/// The labels in restricted namespaces a kubelet may set (upstream
+/// `pkg/kubelet/apis/well_known_labels.go` `kubeletLabels`).
+const KUBELET_LABELS: &[&str] = &[
+    "kubernetes.io/hostname",
+    "topology.kubernetes.io/zone",
+    "topology.kubernetes.io/region",
+    "failure-domain.beta.kubernetes.io/zone",
+    "failure-domain.beta.kubernetes.io/region",
+    "beta.kubernetes.io/instance-type",
+    "node.kubernetes.io/instance-type",
+    "beta.kubernetes.io/os",
+    "beta.kubernetes.io/arch",
+    "kubernetes.io/os",
+    "kubernetes.io/arch",
+];
+
+fn positive_duration(field: &str, text: &str) -> Result<std::time::Duration, ConfigError> {
+    kubelet_container::duration::parse_go_duration(text).map_err(|e| invalid(field, e.to_string()))
 }
 
 fn parse_map(field: &str, text: &str, sep: char) -> Result<BTreeMap<String, String>, ConfigError> {
@@ -358,6 +499,15 @@ impl KubeletConfiguration {
         if let Some(v) = flags.port {
             self.port = v;
         }
+        if let Some(v) = &flags.manifest_url {
+            self.static_pod_url = v.clone();
+        }
+        if let Some(v) = flags.register_node {
+            self.register_node = v;
+        }
+        if let Some(v) = &flags.register_with_taints {
+            self.register_with_taints = parse_taints(v)?;
+        }
         Ok(())
     }
 
@@ -480,7 +630,68 @@ impl KubeletConfiguration {
                 "the static policy needs reserved CPUs (reservedSystemCPUs, or cpu in kubeReserved/systemReserved)",
             ));
         }
+        // Cluster-mode settings (upstream `validation.go`).
+        for (field, text) in [
+            (
+                "nodeStatusUpdateFrequency",
+                &self.node_status_update_frequency,
+            ),
+            (
+                "nodeStatusReportFrequency",
+                &self.node_status_report_frequency,
+            ),
+            ("httpCheckFrequency", &self.http_check_frequency),
+        ] {
+            if positive_duration(field, text)?.is_zero() {
+                return Err(invalid(field, "must be greater than zero"));
+            }
+        }
+        if self.node_lease_duration_seconds <= 0 {
+            return Err(invalid(
+                "nodeLeaseDurationSeconds",
+                "must be greater than 0",
+            ));
+        }
+        if self.node_status_max_images < -1 {
+            return Err(invalid("nodeStatusMaxImages", "must be -1 or more"));
+        }
+        if self.kube_api_qps < 0 {
+            return Err(invalid("kubeAPIQPS", "must not be negative"));
+        }
+        if self.kube_api_burst < 0 {
+            return Err(invalid("kubeAPIBurst", "must not be negative"));
+        }
+        if !self.static_pod_url.is_empty()
+            && !(self.static_pod_url.starts_with("http://")
+                || self.static_pod_url.starts_with("https://"))
+        {
+            return Err(invalid(
+                "staticPodURL",
+                "must be an http:// or https:// URL",
+            ));
+        }
         Ok(())
+    }
+
+    /// `nodeStatusUpdateFrequency` as a duration (validated).
+    pub fn node_status_update_period(&self) -> Result<std::time::Duration, ConfigError> {
+        positive_duration(
+            "nodeStatusUpdateFrequency",
+            &self.node_status_update_frequency,
+        )
+    }
+
+    /// `nodeStatusReportFrequency` as a duration (validated).
+    pub fn node_status_report_period(&self) -> Result<std::time::Duration, ConfigError> {
+        positive_duration(
+            "nodeStatusReportFrequency",
+            &self.node_status_report_frequency,
+        )
+    }
+
+    /// `httpCheckFrequency` as a duration (validated).
+    pub fn http_check_period(&self) -> Result<std::time::Duration, ConfigError> {
+        positive_duration("httpCheckFrequency", &self.http_check_frequency)
     }
 }
 
@@ -655,6 +866,18 @@ pub const KNOWN_FIELDS: &[&str] = &[
     "maxPods",
     "podLogsDir",
     "podPidsLimit",
+    "staticPodURL",
+    "registerNode",
+    "registerWithTaints",
+    "nodeStatusUpdateFrequency",
+    "nodeStatusReportFrequency",
+    "nodeLeaseDurationSeconds",
+    "nodeStatusMaxImages",
+    "kubeAPIQPS",
+    "kubeAPIBurst",
+    "httpCheckFrequency",
+    "staticPodURLHeader",
+    "providerID",
 ];
 
 /// What this kubelet does with an upstream field it does not implement.
@@ -759,22 +982,6 @@ pub const UNIMPLEMENTED_FIELDS: &[UnimplementedField] = &[
         "fileCheckFrequency",
         "a timing knob: the file source watches the directory (inotify)",
     ),
-    ignore(
-        "httpCheckFrequency",
-        "a timing knob of the URL source, which this kubelet does not run (staticPodURL is refused)",
-    ),
-    ignore_if(
-        "staticPodURL",
-        is_empty,
-        "empty: no URL source",
-        "the HTTP pod source is not wired into this kubelet: pods from the URL would never run",
-    ),
-    ignore_if(
-        "staticPodURLHeader",
-        is_empty,
-        "empty: no URL source",
-        "the HTTP pod source is not wired into this kubelet (see staticPodURL)",
-    ),
     ignore_if(
         "readOnlyPort",
         is_zero,
@@ -859,11 +1066,11 @@ pub const UNIMPLEMENTED_FIELDS: &[UnimplementedField] = &[
     ),
     ignore(
         "eventRecordQPS",
-        "events go to an API server, which a standalone kubelet has not",
+        "this kubelet records no events yet (standalone or in cluster mode)",
     ),
     ignore(
         "eventBurst",
-        "events go to an API server, which a standalone kubelet has not",
+        "this kubelet records no events yet (standalone or in cluster mode)",
     ),
     ignore_if(
         "enableDebuggingHandlers",
@@ -898,18 +1105,6 @@ pub const UNIMPLEMENTED_FIELDS: &[UnimplementedField] = &[
     ignore(
         "streamingConnectionIdleTimeout",
         "deprecated upstream, no effect there either",
-    ),
-    ignore(
-        "nodeStatusUpdateFrequency",
-        "node status goes to an API server, which a standalone kubelet has not",
-    ),
-    ignore(
-        "nodeStatusReportFrequency",
-        "node status goes to an API server, which a standalone kubelet has not",
-    ),
-    ignore(
-        "nodeLeaseDurationSeconds",
-        "the node lease lives in an API server, which a standalone kubelet has not",
     ),
     ignore_if(
         "imageMaximumGCAge",
@@ -1001,23 +1196,11 @@ pub const UNIMPLEMENTED_FIELDS: &[UnimplementedField] = &[
         "the CFS period is always 100ms",
     ),
     ignore(
-        "nodeStatusMaxImages",
-        "node status goes to an API server, which a standalone kubelet has not",
-    ),
-    ignore(
         "maxOpenFiles",
         "the kubelet's own file limit: set LimitNOFILE in its service unit",
     ),
     ignore(
         "contentType",
-        "API server traffic, which a standalone kubelet has not",
-    ),
-    ignore(
-        "kubeAPIQPS",
-        "API server traffic, which a standalone kubelet has not",
-    ),
-    ignore(
-        "kubeAPIBurst",
         "API server traffic, which a standalone kubelet has not",
     ),
     ignore_if(
@@ -1159,10 +1342,6 @@ pub const UNIMPLEMENTED_FIELDS: &[UnimplementedField] = &[
         "flex volume plugins are not supported (pods using them are refused)",
     ),
     ignore(
-        "providerID",
-        "node registration, which a standalone kubelet does not do",
-    ),
-    ignore(
         "kernelMemcgNotification",
         "memory threshold notifications are always attached on cgroup v1",
     ),
@@ -1234,14 +1413,6 @@ pub const UNIMPLEMENTED_FIELDS: &[UnimplementedField] = &[
         |v| v.as_str() == Some("None"),
         "None: no memory.min/memory.low, as here",
         "memory reservations (memory.min/memory.low) are not implemented",
-    ),
-    ignore(
-        "registerWithTaints",
-        "node registration, which a standalone kubelet does not do",
-    ),
-    ignore(
-        "registerNode",
-        "node registration, which a standalone kubelet does not do",
     ),
     ignore(
         "tracing",
@@ -1496,10 +1667,6 @@ mod tests {
                 "tlsPrivateKeyFile: /etc/kubelet/tls.key\n",
                 "tlsPrivateKeyFile",
             ),
-            (
-                "staticPodURL: http://example.invalid/pods\n",
-                "staticPodURL",
-            ),
             ("clusterDNS: [10.96.0.10]\n", "clusterDNS"),
             ("featureGates: {SidecarContainers: true}\n", "featureGates"),
             ("featureGates: {SidecarContainers: false}\n", "featureGates"),
@@ -1587,5 +1754,99 @@ mod tests {
         // Together they cover upstream's v1beta1 field list (types.go: 126
         // fields besides apiVersion and kind).
         assert_eq!(seen.len() + KNOWN_FIELDS.len(), 128);
+    }
+
+    #[test]
+    fn cluster_mode_fields_are_read_and_validated() {
+        let c = KubeletConfiguration::from_yaml(&format!(
+            "{HEAD}registerNode: false\nregisterWithTaints: [{{key: dedicated, value: infra, effect: NoSchedule}}]\nnodeStatusUpdateFrequency: 4s\nnodeStatusReportFrequency: 1m\nnodeLeaseDurationSeconds: 20\nnodeStatusMaxImages: 3\nkubeAPIQPS: 5\nkubeAPIBurst: 10\nstaticPodURL: http://127.0.0.1:1/pods\nstaticPodURLHeader: {{X-Token: [a]}}\nhttpCheckFrequency: 5s\nproviderID: demo://node-1\n"
+        ))
+        .expect("parse");
+        c.validate().expect("valid");
+        assert!(!c.register_node);
+        assert_eq!(c.register_with_taints[0].key, "dedicated");
+        assert_eq!(
+            c.node_status_update_period().expect("period"),
+            std::time::Duration::from_secs(4)
+        );
+        assert_eq!(
+            c.node_status_report_period().expect("period"),
+            std::time::Duration::from_secs(60)
+        );
+        assert_eq!(c.node_lease_duration_seconds, 20);
+        assert_eq!((c.kube_api_qps, c.kube_api_burst), (5, 10));
+        assert_eq!(c.static_pod_url_header["X-Token"], ["a"]);
+        assert_eq!(c.provider_id, "demo://node-1");
+        assert!(c.ignored.is_empty(), "{:?}", c.ignored);
+        for (body, field) in [
+            (
+                "nodeStatusUpdateFrequency: 0s\n",
+                "nodeStatusUpdateFrequency",
+            ),
+            (
+                "nodeStatusReportFrequency: soon\n",
+                "nodeStatusReportFrequency",
+            ),
+            ("nodeLeaseDurationSeconds: 0\n", "nodeLeaseDurationSeconds"),
+            ("nodeStatusMaxImages: -2\n", "nodeStatusMaxImages"),
+            ("kubeAPIQPS: -1\n", "kubeAPIQPS"),
+            ("kubeAPIBurst: -1\n", "kubeAPIBurst"),
+            ("staticPodURL: ftp://x/pods\n", "staticPodURL"),
+            ("httpCheckFrequency: 0s\n", "httpCheckFrequency"),
+        ] {
+            assert_eq!(refused_field(body), field, "{body}");
+        }
+    }
+
+    #[test]
+    fn node_labels_in_restricted_namespaces_are_refused() {
+        let labels =
+            parse_node_labels("role=edge,node.kubernetes.io/pool=a,topology.kubernetes.io/zone=z")
+                .expect("labels");
+        assert_eq!(labels["role"], "edge");
+        assert_eq!(labels.len(), 3);
+        for bad in [
+            "node-role.kubernetes.io/master=",
+            "foo.k8s.io/x=y",
+            "novalue",
+        ] {
+            assert_eq!(
+                parse_node_labels(bad).expect_err(bad).field,
+                "--node-labels"
+            );
+        }
+    }
+
+    #[test]
+    fn taints_parse_as_upstream_spells_them() {
+        let taints = parse_taints("a=b:NoSchedule, c:NoExecute").expect("taints");
+        assert_eq!(taints.len(), 2);
+        assert_eq!(
+            (
+                taints[0].key.as_str(),
+                taints[0].value.as_deref(),
+                taints[0].effect.as_str()
+            ),
+            ("a", Some("b"), "NoSchedule")
+        );
+        assert_eq!(
+            (taints[1].key.as_str(), taints[1].value.as_deref()),
+            ("c", None)
+        );
+        for bad in ["a=b", "a=b:Sometimes", "=b:NoSchedule"] {
+            let e = parse_taints(bad).expect_err(bad);
+            assert_eq!(e.field, "registerWithTaints");
+        }
+        let mut c = KubeletConfiguration::default();
+        c.apply_flags(&Flags {
+            register_with_taints: Some("x=y:PreferNoSchedule".into()),
+            manifest_url: Some("http://127.0.0.1:9/pods".into()),
+            register_node: Some(false),
+            ..Flags::default()
+        })
+        .expect("flags");
+        assert_eq!(c.register_with_taints[0].effect, "PreferNoSchedule");
+        assert_eq!(c.static_pod_url, "http://127.0.0.1:9/pods");
+        assert!(!c.register_node);
     }
 }

@@ -58,6 +58,7 @@ use kubelet_podworkers::{
     KillPodOptions, PodStatusCache, PodWorkerPool, PodWorkers, RuntimePod, UpdatePodOptions,
 };
 
+pub mod apiclient;
 pub mod builder;
 /// The status manager ([`kubelet_status`]).
 pub use kubelet_status as status;

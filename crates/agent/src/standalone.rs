@@ -45,6 +45,14 @@ pub struct StandaloneOptions {
     pub statuses: Arc<StatusManager>,
     /// Adds pod sources to the pod config.
     pub pod_config_hook: Option<PodConfigHook>,
+    /// The API server's kubeconfig (`--kubeconfig`): cluster mode. `None`
+    /// runs standalone (upstream: no API client, static pods only).
+    pub kubeconfig: Option<PathBuf>,
+    /// The node's addresses (`--node-ip`); empty: the address of the
+    /// interface of the default route, as upstream.
+    pub node_ips: Vec<std::net::IpAddr>,
+    /// Labels the node registers with (`--node-labels`).
+    pub node_labels: std::collections::BTreeMap<String, String>,
 }
 
 impl StandaloneOptions {
@@ -57,6 +65,9 @@ impl StandaloneOptions {
             housekeeping_period: crate::HOUSEKEEPING_PERIOD,
             statuses: Arc::new(StatusManager::default()),
             pod_config_hook: None,
+            kubeconfig: None,
+            node_ips: Vec::new(),
+            node_labels: std::collections::BTreeMap::new(),
         }
     }
 }
