@@ -484,6 +484,12 @@ impl KubeletBuilder {
                     prober: Some(prober.clone()),
                     metrics: Some(metrics.clone()),
                     eviction: Some((eviction, eviction_requests)),
+                    mirror_client: api.as_ref().map(|client| {
+                        Arc::new(crate::mirror::ApiMirrorClient::new(
+                            client.clone(),
+                            opts.node_name.clone(),
+                        )) as Arc<dyn crate::mirror::MirrorClient>
+                    }),
                 },
             )
             .map_err(StartError::Kubelet)?

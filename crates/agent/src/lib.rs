@@ -67,6 +67,7 @@ pub use kubelet_volumemanager as volumes;
 pub mod config;
 pub mod cpu_reconcile;
 pub mod explain;
+pub mod mirror;
 pub mod node_api;
 pub mod standalone;
 #[cfg(test)]
@@ -212,6 +213,8 @@ pub struct KubeletParts {
     /// (see [`eviction_channel`]): admission under node pressure and
     /// evictions, run alongside the sync loop.
     pub eviction: Option<(Arc<kubelet_eviction::manager::Manager>, EvictionRequests)>,
+    /// Mirror pods in the API server for static pods (cluster mode).
+    pub mirror_client: Option<Arc<dyn mirror::MirrorClient>>,
 }
 
 /// The eviction manager's [`PodKiller`](kubelet_eviction::manager::PodKiller):
@@ -265,6 +268,10 @@ where
     workers: PodWorkerPool<KubeletSyncer, C>,
     statuses: Arc<StatusManager>,
     pods: Mutex<HashMap<String, Arc<Pod>>>,
+    /// Mirror pods from the API server, by full name (upstream's pod
+    /// manager keeps them apart from the pods it runs).
+    mirror_pods: Mutex<HashMap<String, Arc<Pod>>>,
+    mirror_client: Option<Arc<dyn mirror::MirrorClient>>,
     prober: Option<Arc<kubelet_prober::Manager>>,
     metrics: Option<kubelet_server::Metrics>,
     /// When the sync loop last went round (upstream `syncLoopMonitor`, read
@@ -308,6 +315,7 @@ where
             prober,
             metrics,
             eviction,
+            mirror_client,
         } = parts;
         let (eviction, evictions) = match eviction {
             Some((m, r)) => (Some(m), Some(r)),
@@ -326,6 +334,9 @@ where
         if let Some(metrics) = &metrics {
             syncer = syncer.with_metrics(metrics.clone());
         }
+        if let Some(client) = &mirror_client {
+            syncer = syncer.with_mirror_client(client.clone());
+        }
         let workers = PodWorkerPool::builder(syncer, cache).build()?;
         Ok(Self {
             config,
@@ -335,6 +346,8 @@ where
             workers,
             statuses,
             pods: Mutex::new(HashMap::new()),
+            mirror_pods: Mutex::new(HashMap::new()),
+            mirror_client,
             prober,
             metrics,
             sync_loop_entered: Mutex::new(None),
@@ -370,6 +383,65 @@ where
 
     fn pod_map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Pod>>> {
         self.pods.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn mirror_map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Pod>>> {
+        self.mirror_pods
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The mirror pod the API server holds for static pod `pod`.
+    pub fn mirror_pod_of(&self, pod: &Pod) -> Option<Arc<Pod>> {
+        if !kubelet_container::pod::is_static_pod(pod) {
+            return None;
+        }
+        self.mirror_map()
+            .get(&kubelet_container::pod::pod_full_name(pod))
+            .cloned()
+    }
+
+    /// Hands `options` to the pod's worker, with the static pod's mirror
+    /// pod (upstream `dispatchWork` with `podManager.GetMirrorPodByPod`).
+    fn dispatch(&self, mut options: UpdatePodOptions) {
+        if options.mirror_pod.is_none()
+            && let Some(pod) = &options.pod
+        {
+            options.mirror_pod = self.mirror_pod_of(pod);
+        }
+        self.workers.update_pod(options);
+    }
+
+    /// Upstream `handleMirrorPod`: a mirror pod was added, changed or
+    /// removed in the API server; its static pod is synced, which recreates
+    /// or replaces it as needed. Mirror pods themselves never run.
+    fn handle_mirror_pod(&self, mirror: &Pod, removed: bool) {
+        let full_name = kubelet_container::pod::pod_full_name(mirror);
+        {
+            let mut mirrors = self.mirror_map();
+            let same_uid = mirrors
+                .get(&full_name)
+                .is_some_and(|m| m.metadata.uid == mirror.metadata.uid);
+            if removed {
+                // A REMOVE of an older mirror pod leaves a newer one alone.
+                if same_uid {
+                    mirrors.remove(&full_name);
+                }
+            } else {
+                mirrors.insert(full_name.clone(), Arc::new(mirror.clone()));
+            }
+        }
+        let static_pod = self
+            .pod_map()
+            .values()
+            .find(|p| {
+                kubelet_container::pod::is_static_pod(p)
+                    && kubelet_container::pod::pod_full_name(p) == full_name
+            })
+            .cloned();
+        if let Some(pod) = static_pod {
+            self.dispatch(UpdatePodOptions::sync(pod));
+        }
     }
 
     /// Runs the sync loop until `shutdown` completes: config updates,
@@ -569,6 +641,10 @@ where
             t(a).cmp(&t(b))
         });
         for pod in pods {
+            if kubelet_container::pod::is_mirror_pod(&pod) {
+                self.handle_mirror_pod(&pod, false);
+                continue;
+            }
             let uid = uid_of(&pod);
             let pod = Arc::new(pod);
             // Upstream counts only active pods: completed or evicted ones
@@ -586,7 +662,7 @@ where
             if let Some(prober) = &self.prober {
                 prober.add_pod(&pod);
             }
-            self.workers.update_pod(UpdatePodOptions::create(pod));
+            self.dispatch(UpdatePodOptions::create(pod));
         }
     }
 
@@ -640,26 +716,38 @@ where
     /// Upstream `HandlePodUpdates`.
     pub fn handle_pod_updates(&self, pods: Vec<Pod>) {
         for pod in pods {
+            if kubelet_container::pod::is_mirror_pod(&pod) {
+                self.handle_mirror_pod(&pod, false);
+                continue;
+            }
             let pod = Arc::new(pod);
             self.pod_map().insert(uid_of(&pod), pod.clone());
-            self.workers.update_pod(UpdatePodOptions::update(pod));
+            self.dispatch(UpdatePodOptions::update(pod));
         }
     }
 
     /// Upstream `HandlePodRemoves`: forget the pod and kill it.
     pub fn handle_pod_removes(&self, pods: Vec<Pod>) {
         for pod in pods {
+            if kubelet_container::pod::is_mirror_pod(&pod) {
+                self.handle_mirror_pod(&pod, true);
+                continue;
+            }
             let uid = uid_of(&pod);
             let pod = self.pod_map().remove(&uid).unwrap_or_else(|| Arc::new(pod));
             tracing::info!(pod = ?pod.metadata.name, %uid, "pod removed from its source: killing it");
-            self.workers
-                .update_pod(UpdatePodOptions::kill(pod, KillPodOptions::default()));
+            self.dispatch(UpdatePodOptions::kill(pod, KillPodOptions::default()));
         }
     }
 
     /// Upstream `HandlePodReconcile`: a status-only change.
     pub fn handle_pod_reconcile(&self, pods: Vec<Pod>) {
         for pod in pods {
+            if kubelet_container::pod::is_mirror_pod(&pod) {
+                self.mirror_map()
+                    .insert(kubelet_container::pod::pod_full_name(&pod), Arc::new(pod));
+                continue;
+            }
             self.pod_map().insert(uid_of(&pod), Arc::new(pod));
         }
     }
@@ -668,7 +756,7 @@ where
     pub fn handle_event(&self, uid: &str) {
         let pod = self.pod_map().get(uid).cloned();
         if let Some(pod) = pod {
-            self.workers.update_pod(UpdatePodOptions::sync(pod));
+            self.dispatch(UpdatePodOptions::sync(pod));
         }
     }
 
@@ -714,6 +802,7 @@ where
         if let Some(prober) = &self.prober {
             prober.cleanup_pods(desired.iter());
         }
+        self.delete_orphaned_mirror_pods().await;
         let runtime_pods = match self.runtime.get_pods(true).await {
             Ok(pods) => pods,
             Err(e) => {
@@ -775,6 +864,47 @@ where
                 {
                     tracing::warn!(%uid, error = %e, "cannot remove an orphaned pod directory");
                 }
+            }
+        }
+    }
+}
+
+impl<C> Kubelet<C>
+where
+    C: PodStatusCache<Status = Arc<PodStatus>>,
+{
+    /// Upstream `deleteOrphanedMirrorPods`: mirror pods whose static pod is
+    /// gone are deleted, unless the static pod's worker is still
+    /// terminating it.
+    async fn delete_orphaned_mirror_pods(&self) {
+        let Some(client) = &self.mirror_client else {
+            return;
+        };
+        let statics: HashSet<String> = self
+            .pod_map()
+            .values()
+            .filter(|p| kubelet_container::pod::is_static_pod(p))
+            .map(|p| kubelet_container::pod::pod_full_name(p))
+            .collect();
+        let orphans: Vec<Arc<Pod>> = self
+            .mirror_map()
+            .iter()
+            .filter(|(name, _)| !statics.contains(*name))
+            .map(|(_, p)| p.clone())
+            .collect();
+        for mirror in orphans {
+            let full_name = kubelet_container::pod::pod_full_name(&mirror);
+            if self
+                .workers
+                .is_pod_for_mirror_pod_terminating_by_full_name(&full_name)
+            {
+                continue;
+            }
+            if let Err(e) = client
+                .delete_mirror_pod(&full_name, mirror.metadata.uid.as_deref())
+                .await
+            {
+                tracing::warn!(error = %e, "cannot delete an orphaned mirror pod");
             }
         }
     }

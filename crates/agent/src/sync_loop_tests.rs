@@ -185,6 +185,11 @@ struct Harness {
 }
 
 fn harness(max_pods: usize) -> Harness {
+    harness_with(max_pods, crate::KubeletParts::default())
+}
+
+/// [`harness`] with the kubelet's optional `parts`.
+fn harness_with(max_pods: usize, parts: crate::KubeletParts) -> Harness {
     let fake = FakeRuntime::new();
     fake.add_image(IMAGE);
     let logs = tempfile::tempdir().expect("tempdir");
@@ -203,7 +208,7 @@ fn harness(max_pods: usize) -> Harness {
     let mut config = KubeletConfig::new("node-1");
     config.root_dir = root.path().to_path_buf();
     config.max_pods = max_pods;
-    let kubelet = Kubelet::new(config, runtime.clone(), cache).expect("kubelet");
+    let kubelet = Kubelet::with_parts(config, runtime.clone(), cache, parts).expect("kubelet");
     Harness {
         fake,
         runtime,
@@ -958,5 +963,154 @@ async fn a_container_manager_refusal_keeps_its_upstream_reason() {
     assert_eq!(
         st.message.as_deref(),
         Some("Allocate failed due to invalid configuration: no NUMA, which is unexpected")
+    );
+}
+
+/// What the kubelet asked of the API server's mirror pods.
+#[derive(Default)]
+struct FakeMirrors {
+    created: Mutex<Vec<String>>,
+    deleted: Mutex<Vec<(String, Option<String>)>>,
+}
+
+#[async_trait]
+impl crate::mirror::MirrorClient for FakeMirrors {
+    async fn create_mirror_pod(&self, pod: &Pod) -> Result<(), crate::mirror::MirrorError> {
+        self.created
+            .lock()
+            .expect("created")
+            .push(kubelet_container::pod::pod_full_name(pod));
+        Ok(())
+    }
+
+    async fn delete_mirror_pod(
+        &self,
+        full_name: &str,
+        uid: Option<&str>,
+    ) -> Result<bool, crate::mirror::MirrorError> {
+        self.deleted
+            .lock()
+            .expect("deleted")
+            .push((full_name.into(), uid.map(str::to_owned)));
+        Ok(true)
+    }
+}
+
+/// A static pod (file source, with its hash) and the mirror pod the API
+/// server would hold for it.
+fn static_and_mirror(name: &str) -> (Pod, Pod) {
+    let mut pod = pod(name, "Always", 1);
+    let annotations = pod
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default);
+    annotations.insert(
+        kubelet_container::pod::CONFIG_SOURCE_ANNOTATION.into(),
+        "file".into(),
+    );
+    annotations.insert(
+        kubelet_container::pod::CONFIG_HASH_ANNOTATION.into(),
+        uid(name),
+    );
+    let mut mirror = crate::mirror::mirror_pod_for(&pod, "node-1", "node-uid");
+    mirror.metadata.uid = Some(format!("mirror-{name}"));
+    mirror
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(
+            kubelet_container::pod::CONFIG_SOURCE_ANNOTATION.into(),
+            "api".into(),
+        );
+    (pod, mirror)
+}
+
+#[tokio::test(start_paused = true)]
+async fn static_pods_get_mirror_pods_that_never_run_and_come_back_when_deleted() {
+    let mirrors = Arc::new(FakeMirrors::default());
+    let h = harness_with(
+        110,
+        crate::KubeletParts {
+            mirror_client: Some(mirrors.clone()),
+            ..Default::default()
+        },
+    );
+    let (web, mirror) = static_and_mirror("web");
+    let created = |m: &FakeMirrors| m.created.lock().expect("created").clone();
+
+    // The static pod runs and its mirror pod is created (each sync before
+    // the API server's copy arrives asks again, as upstream; the API
+    // server answers AlreadyExists, which is success).
+    h.start(&web).await;
+    assert!(!created(&mirrors).is_empty());
+    assert!(created(&mirrors).iter().all(|n| n == "web_default"));
+
+    // The API server's mirror pod arrives: it is not run, and its static
+    // pod is synced with it, without asking for it again.
+    h.kubelet.handle_pod_additions(vec![mirror.clone()]);
+    h.relist(true).await;
+    assert!(h.runtime_pod("mirror-web").await.is_none());
+    assert_eq!(h.runtime.syncs("mirror-web"), 0);
+    assert_eq!(h.known_uids(), [uid("web")]);
+    let creates = created(&mirrors).len();
+    h.kubelet.handle_event(&uid("web"));
+    h.relist(true).await;
+    h.relist(true).await;
+    assert_eq!(created(&mirrors).len(), creates);
+
+    // A user deletes the mirror pod: it is created again.
+    h.kubelet.handle_pod_removes(vec![mirror.clone()]);
+    h.until("the mirror pod is recreated", async |_| {
+        created(&mirrors).len() > creates
+    })
+    .await;
+    assert!(
+        h.is_running(&uid("web")).await,
+        "the static pod kept running"
+    );
+
+    // A mirror pod of another version of the static pod is replaced: deleted
+    // with its UID as precondition, then created.
+    let mut stale = mirror.clone();
+    stale
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(
+            kubelet_container::pod::CONFIG_MIRROR_ANNOTATION.into(),
+            "old-hash".into(),
+        );
+    h.kubelet.handle_pod_updates(vec![stale]);
+    h.until("the stale mirror pod is deleted", async |_| {
+        !mirrors.deleted.lock().expect("deleted").is_empty()
+    })
+    .await;
+    assert_eq!(
+        mirrors.deleted.lock().expect("deleted")[0],
+        ("web_default".to_owned(), Some("mirror-web".to_owned()))
+    );
+    let creates = created(&mirrors).len();
+    h.kubelet.handle_pod_removes(vec![mirror.clone()]);
+    h.until("a new mirror pod is created", async |_| {
+        created(&mirrors).len() > creates
+    })
+    .await;
+
+    // The static pod goes: housekeeping deletes its orphaned mirror pod.
+    h.kubelet.handle_pod_additions(vec![mirror.clone()]);
+    h.kubelet.handle_pod_removes(vec![web.clone()]);
+    h.until("the static pod is gone", async |h| {
+        h.kubelet.handle_pod_cleanups().await;
+        !h.is_running(&uid("web")).await
+    })
+    .await;
+    h.until("the orphaned mirror pod is deleted", async |h| {
+        h.kubelet.handle_pod_cleanups().await;
+        mirrors.deleted.lock().expect("deleted").len() >= 2
+    })
+    .await;
+    assert_eq!(
+        mirrors.deleted.lock().expect("deleted")[1],
+        ("web_default".to_owned(), Some("mirror-web".to_owned()))
     );
 }

@@ -37,6 +37,8 @@ pub struct KubeletSyncer {
     /// When each pod was first synced, until it first ran (for
     /// `kubelet_pod_start_duration_seconds`).
     first_seen: std::sync::Mutex<HashMap<String, std::time::Instant>>,
+    /// Mirror pods for static pods (cluster mode).
+    mirror_client: Option<Arc<dyn crate::mirror::MirrorClient>>,
 }
 
 impl std::fmt::Debug for KubeletSyncer {
@@ -83,6 +85,7 @@ impl KubeletSyncer {
             metrics: None,
             runtime_name: crate::DEFAULT_RUNTIME_NAME.to_owned(),
             first_seen: std::sync::Mutex::new(HashMap::new()),
+            mirror_client: None,
         }
     }
 
@@ -104,6 +107,46 @@ impl KubeletSyncer {
     pub fn with_metrics(mut self, metrics: kubelet_server::Metrics) -> Self {
         self.metrics = Some(metrics);
         self
+    }
+
+    /// Keeps static pods' mirror pods in the API server (cluster mode).
+    pub fn with_mirror_client(mut self, client: Arc<dyn crate::mirror::MirrorClient>) -> Self {
+        self.mirror_client = Some(client);
+        self
+    }
+
+    /// Upstream `SyncPod`'s mirror pod step: a mirror pod being deleted or
+    /// of another version of the static pod is deleted (UID precondition),
+    /// and a missing one is created. Failures are logged, never fatal to
+    /// the pod's sync, as upstream.
+    async fn sync_mirror_pod(&self, pod: &Pod, mirror: Option<&Pod>) {
+        let Some(client) = &self.mirror_client else {
+            return;
+        };
+        if !kubelet_container::pod::is_static_pod(pod) {
+            return;
+        }
+        let mut deleted = false;
+        if let Some(m) = mirror
+            && (m.metadata.deletion_timestamp.is_some() || !crate::mirror::is_mirror_pod_of(m, pod))
+        {
+            let full_name = kubelet_container::pod::pod_full_name(pod);
+            tracing::info!(pod = %pod_name(pod), "deleting an outdated mirror pod");
+            match client
+                .delete_mirror_pod(&full_name, m.metadata.uid.as_deref())
+                .await
+            {
+                Ok(d) => deleted = d,
+                Err(e) => tracing::warn!(error = %e, "cannot delete the mirror pod"),
+            }
+        }
+        if mirror.is_none() || deleted {
+            if let Err(e) = client.create_mirror_pod(pod).await {
+                tracing::warn!(error = %e, "cannot create the mirror pod");
+            } else {
+                tracing::debug!(pod = %pod_name(pod), "mirror pod created");
+            }
+        }
     }
 
     fn record(&self, pod: &Pod, status: &PodStatus, waiting: &HashMap<String, String>) -> String {
@@ -168,10 +211,11 @@ impl PodSyncer for KubeletSyncer {
         ctx: &SyncContext,
         update_type: SyncPodType,
         pod: &Pod,
-        _mirror_pod: Option<&Pod>,
+        mirror_pod: Option<&Pod>,
         status: &Self::Status,
     ) -> Result<SyncPodOutcome, WorkerError> {
         let started = std::time::Instant::now();
+        self.sync_mirror_pod(pod, mirror_pod).await;
         let result = self.sync_pod_inner(ctx, pod, status).await;
         if let Some(metrics) = &self.metrics {
             let op = match update_type {
