@@ -661,10 +661,8 @@ impl KubeletConfiguration {
         if self.kube_api_burst < 0 {
             return Err(invalid("kubeAPIBurst", "must not be negative"));
         }
-        if !self.static_pod_url.is_empty()
-            && !(self.static_pod_url.starts_with("http://")
-                || self.static_pod_url.starts_with("https://"))
-        {
+        let url = &self.static_pod_url;
+        if !url.is_empty() && !url.starts_with("http://") && !url.starts_with("https://") {
             return Err(invalid(
                 "staticPodURL",
                 "must be an http:// or https:// URL",
