@@ -287,6 +287,33 @@ fn node_keyring(root_dir: &std::path::Path) -> kubelet_kuberuntime::credentials:
     keyring
 }
 
+/// The node's address when `--node-ip` is not given (upstream
+/// `nodeutil.GetNodeHostIPs` / `utilnet.ResolveBindAddress`): the node
+/// name's non-loopback addresses, else the source address of the default
+/// route (a UDP `connect`, which sends nothing). Empty when neither exists.
+fn detect_node_ips(node_name: &str) -> Vec<std::net::IpAddr> {
+    use std::net::ToSocketAddrs;
+    let resolved: Vec<std::net::IpAddr> = (node_name, 0)
+        .to_socket_addrs()
+        .map(|addrs| {
+            addrs
+                .map(|a| a.ip())
+                .filter(|ip| !ip.is_loopback() && !ip.is_unspecified())
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Some(ip) = resolved.first() {
+        return vec![*ip];
+    }
+    std::net::UdpSocket::bind(("0.0.0.0", 0))
+        .and_then(|s| {
+            s.connect(("192.0.2.1", 9))?;
+            s.local_addr()
+        })
+        .map(|a| vec![a.ip()])
+        .unwrap_or_default()
+}
+
 impl KubeletBuilder {
     /// A builder for a kubelet with `config` and `opts`.
     pub fn new(config: KubeletConfiguration, opts: StandaloneOptions) -> Self {
@@ -466,6 +493,12 @@ impl KubeletBuilder {
         );
         tracing::info!(notifiers, "eviction manager ready");
 
+        let node_ips = if opts.node_ips.is_empty() {
+            detect_node_ips(&opts.node_name)
+        } else {
+            opts.node_ips.clone()
+        };
+        tracing::info!(?node_ips, "node addresses");
         let kubelet = Arc::new(
             Kubelet::with_parts(
                 KubeletConfig {
@@ -474,6 +507,7 @@ impl KubeletBuilder {
                     housekeeping_period: opts.housekeeping_period,
                     max_pods: usize::try_from(config.max_pods).unwrap_or(110),
                     runtime_name: runtime_name.clone(),
+                    node_ips: node_ips.clone(),
                     ..KubeletConfig::new(opts.node_name.clone())
                 },
                 runtime.clone(),

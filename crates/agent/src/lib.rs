@@ -164,6 +164,9 @@ pub struct KubeletConfig {
     /// [`builder`] takes it from `Version`; this defaults
     /// to [`DEFAULT_RUNTIME_NAME`] for kubelets assembled by hand.
     pub runtime_name: String,
+    /// The node's addresses: each pod's `hostIP`/`hostIPs` (upstream
+    /// `kl.GetHostIPs`). Empty: not reported.
+    pub node_ips: Vec<std::net::IpAddr>,
 }
 
 /// The runtime name a hand-assembled [`KubeletConfig`] starts with.
@@ -180,6 +183,7 @@ impl KubeletConfig {
             container_gc_period: CONTAINER_GC_PERIOD,
             gc_policy: GcPolicy::default(),
             runtime_name: DEFAULT_RUNTIME_NAME.to_owned(),
+            node_ips: Vec::new(),
         }
     }
 }
@@ -327,7 +331,8 @@ where
             config.root_dir.clone(),
             cm.clone(),
         )
-        .with_runtime_name(config.runtime_name.clone());
+        .with_runtime_name(config.runtime_name.clone())
+        .with_node_ips(config.node_ips.clone());
         if let Some(prober) = &prober {
             syncer = syncer.with_prober(prober.clone());
         }

@@ -39,6 +39,7 @@ pub struct KubeletSyncer {
     first_seen: std::sync::Mutex<HashMap<String, std::time::Instant>>,
     /// Mirror pods for static pods (cluster mode).
     mirror_client: Option<Arc<dyn crate::mirror::MirrorClient>>,
+    node_ips: Vec<std::net::IpAddr>,
 }
 
 impl std::fmt::Debug for KubeletSyncer {
@@ -86,6 +87,7 @@ impl KubeletSyncer {
             runtime_name: crate::DEFAULT_RUNTIME_NAME.to_owned(),
             first_seen: std::sync::Mutex::new(HashMap::new()),
             mirror_client: None,
+            node_ips: Vec::new(),
         }
     }
 
@@ -100,6 +102,14 @@ impl KubeletSyncer {
     /// its CRI `Version` reports.
     pub fn with_runtime_name(mut self, name: impl Into<String>) -> Self {
         self.runtime_name = name.into();
+        self
+    }
+
+    /// The node's addresses, reported as each pod's `hostIP`/`hostIPs`;
+    /// a `hostNetwork` pod's own IPs are these too (upstream
+    /// `generateAPIPodStatus`).
+    pub fn with_node_ips(mut self, ips: Vec<std::net::IpAddr>) -> Self {
+        self.node_ips = ips;
         self
     }
 
@@ -150,11 +160,26 @@ impl KubeletSyncer {
     }
 
     fn record(&self, pod: &Pod, status: &PodStatus, waiting: &HashMap<String, String>) -> String {
-        let api = generate_api_pod_status_with(pod, status, waiting, &self.runtime_name, |s| {
+        let mut api = generate_api_pod_status_with(pod, status, waiting, &self.runtime_name, |s| {
             if let Some(prober) = &self.prober {
                 prober.update_pod_status(pod, s);
             }
         });
+        if !self.node_ips.is_empty() {
+            use k8s_openapi::api::core::v1::{HostIP, PodIP};
+            let ips: Vec<String> = self.node_ips.iter().map(ToString::to_string).collect();
+            api.host_ip = ips.first().cloned();
+            api.host_ips = Some(ips.iter().map(|ip| HostIP { ip: ip.clone() }).collect());
+            let host_network = pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.host_network)
+                .unwrap_or(false);
+            if host_network {
+                api.pod_ip = ips.first().cloned();
+                api.pod_ips = Some(ips.iter().map(|ip| PodIP { ip: ip.clone() }).collect());
+            }
+        }
         let uid = pod.metadata.uid.as_deref().unwrap_or_default();
         if let Some(metrics) = &self.metrics {
             let mut seen = self
