@@ -540,7 +540,8 @@ impl KubeletBuilder {
                 serde_json::to_value(&config).unwrap_or_default(),
                 opts.node_name.clone(),
                 stats,
-            );
+            )
+            .with_pleg(Arc::new(pleg.clone()));
             let server = kubelet_server::Server::bind(
                 kubelet_server::ServerConfig::new(addr),
                 Arc::new(host),

@@ -40,6 +40,8 @@ where
     started: SystemTime,
     /// The last reading of the node's CPU usage, for `usageNanoCores`.
     last_cpu: std::sync::Mutex<Option<(Instant, u64)>>,
+    /// The PLEG, for the `pleg` check of `/healthz`.
+    pleg: Option<Arc<dyn kubelet_pleg::PodLifecycleEventGenerator>>,
 }
 
 impl<C> std::fmt::Debug for KubeletNodeApi<C>
@@ -76,7 +78,14 @@ where
             stats,
             started: SystemTime::now(),
             last_cpu: std::sync::Mutex::new(None),
+            pleg: None,
         }
+    }
+
+    /// Serves the health of `pleg` as the `pleg` check of `/healthz`.
+    pub fn with_pleg(mut self, pleg: Arc<dyn kubelet_pleg::PodLifecycleEventGenerator>) -> Self {
+        self.pleg = Some(pleg);
+        self
     }
 
     /// The node's CPU: cumulative usage from the root cgroup (v1
@@ -146,6 +155,10 @@ where
 
     fn sync_loop_last_entered(&self) -> Option<Instant> {
         self.kubelet.sync_loop_last_entered()
+    }
+
+    fn pleg_healthy(&self) -> Result<(), String> {
+        self.pleg.as_ref().map_or(Ok(()), |p| p.healthy())
     }
 
     async fn kubelet_config(&self) -> serde_json::Value {

@@ -6,8 +6,12 @@
 use std::time::{Duration, Instant};
 
 /// The health checks, in upstream's order. `/healthz/{name}` serves one.
-pub const HEALTHZ_CHECKS: [HealthCheck; 3] =
-    [HealthCheck::Ping, HealthCheck::Log, HealthCheck::SyncLoop];
+pub const HEALTHZ_CHECKS: [HealthCheck; 4] = [
+    HealthCheck::Ping,
+    HealthCheck::Log,
+    HealthCheck::SyncLoop,
+    HealthCheck::Pleg,
+];
 
 /// One named health check.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,6 +24,11 @@ pub enum HealthCheck {
     /// `syncloop`: fails when the sync loop last started an iteration more
     /// than the threshold ago (`Kubelet.SyncLoopHealthCheck`).
     SyncLoop,
+    /// `pleg`: fails while the PLEG is unhealthy (upstream's
+    /// `pleg.Healthy`, which upstream reports through the node's Ready
+    /// condition; a kubelet in standalone mode has no Node, so `/healthz`
+    /// carries it too, as upstream's kubelet did before 1.26).
+    Pleg,
 }
 
 impl HealthCheck {
@@ -29,6 +38,7 @@ impl HealthCheck {
             HealthCheck::Ping => "ping",
             HealthCheck::Log => "log",
             HealthCheck::SyncLoop => "syncloop",
+            HealthCheck::Pleg => "pleg",
         }
     }
 
@@ -42,11 +52,13 @@ impl HealthCheck {
     pub(crate) fn run(
         self,
         last_sync: Option<Instant>,
+        pleg: &Result<(), String>,
         threshold: Duration,
         now: Instant,
     ) -> Result<(), String> {
         match self {
             HealthCheck::Ping | HealthCheck::Log => Ok(()),
+            HealthCheck::Pleg => pleg.clone(),
             HealthCheck::SyncLoop => match last_sync {
                 Some(t) if now.saturating_duration_since(t) > threshold => {
                     Err("sync Loop took longer than expected".to_string())
@@ -70,6 +82,7 @@ pub(crate) struct HealthzResponse {
 pub(crate) fn root(
     query: Option<&str>,
     last_sync: Option<Instant>,
+    pleg: &Result<(), String>,
     threshold: Duration,
     now: Instant,
 ) -> HealthzResponse {
@@ -92,7 +105,7 @@ pub(crate) fn root(
             out.push_str(&format!("[+]{} excluded: ok\n", check.name()));
             continue;
         }
-        match check.run(last_sync, threshold, now) {
+        match check.run(last_sync, pleg, threshold, now) {
             Ok(()) => out.push_str(&format!("[+]{} ok\n", check.name())),
             Err(e) => {
                 out.push_str(&format!("[-]{} failed: reason withheld\n", check.name()));
@@ -132,10 +145,11 @@ pub(crate) fn root(
 pub(crate) fn single(
     check: HealthCheck,
     last_sync: Option<Instant>,
+    pleg: &Result<(), String>,
     threshold: Duration,
     now: Instant,
 ) -> HealthzResponse {
-    match check.run(last_sync, threshold, now) {
+    match check.run(last_sync, pleg, threshold, now) {
         Ok(()) => HealthzResponse {
             ok: true,
             body: "ok".to_string(),
@@ -156,31 +170,57 @@ mod tests {
     #[test]
     fn never_synced_is_healthy_and_stale_is_not() {
         let now = Instant::now() + Duration::from_secs(1000);
-        assert!(root(None, None, T, now).ok);
-        assert_eq!(root(None, Some(now), T, now).body, "ok");
+        assert!(root(None, None, &Ok(()), T, now).ok);
+        assert_eq!(root(None, Some(now), &Ok(()), T, now).body, "ok");
         let stale = now - Duration::from_secs(301);
-        let r = root(None, Some(stale), T, now);
+        let r = root(None, Some(stale), &Ok(()), T, now);
         assert!(!r.ok);
         assert_eq!(
             r.body,
-            "[+]ping ok\n[+]log ok\n[-]syncloop failed: reason withheld\nhealthz check failed\n"
+            "[+]ping ok\n[+]log ok\n[-]syncloop failed: reason withheld\n[+]pleg ok\nhealthz check failed\n"
         );
-        assert!(!single(HealthCheck::SyncLoop, Some(stale), T, now).ok);
-        assert!(single(HealthCheck::Ping, Some(stale), T, now).ok);
+        assert!(!single(HealthCheck::SyncLoop, Some(stale), &Ok(()), T, now).ok);
+        assert!(single(HealthCheck::Ping, Some(stale), &Ok(()), T, now).ok);
     }
 
     #[test]
     fn verbose_and_exclude() {
         let now = Instant::now() + Duration::from_secs(1000);
         let stale = now - Duration::from_secs(301);
-        let r = root(Some("exclude=syncloop&verbose"), Some(stale), T, now);
+        let r = root(
+            Some("exclude=syncloop&verbose"),
+            Some(stale),
+            &Ok(()),
+            T,
+            now,
+        );
         assert!(r.ok);
         assert_eq!(
             r.body,
-            "[+]ping ok\n[+]log ok\n[+]syncloop excluded: ok\nhealthz check passed\n"
+            "[+]ping ok\n[+]log ok\n[+]syncloop excluded: ok\n[+]pleg ok\nhealthz check passed\n"
         );
-        let r = root(Some("exclude=nope"), None, T, now);
+        let r = root(Some("exclude=nope"), None, &Ok(()), T, now);
         assert!(r.ok);
         assert_eq!(r.body, "ok");
+    }
+
+    #[test]
+    fn an_unhealthy_pleg_fails_healthz() {
+        let now = Instant::now();
+        let pleg: Result<(), String> = Err("pleg has yet to be successful".into());
+        let r = root(None, Some(now), &pleg, T, now);
+        assert!(!r.ok);
+        assert!(
+            r.body.contains("[-]pleg failed: reason withheld"),
+            "{}",
+            r.body
+        );
+        let one = single(HealthCheck::Pleg, Some(now), &pleg, T, now);
+        assert!(!one.ok);
+        assert!(
+            one.body.contains("pleg has yet to be successful"),
+            "{}",
+            one.body
+        );
     }
 }

@@ -21,6 +21,7 @@
 //! |---|---|---|
 //! | [`NodeApi::pods`] | `GET /pods` | `GetPods` |
 //! | [`NodeApi::sync_loop_last_entered`] | the `syncloop` check of `/healthz` | `SyncLoopHealthCheck` |
+//! | [`NodeApi::pleg_healthy`] | the `pleg` check of `/healthz` | `pleg.Healthy` |
 //! | [`NodeApi::kubelet_config`] | `GET /configz` | `configz.InstallHandler` |
 //! | [`NodeApi::container_log`] | `GET /containerLogs/...` | `GetKubeletContainerLogs` |
 //! | [`NodeApi::container_running`] | when `follow=true` stops | `isContainerRunning` in `logs.go` |
@@ -199,6 +200,12 @@ pub trait NodeApi: Send + Sync + 'static {
     /// older than [`ServerConfig::sync_loop_threshold`] (upstream:
     /// `max(2 × syncFrequency, 5m)` in `Kubelet.SyncLoopHealthCheck`).
     fn sync_loop_last_entered(&self) -> Option<Instant>;
+
+    /// The PLEG's health (upstream `pleg.Healthy`): the `pleg` check of
+    /// `/healthz`. Healthy unless implemented.
+    fn pleg_healthy(&self) -> Result<(), String> {
+        Ok(())
+    }
 
     /// The kubelet's effective `KubeletConfiguration` as JSON. The server
     /// wraps it as `{"kubeletconfig": ...}`, the shape of upstream's

@@ -290,6 +290,7 @@ async fn dispatch(
             let r = healthz::root(
                 query,
                 state.host.sync_loop_last_entered(),
+                &state.host.pleg_healthy(),
                 state.config.sync_loop_threshold,
                 Instant::now(),
             );
@@ -301,6 +302,7 @@ async fn dispatch(
                 Some(check) => healthz_response(healthz::single(
                     check,
                     state.host.sync_loop_last_entered(),
+                    &state.host.pleg_healthy(),
                     state.config.sync_loop_threshold,
                     Instant::now(),
                 )),

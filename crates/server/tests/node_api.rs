@@ -288,7 +288,7 @@ async fn healthz_follows_the_sync_loop() {
     let r = get(s.addr, "/healthz?verbose").await;
     assert_eq!(
         r.text(),
-        "[+]ping ok\n[+]log ok\n[+]syncloop ok\nhealthz check passed\n"
+        "[+]ping ok\n[+]log ok\n[+]syncloop ok\n[+]pleg ok\nhealthz check passed\n"
     );
 
     *host.last_sync.lock().unwrap() = Instant::now().checked_sub(Duration::from_secs(120));
@@ -296,7 +296,7 @@ async fn healthz_follows_the_sync_loop() {
     assert_eq!(r.status, 500);
     assert_eq!(
         r.text(),
-        "[+]ping ok\n[+]log ok\n[-]syncloop failed: reason withheld\nhealthz check failed\n"
+        "[+]ping ok\n[+]log ok\n[-]syncloop failed: reason withheld\n[+]pleg ok\nhealthz check failed\n"
     );
     let r = get(s.addr, "/healthz/syncloop").await;
     assert_eq!(r.status, 500);
