@@ -33,8 +33,7 @@ fn resource_lists_equal(
     let empty = BTreeMap::new();
     let (a, b) = (a.unwrap_or(&empty), b.unwrap_or(&empty));
     a.len() == b.len()
-        && a
-            .iter()
+        && a.iter()
             .all(|(k, v)| b.get(k).is_some_and(|w| quantities_equal(v, w)))
 }
 
@@ -94,7 +93,11 @@ pub fn node_status_has_changed(old: &NodeStatus, new: &NodeStatus) -> bool {
 /// Upstream's rule for patching: when the status changed, or when
 /// `report_frequency` has passed since the last successful report (or there
 /// was none).
-pub fn should_patch(changed: bool, since_last_report: Option<Duration>, report_frequency: Duration) -> bool {
+pub fn should_patch(
+    changed: bool,
+    since_last_report: Option<Duration>,
+    report_frequency: Duration,
+) -> bool {
     changed || since_last_report.is_none_or(|since| since >= report_frequency)
 }
 
@@ -139,13 +142,19 @@ mod tests {
         };
         // Same conditions, other order, newer heartbeats.
         let new = NodeStatus {
-            conditions: Some(vec![c("MemoryPressure", "False", 10), c("Ready", "True", 10)]),
+            conditions: Some(vec![
+                c("MemoryPressure", "False", 10),
+                c("Ready", "True", 10),
+            ]),
             images: Some(vec![]),
             ..Default::default()
         };
         assert!(!node_status_has_changed(&old, &new));
         let flipped = NodeStatus {
-            conditions: Some(vec![c("MemoryPressure", "True", 10), c("Ready", "True", 10)]),
+            conditions: Some(vec![
+                c("MemoryPressure", "True", 10),
+                c("Ready", "True", 10),
+            ]),
             ..Default::default()
         };
         assert!(node_status_has_changed(&old, &flipped));
@@ -182,9 +191,17 @@ mod tests {
     fn patch_when_changed_or_report_period_passed() {
         let five_min = Duration::from_secs(300);
         assert!(should_patch(false, None, five_min));
-        assert!(!should_patch(false, Some(Duration::from_secs(10)), five_min));
+        assert!(!should_patch(
+            false,
+            Some(Duration::from_secs(10)),
+            five_min
+        ));
         assert!(should_patch(true, Some(Duration::from_secs(10)), five_min));
         assert!(should_patch(false, Some(five_min), five_min));
-        assert!(should_patch(false, Some(Duration::from_secs(301)), five_min));
+        assert!(should_patch(
+            false,
+            Some(Duration::from_secs(301)),
+            five_min
+        ));
     }
 }

@@ -60,7 +60,12 @@ fn api_status(e: &kube::Error) -> Option<&Status> {
 }
 
 impl Error {
-    pub(crate) fn api(verb: &'static str, resource: &'static str, name: &str, source: kube::Error) -> Self {
+    pub(crate) fn api(
+        verb: &'static str,
+        resource: &'static str,
+        name: &str,
+        source: kube::Error,
+    ) -> Self {
         Error::Api {
             verb,
             resource,
@@ -104,7 +109,12 @@ mod tests {
             "Forbidden",
         )
         .with_code(403);
-        let e = Error::api("patch", "nodes/status", "n", kube::Error::Api(status.boxed()));
+        let e = Error::api(
+            "patch",
+            "nodes/status",
+            "n",
+            kube::Error::Api(status.boxed()),
+        );
         assert!(e.is_forbidden());
         let text = e.to_string();
         assert!(

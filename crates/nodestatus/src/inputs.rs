@@ -200,7 +200,7 @@ pub trait NodeInputs: Send + Sync {
     fn runtime_health(&self) -> RuntimeHealth;
 
     /// The PLEG's health check (upstream `pleg.Healthy`); its error makes
-    /// the node NotReady with "PLEG is not healthy: <error>".
+    /// the node NotReady with `PLEG is not healthy: <error>`.
     fn pleg_health(&self) -> Result<(), String> {
         Ok(())
     }

@@ -79,7 +79,9 @@ mod patch;
 mod reconcile;
 mod setters;
 
-pub use compare::{node_conditions_have_changed, node_status_has_changed, quantities_equal, should_patch};
+pub use compare::{
+    node_conditions_have_changed, node_status_has_changed, quantities_equal, should_patch,
+};
 pub use config::{NodeConfig, go_arch, go_os};
 pub use error::Error;
 pub use inputs::{

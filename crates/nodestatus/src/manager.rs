@@ -41,7 +41,8 @@ type Clock = Arc<dyn Fn() -> Time + Send + Sync>;
 pub enum UpdateOutcome {
     /// The status was patched; this is the Node the API server returned.
     Patched(Box<Node>),
-    /// Nothing changed and the report period has not passed: no patch.
+    /// No patch: nothing changed and the report period has not passed, or
+    /// the API server already has exactly this status.
     Unchanged,
 }
 
@@ -130,7 +131,10 @@ impl NodeStatusManager {
     /// Called when a status update fails again after a failed try
     /// (upstream `onRepeatedHeartbeatFailure`, which closes the client's
     /// connections so that the next try dials afresh).
-    pub fn with_on_repeated_heartbeat_failure(mut self, hook: impl Fn() + Send + Sync + 'static) -> Self {
+    pub fn with_on_repeated_heartbeat_failure(
+        mut self,
+        hook: impl Fn() + Send + Sync + 'static,
+    ) -> Self {
         self.on_repeated_heartbeat_failure = Some(Arc::new(hook));
         self
     }
@@ -217,7 +221,9 @@ impl NodeStatusManager {
                     tracing::info!(node = self.name(), "successfully registered node");
                     return Some(node);
                 }
-                Err(e) => tracing::error!(node = self.name(), error = %e, "unable to register node with API server"),
+                Err(e) => {
+                    tracing::error!(node = self.name(), error = %e, "unable to register node with API server")
+                }
             }
         }
     }
@@ -227,8 +233,16 @@ impl NodeStatusManager {
             name: self.name().to_owned(),
             source,
         })?;
+        self.send_patch(patch).await
+    }
+
+    async fn send_patch(&self, patch: serde_json::Value) -> Result<Node, Error> {
         self.nodes
-            .patch_status(self.name(), &PatchParams::default(), &Patch::Strategic(patch))
+            .patch_status(
+                self.name(),
+                &PatchParams::default(),
+                &Patch::Strategic(patch),
+            )
             .await
             .map_err(|e| Error::api("patch", "nodes/status", self.name(), e))
     }
@@ -300,13 +314,25 @@ impl NodeStatusManager {
         if !should_patch(changed, since, self.config.node_status_report_frequency) {
             return Ok(UpdateOutcome::Unchanged);
         }
-        let updated = self.patch_status(&original, &node).await?;
+        let patch = node_status_patch(&original, &node).map_err(|source| Error::Encode {
+            name: self.name().to_owned(),
+            source,
+        })?;
+        // An empty patch (the API server already has this status, heartbeat
+        // times included) is not sent; upstream sends it.
+        let outcome = if patch.as_object().is_some_and(|p| p.is_empty()) {
+            self.publish(&original);
+            UpdateOutcome::Unchanged
+        } else {
+            let updated = self.send_patch(patch).await?;
+            self.publish(&updated);
+            UpdateOutcome::Patched(Box::new(updated))
+        };
         *self
             .last_report
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
-        self.publish(&updated);
-        Ok(UpdateOutcome::Patched(Box::new(updated)))
+        Ok(outcome)
     }
 
     /// Registers (with `register_node`), then updates the status every
@@ -329,7 +355,10 @@ impl NodeStatusManager {
                         && self.config.register_node
                         && self.config.reregister_on_not_found =>
                 {
-                    tracing::warn!(node = self.name(), "node not found: it was deleted; registering it again");
+                    tracing::warn!(
+                        node = self.name(),
+                        "node not found: it was deleted; registering it again"
+                    );
                     *self
                         .last_report
                         .lock()
@@ -339,7 +368,9 @@ impl NodeStatusManager {
                     }
                     continue;
                 }
-                Err(e) => tracing::error!(node = self.name(), error = %e, "unable to update node status"),
+                Err(e) => {
+                    tracing::error!(node = self.name(), error = %e, "unable to update node status")
+                }
             }
             tokio::select! {
                 _ = tokio::time::sleep(jittered(self.config.node_status_update_frequency, JITTER)) => {}

@@ -73,13 +73,17 @@ fn reconcile_cmad_annotation(existing: &mut Node, initial: &Node) -> bool {
     }
     match wanted {
         None => {
-            tracing::info!("controller attach-detach setting changed to false; updating existing Node");
+            tracing::info!(
+                "controller attach-detach setting changed to false; updating existing Node"
+            );
             if let Some(a) = existing.metadata.annotations.as_mut() {
                 a.remove(key);
             }
         }
         Some(value) => {
-            tracing::info!("controller attach-detach setting changed to true; updating existing Node");
+            tracing::info!(
+                "controller attach-detach setting changed to true; updating existing Node"
+            );
             existing
                 .metadata
                 .annotations
@@ -141,7 +145,11 @@ fn reconcile_huge_pages(status: &mut NodeStatus, initial: &NodeStatus) -> bool {
             changed = true;
         }
         let wanted = initial_allocatable.get(name).cloned().unwrap_or_default();
-        if !supported || !allocatable.get(name).is_some_and(|a| quantities_equal(a, &wanted)) {
+        if !supported
+            || !allocatable
+                .get(name)
+                .is_some_and(|a| quantities_equal(a, &wanted))
+        {
             allocatable.insert(name.clone(), wanted);
             changed = true;
         }
@@ -171,7 +179,9 @@ mod tests {
 
     fn node(labels: &[(&str, &str)], annotations: &[(&str, &str)], cap: &[(&str, &str)]) -> Node {
         let map = |kv: &[(&str, &str)]| -> BTreeMap<String, String> {
-            kv.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+            kv.iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
         };
         let quantities: BTreeMap<String, Quantity> = cap
             .iter()
@@ -215,12 +225,21 @@ mod tests {
     #[test]
     fn labels_and_annotation_are_reconciled() {
         let initial = node(
-            &[(LABEL_HOSTNAME, "n"), (LABEL_OS, "linux"), (LABEL_ARCH, "amd64"), ("role", "edge")],
+            &[
+                (LABEL_HOSTNAME, "n"),
+                (LABEL_OS, "linux"),
+                (LABEL_ARCH, "amd64"),
+                ("role", "edge"),
+            ],
             &[(ANNOTATION_CONTROLLER_MANAGED_ATTACH_DETACH, "true")],
             &[],
         );
         let mut existing = node(
-            &[(LABEL_HOSTNAME, "old"), (LABEL_ARCH, "arm64"), ("team", "a")],
+            &[
+                (LABEL_HOSTNAME, "old"),
+                (LABEL_ARCH, "arm64"),
+                ("team", "a"),
+            ],
             &[],
             &[],
         );
@@ -241,7 +260,11 @@ mod tests {
     #[test]
     fn cmad_annotation_is_removed_when_disabled() {
         let initial = node(&[], &[], &[]);
-        let mut existing = node(&[], &[(ANNOTATION_CONTROLLER_MANAGED_ATTACH_DETACH, "true")], &[]);
+        let mut existing = node(
+            &[],
+            &[(ANNOTATION_CONTROLLER_MANAGED_ATTACH_DETACH, "true")],
+            &[],
+        );
         assert!(reconcile_existing(&mut existing, &initial));
         assert!(existing.metadata.annotations.unwrap().is_empty());
     }

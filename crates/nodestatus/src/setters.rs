@@ -87,7 +87,11 @@ pub struct StatusReport {
 ///
 /// Upstream's kubelet does not set `node.alpha.kubernetes.io/ttl`: the TTL
 /// controller of kube-controller-manager does.
-pub fn initial_node(config: &NodeConfig, snapshot: &NodeSnapshot, now: Time) -> (Node, StatusReport) {
+pub fn initial_node(
+    config: &NodeConfig,
+    snapshot: &NodeSnapshot,
+    now: Time,
+) -> (Node, StatusReport) {
     let mut labels = BTreeMap::from([
         (LABEL_HOSTNAME.to_owned(), config.hostname.clone()),
         (LABEL_OS.to_owned(), config.os.clone()),
@@ -339,7 +343,9 @@ fn set_machine_info(
             if let Some(pods) = resources.capacity.get("pods") {
                 set_quantity(capacity, "pods", pods);
             }
-            report.errors.push(format!("error getting machine info: {e}"));
+            report
+                .errors
+                .push(format!("error getting machine info: {e}"));
         }
         Ok(machine) => {
             let info = status.node_info.get_or_insert_with(NodeSystemInfo::default);
@@ -413,7 +419,7 @@ fn set_images(
         }
     };
     let mut sorted: Vec<&ImageInfo> = images.iter().collect();
-    sorted.sort_by(|a, b| b.size_bytes.cmp(&a.size_bytes));
+    sorted.sort_by_key(|image| std::cmp::Reverse(image.size_bytes));
     if let Ok(max) = usize::try_from(max_images) {
         sorted.truncate(max);
     }
@@ -519,7 +525,12 @@ fn set_pressure(
     };
     c.last_heartbeat_time = Some(now.clone());
     let (want, reason, message, event) = if under_pressure {
-        ("True", words.true_reason, words.true_message, words.true_event)
+        (
+            "True",
+            words.true_reason,
+            words.true_message,
+            words.true_event,
+        )
     } else {
         (
             "False",
@@ -556,7 +567,11 @@ fn aggregate(errors: &[String]) -> Option<String> {
 /// The reasons the node is not ready, in upstream's order: runtime errors
 /// (last sync, health checks such as the PLEG, the runtime's condition),
 /// network errors, storage errors, missing capacities.
-pub fn not_ready_reasons(config: &NodeConfig, snapshot: &NodeSnapshot, status: &NodeStatus) -> Vec<String> {
+pub fn not_ready_reasons(
+    config: &NodeConfig,
+    snapshot: &NodeSnapshot,
+    status: &NodeStatus,
+) -> Vec<String> {
     let health = &snapshot.runtime_health;
     let mut errors = Vec::new();
     match health.sync {
@@ -641,9 +656,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use crate::inputs::{
-        MachineInfo, NodeResources, Pressure, RuntimeHealth, RuntimeVersion,
-    };
+    use crate::inputs::{MachineInfo, NodeResources, Pressure, RuntimeHealth, RuntimeVersion};
     use k8s_openapi::jiff::Timestamp;
 
     fn at(secs: i64) -> Time {
@@ -759,7 +772,10 @@ mod tests {
             .collect();
         assert_eq!(
             taints,
-            [("dedicated", "NoExecute"), (TAINT_NODE_UNSCHEDULABLE, "NoSchedule")]
+            [
+                ("dedicated", "NoExecute"),
+                (TAINT_NODE_UNSCHEDULABLE, "NoSchedule")
+            ]
         );
     }
 
@@ -786,22 +802,42 @@ mod tests {
             .map(|c| c.type_.as_str())
             .collect();
         // Ready last, as upstream insists.
-        assert_eq!(types, ["MemoryPressure", "DiskPressure", "PIDPressure", "Ready"]);
+        assert_eq!(
+            types,
+            ["MemoryPressure", "DiskPressure", "PIDPressure", "Ready"]
+        );
         let ready = cond(&node, condition::READY);
         assert_eq!(ready.status, "True");
         assert_eq!(ready.reason.as_deref(), Some("KubeletReady"));
-        assert_eq!(ready.message.as_deref(), Some("kubelet is posting ready status"));
+        assert_eq!(
+            ready.message.as_deref(),
+            Some("kubelet is posting ready status")
+        );
         let mem = cond(&node, condition::MEMORY_PRESSURE);
         assert_eq!(
-            (mem.status.as_str(), mem.reason.as_deref(), mem.message.as_deref()),
-            ("False", Some("KubeletHasSufficientMemory"), Some("kubelet has sufficient memory available"))
+            (
+                mem.status.as_str(),
+                mem.reason.as_deref(),
+                mem.message.as_deref()
+            ),
+            (
+                "False",
+                Some("KubeletHasSufficientMemory"),
+                Some("kubelet has sufficient memory available")
+            )
         );
         let disk = cond(&node, condition::DISK_PRESSURE);
         assert_eq!(disk.reason.as_deref(), Some("KubeletHasNoDiskPressure"));
-        assert_eq!(disk.message.as_deref(), Some("kubelet has no disk pressure"));
+        assert_eq!(
+            disk.message.as_deref(),
+            Some("kubelet has no disk pressure")
+        );
         let pid = cond(&node, condition::PID_PRESSURE);
         assert_eq!(pid.reason.as_deref(), Some("KubeletHasSufficientPID"));
-        assert_eq!(pid.message.as_deref(), Some("kubelet has sufficient PID available"));
+        assert_eq!(
+            pid.message.as_deref(),
+            Some("kubelet has sufficient PID available")
+        );
 
         let cap = status.capacity.as_ref().unwrap();
         assert_eq!(cap["cpu"], q("4"));
@@ -838,7 +874,10 @@ mod tests {
             .iter()
             .map(|a| (a.type_.as_str(), a.address.as_str()))
             .collect();
-        assert_eq!(addresses, [("InternalIP", "10.0.0.5"), ("Hostname", "node-a")]);
+        assert_eq!(
+            addresses,
+            [("InternalIP", "10.0.0.5"), ("Hostname", "node-a")]
+        );
 
         // Largest image first; at most five names, digests first.
         let images = status.images.as_ref().unwrap();
@@ -853,7 +892,11 @@ mod tests {
         let reasons: Vec<&str> = report.events.iter().map(|e| e.reason.as_str()).collect();
         assert_eq!(
             reasons,
-            ["NodeHasSufficientMemory", "NodeHasNoDiskPressure", "NodeHasSufficientPID"]
+            [
+                "NodeHasSufficientMemory",
+                "NodeHasNoDiskPressure",
+                "NodeHasSufficientPID"
+            ]
         );
         assert_eq!(
             report.events[0].message,
@@ -889,7 +932,9 @@ mod tests {
         let (node, _) = initial_node(&config(), &s, at(0));
         assert_eq!(
             cond(&node, condition::READY).message.as_deref(),
-            Some("[container runtime is down, PLEG is not healthy: pleg was last seen active 3m0s ago; threshold is 3m0s, container runtime network not ready: NetworkReady=false reason:NetworkPluginNotReady message:cni plugin not initialized]")
+            Some(
+                "[container runtime is down, PLEG is not healthy: pleg was last seen active 3m0s ago; threshold is 3m0s, container runtime network not ready: NetworkReady=false reason:NetworkPluginNotReady message:cni plugin not initialized]"
+            )
         );
 
         let mut s = snapshot();
@@ -899,7 +944,9 @@ mod tests {
         let (node, _) = initial_node(&config(), &s, at(0));
         assert_eq!(
             cond(&node, condition::READY).message.as_deref(),
-            Some("[container runtime status check may not have completed yet, missing node capacity for resources: pods, ephemeral-storage]")
+            Some(
+                "[container runtime status check may not have completed yet, missing node capacity for resources: pods, ephemeral-storage]"
+            )
         );
 
         // Without local storage capacity isolation ephemeral-storage is not required.
@@ -916,7 +963,10 @@ mod tests {
         let c = config();
         let mut s = snapshot();
         let (mut node, _) = initial_node(&c, &s, at(0));
-        assert_eq!(cond(&node, condition::READY).last_transition_time, Some(at(0)));
+        assert_eq!(
+            cond(&node, condition::READY).last_transition_time,
+            Some(at(0))
+        );
 
         // Same status 10 s later: heartbeat moves, transition stays, no event.
         let report = set_node_status(&mut node, &c, &s, at(10));
@@ -934,9 +984,15 @@ mod tests {
         let mem = cond(&node, condition::MEMORY_PRESSURE);
         assert_eq!(mem.status, "True");
         assert_eq!(mem.reason.as_deref(), Some("KubeletHasInsufficientMemory"));
-        assert_eq!(mem.message.as_deref(), Some("kubelet has insufficient memory available"));
+        assert_eq!(
+            mem.message.as_deref(),
+            Some("kubelet has insufficient memory available")
+        );
         assert_eq!(mem.last_transition_time, Some(at(20)));
-        assert_eq!(cond(&node, condition::DISK_PRESSURE).last_transition_time, Some(at(0)));
+        assert_eq!(
+            cond(&node, condition::DISK_PRESSURE).last_transition_time,
+            Some(at(0))
+        );
         let ready = cond(&node, condition::READY);
         assert_eq!(ready.status, "False");
         assert_eq!(ready.last_transition_time, Some(at(20)));
@@ -954,7 +1010,10 @@ mod tests {
         // Ready again at 40 s.
         s.pleg_health = Ok(());
         let report = set_node_status(&mut node, &c, &s, at(40));
-        assert_eq!(cond(&node, condition::READY).last_transition_time, Some(at(40)));
+        assert_eq!(
+            cond(&node, condition::READY).last_transition_time,
+            Some(at(40))
+        );
         assert!(report.events.iter().any(|e| e.reason == "NodeReady"));
     }
 
@@ -967,7 +1026,11 @@ mod tests {
             m.boot_id = "boot-2".into();
         }
         let report = set_node_status(&mut node, &c, &s, at(10));
-        let ev = report.events.iter().find(|e| e.reason == "Rebooted").unwrap();
+        let ev = report
+            .events
+            .iter()
+            .find(|e| e.reason == "Rebooted")
+            .unwrap();
         assert_eq!(ev.event_type, "Warning");
         assert_eq!(ev.message, "Node node-a has been rebooted, boot id: boot-2");
         assert_eq!(node.status.unwrap().node_info.unwrap().boot_id, "boot-2");
@@ -979,8 +1042,16 @@ mod tests {
         let mut s = snapshot();
         s.machine = Err("cadvisor down".into());
         let (node, report) = initial_node(&c, &s, at(0));
-        assert!(report.errors.contains(&"error getting machine info: cadvisor down".to_owned()));
-        assert!(report.errors.contains(&"error getting version info: cadvisor down".to_owned()));
+        assert!(
+            report
+                .errors
+                .contains(&"error getting machine info: cadvisor down".to_owned())
+        );
+        assert!(
+            report
+                .errors
+                .contains(&"error getting version info: cadvisor down".to_owned())
+        );
         let status = node.status.unwrap();
         let cap = status.capacity.unwrap();
         assert_eq!(cap["cpu"], q("0"));
@@ -993,7 +1064,10 @@ mod tests {
             .into_iter()
             .find(|c| c.type_ == "Ready")
             .unwrap();
-        assert_eq!(ready.message.as_deref(), Some("missing node capacity for resources: ephemeral-storage"));
+        assert_eq!(
+            ready.message.as_deref(),
+            Some("missing node capacity for resources: ephemeral-storage")
+        );
     }
 
     #[test]
@@ -1003,7 +1077,11 @@ mod tests {
         let (mut node, _) = initial_node(&c, &s, at(0));
         // The API server canonicalizes 8589934592 to 8Gi.
         let status = node.status.as_mut().unwrap();
-        status.capacity.as_mut().unwrap().insert("memory".into(), q("8Gi"));
+        status
+            .capacity
+            .as_mut()
+            .unwrap()
+            .insert("memory".into(), q("8Gi"));
         set_node_status(&mut node, &c, &s, at(10));
         assert_eq!(node.status.unwrap().capacity.unwrap()["memory"], q("8Gi"));
     }
@@ -1022,7 +1100,12 @@ mod tests {
             .insert("example.com/gpu".into(), q("2"));
         set_node_status(&mut node, &c, &s, at(10));
         assert!(
-            !node.status.unwrap().allocatable.unwrap().contains_key("example.com/gpu")
+            !node
+                .status
+                .unwrap()
+                .allocatable
+                .unwrap()
+                .contains_key("example.com/gpu")
         );
         assert!(is_extended_resource_name("example.com/gpu"));
         assert!(!is_extended_resource_name("kubernetes.io/foo"));
@@ -1043,38 +1126,59 @@ mod tests {
             .into_iter()
             .map(|a| format!("{}={}", a.type_, a.address))
             .collect();
-        assert_eq!(addrs, ["InternalIP=10.0.0.5", "InternalIP=fd00::5", "Hostname=node-a"]);
+        assert_eq!(
+            addrs,
+            [
+                "InternalIP=10.0.0.5",
+                "InternalIP=fd00::5",
+                "Hostname=node-a"
+            ]
+        );
 
         // `--node-ip ::` prefers IPv6 among the host's addresses.
         c.node_ips = vec!["::".parse().unwrap()];
         let (node, _) = initial_node(&c, &snapshot(), at(0));
-        assert_eq!(node.status.unwrap().addresses.unwrap()[0].address, "fd00::5");
+        assert_eq!(
+            node.status.unwrap().addresses.unwrap()[0].address,
+            "fd00::5"
+        );
 
         // A node IP that is not the host's is an error, and addresses stay unset.
         c.node_ips = vec!["10.9.9.9".parse().unwrap()];
         let (node, report) = initial_node(&c, &snapshot(), at(0));
         assert_eq!(
             report.errors,
-            ["failed to validate nodeIP: node IP: \"10.9.9.9\" not found in the host's network interfaces"]
+            [
+                "failed to validate nodeIP: node IP: \"10.9.9.9\" not found in the host's network interfaces"
+            ]
         );
         assert_eq!(node.status.unwrap().addresses, None);
 
         c.node_ips = vec!["127.0.0.1".parse().unwrap()];
         let (_, report) = initial_node(&c, &snapshot(), at(0));
-        assert_eq!(report.errors, ["failed to validate nodeIP: nodeIP can't be loopback address"]);
+        assert_eq!(
+            report.errors,
+            ["failed to validate nodeIP: nodeIP can't be loopback address"]
+        );
 
         // The hostname as an IP, when no node IP is given.
         let mut c = config();
         c.hostname = "192.168.1.7".into();
         let (node, _) = initial_node(&c, &snapshot(), at(0));
-        assert_eq!(node.status.unwrap().addresses.unwrap()[0].address, "192.168.1.7");
+        assert_eq!(
+            node.status.unwrap().addresses.unwrap()[0].address,
+            "192.168.1.7"
+        );
 
         // Nothing to pick from.
         let c = config();
         let mut s = snapshot();
         s.host_ips = vec!["127.0.0.1".parse().unwrap()];
         let (_, report) = initial_node(&c, &s, at(0));
-        assert!(report.errors[0].starts_with("can't get ip address of node node-a"), "{report:?}");
+        assert!(
+            report.errors[0].starts_with("can't get ip address of node node-a"),
+            "{report:?}"
+        );
     }
 
     #[test]
@@ -1092,6 +1196,9 @@ mod tests {
         assert_eq!(aggregate(&[]), None);
         assert_eq!(aggregate(&["a".into()]), Some("a".into()));
         assert_eq!(aggregate(&["a".into(), "a".into()]), Some("a".into()));
-        assert_eq!(aggregate(&["a".into(), "b".into(), "a".into()]), Some("[a, b]".into()));
+        assert_eq!(
+            aggregate(&["a".into(), "b".into(), "a".into()]),
+            Some("[a, b]".into())
+        );
     }
 }
