@@ -128,6 +128,9 @@ pub struct BuiltKubelet {
     server: Option<kubelet_server::Server>,
     runtime_name: String,
     api: Option<kube::Client>,
+    /// Cluster mode: the node's registration and status.
+    node_status: Option<kubelet_nodestatus::NodeStatusManager>,
+    runtime_state: Arc<crate::node_inputs::RuntimeState>,
 }
 
 impl std::fmt::Debug for BuiltKubelet {
@@ -493,6 +496,42 @@ impl KubeletBuilder {
         );
         tracing::info!(notifiers, "eviction manager ready");
 
+        // Cluster mode: the Node's registration and status (upstream
+        // `registerWithAPIServer`, `syncNodeStatus`), read from the
+        // components by `KubeletNodeInputs`.
+        let runtime_state = Arc::new(crate::node_inputs::RuntimeState::default());
+        let node_status = match &api {
+            Some(client) => {
+                let inputs = crate::node_inputs::KubeletNodeInputs {
+                    cri: cri.clone(),
+                    runtime_name: runtime_name.clone(),
+                    cm: cm.clone(),
+                    pleg: Arc::new(pleg.clone()),
+                    eviction: eviction.clone(),
+                    runtime_state: runtime_state.clone(),
+                    root_dir: opts.root_dir.clone(),
+                    thresholds: config.eviction_thresholds()?,
+                    max_pods: config.max_pods,
+                    port: config.port,
+                };
+                let mut node = kubelet_nodestatus::NodeConfig::new(opts.node_name.clone());
+                node.node_ips = opts.node_ips.clone();
+                node.node_labels = opts.node_labels.clone();
+                node.register_node = config.register_node;
+                node.register_with_taints = config.register_with_taints.clone();
+                node.provider_id =
+                    (!config.provider_id.is_empty()).then(|| config.provider_id.clone());
+                node.node_status_max_images = config.node_status_max_images;
+                node.node_status_update_frequency = config.node_status_update_period()?;
+                node.node_status_report_frequency = config.node_status_report_period()?;
+                Some(kubelet_nodestatus::NodeStatusManager::new(
+                    client.clone(),
+                    node,
+                    Arc::new(inputs),
+                ))
+            }
+            None => None,
+        };
         let node_ips = if opts.node_ips.is_empty() {
             detect_node_ips(&opts.node_name)
         } else {
@@ -571,6 +610,8 @@ impl KubeletBuilder {
             server,
             runtime_name,
             api,
+            node_status,
+            runtime_state,
         })
     }
 }
@@ -605,6 +646,8 @@ impl BuiltKubelet {
             server,
             runtime_name: _,
             api,
+            node_status,
+            runtime_state,
         } = self;
         let mut tasks = Tasks::new();
         if let Some(server) = server {
@@ -613,6 +656,23 @@ impl BuiltKubelet {
                     tracing::error!(error = %e, "node API stopped");
                 }
             });
+        }
+
+        if let Some(manager) = node_status {
+            // Upstream `updateRuntimeUp` every 5 s: the runtime's conditions
+            // for the node's Ready condition.
+            let cri = cri.clone();
+            let state = runtime_state.clone();
+            tasks.spawn("runtime status", |mut stop| async move {
+                let mut tick = tokio::time::interval(crate::node_inputs::RUNTIME_UP_PERIOD);
+                loop {
+                    tokio::select! {
+                        _ = stopped(&mut stop) => return,
+                        _ = tick.tick() => state.update_runtime_up(&cri).await,
+                    }
+                }
+            });
+            tasks.spawn("node status", |stop| manager.run(stop));
         }
 
         // Image GC every 5 minutes, log rotation every 10 seconds (upstream

@@ -69,6 +69,7 @@ pub mod cpu_reconcile;
 pub mod explain;
 pub mod mirror;
 pub mod node_api;
+pub mod node_inputs;
 pub mod standalone;
 #[cfg(test)]
 mod sync_loop_tests;
