@@ -35,21 +35,37 @@
 //! ([`RuntimeManager::with_probe_results`]).
 //!
 //! Crash loops and failing pulls back off as upstream (10 s doubling to
-//! 300 s), with `kubelet-eviction`'s keyed backoff.
+//! 300 s), with the core crate's keyed `Backoff`
+//! (`kubelet_container::flowcontrol`).
 //!
 //! Not built yet: sidecar (restartable init) containers, ephemeral
 //! containers, in-place resize.
 //!
 //! ```no_run
 //! use std::sync::Arc;
+//! use k8s_openapi::api::core::v1::{Container, Pod};
+//! use kubelet_container::{ContainerResources, cri};
 //! use kubelet_cri_client::RemoteRuntime;
 //! use kubelet_kuberuntime::{Runtime, RuntimeManager, RuntimeReader, config::ConfigOptions};
 //!
+//! /// Each pod in its own cgroup under `/kubepods`, its containers without
+//! /// limits. A kubelet asks `kubelet-cm`'s container manager instead (or
+//! /// its `StaticResources`, without CPU or memory managers).
+//! struct Unlimited;
+//!
+//! impl ContainerResources for Unlimited {
+//!     fn pod_cgroup_parent(&self, pod: &Pod) -> String {
+//!         format!("/kubepods/pod{}", pod.metadata.uid.as_deref().unwrap_or_default())
+//!     }
+//!     fn container_resources(&self, _pod: &Pod, _container: &Container)
+//!         -> cri::LinuxContainerResources {
+//!         cri::LinuxContainerResources::default()
+//!     }
+//! }
+//!
 //! # async fn demo(pod: k8s_openapi::api::core::v1::Pod) -> Result<(), Box<dyn std::error::Error>> {
 //! let cri = RemoteRuntime::builder("unix:///run/containerd/containerd.sock").connect().await?;
-//! // Pod cgroups and container resources without CPU or memory managers.
-//! let resources = Arc::new(kubelet_cm::StaticResources::default());
-//! let manager = RuntimeManager::new(Arc::new(cri), ConfigOptions::new(resources));
+//! let manager = RuntimeManager::new(Arc::new(cri), ConfigOptions::new(Arc::new(Unlimited)));
 //! let uid = pod.metadata.uid.clone().unwrap_or_default();
 //! let status = manager.get_pod_status(&uid, "web", "default").await?;
 //! let result = manager.sync_pod(&pod, &status, &Default::default()).await;

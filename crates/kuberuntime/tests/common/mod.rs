@@ -5,8 +5,6 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
-pub mod e2e;
-
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};

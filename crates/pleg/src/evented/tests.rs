@@ -1,9 +1,58 @@
 //! The status an event produces, and event timestamps.
 
-use kubelet_container::ContainerState;
-use kubelet_kuberuntime::status::container_status_from_cri as convert;
+use kubelet_container::RunningPod;
 
 use super::*;
+
+/// A runtime that holds no pods and builds a container's status from the
+/// CRI's as the runtime manager does for what these tests look at (ID,
+/// name, state, times, exit code).
+struct Reader;
+
+#[async_trait]
+impl RuntimeReader for Reader {
+    async fn get_pods(&self, _all: bool) -> Result<Vec<RunningPod>, kubelet_container::Error> {
+        Ok(Vec::new())
+    }
+
+    async fn get_pod_status(
+        &self,
+        uid: &str,
+        name: &str,
+        namespace: &str,
+    ) -> Result<PodStatus, kubelet_container::Error> {
+        Ok(PodStatus {
+            uid: uid.into(),
+            name: name.into(),
+            namespace: namespace.into(),
+            ..PodStatus::default()
+        })
+    }
+
+    fn container_status_from_cri(&self, s: &api::ContainerStatus) -> ContainerStatus {
+        ContainerStatus {
+            id: s.id.clone(),
+            name: s
+                .metadata
+                .as_ref()
+                .map(|m| m.name.clone())
+                .unwrap_or_default(),
+            state: s.state().into(),
+            created_at: s.created_at,
+            started_at: s.started_at,
+            finished_at: s.finished_at,
+            exit_code: s.exit_code,
+            image: String::new(),
+            image_ref: s.image_ref.clone(),
+            hash: None,
+            restart_count: 0,
+            reason: s.reason.clone(),
+            message: s.message.clone(),
+            container_type: kubelet_container::ContainerType::Regular,
+            pod_termination_grace_period: None,
+        }
+    }
+}
 
 fn sandbox(id: &str, ready: bool, created_at: i64, ip: &str) -> api::PodSandboxStatus {
     api::PodSandboxStatus {
@@ -61,90 +110,6 @@ fn event(
     }
 }
 
-#[test]
-fn a_first_event_builds_the_status() {
-    let e = event(
-        ContainerEventType::ContainerStartedEvent,
-        "c1",
-        Some(sandbox("s1", true, 1, "10.0.0.5")),
-        vec![container("c1", api::ContainerState::ContainerRunning, 2)],
-    );
-    let s = pod_status_from_event("uid-1", None, &e, convert);
-    assert_eq!(
-        (s.uid.as_str(), s.name.as_str(), s.namespace.as_str()),
-        ("uid-1", "web", "default")
-    );
-    assert_eq!(s.ips, ["10.0.0.5"]);
-    assert_eq!(s.sandbox_statuses.len(), 1);
-    assert_eq!(s.container_statuses.len(), 1);
-    assert_eq!(s.container_statuses[0].name, "name-c1");
-    assert_eq!(s.container_statuses[0].state, ContainerState::Running);
-}
-
-#[test]
-fn events_merge_into_the_previous_status_by_id() {
-    let first = event(
-        ContainerEventType::ContainerStartedEvent,
-        "c1",
-        Some(sandbox("s1", true, 1, "10.0.0.5")),
-        vec![
-            container("c1", api::ContainerState::ContainerRunning, 2),
-            container("c2", api::ContainerState::ContainerRunning, 3),
-        ],
-    );
-    let before = pod_status_from_event("uid-1", None, &first, convert);
-    // Only c1 in the payload (as the fake sends): c2 stays.
-    let stopped = event(
-        ContainerEventType::ContainerStoppedEvent,
-        "c1",
-        Some(sandbox("s1", true, 1, "10.0.0.5")),
-        vec![container("c1", api::ContainerState::ContainerExited, 2)],
-    );
-    let after = pod_status_from_event("uid-1", Some(&before), &stopped, convert);
-    let ids: Vec<_> = after
-        .container_statuses
-        .iter()
-        .map(|c| c.id.as_str())
-        .collect();
-    assert_eq!(ids, ["c2", "c1"], "newest first");
-    let c1 = &after.container_statuses[1];
-    assert_eq!((c1.state, c1.exit_code), (ContainerState::Exited, 3));
-
-    // Deleted: removed from the status.
-    let deleted = event(
-        ContainerEventType::ContainerDeletedEvent,
-        "c1",
-        None,
-        vec![],
-    );
-    let gone = pod_status_from_event("uid-1", Some(&after), &deleted, convert);
-    assert_eq!(gone.container_statuses.len(), 1);
-    assert_eq!(gone.container_statuses[0].id, "c2");
-
-    // A new sandbox, newest first; the old one kept.
-    let new_sandbox = event(
-        ContainerEventType::ContainerStartedEvent,
-        "s2",
-        Some(sandbox("s2", true, 10, "10.0.0.6")),
-        vec![],
-    );
-    let two = pod_status_from_event("uid-1", Some(&gone), &new_sandbox, convert);
-    let ids: Vec<_> = two.sandbox_statuses.iter().map(|s| s.id.as_str()).collect();
-    assert_eq!(ids, ["s2", "s1"]);
-    assert_eq!(two.ips, ["10.0.0.6"]);
-
-    // The newest sandbox not ready: no IPs from the event (the PLEG then
-    // keeps the cached ones).
-    let stopped_sandbox = event(
-        ContainerEventType::ContainerStoppedEvent,
-        "s2",
-        Some(sandbox("s2", false, 10, "10.0.0.6")),
-        vec![],
-    );
-    let dead = pod_status_from_event("uid-1", Some(&two), &stopped_sandbox, convert);
-    assert!(dead.ips.is_empty());
-}
-
 #[tokio::test(start_paused = true)]
 async fn event_times_map_to_instants_by_one_offset() {
     let base = ClockBase::now();
@@ -177,15 +142,9 @@ async fn event_times_map_to_instants_by_one_offset() {
 #[tokio::test(start_paused = true)]
 async fn stale_events_change_nothing_and_send_nothing() {
     let fake = kubelet_cri_client::FakeRuntime::new();
-    let manager = kubelet_kuberuntime::RuntimeManager::new(
-        Arc::new(fake.clone()),
-        kubelet_kuberuntime::config::ConfigOptions::new(std::sync::Arc::new(
-            kubelet_cm::StaticResources::default(),
-        )),
-    );
     let cache = Arc::new(PodCache::new());
     let pleg = EventedPleg::new(
-        Arc::new(manager),
+        Arc::new(Reader),
         Arc::new(fake),
         cache.clone(),
         EventedConfig::default(),
@@ -201,7 +160,7 @@ async fn stale_events_change_nothing_and_send_nothing() {
     .expect("nanos");
     let mut sb = sandbox("s1", true, 1, "10.0.0.5");
     sb.labels
-        .insert(kubelet_kuberuntime::labels::POD_UID.into(), "uid-1".into());
+        .insert(kubelet_container::pod::POD_UID_LABEL.into(), "uid-1".into());
     let mut stopped = event(
         ContainerEventType::ContainerStoppedEvent,
         "c1",

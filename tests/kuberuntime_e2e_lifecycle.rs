@@ -13,8 +13,8 @@ use kubelet_kuberuntime::config::PodVolumes;
 use kubelet_kuberuntime::{ContainerState, PodStatus, Runtime, RuntimeManager};
 use kubelet_testbed::{BUSYBOX_IMAGE, Testbed};
 
-mod common;
-use common::e2e::{kill_and_remove, status};
+mod kuberuntime_e2e;
+use kuberuntime_e2e::{kill_and_remove, status};
 
 fn pod(yaml: &str) -> Pod {
     serde_saphyr::from_str(&yaml.replace("BUSYBOX", BUSYBOX_IMAGE)).expect("manifest")
@@ -53,7 +53,7 @@ fn volumes(shared: &Path, pod_dir: &Path) -> PodVolumes {
 #[tokio::test]
 async fn the_pre_stop_hook_runs_before_sigterm() {
     let Some(bed) = Testbed::start() else { return };
-    let (m, _) = common::e2e::manager(&bed).await;
+    let (m, _) = kuberuntime_e2e::manager(&bed).await;
     let shared = tempfile::tempdir().expect("tempdir");
     let pod_dir = tempfile::tempdir().expect("tempdir");
     let p = pod(r#"
@@ -105,7 +105,7 @@ spec:
 #[tokio::test]
 async fn a_container_ignoring_sigterm_is_killed_after_its_grace_period() {
     let Some(bed) = Testbed::start() else { return };
-    let (m, _) = common::e2e::manager(&bed).await;
+    let (m, _) = kuberuntime_e2e::manager(&bed).await;
     let shared = tempfile::tempdir().expect("tempdir");
     let pod_dir = tempfile::tempdir().expect("tempdir");
     let p = pod(r#"
@@ -144,7 +144,7 @@ spec:
 #[tokio::test]
 async fn termination_messages_show_in_the_status_after_exit() {
     let Some(bed) = Testbed::start() else { return };
-    let (m, _) = common::e2e::manager(&bed).await;
+    let (m, _) = kuberuntime_e2e::manager(&bed).await;
     let shared = tempfile::tempdir().expect("tempdir");
     let pod_dir = tempfile::tempdir().expect("tempdir");
     let p = pod(r#"

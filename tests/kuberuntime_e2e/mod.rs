@@ -1,5 +1,7 @@
 //! Set-up shared by the end-to-end tests against the test bed's containerd.
 
+#![allow(dead_code)]
+
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;

@@ -4,12 +4,11 @@
 //! `Unimplemented` and after 5 stream failures; reconnection after a broken
 //! stream; the global cache timestamp; health.
 
-mod common;
+mod pleg_common;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{drain, fake, run_pod};
 use kubelet_cri_client::{Call, Error as CriError, FakeRuntime, RuntimeService, api};
 use kubelet_kuberuntime::{ContainerState, Runtime};
 use kubelet_pleg::PodLifecycleEventType::*;
@@ -17,6 +16,7 @@ use kubelet_pleg::{
     EventedConfig, EventedPleg, PlegConfig, PodCache, PodLifecycleEvent,
     PodLifecycleEventGenerator, RelistTiming,
 };
+use pleg_common::{drain, fake, run_pod};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 

@@ -17,8 +17,8 @@ use kubelet_kuberuntime::logs::{ContainerLogManager, LogRotatePolicy};
 use kubelet_kuberuntime::{ContainerState, Runtime, RuntimeManager};
 use kubelet_testbed::{BUSYBOX_IMAGE, PAUSE_IMAGE, Testbed};
 
-mod common;
-use common::e2e::{kill_and_remove as teardown, manager, status};
+mod kuberuntime_e2e;
+use kuberuntime_e2e::{kill_and_remove as teardown, manager, status};
 
 async fn start(m: &RuntimeManager, yaml: &str) -> (Pod, String) {
     let p: Pod = serde_saphyr::from_str(yaml).expect("manifest");

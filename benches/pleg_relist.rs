@@ -23,7 +23,7 @@
 //! - `*_cpu/*`: the same relists in CPU time of the benchmark's one thread
 //!   (tokio's current-thread runtime), not wall time, for a shared machine.
 //!
-//! Run: `cargo bench -p kubelet-pleg --bench relist -- --sample-size 20`.
+//! Run: `cargo bench --bench pleg_relist -- --sample-size 20`.
 
 use std::collections::HashMap;
 use std::hint::black_box;

@@ -3,12 +3,11 @@
 //! containers; only changed pods are inspected; failed inspections are
 //! retried; the health check; the loop's period.
 
-mod common;
+mod pleg_common;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{drain, fake, run_pod, start_container};
 use kubelet_cri_client::{Call, Error as CriError, RuntimeService};
 use kubelet_kuberuntime::ContainerState;
 use kubelet_pleg::PodLifecycleEventType::*;
@@ -16,6 +15,7 @@ use kubelet_pleg::{
     GenericPleg, PlegConfig, PodCache, PodLifecycleEvent, PodLifecycleEventGenerator, RelistTiming,
 };
 use kubelet_podworkers::PodStatusCache;
+use pleg_common::{drain, fake, run_pod, start_container};
 use tokio::time::Instant;
 
 fn pleg_with(

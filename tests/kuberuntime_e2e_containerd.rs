@@ -11,8 +11,8 @@ use kubelet_cri_client::{RemoteRuntime, RuntimeService};
 use kubelet_kuberuntime::{ContainerState, Runtime};
 use kubelet_testbed::{Testbed, read_trimmed as read};
 
-mod common;
-use common::e2e::{kill_and_remove as teardown, manager, status};
+mod kuberuntime_e2e;
+use kuberuntime_e2e::{kill_and_remove as teardown, manager, status};
 
 fn pod(yaml: &str) -> Pod {
     serde_saphyr::from_str(yaml).expect("manifest")
