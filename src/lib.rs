@@ -58,5 +58,8 @@ pub use kubelet_status as status;
 #[cfg(feature = "volumemanager")]
 pub use kubelet_volumemanager as volumemanager;
 
+#[cfg(feature = "nodestatus")]
+pub use kubelet_nodestatus as nodestatus;
+
 #[cfg(feature = "agent")]
 pub use kubelet_agent as agent;
