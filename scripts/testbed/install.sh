@@ -3,7 +3,8 @@
 # containerd test bed; safe to run again (it skips what is already done).
 #
 #  1. Installs Debian 12's containerd (1.6), runc, CNI plugins (/usr/lib/cni),
-#     busybox-static, umoci, protoc (the k8s-cri crate needs it), iproute2
+#     busybox-static, umoci, protoc (the k8s-cri crate needs it), iproute2,
+#     openssl (the control plane's certificates)
 #     and gcc, running `apt-get update` only if something is missing.
 #  2. Tries to get containerd 1.7 (it implements CRI GetContainerEvents, 1.6
 #     does not) from Debian 13 "trixie" without touching the system's apt
@@ -21,6 +22,11 @@
 #     Best effort: without it those tests skip their kubectl part.
 #  4. Writes $TESTBED_HOME/env (KEY=VALUE lines read by start.sh/stop.sh).
 #  5. Builds the images with build-images.sh.
+#  6. Builds the Kubernetes v1.35.4 control plane (etcd, kube-apiserver,
+#     kube-controller-manager, kube-scheduler, kubectl, and upstream's
+#     kubelet as a reference) from the Go module proxy with
+#     build-controlplane.sh into $TESTBED_HOME/k8s-v1.35.4/bin: 10-15 minutes
+#     on a fresh 2-core machine, seconds once built. Needs Go >= 1.26.
 # Installing trixie packages with apt (apt-get install -t trixie) would
 # upgrade glibc system-wide: this script never does.
 # Set TESTBED_CONTAINERD=system to skip step 2 and use containerd 1.6.
@@ -31,7 +37,7 @@ SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 . "$SCRIPT_DIR/lib.sh"
 
 PACKAGES=(containerd runc containernetworking-plugins busybox-static umoci
-	protobuf-compiler iproute2 gcc libc6-dev)
+	protobuf-compiler iproute2 gcc libc6-dev openssl)
 CONTAINERD17_DIR="$TESTBED_HOME/containerd-1.7"
 RUNC="$TESTBED_RUNC_BINARY"
 CNI_BIN_DIR=/usr/lib/cni
@@ -270,6 +276,8 @@ main() {
 	esac
 	log "runc: $RUNC ($("$RUNC" --version | sed -n 1p))"
 	log "settings written to $TESTBED_ENV_FILE"
+	# Last: it is the long one on a fresh machine. It prints each binary's version.
+	"$SCRIPT_DIR/build-controlplane.sh"
 }
 
 main "$@"

@@ -8,6 +8,10 @@
 #   containerd-1.7/bin/      containerd, containerd-shim-runc-v2, ctr taken
 #                            from Debian 13's containerd .deb (if it could be had)
 #   images/{pause,busybox}.tar   OCI layouts made by build-images.sh
+#   k8s-v1.35.4/bin/         kube-apiserver, kube-controller-manager,
+#                            kube-scheduler, kubectl, kubelet and etcd, built
+#                            by build-controlplane.sh
+#   go/                      Go module and build caches of that build
 # One containerd instance lives wholly under the DIR given to start.sh/stop.sh,
 # except its bridge interface and a subnet claim under $TESTBED_RUN.
 
@@ -15,6 +19,10 @@ TESTBED_HOME="${TESTBED_HOME:-/opt/kubelet-testbed}"
 TESTBED_ENV_FILE="$TESTBED_HOME/env"
 # Claims of 10.88.N.0/24 subnets by running instances (one folder per N).
 TESTBED_RUN="${TESTBED_RUN:-/run/kubelet-testbed}"
+# The control plane of controlplane-start.sh (built by build-controlplane.sh).
+TESTBED_K8S_VERSION=1.35.4
+TESTBED_ETCD_VERSION=3.6.16
+TESTBED_K8S_BIN_DIR="$TESTBED_HOME/k8s-v$TESTBED_K8S_VERSION/bin"
 # Bookworm's runc: trixie's needs glibc 2.38.
 TESTBED_RUNC_BINARY=/usr/sbin/runc
 

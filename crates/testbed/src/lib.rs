@@ -1,6 +1,7 @@
-//! Test support for end-to-end tests: a private containerd, the one rule
-//! for skipping or failing a test that needs something from the machine,
-//! and the set-up that tests of several crates share.
+//! Test support for end-to-end tests: a private containerd, a real
+//! Kubernetes control plane and a node address, the one rule for skipping
+//! or failing a test that needs something from the machine, and the set-up
+//! that tests of several crates share.
 //!
 //! # A private containerd
 //!
@@ -13,6 +14,29 @@
 //! unmounts, removes the bridge) and removes the cgroup root in every
 //! hierarchy, so a test leaves nothing running or mounted behind it, even
 //! when it panics.
+//!
+//! # A control plane and a node address
+//!
+//! [`ControlPlane::start`] runs `scripts/testbed/controlplane-start.sh`:
+//! etcd, kube-apiserver, kube-controller-manager and kube-scheduler
+//! v1.35.4 (built from the Go module proxy by `build-controlplane.sh`, which
+//! `install.sh` calls) on loopback ports of their own, with certificates
+//! for an admin ([`ControlPlane::admin_kubeconfig`], [`ControlPlane::kubectl`])
+//! and for one node ([`ControlPlane::node_kubeconfig`], restricted by the
+//! `Node` authorizer and `NodeRestriction`). [`ControlPlane::stop_apiserver`]
+//! and [`ControlPlane::start_apiserver`] take the API server away and bring
+//! it back. [`NodeNet::up`] gives a node a non-loopback address (upstream's
+//! kubelet refuses loopback): a veth pair into a network namespace of its
+//! own. Both tear everything down on drop. [`k8s_binary`] finds the other
+//! binaries of the build, upstream's `kubelet` among them.
+//!
+//! ```no_run
+//! use kubelet_testbed::{ControlPlane, NodeNet};
+//! let Some(cp) = ControlPlane::start("node-a") else { return };
+//! let Some(net) = NodeNet::up("node-a") else { return };
+//! assert_eq!(cp.kubectl(&["get", "--raw", "/readyz"]).unwrap(), "ok");
+//! println!("kubelet --kubeconfig {} --node-ip {}", cp.node_kubeconfig().display(), net.address());
+//! ```
 //!
 //! # Skip or fail: [`require`]
 //!
@@ -28,7 +52,8 @@
 //!   failure, not a skip.
 //!
 //! The checks ([`root`], [`cgroup_v1`], [`executable`], [`kubectl_path`],
-//! [`Testbed::try_start`]) return `Result<_, String>` with the reason, so
+//! [`k8s_binary`], [`Testbed::try_start`], [`ControlPlane::try_start`],
+//! [`NodeNet::try_up`]) return `Result<_, String>` with the reason, so
 //! they combine with `and_then` before one [`require`]. No test should read
 //! `CI` or return early on a missing need by any other way.
 //!
@@ -56,11 +81,16 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+mod controlplane;
 pub mod cri;
 mod require;
 mod util;
 
-pub use require::{cgroup_v1, executable, is_ci, is_root, kubectl_path, require, root};
+pub use controlplane::{ControlPlane, NodeNet};
+pub use require::{
+    K8S_VERSION, cgroup_v1, executable, is_ci, is_root, k8s_bin_dir, k8s_binary, kubectl_path,
+    require, root, testbed_home,
+};
 pub use util::{init_tracing, read_trimmed, wait_for, wait_for_file};
 
 /// The pause image the test bed imports and sets as the sandbox image.

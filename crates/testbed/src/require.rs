@@ -94,14 +94,27 @@ pub fn executable(path: impl AsRef<Path>) -> Result<PathBuf, String> {
     }
 }
 
+/// Where `scripts/testbed/install.sh` puts everything: `$TESTBED_HOME`,
+/// default `/opt/kubelet-testbed`.
+pub fn testbed_home() -> PathBuf {
+    std::env::var_os("TESTBED_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/opt/kubelet-testbed"))
+}
+
+/// Where the scripts claim subnets, ports and node networks:
+/// `$TESTBED_RUN`, default `/run/kubelet-testbed`.
+pub(crate) fn testbed_run() -> PathBuf {
+    std::env::var_os("TESTBED_RUN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/run/kubelet-testbed"))
+}
+
 /// Debian's kubectl (package `kubernetes-client`) as unpacked by
 /// `scripts/testbed/install.sh` under `$TESTBED_HOME` (default
 /// `/opt/kubelet-testbed`).
 pub fn kubectl_path() -> Result<PathBuf, String> {
-    let home = std::env::var_os("TESTBED_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/opt/kubelet-testbed"));
-    let path = home.join("kubernetes-client/kubectl");
+    let path = testbed_home().join("kubernetes-client/kubectl");
     if path.is_file() {
         Ok(path)
     } else {
@@ -110,6 +123,26 @@ pub fn kubectl_path() -> Result<PathBuf, String> {
             path.display()
         ))
     }
+}
+
+/// The Kubernetes version of the test bed's control plane and reference
+/// kubelet.
+pub const K8S_VERSION: &str = "1.35.4";
+
+/// `$TESTBED_HOME/k8s-v1.35.4/bin`, where
+/// `scripts/testbed/build-controlplane.sh` puts `etcd`, `kube-apiserver`,
+/// `kube-controller-manager`, `kube-scheduler`, `kubectl` and `kubelet`.
+pub fn k8s_bin_dir() -> PathBuf {
+    testbed_home().join(format!("k8s-v{K8S_VERSION}/bin"))
+}
+
+/// One of the binaries of [`k8s_bin_dir`] (`"kubelet"` is upstream's
+/// kubelet, the reference to compare with): `Err` says how to build it.
+/// Ask with `require("upstream's kubelet", k8s_binary("kubelet"))`.
+pub fn k8s_binary(name: &str) -> Result<PathBuf, String> {
+    executable(k8s_bin_dir().join(name)).map_err(|e| {
+        format!("{e} (run scripts/testbed/build-controlplane.sh, or install.sh, which calls it)")
+    })
 }
 
 #[cfg(test)]
@@ -142,6 +175,9 @@ mod tests {
     fn checks_say_why() {
         let e = executable("/nonexistent/python3").expect_err("missing");
         assert!(e.contains("/nonexistent/python3"), "{e}");
+        let e = k8s_binary("no-such-binary").expect_err("missing");
+        assert!(e.contains("no-such-binary"), "{e}");
+        assert!(e.contains("build-controlplane.sh"), "{e}");
         let e = cgroup_v1("no-such-controller").expect_err("missing");
         assert!(e.contains("no-such-controller"), "{e}");
     }
