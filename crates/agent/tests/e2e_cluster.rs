@@ -1,0 +1,523 @@
+//! Cluster mode end to end: this kubelet as the only node of a real
+//! control plane (etcd, kube-apiserver, kube-controller-manager and
+//! kube-scheduler v1.35 from `scripts/testbed`), on a real containerd, with
+//! a node address on a veth pair of its own. Each test has its own control
+//! plane, containerd, cgroup root and directories, and leaves nothing behind.
+//!
+//! What the API server shows is read with an admin client, as `kubectl`
+//! would; what runs is read from the CRI.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kubelet_agent::config::KubeletConfiguration;
+use kubelet_agent::standalone::{self, StandaloneOptions};
+use kubelet_cri_client::{RemoteRuntime, RuntimeService};
+use kubelet_testbed::{ControlPlane, NodeNet, Testbed, wait_for};
+
+/// A kubelet in this process, registered with a control plane.
+struct ClusterNode {
+    name: String,
+    bed: Testbed,
+    cp: ControlPlane,
+    net: NodeNet,
+    manifests: PathBuf,
+    root: PathBuf,
+    port: u16,
+    cri: RemoteRuntime,
+    admin: kube::Client,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl ClusterNode {
+    /// Starts the control plane, containerd and the node network, then the
+    /// kubelet; `None` (skip) outside CI when a part cannot run here.
+    async fn start(name: &str) -> Option<ClusterNode> {
+        kubelet_testbed::init_tracing();
+        let bed = Testbed::start()?;
+        let cp = ControlPlane::start(name)?;
+        let net = NodeNet::up(name)?;
+        let manifests = bed.dir().join("manifests");
+        let root = bed.dir().join("root");
+        std::fs::create_dir_all(&manifests).expect("manifests dir");
+        let cri = RemoteRuntime::builder(bed.endpoint())
+            .connect()
+            .await
+            .expect("connect to containerd");
+        let kubeconfig = kube::config::Kubeconfig::read_from(cp.admin_kubeconfig())
+            .expect("admin kubeconfig");
+        let config = kube::Config::from_custom_kubeconfig(
+            kubeconfig,
+            &kube::config::KubeConfigOptions::default(),
+        )
+        .await
+        .expect("admin config");
+        let admin = kube::Client::try_from(config).expect("admin client");
+        let mut node = ClusterNode {
+            name: name.to_owned(),
+            bed,
+            cp,
+            net,
+            manifests,
+            root,
+            port: free_port(),
+            cri,
+            admin,
+            stop: None,
+            task: None,
+        };
+        node.start_kubelet();
+        Some(node)
+    }
+
+    fn config(&self) -> KubeletConfiguration {
+        KubeletConfiguration {
+            static_pod_path: Some(self.manifests.clone()),
+            container_runtime_endpoint: self.bed.endpoint(),
+            cgroup_root: format!("/{}", self.bed.cgroup_root()),
+            pod_logs_dir: self.bed.log_dir(),
+            port: self.port,
+            // Memory only, no image GC: the disk of a test machine may be
+            // nearly full, and the test bed's images are the only copies.
+            eviction_hard: [("memory.available".to_owned(), "100Mi".to_owned())].into(),
+            image_gc_high_threshold_percent: 100,
+            node_status_update_frequency: "2s".into(),
+            ..Default::default()
+        }
+    }
+
+    fn start_kubelet(&mut self) {
+        let config = self.config();
+        config.validate().expect("valid config");
+        let mut opts = StandaloneOptions::new(self.name.clone());
+        opts.root_dir = self.root.clone();
+        opts.housekeeping_period = Duration::from_millis(500);
+        opts.kubeconfig = Some(self.cp.node_kubeconfig());
+        opts.node_ips = vec![IpAddr::V4(self.net.address())];
+        opts.node_labels = BTreeMap::from([("e2e".to_owned(), "cluster".to_owned())]);
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        self.stop = Some(tx);
+        self.task = Some(tokio::spawn(async move {
+            let shutdown = async {
+                let _ = rx.await;
+            };
+            if let Err(e) = standalone::run(config, opts, shutdown).await {
+                panic!("kubelet failed: {e}");
+            }
+        }));
+    }
+
+    /// Stops the kubelet as SIGTERM does (pods keep running).
+    async fn stop_kubelet(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("kubelet task");
+        }
+    }
+
+    fn pods(&self) -> Api<Pod> {
+        Api::namespaced(self.admin.clone(), "default")
+    }
+
+    fn nodes(&self) -> Api<Node> {
+        Api::all(self.admin.clone())
+    }
+
+    async fn node(&self) -> Option<Node> {
+        self.nodes().get_opt(&self.name).await.ok().flatten()
+    }
+
+    /// The node's Ready condition status (`True`, `False`, `Unknown`).
+    async fn ready(&self) -> Option<String> {
+        let node = self.node().await?;
+        node.status?
+            .conditions?
+            .into_iter()
+            .find(|c| c.type_ == "Ready")
+            .map(|c| c.status)
+    }
+
+    async fn wait_ready(&self, want: &str, limit: Duration) {
+        wait_for(&format!("node Ready={want}"), limit, || async {
+            (self.ready().await.as_deref() == Some(want)).then_some(())
+        })
+        .await;
+    }
+
+    /// The CRI's pod sandboxes of API pod `name` (any state).
+    async fn sandboxes(&self, name: &str) -> usize {
+        self.cri
+            .list_pod_sandbox(None)
+            .await
+            .expect("list sandboxes")
+            .into_iter()
+            .filter(|s| s.metadata.as_ref().is_some_and(|m| m.name == name))
+            .count()
+    }
+
+    /// Running container IDs, by pod name and container name.
+    async fn running_containers(&self) -> BTreeMap<(String, String), String> {
+        self.cri
+            .list_containers(None)
+            .await
+            .expect("list containers")
+            .into_iter()
+            .filter(|c| c.state == 1)
+            .filter_map(|c| {
+                let pod = c.labels.get("io.kubernetes.pod.name")?.clone();
+                let name = c.metadata.as_ref()?.name.clone();
+                Some(((pod, name), c.id))
+            })
+            .collect()
+    }
+
+    fn kubectl(&self, args: &[&str]) -> String {
+        self.cp
+            .kubectl(args)
+            .unwrap_or_else(|e| panic!("kubectl {args:?}: {e}"))
+    }
+
+    fn write_manifest(&self, file: &str, yaml: &str) {
+        let tmp = self.manifests.join(format!(".{file}.tmp"));
+        std::fs::write(&tmp, yaml).expect("write manifest");
+        std::fs::rename(&tmp, self.manifests.join(file)).expect("rename manifest");
+    }
+}
+
+impl Drop for ClusterNode {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn phase(pod: &Pod) -> Option<&str> {
+    pod.status.as_ref()?.phase.as_deref()
+}
+
+fn condition(pod: &Pod, kind: &str) -> Option<String> {
+    pod.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == kind)
+        .map(|c| c.status.clone())
+}
+
+/// The pods of `app=<app>` in namespace default.
+async fn app_pods(node: &ClusterNode, app: &str) -> Vec<Pod> {
+    node.pods()
+        .list(&ListParams::default().labels(&format!("app={app}")))
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+}
+
+const STATIC_POD: &str = "apiVersion: v1
+kind: Pod
+metadata: {name: static-web, namespace: default}
+spec:
+  terminationGracePeriodSeconds: 2
+  containers:
+  - name: app
+    image: localhost/busybox:latest
+    imagePullPolicy: Never
+    command: [sleep, '3600']
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_node_registers_runs_api_pods_and_mirrors_static_pods() {
+    let Some(node) = ClusterNode::start("e2e-cluster-a").await else {
+        return;
+    };
+    node.write_manifest("static-web.yaml", STATIC_POD);
+
+    // The node registers and turns Ready, with what upstream reports.
+    node.wait_ready("True", Duration::from_secs(60)).await;
+    let n = node.node().await.expect("the node");
+    let labels = n.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(labels.get("kubernetes.io/hostname"), Some(&node.name));
+    assert_eq!(labels.get("kubernetes.io/os").map(String::as_str), Some("linux"));
+    assert_eq!(labels.get("e2e").map(String::as_str), Some("cluster"));
+    let status = n.status.clone().expect("node status");
+    let capacity = status.capacity.clone().expect("capacity");
+    for r in ["cpu", "memory", "pods", "ephemeral-storage"] {
+        assert!(capacity.contains_key(r), "capacity lacks {r}: {capacity:?}");
+    }
+    assert_eq!(capacity["pods"].0, "110");
+    let allocatable = status.allocatable.clone().expect("allocatable");
+    assert!(allocatable.contains_key("memory"), "{allocatable:?}");
+    let info = status.node_info.clone().expect("nodeInfo");
+    assert!(
+        info.container_runtime_version.starts_with("containerd://"),
+        "{info:?}"
+    );
+    assert!(!info.boot_id.is_empty() && !info.kernel_version.is_empty(), "{info:?}");
+    let addresses = status.addresses.clone().unwrap_or_default();
+    assert!(
+        addresses
+            .iter()
+            .any(|a| a.type_ == "InternalIP" && a.address == node.net.address().to_string()),
+        "{addresses:?}"
+    );
+    assert_eq!(
+        status
+            .daemon_endpoints
+            .and_then(|d| d.kubelet_endpoint)
+            .map(|e| e.port),
+        Some(i32::from(node.port))
+    );
+    let yaml = node.kubectl(&["get", "node", &node.name, "-o", "yaml"]);
+    assert!(yaml.contains("kubeletVersion"), "{yaml}");
+
+    // The lease in kube-node-lease, owned by the Node, renews.
+    let leases: Api<Lease> = Api::namespaced(node.admin.clone(), "kube-node-lease");
+    let first = wait_for("the node lease", Duration::from_secs(30), || async {
+        leases.get_opt(&node.name).await.ok().flatten()
+    })
+    .await;
+    let spec = first.spec.clone().expect("lease spec");
+    assert_eq!(spec.holder_identity.as_deref(), Some(node.name.as_str()));
+    assert_eq!(spec.lease_duration_seconds, Some(40));
+    let renewed = spec.renew_time.clone();
+    wait_for("a lease renewal", Duration::from_secs(30), || async {
+        let lease = leases.get_opt(&node.name).await.ok().flatten()?;
+        let owned = lease
+            .metadata
+            .owner_references
+            .as_ref()
+            .is_some_and(|o| o.iter().any(|r| r.kind == "Node" && r.name == node.name));
+        (owned && lease.spec?.renew_time != renewed).then_some(())
+    })
+    .await;
+
+    // The static pod has a mirror pod showing its status.
+    let mirror_name = format!("static-web-{}", node.name);
+    let mirror = wait_for("the mirror pod Running", Duration::from_secs(60), || async {
+        let pod = node.pods().get_opt(&mirror_name).await.ok().flatten()?;
+        (phase(&pod) == Some("Running")).then_some(pod)
+    })
+    .await;
+    let annotations = mirror.metadata.annotations.clone().unwrap_or_default();
+    assert!(annotations.contains_key("kubernetes.io/config.mirror"));
+    let static_id = node.running_containers().await[&(mirror_name.clone(), "app".to_owned())].clone();
+    // A user deletes it: it comes back with a new UID, the pod untouched.
+    node.pods()
+        .delete(&mirror_name, &DeleteParams::default())
+        .await
+        .expect("delete the mirror pod");
+    let old_uid = mirror.metadata.uid.clone();
+    wait_for("the mirror pod recreated", Duration::from_secs(60), || async {
+        let pod = node.pods().get_opt(&mirror_name).await.ok().flatten()?;
+        (pod.metadata.uid != old_uid && pod.metadata.deletion_timestamp.is_none()).then_some(())
+    })
+    .await;
+    assert_eq!(
+        node.running_containers().await[&(mirror_name.clone(), "app".to_owned())],
+        static_id,
+        "the static pod kept its container"
+    );
+
+    // A Deployment of three: the scheduler binds them here, they run, and
+    // the API shows them Running with IPs, container statuses and Ready.
+    node.kubectl(&[
+        "create",
+        "deployment",
+        "sleepers",
+        "--image=localhost/busybox:latest",
+        "--replicas=3",
+        "--",
+        "sleep",
+        "3600",
+    ]);
+    let deployments: Api<Deployment> = Api::namespaced(node.admin.clone(), "default");
+    // busybox `sleep` as PID 1 ignores SIGTERM: a short grace period keeps
+    // the scale-down quick.
+    deployments
+        .patch(
+            "sleepers",
+            &PatchParams::default(),
+            &Patch::Strategic(serde_json::json!({
+                "spec": {"template": {"spec": {"terminationGracePeriodSeconds": 2}}}
+            })),
+        )
+        .await
+        .expect("patch the deployment");
+    let running = wait_for("3 pods Running and Ready", Duration::from_secs(120), || async {
+        let pods: Vec<Pod> = app_pods(&node, "sleepers")
+            .await
+            .into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .filter(|p| phase(p) == Some("Running") && condition(p, "Ready").as_deref() == Some("True"))
+            .collect();
+        (pods.len() == 3).then_some(pods)
+    })
+    .await;
+    for pod in &running {
+        let st = pod.status.as_ref().expect("status");
+        assert!(st.pod_ip.is_some(), "{:?}", pod.metadata.name);
+        assert_eq!(st.host_ip.as_deref(), Some(node.net.address().to_string().as_str()));
+        let cs = &st.container_statuses.as_ref().expect("container statuses")[0];
+        assert!(cs.ready && cs.state.as_ref().and_then(|s| s.running.as_ref()).is_some());
+        assert!(cs.container_id.as_deref().is_some_and(|id| id.starts_with("containerd://")));
+        assert_eq!(
+            pod.spec.as_ref().and_then(|s| s.node_name.as_deref()),
+            Some(node.name.as_str())
+        );
+    }
+
+    // Scale to one: two go through the graceful deletion handshake and
+    // their sandboxes are removed.
+    node.kubectl(&["scale", "deployment", "sleepers", "--replicas=1"]);
+    wait_for("two pods deleted from the API", Duration::from_secs(120), || async {
+        (app_pods(&node, "sleepers").await.len() == 1).then_some(())
+    })
+    .await;
+    let kept = app_pods(&node, "sleepers").await;
+    let gone: Vec<String> = running
+        .iter()
+        .filter_map(|p| p.metadata.name.clone())
+        .filter(|n| kept.iter().all(|k| k.metadata.name.as_ref() != Some(n)))
+        .collect();
+    assert_eq!(gone.len(), 2, "{gone:?}");
+    for name in &gone {
+        let running = node.running_containers().await;
+        assert!(
+            !running.keys().any(|(pod, _)| pod == name),
+            "{name} still runs: {running:?}"
+        );
+        wait_for(&format!("{name}'s sandbox removed"), Duration::from_secs(60), || async {
+            (node.sandboxes(name).await == 0).then_some(())
+        })
+        .await;
+    }
+
+    // Cleanup: the deployment and the static pod go; the mirror pod too.
+    node.kubectl(&["delete", "deployment", "sleepers", "--wait=false"]);
+    std::fs::remove_file(node.manifests.join("static-web.yaml")).expect("remove manifest");
+    wait_for("the mirror pod deleted", Duration::from_secs(60), || async {
+        node.pods()
+            .get_opt(&mirror_name)
+            .await
+            .ok()
+            .flatten()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    let _ = PostParams::default();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn crash_loops_show_and_outages_restart_nothing() {
+    let Some(mut node) = ClusterNode::start("e2e-cluster-b").await else {
+        return;
+    };
+    node.wait_ready("True", Duration::from_secs(60)).await;
+    let pod = |name: &str, command: &[&str]| -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "labels": {"app": name}},
+            "spec": {
+                "automountServiceAccountToken": false,
+                "terminationGracePeriodSeconds": 2,
+                "containers": [{
+                    "name": "app",
+                    "image": "localhost/busybox:latest",
+                    "imagePullPolicy": "Never",
+                    "command": command,
+                }],
+            },
+        }))
+        .expect("pod")
+    };
+    let pp = PostParams::default();
+    node.pods()
+        .create(&pp, &pod("crasher", &["sh", "-c", "exit 3"]))
+        .await
+        .expect("create crasher");
+    node.pods()
+        .create(&pp, &pod("steady", &["sleep", "3600"]))
+        .await
+        .expect("create steady");
+
+    // The crash loop shows in the API as upstream shows it.
+    wait_for("CrashLoopBackOff in the API", Duration::from_secs(120), || async {
+        let p = node.pods().get_opt("crasher").await.ok().flatten()?;
+        let cs = p.status?.container_statuses?.into_iter().next()?;
+        let waiting = cs.state?.waiting?;
+        (waiting.reason.as_deref() == Some("CrashLoopBackOff") && cs.restart_count >= 1)
+            .then_some(())
+    })
+    .await;
+    wait_for("steady Running", Duration::from_secs(60), || async {
+        let p = node.pods().get_opt("steady").await.ok().flatten()?;
+        (phase(&p) == Some("Running")).then_some(())
+    })
+    .await;
+    let before = node.running_containers().await;
+    let steady_id = before[&("steady".to_owned(), "app".to_owned())].clone();
+
+    // The API server dies and comes back: nothing restarts, statuses catch up.
+    node.cp.stop_apiserver().expect("stop the API server");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    node.cp.start_apiserver().expect("start the API server");
+    node.pods()
+        .create(&pp, &pod("after-outage", &["sleep", "3600"]))
+        .await
+        .expect("create after the outage");
+    wait_for("a pod created after the outage runs", Duration::from_secs(90), || async {
+        let p = node.pods().get_opt("after-outage").await.ok().flatten()?;
+        (phase(&p) == Some("Running")).then_some(())
+    })
+    .await;
+    assert_eq!(
+        node.running_containers().await[&("steady".to_owned(), "app".to_owned())],
+        steady_id,
+        "steady was not restarted by the API server's outage"
+    );
+
+    // The kubelet stops: the node controller marks the node NotReady
+    // (Unknown) once the lease lapses; the pods keep running; after a
+    // restart nothing restarts and the node is Ready again.
+    node.stop_kubelet().await;
+    node.wait_ready("Unknown", Duration::from_secs(120)).await;
+    assert_eq!(
+        node.running_containers().await[&("steady".to_owned(), "app".to_owned())],
+        steady_id
+    );
+    node.start_kubelet();
+    node.wait_ready("True", Duration::from_secs(60)).await;
+    wait_for("steady Running after the restart", Duration::from_secs(60), || async {
+        let p = node.pods().get_opt("steady").await.ok().flatten()?;
+        let cs = p.status.as_ref()?.container_statuses.as_ref()?.first()?.clone();
+        (phase(&p) == Some("Running") && cs.restart_count == 0).then_some(())
+    })
+    .await;
+    assert_eq!(
+        node.running_containers().await[&("steady".to_owned(), "app".to_owned())],
+        steady_id,
+        "the kubelet's restart restarted nothing"
+    );
+    let _ = Arc::new(());
+}
