@@ -50,7 +50,8 @@ pub struct NodeConfig {
     /// `nodeStatusMaxImages` (default 50); -1 reports every image.
     pub node_status_max_images: i32,
     /// `nodeStatusUpdateFrequency` (default 10 s): how often the status is
-    /// computed and compared with the API server's.
+    /// computed and compared with the API server's; less than a second is
+    /// taken as a second.
     pub node_status_update_frequency: Duration,
     /// `nodeStatusReportFrequency` (default 5 min): how often the status is
     /// patched even when nothing changed.

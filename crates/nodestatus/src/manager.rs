@@ -343,6 +343,12 @@ impl NodeStatusManager {
         if self.config.register_node && self.register(&mut stop).await.is_none() {
             return;
         }
+        // Upstream's validation refuses a period that is not positive; here
+        // anything under a second is taken as a second, so none can spin.
+        let period = self
+            .config
+            .node_status_update_frequency
+            .max(Duration::from_secs(1));
         loop {
             let result = tokio::select! {
                 r = self.update_node_status() => r,
@@ -373,7 +379,7 @@ impl NodeStatusManager {
                 }
             }
             tokio::select! {
-                _ = tokio::time::sleep(jittered(self.config.node_status_update_frequency, JITTER)) => {}
+                _ = tokio::time::sleep(jittered(period, JITTER)) => {}
                 _ = stopped(&mut stop) => return,
             }
         }
