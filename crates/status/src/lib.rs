@@ -1,17 +1,117 @@
 //! The status manager of a kubelet (upstream `pkg/kubelet/status`): the
-//! pod's API status, computed from the runtime's view: phase,
-//! conditions and container statuses, as upstream's status manager reports
-//! them.
+//! newest API status of every pod, computed from the runtime's view,
+//! versioned, and kept in sync with the API server.
 //!
-//! Mirrors upstream `generateAPIPodStatus`, `getPhase` and
-//! `convertToAPIContainerStatuses` (`pkg/kubelet/kubelet_pods.go`) and the
-//! condition generators of `pkg/kubelet/status/generate.go`. The local
-//! [`StatusManager`] keeps the newest status per pod (upstream
-//! `pkg/kubelet/status/status_manager.go`, without an API server to patch),
-//! and a terminal phase sticks, as upstream.
+//! The main type is [`StatusManager`]: the kubelet records each pod's
+//! status there ([`StatusManager::set_pod_status`]), its components read
+//! it back (it implements [`kubelet_container::PodStatusProvider`]), and
+//! [`StatusSync`] writes it to the API server: on every change and every
+//! 10 s it GETs the pod, merges the kubelet's status into the API's
+//! ([`merge::merge_pod_status`]), sends a strategic merge PATCH of
+//! `pods/<name>/status` with the pod's UID as precondition only when
+//! something changed ([`patch::status_patch`]), and deletes with a grace
+//! period of 0 a pod whose deletion was requested once it is terminal and
+//! none of its containers can run. The kubelet supplies what the syncer
+//! cannot know through two traits: [`PodManager`] (its pods, and the
+//! mirror pod of each static pod, to which a static pod's status goes) and
+//! [`PodDeletionSafetyProvider`] (whether a pod's containers could still
+//! run).
+//!
+//! ```no_run
+//! # async fn demo(pods: std::sync::Arc<dyn kubelet_status::PodManager>,
+//! #               safety: std::sync::Arc<dyn kubelet_status::PodDeletionSafetyProvider>,
+//! #               pod: k8s_openapi::api::core::v1::Pod)
+//! # -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use kubelet_status::{StatusManager, StatusSync, phase};
+//!
+//! let statuses = Arc::new(StatusManager::default());
+//! let (stop_tx, stop) = tokio::sync::watch::channel(false);
+//! let client = kube::Client::try_default().await?;
+//! let syncer = StatusSync::new(client, Arc::clone(&statuses), pods, safety);
+//! let task = tokio::spawn(syncer.run(stop));
+//!
+//! // The pod worker records what it saw; the syncer PATCHes it (once).
+//! let status = k8s_openapi::api::core::v1::PodStatus {
+//!     phase: Some(phase::RUNNING.into()),
+//!     ..Default::default()
+//! };
+//! statuses.set_pod_status(&pod, status)?;
+//!
+//! stop_tx.send(true)?;
+//! task.await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # What it mirrors
+//!
+//! - `generateAPIPodStatus`, `getPhase` and `convertToAPIContainerStatuses`
+//!   (`pkg/kubelet/kubelet_pods.go`) and the condition generators of
+//!   `pkg/kubelet/status/generate.go`: [`generate_api_pod_status`],
+//!   [`get_phase`];
+//! - `pkg/kubelet/status/status_manager.go`: `SetPodStatus`,
+//!   `updateStatusInternal` (versions, `checkContainerStateTransition`,
+//!   transition times, start time, `normalizeStatus`,
+//!   `isPodStatusByKubeletEqual`), `TerminatePod`,
+//!   `RemoveOrphanedStatuses` ([`StatusManager`]); `Start`, `syncBatch`,
+//!   `syncPod`, `needsUpdate`, `needsReconcile`, `canBeDeleted`
+//!   ([`StatusSync`]); `mergePodStatus` ([`merge`]);
+//! - `pkg/util/pod/pod.go` `PatchPodStatus` (two-way strategic merge patch
+//!   with a UID precondition, no request when unchanged): [`patch`];
+//! - `pkg/kubelet/pod/pod_manager.go` `TranslatePodUID` /
+//!   `GetUIDTranslations`: the static-to-mirror translation through
+//!   [`PodManager`];
+//! - `pkg/kubelet/types/pod_status.go`: which conditions the kubelet owns
+//!   ([`merge::pod_condition_by_kubelet`]).
+//!
+//! # Where it does better
+//!
+//! - A terminal phase never moves: not in the manager (a later status
+//!   cannot undo `Succeeded`/`Failed`, and keeps why the pod ended), not in
+//!   the merge (a terminal phase on the API server is kept, where upstream
+//!   relies on `generateAPIPodStatus`).
+//! - Reconciliation compares what would be sent, not raw statuses: a
+//!   difference the merge would not send costs no GET every period.
+//! - A kubelet-owned condition whose status did not change keeps the API
+//!   server's transition time, and `PodScheduled`, `hostIP(s)` and
+//!   `nominatedNodeName` are kept when the kubelet's status leaves them
+//!   unset (upstream's kubelet always fills them; callers of this crate
+//!   may not).
+//! - Deletion also requires that no container can run, even for a status
+//!   marked finished.
+//! - A pod gone from the API server (404) is forgotten at once rather than
+//!   at the next orphan sweep.
+//! - Every failure is a [`StatusError`] naming the pod, the verb and the
+//!   resource; a 403 is its own variant.
+//!
+//! # Not done (yet)
+//!
+//! - `SetContainerReadiness` / `SetContainerStartup`: the prober's results
+//!   reach the status through [`generate_api_pod_status_with`] instead.
+//! - The checkpointed pod resource allocation and resize status
+//!   (`state`), and the `PodStartupLatencyStateHelper` and
+//!   `PodStatusSyncDuration` metrics.
+//! - `GetPodStatus` by mirror pod UID (`TranslatePodUID` in the reader):
+//!   statuses are read by the kubelet's own pod UID.
+//! - The strategic merge patch knows `PodStatus`'s patch strategies only
+//!   (`retainKeys` of `resourceClaimStatuses` is not emitted: the kubelet
+//!   never changes them).
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Mutex, PoisonError};
+mod error;
+mod manager;
+pub mod merge;
+pub mod patch;
+mod sync;
+
+pub use error::StatusError;
+pub use manager::{StatusManager, VersionedPodStatus};
+pub use sync::{
+    DEFAULT_SYNC_PERIOD, PodDeletionSafetyProvider, PodManager, PodSyncOutcome, PodSyncReport,
+    StatusSync,
+};
+
+use std::collections::HashMap;
 
 use k8s_openapi::api::core::v1::{
     Container, ContainerState, ContainerStateRunning, ContainerStateTerminated,
@@ -327,94 +427,6 @@ pub fn generate_api_pod_status_with(
         init_container_statuses: (!init.is_empty()).then_some(init),
         container_statuses: Some(app),
         ..Default::default()
-    }
-}
-
-/// The newest API status of every pod (upstream's status manager, local
-/// only: a standalone kubelet has no API server to patch).
-#[derive(Debug, Default)]
-pub struct StatusManager {
-    statuses: Mutex<BTreeMap<String, PodStatus>>,
-}
-
-impl StatusManager {
-    /// Records `status` for `uid`; a terminal phase already recorded sticks
-    /// (upstream: no transition out of Failed or Succeeded).
-    pub fn set(&self, uid: &str, mut status: PodStatus) -> PodStatus {
-        let mut map = self.statuses.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(old) = map.get(uid) {
-            let old_phase = old.phase.as_deref();
-            if matches!(old_phase, Some(phase::SUCCEEDED) | Some(phase::FAILED))
-                && status.phase.as_deref() != old_phase
-            {
-                status.phase = old.phase.clone();
-            }
-            // A terminal status keeps why it ended (an eviction's reason,
-            // message and DisruptionTarget condition) when later syncs know
-            // nothing of it.
-            if matches!(old_phase, Some(phase::SUCCEEDED) | Some(phase::FAILED))
-                && status.reason.is_none()
-            {
-                status.reason = old.reason.clone();
-                status.message = old.message.clone();
-                let kept: Vec<_> = old
-                    .conditions
-                    .iter()
-                    .flatten()
-                    .filter(|c| c.type_ == "DisruptionTarget")
-                    .cloned()
-                    .collect();
-                if !kept.is_empty() {
-                    let conds = status.conditions.get_or_insert_with(Vec::new);
-                    conds.retain(|c| c.type_ != "DisruptionTarget");
-                    conds.extend(kept);
-                }
-            }
-            // Keep transition times of conditions that did not change.
-            if let (Some(new), Some(old)) = (status.conditions.as_mut(), old.conditions.as_ref()) {
-                for c in new.iter_mut() {
-                    if let Some(o) = old
-                        .iter()
-                        .find(|o| o.type_ == c.type_ && o.status == c.status)
-                    {
-                        c.last_transition_time = o.last_transition_time.clone();
-                    }
-                }
-            }
-        }
-        map.insert(uid.to_owned(), status.clone());
-        status
-    }
-
-    /// The newest status of `uid`.
-    pub fn get(&self, uid: &str) -> Option<PodStatus> {
-        self.statuses
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(uid)
-            .cloned()
-    }
-
-    /// Forgets `uid` (after the pod is gone).
-    pub fn remove(&self, uid: &str) {
-        self.statuses
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(uid);
-    }
-
-    /// Every pod's status, by UID.
-    pub fn all(&self) -> BTreeMap<String, PodStatus> {
-        self.statuses
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-}
-
-impl kubelet_container::PodStatusProvider for StatusManager {
-    fn pod_status(&self, pod_uid: &str) -> Option<PodStatus> {
-        self.get(pod_uid)
     }
 }
 
