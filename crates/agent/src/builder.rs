@@ -799,6 +799,23 @@ impl BuiltKubelet {
                 pod_config.clone(),
             )
         });
+        if let Some(client) = &api {
+            // Upstream `nodeLeaseController.Run` and `statusManager.Start`.
+            let lease = kubelet_nodelease::LeaseController::new(
+                client.clone(),
+                opts.node_name.clone(),
+                config.node_lease_duration_seconds,
+            );
+            tasks.spawn("node lease", |stop| lease.run(stop));
+            let pods = Arc::new(crate::StatusSyncPods(kubelet.clone()));
+            let sync = kubelet_status::StatusSync::new(
+                client.clone(),
+                kubelet.statuses().clone(),
+                pods.clone(),
+                pods,
+            );
+            tasks.spawn("status sync", |stop| sync.run(stop));
+        }
         let ready_config = pod_config.clone();
         kubelet
             .run(

@@ -407,6 +407,18 @@ where
             .cloned()
     }
 
+    /// The pod with `uid` the kubelet runs (mirror pods excepted), as its
+    /// source last gave it (upstream `podManager.GetPodByUID`).
+    pub fn pod_by_uid(&self, uid: &str) -> Option<Arc<Pod>> {
+        self.pod_map().get(uid).cloned()
+    }
+
+    /// Whether any container of pod `uid` could still run (upstream
+    /// `podWorkers.CouldHaveRunningContainers`).
+    pub fn could_have_running_containers(&self, uid: &str) -> bool {
+        self.workers.could_have_running_containers(uid)
+    }
+
     /// Hands `options` to the pod's worker, with the static pod's mirror
     /// pod (upstream `dispatchWork` with `podManager.GetMirrorPodByPod`).
     fn dispatch(&self, mut options: UpdatePodOptions) {
@@ -525,7 +537,9 @@ where
             .unwrap_or_else(|| Arc::new(ev.pod.clone()));
         let mut status = self.statuses.get(&uid).unwrap_or_default();
         ev.status.apply_to(&mut status);
-        self.statuses.set(&uid, status);
+        if let Err(e) = self.statuses.set_pod_status(&pod, status) {
+            tracing::warn!(pod = ?pod.metadata.name, error = %e, "cannot record the evicted status");
+        }
         tracing::warn!(pod = ?pod.metadata.name, grace = ev.grace_period_seconds, message = %ev.status.message, "evicting pod");
         let options = KillPodOptions {
             terminate: kubelet_podworkers::TerminatePodOptions {
@@ -707,15 +721,17 @@ where
     fn reject(&self, pod: &Pod, reason: &str) {
         tracing::warn!(pod = ?pod.metadata.name, reason, "pod rejected at admission");
         let (kind, message) = reason.split_once(": ").unwrap_or(("Rejected", reason));
-        self.statuses.set(
-            &uid_of(pod),
-            k8s_openapi::api::core::v1::PodStatus {
-                phase: Some(status::phase::FAILED.into()),
-                reason: Some(kind.into()),
-                message: Some(message.into()),
-                ..Default::default()
-            },
-        );
+        // Upstream `rejectPod`: the API shows the pod Failed with the
+        // admission's reason.
+        let rejected = k8s_openapi::api::core::v1::PodStatus {
+            phase: Some(status::phase::FAILED.into()),
+            reason: Some(kind.into()),
+            message: Some(message.into()),
+            ..Default::default()
+        };
+        if let Err(e) = self.statuses.set_pod_status(pod, rejected) {
+            tracing::warn!(pod = ?pod.metadata.name, error = %e, "cannot record the rejection");
+        }
         self.pod_map().remove(&uid_of(pod));
     }
 
@@ -930,5 +946,34 @@ impl<W: PodWorkers + Sync> PodStateProvider for WorkerState<'_, W> {
 
     fn should_pod_runtime_be_removed(&self, uid: &str) -> bool {
         self.workers.should_pod_runtime_be_removed(uid)
+    }
+}
+
+/// The kubelet's pods as the status syncer reads them (upstream
+/// `status.PodManager` and `PodDeletionSafetyProvider`, answered by the pod
+/// manager and the pod workers).
+pub struct StatusSyncPods<C>(pub Arc<Kubelet<C>>)
+where
+    C: PodStatusCache<Status = Arc<PodStatus>>;
+
+impl<C> kubelet_status::PodManager for StatusSyncPods<C>
+where
+    C: PodStatusCache<Status = Arc<PodStatus>> + Send + Sync + 'static,
+{
+    fn pod_by_uid(&self, uid: &str) -> Option<Pod> {
+        self.0.pod_by_uid(uid).map(|p| Pod::clone(&p))
+    }
+
+    fn mirror_pod_by_pod(&self, pod: &Pod) -> Option<Pod> {
+        self.0.mirror_pod_of(pod).map(|p| Pod::clone(&p))
+    }
+}
+
+impl<C> kubelet_status::PodDeletionSafetyProvider for StatusSyncPods<C>
+where
+    C: PodStatusCache<Status = Arc<PodStatus>> + Send + Sync + 'static,
+{
+    fn pod_could_have_running_containers(&self, pod: &Pod) -> bool {
+        self.0.could_have_running_containers(&uid_of(pod))
     }
 }

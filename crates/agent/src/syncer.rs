@@ -218,7 +218,13 @@ impl KubeletSyncer {
             (s.phase.clone().unwrap_or_default(), containers.join(" "))
         };
         let before = self.statuses.get(uid).map(|s| summary(&s));
-        let api = self.statuses.set(uid, api);
+        let api = match self.statuses.set_pod_status(pod, api) {
+            Ok(api) => api,
+            Err(e) => {
+                tracing::warn!(pod = %pod_name(pod), error = %e, "status not recorded");
+                self.statuses.get(uid).unwrap_or_default()
+            }
+        };
         let after = summary(&api);
         if before.as_ref() != Some(&after) {
             tracing::info!(pod = %pod_name(pod), phase = %after.0, containers = %after.1, "pod status");
@@ -310,6 +316,12 @@ impl PodSyncer for KubeletSyncer {
         // (a process still there) makes the worker retry.
         if let Some(cm) = &self.cm {
             cm.destroy_pod_cgroup(pod).map_err(worker_error)?;
+        }
+        // Upstream `SyncTerminatedPod` ends with `statusManager.TerminatePod`:
+        // the final status, marked finished, which lets the status syncer
+        // delete a pod with a deletion timestamp from the API server.
+        if let Err(e) = self.statuses.terminate_pod(pod) {
+            tracing::warn!(pod = %pod_name(pod), error = %e, "cannot record the final status");
         }
         tracing::info!(pod = %pod_name(pod), "pod terminated");
         Ok(())

@@ -52,8 +52,8 @@ impl ClusterNode {
             .connect()
             .await
             .expect("connect to containerd");
-        let kubeconfig = kube::config::Kubeconfig::read_from(cp.admin_kubeconfig())
-            .expect("admin kubeconfig");
+        let kubeconfig =
+            kube::config::Kubeconfig::read_from(cp.admin_kubeconfig()).expect("admin kubeconfig");
         let config = kube::Config::from_custom_kubeconfig(
             kubeconfig,
             &kube::config::KubeConfigOptions::default(),
@@ -256,7 +256,10 @@ async fn the_node_registers_runs_api_pods_and_mirrors_static_pods() {
     let n = node.node().await.expect("the node");
     let labels = n.metadata.labels.clone().unwrap_or_default();
     assert_eq!(labels.get("kubernetes.io/hostname"), Some(&node.name));
-    assert_eq!(labels.get("kubernetes.io/os").map(String::as_str), Some("linux"));
+    assert_eq!(
+        labels.get("kubernetes.io/os").map(String::as_str),
+        Some("linux")
+    );
     assert_eq!(labels.get("e2e").map(String::as_str), Some("cluster"));
     let status = n.status.clone().expect("node status");
     let capacity = status.capacity.clone().expect("capacity");
@@ -271,7 +274,10 @@ async fn the_node_registers_runs_api_pods_and_mirrors_static_pods() {
         info.container_runtime_version.starts_with("containerd://"),
         "{info:?}"
     );
-    assert!(!info.boot_id.is_empty() && !info.kernel_version.is_empty(), "{info:?}");
+    assert!(
+        !info.boot_id.is_empty() && !info.kernel_version.is_empty(),
+        "{info:?}"
+    );
     let addresses = status.addresses.clone().unwrap_or_default();
     assert!(
         addresses
@@ -312,24 +318,33 @@ async fn the_node_registers_runs_api_pods_and_mirrors_static_pods() {
 
     // The static pod has a mirror pod showing its status.
     let mirror_name = format!("static-web-{}", node.name);
-    let mirror = wait_for("the mirror pod Running", Duration::from_secs(60), || async {
-        let pod = node.pods().get_opt(&mirror_name).await.ok().flatten()?;
-        (phase(&pod) == Some("Running")).then_some(pod)
-    })
+    let mirror = wait_for(
+        "the mirror pod Running",
+        Duration::from_secs(60),
+        || async {
+            let pod = node.pods().get_opt(&mirror_name).await.ok().flatten()?;
+            (phase(&pod) == Some("Running")).then_some(pod)
+        },
+    )
     .await;
     let annotations = mirror.metadata.annotations.clone().unwrap_or_default();
     assert!(annotations.contains_key("kubernetes.io/config.mirror"));
-    let static_id = node.running_containers().await[&(mirror_name.clone(), "app".to_owned())].clone();
+    let static_id =
+        node.running_containers().await[&(mirror_name.clone(), "app".to_owned())].clone();
     // A user deletes it: it comes back with a new UID, the pod untouched.
     node.pods()
         .delete(&mirror_name, &DeleteParams::default())
         .await
         .expect("delete the mirror pod");
     let old_uid = mirror.metadata.uid.clone();
-    wait_for("the mirror pod recreated", Duration::from_secs(60), || async {
-        let pod = node.pods().get_opt(&mirror_name).await.ok().flatten()?;
-        (pod.metadata.uid != old_uid && pod.metadata.deletion_timestamp.is_none()).then_some(())
-    })
+    wait_for(
+        "the mirror pod recreated",
+        Duration::from_secs(60),
+        || async {
+            let pod = node.pods().get_opt(&mirror_name).await.ok().flatten()?;
+            (pod.metadata.uid != old_uid && pod.metadata.deletion_timestamp.is_none()).then_some(())
+        },
+    )
     .await;
     assert_eq!(
         node.running_containers().await[&(mirror_name.clone(), "app".to_owned())],
@@ -362,23 +377,36 @@ async fn the_node_registers_runs_api_pods_and_mirrors_static_pods() {
         )
         .await
         .expect("patch the deployment");
-    let running = wait_for("3 pods Running and Ready", Duration::from_secs(120), || async {
-        let pods: Vec<Pod> = app_pods(&node, "sleepers")
-            .await
-            .into_iter()
-            .filter(|p| p.metadata.deletion_timestamp.is_none())
-            .filter(|p| phase(p) == Some("Running") && condition(p, "Ready").as_deref() == Some("True"))
-            .collect();
-        (pods.len() == 3).then_some(pods)
-    })
+    let running = wait_for(
+        "3 pods Running and Ready",
+        Duration::from_secs(120),
+        || async {
+            let pods: Vec<Pod> = app_pods(&node, "sleepers")
+                .await
+                .into_iter()
+                .filter(|p| p.metadata.deletion_timestamp.is_none())
+                .filter(|p| {
+                    phase(p) == Some("Running") && condition(p, "Ready").as_deref() == Some("True")
+                })
+                .collect();
+            (pods.len() == 3).then_some(pods)
+        },
+    )
     .await;
     for pod in &running {
         let st = pod.status.as_ref().expect("status");
         assert!(st.pod_ip.is_some(), "{:?}", pod.metadata.name);
-        assert_eq!(st.host_ip.as_deref(), Some(node.net.address().to_string().as_str()));
+        assert_eq!(
+            st.host_ip.as_deref(),
+            Some(node.net.address().to_string().as_str())
+        );
         let cs = &st.container_statuses.as_ref().expect("container statuses")[0];
         assert!(cs.ready && cs.state.as_ref().and_then(|s| s.running.as_ref()).is_some());
-        assert!(cs.container_id.as_deref().is_some_and(|id| id.starts_with("containerd://")));
+        assert!(
+            cs.container_id
+                .as_deref()
+                .is_some_and(|id| id.starts_with("containerd://"))
+        );
         assert_eq!(
             pod.spec.as_ref().and_then(|s| s.node_name.as_deref()),
             Some(node.name.as_str())
@@ -388,9 +416,11 @@ async fn the_node_registers_runs_api_pods_and_mirrors_static_pods() {
     // Scale to one: two go through the graceful deletion handshake and
     // their sandboxes are removed.
     node.kubectl(&["scale", "deployment", "sleepers", "--replicas=1"]);
-    wait_for("two pods deleted from the API", Duration::from_secs(120), || async {
-        (app_pods(&node, "sleepers").await.len() == 1).then_some(())
-    })
+    wait_for(
+        "two pods deleted from the API",
+        Duration::from_secs(120),
+        || async { (app_pods(&node, "sleepers").await.len() == 1).then_some(()) },
+    )
     .await;
     let kept = app_pods(&node, "sleepers").await;
     let gone: Vec<String> = running
@@ -405,24 +435,30 @@ async fn the_node_registers_runs_api_pods_and_mirrors_static_pods() {
             !running.keys().any(|(pod, _)| pod == name),
             "{name} still runs: {running:?}"
         );
-        wait_for(&format!("{name}'s sandbox removed"), Duration::from_secs(60), || async {
-            (node.sandboxes(name).await == 0).then_some(())
-        })
+        wait_for(
+            &format!("{name}'s sandbox removed"),
+            Duration::from_secs(60),
+            || async { (node.sandboxes(name).await == 0).then_some(()) },
+        )
         .await;
     }
 
     // Cleanup: the deployment and the static pod go; the mirror pod too.
     node.kubectl(&["delete", "deployment", "sleepers", "--wait=false"]);
     std::fs::remove_file(node.manifests.join("static-web.yaml")).expect("remove manifest");
-    wait_for("the mirror pod deleted", Duration::from_secs(60), || async {
-        node.pods()
-            .get_opt(&mirror_name)
-            .await
-            .ok()
-            .flatten()
-            .is_none()
-            .then_some(())
-    })
+    wait_for(
+        "the mirror pod deleted",
+        Duration::from_secs(60),
+        || async {
+            node.pods()
+                .get_opt(&mirror_name)
+                .await
+                .ok()
+                .flatten()
+                .is_none()
+                .then_some(())
+        },
+    )
     .await;
     let _ = PostParams::default();
 }
@@ -462,13 +498,17 @@ async fn crash_loops_show_and_outages_restart_nothing() {
         .expect("create steady");
 
     // The crash loop shows in the API as upstream shows it.
-    wait_for("CrashLoopBackOff in the API", Duration::from_secs(120), || async {
-        let p = node.pods().get_opt("crasher").await.ok().flatten()?;
-        let cs = p.status?.container_statuses?.into_iter().next()?;
-        let waiting = cs.state?.waiting?;
-        (waiting.reason.as_deref() == Some("CrashLoopBackOff") && cs.restart_count >= 1)
-            .then_some(())
-    })
+    wait_for(
+        "CrashLoopBackOff in the API",
+        Duration::from_secs(120),
+        || async {
+            let p = node.pods().get_opt("crasher").await.ok().flatten()?;
+            let cs = p.status?.container_statuses?.into_iter().next()?;
+            let waiting = cs.state?.waiting?;
+            (waiting.reason.as_deref() == Some("CrashLoopBackOff") && cs.restart_count >= 1)
+                .then_some(())
+        },
+    )
     .await;
     wait_for("steady Running", Duration::from_secs(60), || async {
         let p = node.pods().get_opt("steady").await.ok().flatten()?;
@@ -486,10 +526,14 @@ async fn crash_loops_show_and_outages_restart_nothing() {
         .create(&pp, &pod("after-outage", &["sleep", "3600"]))
         .await
         .expect("create after the outage");
-    wait_for("a pod created after the outage runs", Duration::from_secs(90), || async {
-        let p = node.pods().get_opt("after-outage").await.ok().flatten()?;
-        (phase(&p) == Some("Running")).then_some(())
-    })
+    wait_for(
+        "a pod created after the outage runs",
+        Duration::from_secs(90),
+        || async {
+            let p = node.pods().get_opt("after-outage").await.ok().flatten()?;
+            (phase(&p) == Some("Running")).then_some(())
+        },
+    )
     .await;
     assert_eq!(
         node.running_containers().await[&("steady".to_owned(), "app".to_owned())],
@@ -508,11 +552,21 @@ async fn crash_loops_show_and_outages_restart_nothing() {
     );
     node.start_kubelet();
     node.wait_ready("True", Duration::from_secs(60)).await;
-    wait_for("steady Running after the restart", Duration::from_secs(60), || async {
-        let p = node.pods().get_opt("steady").await.ok().flatten()?;
-        let cs = p.status.as_ref()?.container_statuses.as_ref()?.first()?.clone();
-        (phase(&p) == Some("Running") && cs.restart_count == 0).then_some(())
-    })
+    wait_for(
+        "steady Running after the restart",
+        Duration::from_secs(60),
+        || async {
+            let p = node.pods().get_opt("steady").await.ok().flatten()?;
+            let cs = p
+                .status
+                .as_ref()?
+                .container_statuses
+                .as_ref()?
+                .first()?
+                .clone();
+            (phase(&p) == Some("Running") && cs.restart_count == 0).then_some(())
+        },
+    )
     .await;
     assert_eq!(
         node.running_containers().await[&("steady".to_owned(), "app".to_owned())],
