@@ -32,12 +32,18 @@ pub struct ApiClientError {
 const DEFAULT_QPS: u32 = 5;
 const DEFAULT_BURST: u32 = 10;
 
+/// Called with each request's method and outcome (the HTTP status, or
+/// `<error>`), as client-go's `rest_client_requests_total` counts them.
+pub type RequestObserver = Arc<dyn Fn(&http::Method, &str) + Send + Sync>;
+
 /// A kube-rs client from the kubeconfig at `path` (its current context),
-/// limited to `qps` requests per second with bursts of `burst`.
+/// limited to `qps` requests per second with bursts of `burst`; `observer`
+/// sees every request.
 pub async fn client_from_kubeconfig(
     path: &Path,
     qps: i32,
     burst: i32,
+    observer: Option<RequestObserver>,
 ) -> Result<kube::Client, ApiClientError> {
     let err = |reason: String| ApiClientError {
         path: path.to_owned(),
@@ -64,6 +70,7 @@ pub async fn client_from_kubeconfig(
     Ok(builder
         .with_layer(&RateLimitLayer {
             bucket: Arc::new(bucket),
+            observer,
         })
         .build())
 }
@@ -72,12 +79,22 @@ pub async fn client_from_kubeconfig(
 #[derive(Clone)]
 pub struct RateLimitLayer {
     bucket: Arc<TokenBucket>,
+    observer: Option<RequestObserver>,
 }
 
 impl RateLimitLayer {
     /// A layer taking tokens from `bucket`.
     pub fn new(bucket: Arc<TokenBucket>) -> Self {
-        Self { bucket }
+        Self {
+            bucket,
+            observer: None,
+        }
+    }
+
+    /// Tells `observer` of every request and its outcome.
+    pub fn with_observer(mut self, observer: RequestObserver) -> Self {
+        self.observer = Some(observer);
+        self
     }
 }
 
@@ -88,6 +105,7 @@ impl<S> tower::Layer<S> for RateLimitLayer {
         RateLimited {
             inner,
             bucket: self.bucket.clone(),
+            observer: self.observer.clone(),
             waiting: None,
             permit: false,
         }
@@ -98,17 +116,19 @@ impl<S> tower::Layer<S> for RateLimitLayer {
 pub struct RateLimited<S> {
     inner: S,
     bucket: Arc<TokenBucket>,
+    observer: Option<RequestObserver>,
     waiting: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
     permit: bool,
 }
 
-impl<S, R> tower::Service<R> for RateLimited<S>
+impl<S, B, RB> tower::Service<http::Request<B>> for RateLimited<S>
 where
-    S: tower::Service<R>,
+    S: tower::Service<http::Request<B>, Response = http::Response<RB>>,
+    S::Future: Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = S::Future;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         if !self.permit {
@@ -127,11 +147,23 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: R) -> Self::Future {
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
         // tower's contract: `call` follows a ready `poll_ready`, which took
         // the token.
         self.permit = false;
-        self.inner.call(req)
+        let method = req.method().clone();
+        let observer = self.observer.clone();
+        let response = self.inner.call(req);
+        Box::pin(async move {
+            let result = response.await;
+            if let Some(observe) = observer {
+                match &result {
+                    Ok(r) => observe(&method, r.status().as_str()),
+                    Err(_) => observe(&method, "<error>"),
+                }
+            }
+            result
+        })
     }
 }
 
@@ -141,21 +173,38 @@ mod tests {
     use tower::{Layer, Service, ServiceExt};
 
     #[tokio::test]
-    async fn requests_beyond_the_burst_wait_for_tokens() {
+    async fn requests_beyond_the_burst_wait_for_tokens_and_are_observed() {
         let bucket = Arc::new(TokenBucket::new(10, 2).expect("bucket"));
-        let mut svc = RateLimitLayer::new(bucket).layer(tower::service_fn(|n: u32| async move {
-            Ok::<_, std::convert::Infallible>(n)
-        }));
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let observer: RequestObserver = {
+            let seen = seen.clone();
+            Arc::new(move |m: &http::Method, code: &str| {
+                seen.lock().expect("seen").push(format!("{m} {code}"));
+            })
+        };
+        let mut svc = RateLimitLayer::new(bucket)
+            .with_observer(observer)
+            .layer(tower::service_fn(|req: http::Request<u32>| async move {
+                let status = if *req.body() == 3 { 404 } else { 200 };
+                let response = http::Response::builder()
+                    .status(status)
+                    .body(*req.body())
+                    .expect("response");
+                Ok::<_, std::convert::Infallible>(response)
+            }));
         let start = std::time::Instant::now();
-        for n in 0..4 {
-            let got = svc
-                .ready()
+        for n in 0..4u32 {
+            let req = http::Request::builder()
+                .method(if n == 0 { "POST" } else { "GET" })
+                .body(n)
+                .expect("request");
+            let got = ServiceExt::<http::Request<u32>>::ready(&mut svc)
                 .await
                 .expect("ready")
-                .call(n)
+                .call(req)
                 .await
                 .expect("call");
-            assert_eq!(got, n);
+            assert_eq!(*got.body(), n);
         }
         // 2 from the burst, then 2 more at 10 per second: about 200 ms.
         let took = start.elapsed();
@@ -163,11 +212,16 @@ mod tests {
             took >= std::time::Duration::from_millis(150),
             "4 requests with burst 2 at 10 qps took {took:?}"
         );
+        assert_eq!(
+            *seen.lock().expect("seen"),
+            ["POST 200", "GET 200", "GET 200", "GET 404"]
+        );
     }
 
     #[tokio::test]
     async fn a_missing_kubeconfig_names_the_file() {
-        let Err(e) = client_from_kubeconfig(Path::new("/nonexistent/kubeconfig"), 50, 100).await
+        let Err(e) =
+            client_from_kubeconfig(Path::new("/nonexistent/kubeconfig"), 50, 100, None).await
         else {
             panic!("a client from a missing kubeconfig");
         };

@@ -339,6 +339,12 @@ impl KubeletBuilder {
                     path,
                     config.kube_api_qps,
                     config.kube_api_burst,
+                    Some({
+                        let metrics = metrics.clone();
+                        Arc::new(move |method: &http::Method, code: &str| {
+                            metrics.inc_rest_client_request(code, "apiserver", method.as_str());
+                        })
+                    }),
                 )
                 .await
                 .map_err(StartError::ApiClient)?,

@@ -96,6 +96,7 @@ pub struct Metrics {
     runtime_operations_duration: HistogramVec,
     runtime_operations_errors: CounterVec,
     evictions: CounterVec,
+    rest_client_requests: CounterVec,
     http_requests: CounterVec,
     http_requests_duration: HistogramVec,
 }
@@ -186,6 +187,15 @@ impl Metrics {
             ),
             &["eviction_signal"],
         )?;
+        // client-go's `rest_client_requests_total` (no `kubelet_` prefix,
+        // as upstream registers it).
+        let rest_client_requests = CounterVec::new(
+            Opts::new(
+                "rest_client_requests_total",
+                "[ALPHA] Number of HTTP requests, partitioned by status code, method, and host.",
+            ),
+            &["code", "host", "method"],
+        )?;
         let http_requests = CounterVec::new(
             opts(
                 "http_requests_total",
@@ -212,6 +222,7 @@ impl Metrics {
         registry.register(Box::new(runtime_operations_duration.clone()))?;
         registry.register(Box::new(runtime_operations_errors.clone()))?;
         registry.register(Box::new(evictions.clone()))?;
+        registry.register(Box::new(rest_client_requests.clone()))?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_requests_duration.clone()))?;
         #[cfg(target_os = "linux")]
@@ -244,6 +255,7 @@ impl Metrics {
             runtime_operations_duration,
             runtime_operations_errors,
             evictions,
+            rest_client_requests,
             http_requests,
             http_requests_duration,
         })
@@ -314,6 +326,15 @@ impl Metrics {
     /// (`memory.available`, `nodefs.available`, ...).
     pub fn inc_evictions(&self, signal: &str) {
         self.evictions.with_label_values(&[signal]).inc();
+    }
+
+    /// `rest_client_requests_total{code,host,method}`: one request of the
+    /// kubelet's API server client (client-go's metric); `code` is the
+    /// HTTP status, or `<error>` when no response came.
+    pub fn inc_rest_client_request(&self, code: &str, host: &str, method: &str) {
+        self.rest_client_requests
+            .with_label_values(&[code, host, method])
+            .inc();
     }
 
     /// `kubelet_http_requests_total` and
