@@ -9,6 +9,13 @@
 # finally stops containerd and removes everything it created.
 #
 # RUN_SECONDS (default 30) sets how long the kubelet runs.
+#
+# CLUSTER=1 runs it in cluster mode instead: the script also starts the test
+# bed's control plane (etcd, kube-apiserver, kube-controller-manager,
+# kube-scheduler v1.35, built from Go modules by install.sh) and a node
+# address on a veth pair of its own; the kubelet registers the Node, mirrors
+# the static pods, runs a Deployment of two the scheduler binds to it, and
+# the script shows `kubectl get nodes,pods -o wide`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,8 +24,14 @@ cargo build --quiet --example kubelet
 dir="$(mktemp -d /tmp/kubelet-run-XXXXXX)"
 cgroup_root="kubelet-run-$$"
 kubelet_pid=""
+cluster="${CLUSTER:-}"
+node=demo-node
 cleanup() {
 	[ -n "$kubelet_pid" ] && kill "$kubelet_pid" 2>/dev/null || true
+	if [ -n "$cluster" ]; then
+		scripts/testbed/controlplane-stop.sh "$dir/cp" || true
+		scripts/testbed/node-net.sh down "$node" || true
+	fi
 	scripts/testbed/stop.sh "$dir" || true
 	for d in /sys/fs/cgroup/*/"$cgroup_root"; do
 		[ -d "$d" ] && find "$d" -depth -type d -exec rmdir {} \; 2>/dev/null || true
@@ -47,10 +60,25 @@ echo "== kubelet explain frontend.yaml (the prediction, before anything runs)"
 "${CARGO_TARGET_DIR:-target}/debug/examples/kubelet" --config "$dir/kubelet.yaml" \
 	--hostname-override demo-node explain "$dir/manifests/frontend.yaml"
 
-echo "== kubelet --config $dir/kubelet.yaml"
+cluster_flags=()
+if [ -n "$cluster" ]; then
+	echo "== cluster mode: a control plane and a node address of its own"
+	scripts/testbed/controlplane-start.sh "$dir/cp" "$node"
+	node_ip="$(scripts/testbed/node-net.sh up "$node" | tail -1)"
+	cluster_flags=(--kubeconfig "$dir/cp/node.kubeconfig" --node-ip "$node_ip")
+	. "$dir/cp/controlplane.env"
+	kubectl=("$KUBECTL" --kubeconfig "$dir/cp/admin.kubeconfig")
+fi
+
+echo "== kubelet --config $dir/kubelet.yaml ${cluster_flags[*]}"
 "${CARGO_TARGET_DIR:-target}/debug/examples/kubelet" --config "$dir/kubelet.yaml" --root-dir "$dir/root" \
-	--hostname-override demo-node >"$dir/kubelet.log" 2>&1 &
+	--hostname-override "$node" "${cluster_flags[@]}" >"$dir/kubelet.log" 2>&1 &
 kubelet_pid=$!
+if [ -n "$cluster" ]; then
+	sleep 5
+	echo "== kubectl create deployment sleepers --replicas=2 (the scheduler binds them to $node)"
+	"${kubectl[@]}" create deployment sleepers --image=localhost/busybox:latest --replicas=2 -- sleep 3600
+fi
 sleep "${RUN_SECONDS:-30}"
 if ! kill -0 "$kubelet_pid" 2>/dev/null; then
 	echo "the kubelet exited early:" >&2
@@ -76,6 +104,12 @@ if command -v curl >/dev/null; then
 	curl -s "http://127.0.0.1:$port/metrics" | grep -E '^kubelet_running_(pods|containers)|^kubelet_pod_start_duration_seconds_(count|sum)' || true
 	echo "== node API: /containerLogs/default/frontend-demo-node/app (last 3 lines)"
 	curl -s "http://127.0.0.1:$port/containerLogs/default/frontend-demo-node/app?tailLines=3"; echo
+fi
+if [ -n "$cluster" ]; then
+	echo "== kubectl get nodes,pods -o wide"
+	"${kubectl[@]}" get nodes,pods -o wide
+	echo "== kubectl get lease -n kube-node-lease"
+	"${kubectl[@]}" get lease -n kube-node-lease
 fi
 echo "== SIGTERM: the kubelet stops, the pods keep running"
 kill -TERM "$kubelet_pid"
