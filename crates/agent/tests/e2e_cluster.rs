@@ -35,12 +35,18 @@ struct ClusterNode {
     admin: kube::Client,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
+    max_pods: i64,
 }
 
 impl ClusterNode {
     /// Starts the control plane, containerd and the node network, then the
     /// kubelet; `None` (skip) outside CI when a part cannot run here.
     async fn start(name: &str) -> Option<ClusterNode> {
+        Self::start_with(name, 110).await
+    }
+
+    /// [`ClusterNode::start`] with `maxPods: max_pods`.
+    async fn start_with(name: &str, max_pods: i64) -> Option<ClusterNode> {
         kubelet_testbed::init_tracing();
         let bed = Testbed::start()?;
         let cp = ControlPlane::start(name)?;
@@ -73,6 +79,7 @@ impl ClusterNode {
             admin,
             stop: None,
             task: None,
+            max_pods,
         };
         node.start_kubelet();
         Some(node)
@@ -90,6 +97,7 @@ impl ClusterNode {
             eviction_hard: [("memory.available".to_owned(), "100Mi".to_owned())].into(),
             image_gc_high_threshold_percent: 100,
             node_status_update_frequency: "2s".into(),
+            max_pods: self.max_pods,
             ..Default::default()
         }
     }
@@ -465,7 +473,7 @@ async fn the_node_registers_runs_api_pods_and_mirrors_static_pods() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn crash_loops_show_and_outages_restart_nothing() {
-    let Some(mut node) = ClusterNode::start("e2e-cluster-b").await else {
+    let Some(mut node) = ClusterNode::start_with("e2e-cluster-b", 4).await else {
         return;
     };
     node.wait_ready("True", Duration::from_secs(60)).await;
@@ -572,6 +580,61 @@ async fn crash_loops_show_and_outages_restart_nothing() {
         node.running_containers().await[&("steady".to_owned(), "app".to_owned())],
         steady_id,
         "the kubelet's restart restarted nothing"
+    );
+
+    // A pod beyond maxPods (4), bound here by hand past the scheduler, is
+    // rejected at admission and shown Failed with upstream's reason.
+    node.pods()
+        .create(&pp, &pod("fourth", &["sleep", "3600"]))
+        .await
+        .expect("create fourth");
+    wait_for("fourth Running", Duration::from_secs(60), || async {
+        let p = node.pods().get_opt("fourth").await.ok().flatten()?;
+        (phase(&p) == Some("Running")).then_some(())
+    })
+    .await;
+    let mut fifth = pod("fifth", &["sleep", "3600"]);
+    fifth.spec.as_mut().expect("spec").node_name = Some(node.name.clone());
+    node.pods().create(&pp, &fifth).await.expect("create fifth");
+    let rejected = wait_for("fifth Failed", Duration::from_secs(60), || async {
+        let p = node.pods().get_opt("fifth").await.ok().flatten()?;
+        (phase(&p) == Some("Failed")).then_some(p)
+    })
+    .await;
+    let st = rejected.status.expect("status");
+    assert_eq!(st.reason.as_deref(), Some("OutOfpods"), "{st:?}");
+    assert!(
+        st.message.as_deref().is_some_and(|m| m.contains("pods")),
+        "{st:?}"
+    );
+    assert!(
+        !node
+            .running_containers()
+            .await
+            .keys()
+            .any(|(p, _)| p == "fifth")
+    );
+
+    // An admin deletes the Node: the kubelet registers it again.
+    let old_uid = node.node().await.and_then(|n| n.metadata.uid);
+    node.nodes()
+        .delete(&node.name, &DeleteParams::default())
+        .await
+        .expect("delete the node");
+    wait_for(
+        "the node registered again",
+        Duration::from_secs(60),
+        || async {
+            let n = node.node().await?;
+            (n.metadata.uid != old_uid).then_some(())
+        },
+    )
+    .await;
+    node.wait_ready("True", Duration::from_secs(60)).await;
+    assert_eq!(
+        node.running_containers().await[&("steady".to_owned(), "app".to_owned())],
+        steady_id,
+        "re-registering restarted nothing"
     );
     let _ = Arc::new(());
 }
