@@ -678,6 +678,27 @@ impl BuiltKubelet {
                     }
                 }
             });
+            // A newly registered Node (first start, or registered again
+            // after it was deleted) gets its static pods' mirror pods now.
+            let mut registered = manager.subscribe();
+            let kubelet_for_mirrors = kubelet.clone();
+            tasks.spawn("mirror pods on registration", |mut stop| async move {
+                let mut node_uid: Option<String> = None;
+                loop {
+                    tokio::select! {
+                        _ = stopped(&mut stop) => return,
+                        changed = registered.changed() => if changed.is_err() { return },
+                    }
+                    let uid = registered
+                        .borrow_and_update()
+                        .as_ref()
+                        .and_then(|n| n.metadata.uid.clone());
+                    if uid.is_some() && uid != node_uid {
+                        node_uid = uid;
+                        kubelet_for_mirrors.sync_static_pods_without_mirror();
+                    }
+                }
+            });
             tasks.spawn("node status", |stop| manager.run(stop));
         }
 

@@ -419,6 +419,25 @@ where
         self.workers.could_have_running_containers(uid)
     }
 
+    /// Syncs every static pod that has no mirror pod yet, so that its
+    /// mirror pod is created now. Upstream waits for the next periodic
+    /// sync (up to `syncFrequency`, 1 min) once the Node exists; the
+    /// builder calls this when the Node is registered, so mirror pods
+    /// appear within seconds.
+    pub fn sync_static_pods_without_mirror(&self) {
+        let pods: Vec<Arc<Pod>> = self
+            .pod_map()
+            .values()
+            .filter(|p| kubelet_container::pod::is_static_pod(p))
+            .cloned()
+            .collect();
+        for pod in pods {
+            if self.mirror_pod_of(&pod).is_none() {
+                self.dispatch(UpdatePodOptions::sync(pod));
+            }
+        }
+    }
+
     /// Hands `options` to the pod's worker, with the static pod's mirror
     /// pod (upstream `dispatchWork` with `podManager.GetMirrorPodByPod`).
     fn dispatch(&self, mut options: UpdatePodOptions) {

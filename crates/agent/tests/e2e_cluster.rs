@@ -638,3 +638,48 @@ async fn crash_loops_show_and_outages_restart_nothing() {
     );
     let _ = Arc::new(());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn static_pods_run_before_the_api_server_answers_and_the_node_registers_later() {
+    let Some(mut node) = ClusterNode::start("e2e-cluster-c").await else {
+        return;
+    };
+    // Restart the kubelet with the API server down and a static pod.
+    node.stop_kubelet().await;
+    node.cp.stop_apiserver().expect("stop the API server");
+    node.write_manifest("static-web.yaml", STATIC_POD);
+    node.start_kubelet();
+    let mirror_name = format!("static-web-{}", node.name);
+    wait_for(
+        "the static pod runs without an API server",
+        Duration::from_secs(60),
+        || async {
+            node.running_containers()
+                .await
+                .contains_key(&(mirror_name.clone(), "app".to_owned()))
+                .then_some(())
+        },
+    )
+    .await;
+    let id = node.running_containers().await[&(mirror_name.clone(), "app".to_owned())].clone();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // The API server comes up: the node registers (its retries back off to
+    // 7 s), turns Ready and mirrors the static pod, which keeps running.
+    node.cp.start_apiserver().expect("start the API server");
+    node.wait_ready("True", Duration::from_secs(90)).await;
+    wait_for(
+        "the mirror pod Running",
+        Duration::from_secs(60),
+        || async {
+            let pod = node.pods().get_opt(&mirror_name).await.ok().flatten()?;
+            (phase(&pod) == Some("Running")).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        node.running_containers().await[&(mirror_name.clone(), "app".to_owned())],
+        id,
+        "the static pod was not restarted"
+    );
+}
