@@ -61,5 +61,8 @@ pub use kubelet_volumemanager as volumemanager;
 #[cfg(feature = "nodestatus")]
 pub use kubelet_nodestatus as nodestatus;
 
+#[cfg(feature = "nodelease")]
+pub use kubelet_nodelease as nodelease;
+
 #[cfg(feature = "agent")]
 pub use kubelet_agent as agent;
