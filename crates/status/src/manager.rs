@@ -43,7 +43,7 @@ pub struct VersionedPodStatus {
 /// The newest API status of every pod, by UID, versioned; the source of
 /// truth the kubelet's components read (through
 /// [`kubelet_container::PodStatusProvider`]) and the status syncer
-/// ([`crate::sync::StatusSync`]) writes to the API server.
+/// ([`crate::StatusSync`]) writes to the API server.
 ///
 /// Every change bumps the pod's version and wakes the syncer without
 /// blocking the caller (a [`Notify`] permit, as upstream's buffered
