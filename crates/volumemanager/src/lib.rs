@@ -1,33 +1,72 @@
 //! The volume manager of a kubelet (upstream `pkg/kubelet/volumemanager`
-//! and the volume plugins it drives): the pod's data directories and the
-//! volumes a standalone kubelet can provide: `emptyDir` (on disk, or a tmpfs for medium `Memory`), `hostPath`
-//! (with its type checks) and `downwardAPI` files; `subPath` mounts opened
-//! beneath their volume; the managed `/etc/hosts` file's location.
+//! and the volume plugins it drives): the pod's data directories and its
+//! volumes: `emptyDir` (on disk, or a tmpfs for medium `Memory`), `hostPath`
+//! (with its type checks), `downwardAPI` files, and, with an API server,
+//! `secret`, `configMap` and `projected` volumes (service account tokens
+//! included); `subPath` mounts opened beneath their volume; the managed
+//! `/etc/hosts` file's location.
 //!
 //! Mirrors upstream's layout (`pkg/kubelet/kubelet_getters.go`,
 //! `pkg/volume/emptydir/empty_dir.go`, `pkg/volume/hostpath/host_path.go`,
-//! `pkg/volume/downwardapi/downwardapi.go`,
+//! `pkg/volume/downwardapi/downwardapi.go`, `pkg/volume/secret/secret.go`,
+//! `pkg/volume/configmap/configmap.go`, `pkg/volume/projected/projected.go`,
 //! `pkg/volume/util/subpath/subpath_linux.go`):
 //! `<root>/pods/<uid>/volumes/kubernetes.io~empty-dir/<name>`,
 //! `<root>/pods/<uid>/volumes/kubernetes.io~downward-api/<name>`,
+//! `<root>/pods/<uid>/volumes/kubernetes.io~secret/<name>` (and
+//! `kubernetes.io~configmap`, `kubernetes.io~projected`),
 //! `<root>/pods/<uid>/volume-subpaths/<volume>/<container>/<index>`,
 //! `<root>/pods/<uid>/etc-hosts`, `<root>/pods/<uid>/containers`,
 //! `<root>/pods/<uid>/plugins`.
+//!
+//! Two steps per pod sync:
+//!
+//! 1. in cluster mode, [`prepare_api_volumes`] (async) reads the secrets and
+//!    config maps and requests the service account tokens the pod's
+//!    volumes need (through an [`ApiObjects`], e.g. [`KubeApiObjects`] over
+//!    a `kube::Client`, held by an [`ApiVolumes`] with its
+//!    [`TokenManager`]) and writes them with the [`AtomicWriter`]
+//!    (upstream `pkg/volume/util/atomic_writer.go`): files appear as
+//!    `key -> ..data/key` symlinks and an update swaps `..data`, so readers
+//!    never see a half-updated set; unchanged contents write nothing;
+//! 2. [`prepare_pod_volumes`] (sync) makes every other volume and the
+//!    `subPath` mounts and returns every volume's directory; it refuses a
+//!    secret, configMap or projected volume that step 1 never wrote (a
+//!    standalone kubelet has no API server to read them from).
+//!
+//! DownwardAPI volumes are written with the same atomic writer (upstream
+//! does so too). Secret, configMap, projected and downwardAPI volumes are
+//! read-only for containers upstream: [`read_only_volumes`] names them
+//! (see its docs: [`PodVolumes`] does not carry that yet).
 //!
 //! Safety: a `subPath` is opened with `openat2(RESOLVE_BENEATH)` from the
 //! volume's root, missing directories are made one component at a time
 //! without following symlinks, and the opened file descriptor (not the path
 //! string) is bind-mounted where the runtime will find it, so neither a
 //! symlink planted by a container nor a race can lead outside the volume.
-//! Removing a pod's directory first unmounts everything under it and refuses
-//! to delete while anything stays mounted (a bind-mounted `hostPath` subpath
-//! would otherwise be deleted through the mount).
+//! Removing a pod's directory first unmounts everything under it (tmpfs
+//! volumes included) and refuses to delete while anything stays mounted (a
+//! bind-mounted `hostPath` subpath would otherwise be deleted through the
+//! mount).
+
+mod api;
+mod api_volumes;
+mod atomic_writer;
+
+pub use api::{
+    ApiObjects, Clock, IssuedToken, KubeApiObjects, ServiceAccountTokenRequest, TokenManager,
+};
+pub use api_volumes::{
+    ApiVolumes, CONFIG_MAP_PLUGIN_DIR, PROJECTED_PLUGIN_DIR, SECRET_PLUGIN_DIR, has_api_volumes,
+    is_api_volume, is_read_only_volume, prepare_api_volumes, read_only_volumes,
+};
+pub use atomic_writer::{AtomicWriter, DATA_DIR_NAME, FileProjection, Payload, clean_path};
 
 use std::collections::BTreeMap;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use k8s_openapi::api::core::v1::{DownwardAPIVolumeSource, Pod};
+use k8s_openapi::api::core::v1::{DownwardAPIVolumeFile, Pod};
 use kubelet_container::PodVolumes;
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
@@ -52,6 +91,66 @@ pub enum Error {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// One volume of a pod could not be written: the pod, the volume, and
+    /// why (one of the other variants).
+    #[error("pod {pod}: volume {volume:?}: {source}")]
+    Volume {
+        /// The pod (`namespace/name`).
+        pod: String,
+        /// The volume's name.
+        volume: String,
+        /// Why.
+        source: Box<Error>,
+    },
+    /// A volume's source cannot be honoured as written (e.g. a projection
+    /// kind that is not supported, an unusable downward API item).
+    #[error("{reason}")]
+    InvalidVolume {
+        /// Why.
+        reason: String,
+    },
+    /// A secret or config map a volume needs does not exist, and the
+    /// volume (or projection source) is not `optional`.
+    #[error("{kind} {namespace}/{name} not found")]
+    NotFound {
+        /// `secret` or `configmap`.
+        kind: &'static str,
+        /// Its namespace.
+        namespace: String,
+        /// Its name.
+        name: String,
+    },
+    /// An `items` entry names a key its secret or config map lacks, and the
+    /// volume is not `optional` (upstream: "references non-existent ...
+    /// key").
+    #[error("{kind} {namespace}/{name} has no key {key:?}")]
+    MissingKey {
+        /// `secret` or `configmap`.
+        kind: &'static str,
+        /// Its namespace.
+        namespace: String,
+        /// Its name.
+        name: String,
+        /// The missing key.
+        key: String,
+    },
+    /// A file path of a volume is unusable (upstream `validatePath`).
+    #[error("invalid path {path:?}: {reason}")]
+    InvalidPath {
+        /// The path as written.
+        path: String,
+        /// Why.
+        reason: &'static str,
+    },
+    /// The API server could not be asked, or answered with an error other
+    /// than "not found".
+    #[error("{what}: {source}")]
+    Api {
+        /// What was asked (e.g. `get secret team/db`).
+        what: String,
+        /// The client's error.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 /// `<root>/pods/<uid>`.
@@ -59,21 +158,30 @@ pub fn pod_dir(root: &Path, uid: &str) -> PathBuf {
     root.join("pods").join(uid)
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+/// `namespace/name` of a pod, for errors and logs.
+pub(crate) fn pod_full_name(pod: &Pod) -> String {
+    format!(
+        "{}/{}",
+        pod.metadata.namespace.as_deref().unwrap_or("default"),
+        pod.metadata.name.as_deref().unwrap_or_default()
+    )
+}
+
+pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     move |source| Error::Io {
         path: path.to_path_buf(),
         source,
     }
 }
 
-fn errno(path: &Path) -> impl FnOnce(Errno) -> Error + '_ {
+pub(crate) fn errno(path: &Path) -> impl FnOnce(Errno) -> Error + '_ {
     move |e| Error::Io {
         path: path.to_path_buf(),
         source: e.into(),
     }
 }
 
-fn invalid(pod: &str, reason: String) -> Error {
+pub(crate) fn invalid(pod: &str, reason: String) -> Error {
     Error::InvalidPod {
         pod: pod.to_owned(),
         reason,
@@ -100,11 +208,7 @@ pub fn prepare_pod_volumes(
     ctx: &VolumeContext,
 ) -> Result<PodVolumes, Error> {
     let uid = pod.metadata.uid.as_deref().unwrap_or_default();
-    let name = format!(
-        "{}/{}",
-        pod.metadata.namespace.as_deref().unwrap_or("default"),
-        pod.metadata.name.as_deref().unwrap_or_default()
-    );
+    let name = pod_full_name(pod);
     if !is_plain_name(uid) {
         return Err(invalid(&name, format!("unusable UID {uid:?}")));
     }
@@ -140,14 +244,45 @@ pub fn prepare_pod_volumes(
             check_host_path(&name, &host.path, host.type_.as_deref().unwrap_or(""))?
         } else if let Some(downward) = &v.downward_api {
             let p = dir.join("volumes/kubernetes.io~downward-api").join(&v.name);
+            let in_volume = |source: Error| Error::Volume {
+                pod: name.clone(),
+                volume: v.name.clone(),
+                source: Box::new(source),
+            };
+            let payload = downward_api_payload(
+                pod,
+                downward.items.as_deref().unwrap_or_default(),
+                downward.default_mode.unwrap_or(0o644),
+                ctx,
+            )
+            .map_err(in_volume)?;
             std::fs::create_dir_all(&p).map_err(io(&p))?;
-            write_downward_api(&name, pod, downward, &p, ctx)?;
+            AtomicWriter::new(&p, format!("pod {name} volume {}", v.name))
+                .and_then(|w| w.write(&payload))
+                .map_err(in_volume)?;
+            p
+        } else if let Some((p, kind)) = api_volumes::volume_path(&dir, v) {
+            // Written by `prepare_api_volumes`: `..data` exists once it ran.
+            let written = std::fs::symlink_metadata(p.join(DATA_DIR_NAME))
+                .is_ok_and(|m| m.file_type().is_symlink());
+            if !written {
+                return Err(invalid(
+                    &name,
+                    format!(
+                        "volume {:?}: {kind} volumes are written from the API server by \
+                         prepare_api_volumes, which has not run for this pod (without an API \
+                         server only emptyDir, hostPath and downwardAPI volumes are supported)",
+                        v.name
+                    ),
+                ));
+            }
             p
         } else {
             return Err(invalid(
                 &name,
                 format!(
-                    "volume {:?}: only emptyDir, hostPath and downwardAPI volumes are supported",
+                    "volume {:?}: only emptyDir, hostPath, downwardAPI, secret, configMap and \
+                     projected volumes are supported",
                     v.name
                 ),
             ));
@@ -179,7 +314,7 @@ pub fn prepare_pod_volumes(
     Ok(out)
 }
 
-fn is_plain_name(s: &str) -> bool {
+pub(crate) fn is_plain_name(s: &str) -> bool {
     !s.is_empty() && !s.contains('/') && s != ".." && s != "." && !s.contains('\0')
 }
 
@@ -234,7 +369,7 @@ fn check_host_path(pod: &str, path: &str, kind: &str) -> Result<PathBuf, Error> 
 /// `calculateEmptyDirMemorySize`): node allocatable memory, lowered to the
 /// pod's memory limit when every container has one, lowered to `sizeLimit`
 /// when set. `None`: the kernel's default (half of RAM).
-fn memory_volume_size(
+pub(crate) fn memory_volume_size(
     pod: &Pod,
     size_limit: Option<&k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
     ctx: &VolumeContext,
@@ -269,7 +404,7 @@ fn memory_volume_size(
 /// The mount points, read from mountinfo at most once per preparation
 /// (it runs on every sync of every pod).
 #[derive(Debug, Default)]
-struct Mounts(Option<std::collections::HashSet<PathBuf>>);
+pub(crate) struct Mounts(Option<std::collections::HashSet<PathBuf>>);
 
 impl Mounts {
     fn contains(&mut self, path: &Path) -> Result<bool, Error> {
@@ -280,7 +415,11 @@ impl Mounts {
     }
 }
 
-fn mount_tmpfs(path: &Path, size: Option<i64>, mounts: &mut Mounts) -> Result<(), Error> {
+pub(crate) fn mount_tmpfs(
+    path: &Path,
+    size: Option<i64>,
+    mounts: &mut Mounts,
+) -> Result<(), Error> {
     if mounts.contains(path)? {
         return Ok(()); // mounted by an earlier sync or kubelet: keep its data
     }
@@ -300,7 +439,7 @@ fn mount_tmpfs(path: &Path, size: Option<i64>, mounts: &mut Mounts) -> Result<()
         Some(data.as_c_str()),
     )
     .map_err(errno(path))?;
-    tracing::debug!(path = %path.display(), ?size, "mounted a memory-backed emptyDir");
+    tracing::debug!(path = %path.display(), ?size, "mounted a memory-backed volume");
     Ok(())
 }
 
@@ -338,77 +477,43 @@ fn unescape_mountinfo(s: &str) -> String {
 
 // ------------------------------------------------------------ downward API
 
-fn write_downward_api(
-    pod_name: &str,
+/// The files of downwardAPI items (upstream `downwardapi.CollectData`):
+/// each item's value at its path, with its mode or `default_mode`. Used by
+/// downwardAPI volumes and the downwardAPI source of projected volumes.
+pub(crate) fn downward_api_payload(
     pod: &Pod,
-    source: &DownwardAPIVolumeSource,
-    dir: &Path,
+    items: &[DownwardAPIVolumeFile],
+    default_mode: i32,
     ctx: &VolumeContext,
-) -> Result<(), Error> {
-    for item in source.items.iter().flatten() {
-        let rel = Path::new(&item.path);
-        if item.path.is_empty()
-            || rel.is_absolute()
-            || rel
-                .components()
-                .any(|c| !matches!(c, std::path::Component::Normal(_)))
-        {
-            return Err(invalid(
-                pod_name,
-                format!(
-                    "downwardAPI item path {:?} must be relative and stay in the volume",
-                    item.path
-                ),
-            ));
-        }
+) -> Result<Payload, Error> {
+    let mut payload = Payload::new();
+    for item in items {
+        let path = clean_path(&item.path)?;
         let value = if let Some(field) = &item.field_ref {
-            field_value(pod, &field.field_path).ok_or_else(|| {
-                invalid(
-                    pod_name,
-                    format!("downwardAPI: unsupported fieldPath {:?}", field.field_path),
-                )
+            field_value(pod, &field.field_path).ok_or_else(|| Error::InvalidVolume {
+                reason: format!("downwardAPI: unsupported fieldPath {:?}", field.field_path),
             })?
         } else if let Some(res) = &item.resource_field_ref {
-            resource_value(pod, res, ctx).ok_or_else(|| {
-                invalid(
-                    pod_name,
-                    format!(
-                        "downwardAPI: cannot resolve {:?} of container {:?}",
-                        res.resource,
-                        res.container_name.as_deref().unwrap_or("")
-                    ),
-                )
+            resource_value(pod, res, ctx).ok_or_else(|| Error::InvalidVolume {
+                reason: format!(
+                    "downwardAPI: cannot resolve {:?} of container {:?}",
+                    res.resource,
+                    res.container_name.as_deref().unwrap_or("")
+                ),
             })?
         } else {
-            return Err(invalid(
-                pod_name,
-                format!(
+            return Err(Error::InvalidVolume {
+                reason: format!(
                     "downwardAPI item {:?} has neither fieldRef nor resourceFieldRef",
                     item.path
                 ),
-            ));
+            });
         };
-        let path = dir.join(rel);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(io(parent))?;
-        }
-        // Write then rename: a reader never sees half a value (upstream's
-        // AtomicWriter swaps a `..data` symlink for the same reason).
-        let tmp = path.with_file_name(format!(
-            ".{}.tmp",
-            path.file_name().and_then(|n| n.to_str()).unwrap_or("item")
-        ));
-        std::fs::write(&tmp, value.as_bytes()).map_err(io(&tmp))?;
-        let mode = item.mode.or(source.default_mode).unwrap_or(0o644);
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let perms =
-                std::fs::Permissions::from_mode(u32::try_from(mode & 0o777).unwrap_or(0o644));
-            std::fs::set_permissions(&tmp, perms).map_err(io(&tmp))?;
-        }
-        std::fs::rename(&tmp, &path).map_err(io(&path))?;
+        let mode = item.mode.unwrap_or(default_mode);
+        let mode = u32::try_from(mode).map_or(0o644, |m| m & 0o777);
+        payload.insert(path, FileProjection::new(value, mode));
     }
-    Ok(())
+    Ok(payload)
 }
 
 /// `key="value"` lines, sorted, as upstream's `fieldpath.FormatMap`.
@@ -761,6 +866,63 @@ mod tests {
         }));
         assert!(prepare_pod_volumes(root.path(), &bad, &ctx).is_err());
         assert!(!root.path().join("pods/u4/volumes/escape").exists());
+    }
+
+    #[test]
+    fn downward_api_volumes_are_written_atomically_and_updated() {
+        let root = tempfile::tempdir().expect("tmp");
+        let with_labels = |labels: serde_json::Value| {
+            pod(serde_json::json!({
+                "metadata": {"name": "p", "namespace": "ns", "uid": "u5", "labels": labels},
+                "spec": {"containers": [], "volumes": [{"name": "info", "downwardAPI": {
+                    "defaultMode": 0o600,
+                    "items": [{"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}}]
+                }}]}
+            }))
+        };
+        let ctx = VolumeContext::default();
+        let v = prepare_pod_volumes(
+            root.path(),
+            &with_labels(serde_json::json!({"a": "1"})),
+            &ctx,
+        )
+        .expect("volumes");
+        let dir = &v.volumes["info"];
+        assert_eq!(
+            std::fs::read_link(dir.join("labels")).expect("link"),
+            Path::new("..data/labels")
+        );
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let meta = std::fs::metadata(dir.join("labels")).expect("meta");
+            assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        }
+        let first = std::fs::read_link(dir.join(DATA_DIR_NAME)).expect("..data");
+        prepare_pod_volumes(
+            root.path(),
+            &with_labels(serde_json::json!({"a": "1"})),
+            &ctx,
+        )
+        .expect("again");
+        assert_eq!(
+            std::fs::read_link(dir.join(DATA_DIR_NAME)).expect("..data"),
+            first,
+            "unchanged: nothing written"
+        );
+        prepare_pod_volumes(
+            root.path(),
+            &with_labels(serde_json::json!({"a": "2"})),
+            &ctx,
+        )
+        .expect("update");
+        assert_ne!(
+            std::fs::read_link(dir.join(DATA_DIR_NAME)).expect("..data"),
+            first
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.join("labels")).expect("labels"),
+            "a=\"2\""
+        );
     }
 
     #[test]
