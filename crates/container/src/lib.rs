@@ -76,6 +76,7 @@
 pub mod cache;
 pub mod duration;
 mod error;
+pub mod events;
 pub mod flowcontrol;
 pub mod id;
 pub mod pod;
@@ -90,6 +91,7 @@ mod volume;
 
 pub use cache::PodCache;
 pub use error::{Error, Result};
+pub use events::{EventRecorder, EventType, NoopRecorder};
 pub use id::ContainerId;
 pub use runtime::{ContainerResources, HttpHook, KUBE_VERSION, PodStatusProvider, RuntimeReader};
 pub use status::{

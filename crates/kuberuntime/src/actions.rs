@@ -24,7 +24,9 @@ pub struct ContainerToKill {
     pub id: String,
     /// Its name.
     pub name: String,
-    /// The message logged and reported as the reason.
+    /// The message logged and recorded as the `Killing` event's, in
+    /// upstream's words (`Container app failed liveness probe, will be
+    /// restarted`); empty for upstream's default, `Stopping container app`.
     pub message: String,
 }
 
@@ -259,7 +261,7 @@ pub fn compute_pod_actions_with_probes(
                         id: s.id.clone(),
                         name: s.name.clone(),
                         message:
-                            "init container is in unknown state, try killing it before restart"
+                            "Init container is in \"unknown\" state, try killing it before restart"
                                 .into(),
                     });
                 }
@@ -279,10 +281,8 @@ pub fn compute_pod_actions_with_probes(
                     changes.containers_to_kill.push(ContainerToKill {
                         id: s.id.clone(),
                         name: s.name.clone(),
-                        message: format!(
-                            "container {:?} is in unknown state, try killing it before restart",
-                            c.name
-                        ),
+                        message: "Container is in \"unknown\" state, try killing it before restart"
+                            .into(),
                     });
                 }
                 changes.containers_to_start.push(i);
@@ -290,7 +290,7 @@ pub fn compute_pod_actions_with_probes(
             continue;
         };
         let (message, restart) = if !running.hash.is_none_or(|h| h.matches(c)) {
-            (format!("container {:?} definition changed", c.name), true)
+            (format!("Container {} definition changed", c.name), true)
         } else if probes.is_some_and(|p| p.liveness_failed(&running.id)) {
             (
                 format!("Container {} failed liveness probe", c.name),

@@ -38,6 +38,12 @@
 //! 300 s), with the core crate's keyed `Backoff`
 //! (`kubelet_container::flowcontrol`).
 //!
+//! What happens is recorded as upstream's Kubernetes events (`Pulling`,
+//! `Pulled`, `Created`, `Started`, `Killing`, `BackOff`, `Failed`, ...,
+//! with upstream's messages) through the core crate's `EventRecorder`
+//! given to [`RuntimeManager::with_event_recorder`]; without one nothing
+//! is recorded.
+//!
 //! Not built yet: sidecar (restartable init) containers, ephemeral
 //! containers, in-place resize.
 //!

@@ -5,6 +5,9 @@
 //! (`pkg/kubelet/kuberuntime/kuberuntime_manager.go`,
 //! `kuberuntime_container.go`, `kuberuntime_sandbox.go`,
 //! `pkg/kubelet/images/image_manager.go`).
+//!
+//! Events are recorded where upstream records them, with upstream's
+//! reasons and wording (see [`RuntimeManager::with_event_recorder`]).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -15,6 +18,9 @@ use async_trait::async_trait;
 use futures::future::join_all;
 use k8s_openapi::api::core::v1::{Container, Lifecycle, LifecycleHandler, Pod, PodSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kubelet_container::events::{
+    EventRecorder, EventType, NoopRecorder, container_ref, pod_desc, pod_ref, reason,
+};
 use kubelet_container::flowcontrol::{
     Backoff, TokenBucket, crash_loop_key, image_pull_key, system_time_from_unix_nanos,
 };
@@ -51,6 +57,7 @@ pub struct RuntimeManager {
     probes: Option<Arc<dyn ProbeResults>>,
     keyring: Arc<crate::credentials::DockerKeyring>,
     pull_secrets: Option<Arc<dyn crate::credentials::PullSecrets>>,
+    recorder: Arc<dyn EventRecorder>,
 }
 
 /// How images are pulled (upstream `serializeImagePulls`,
@@ -116,7 +123,72 @@ impl RuntimeManager {
             probes: None,
             keyring: Arc::new(crate::credentials::DockerKeyring::new()),
             pull_secrets: None,
+            recorder: Arc::new(NoopRecorder),
         }
+    }
+
+    /// Records Kubernetes events through `recorder` (default: none), as
+    /// upstream's runtime manager and image manager do
+    /// (`kuberuntime_container.go`, `kuberuntime_manager.go`,
+    /// `images/image_manager.go`), about the container (`fieldPath:
+    /// spec.containers{name}`) or the pod:
+    ///
+    /// - images: `Pulling` (`Pulling image "x"`), `Pulled` (`Successfully
+    ///   pulled image "x" in 1.2s (1.5s including waiting). Image size: N
+    ///   bytes.`, or `Container image "x" already present on machine`),
+    ///   Warning `Failed` (`Failed to pull image "x": <error>`), `BackOff`
+    ///   (`Back-off pulling image "x"`), Warning `ErrImageNeverPull`,
+    ///   Warning `InspectFailed`; then Warning `Failed` `Error:
+    ///   ErrImagePull` / `Error: ImagePullBackOff` / ... as the container
+    ///   cannot be created;
+    /// - containers: `Created` (`Created container: app`), `Started`
+    ///   (`Started container app`), Warning `Failed` (`Error: <runtime
+    ///   message>`) when creating or starting fails, `Killing` (`Stopping
+    ///   container app`, or why: `Container app failed liveness probe, will
+    ///   be restarted`), Warning `BackOff` (`Back-off restarting failed
+    ///   container app in pod web_default(<uid>)`), Warning
+    ///   `FailedPostStartHook` / `FailedPreStopHook` (without the hook's
+    ///   output, which may hold secrets);
+    /// - the pod: `SandboxChanged`, Warning `FailedCreatePodSandBox`,
+    ///   Warning `FailedPodSandBoxStatus`.
+    ///
+    /// Container IDs in messages are replaced by the container's name, as
+    /// upstream does, so that events of successive containers count
+    /// together.
+    pub fn with_event_recorder(mut self, recorder: Arc<dyn EventRecorder>) -> Self {
+        self.recorder = recorder;
+        self
+    }
+
+    /// Records an event about one of the pod's containers (upstream
+    /// `recordContainerEvent`): the container's ID in the message becomes
+    /// its name.
+    fn container_event(
+        &self,
+        pod: &Pod,
+        container_name: &str,
+        container_id: &str,
+        event_type: EventType,
+        reason: &str,
+        message: String,
+    ) {
+        let message = if container_id.is_empty() {
+            message
+        } else {
+            message.replace(container_id, container_name)
+        };
+        self.recorder.event(
+            &container_ref(pod, container_name),
+            event_type,
+            reason,
+            message,
+        );
+    }
+
+    /// Records an event about the pod.
+    fn pod_event(&self, pod: &Pod, event_type: EventType, reason: &str, message: String) {
+        self.recorder
+            .event(&pod_ref(pod), event_type, reason, message);
     }
 
     /// Restarts running containers that failed their liveness or startup
@@ -191,6 +263,18 @@ impl RuntimeManager {
             .crash_loop
             .is_in_backoff_since_system_time(&key, finished)
         {
+            self.container_event(
+                pod,
+                &container.name,
+                "",
+                EventType::Warning,
+                reason::BACK_OFF_START_CONTAINER,
+                format!(
+                    "Back-off restarting failed container {} in pod {}",
+                    container.name,
+                    pod_desc(pod)
+                ),
+            );
             return Err(Error::CrashLoopBackOff {
                 pod: pod_name(pod),
                 container: container.name.clone(),
@@ -208,6 +292,7 @@ impl RuntimeManager {
 
     /// Makes sure the container's image is present, by its pull policy
     /// (upstream `EnsureImageExists`); returns the image reference to run.
+    /// Records upstream's image events about the container.
     pub async fn ensure_image_exists(
         &self,
         pod: &Pod,
@@ -215,7 +300,17 @@ impl RuntimeManager {
         sandbox: &api::PodSandboxConfig,
     ) -> Result<String, Error> {
         let image = container.image.clone().unwrap_or_default();
+        let event = |event_type, reason, message: String| {
+            self.container_event(pod, &container.name, "", event_type, reason, message)
+        };
         if image.is_empty() {
+            event(
+                EventType::Warning,
+                reason::FAILED_TO_INSPECT_IMAGE,
+                format!(
+                    "Failed to apply default image tag {image:?}: couldn't parse image name {image:?}: invalid reference format"
+                ),
+            );
             return Err(Error::InvalidPod {
                 pod: pod_name(pod),
                 reason: format!("container {:?} has no image", container.name),
@@ -227,17 +322,37 @@ impl RuntimeManager {
         };
         let policy = pull_policy(container);
         if policy != "Always" {
-            let present = self
-                .runtime
-                .image_status(spec.clone(), false)
-                .await
-                .map_err(|source| Error::Runtime {
-                    pod: pod_name(pod),
-                    source,
-                })?;
+            let present = match self.runtime.image_status(spec.clone(), false).await {
+                Ok(present) => present,
+                Err(source) => {
+                    event(
+                        EventType::Warning,
+                        reason::FAILED_TO_INSPECT_IMAGE,
+                        format!("Failed to inspect image {image:?}: {}", grpc_error(&source)),
+                    );
+                    return Err(Error::Runtime {
+                        pod: pod_name(pod),
+                        source,
+                    });
+                }
+            };
             match (present, policy) {
-                (Some(found), _) => return Ok(found.id),
+                (Some(found), _) => {
+                    event(
+                        EventType::Normal,
+                        reason::PULLED_IMAGE,
+                        format!("Container image {image:?} already present on machine"),
+                    );
+                    return Ok(found.id);
+                }
                 (None, "Never") => {
+                    event(
+                        EventType::Warning,
+                        reason::ERR_IMAGE_NEVER_PULL_POLICY,
+                        format!(
+                            "Container image {image:?} is not present with pull policy of Never"
+                        ),
+                    );
                     return Err(Error::ImageNeverPull {
                         pod: pod_name(pod),
                         image,
@@ -248,14 +363,30 @@ impl RuntimeManager {
         }
         let key = image_pull_key(pod.metadata.uid.as_deref().unwrap_or_default(), &image);
         if self.image_pull.is_in_backoff_now(&key) {
+            event(
+                EventType::Normal,
+                reason::BACK_OFF_PULL_IMAGE,
+                format!("Back-off pulling image {image:?}"),
+            );
             return Err(Error::ImagePullBackOff {
                 pod: pod_name(pod),
                 image,
             });
         }
+        event(
+            EventType::Normal,
+            reason::PULLING_IMAGE,
+            format!("Pulling image {image:?}"),
+        );
+        let waiting_since = tokio::time::Instant::now();
         // Upstream's throttledImageService refuses, rather than queues, a
         // pull over the registry rate.
         if self.pull_limiter.as_ref().is_some_and(|l| !l.try_acquire()) {
+            event(
+                EventType::Warning,
+                reason::FAILED_TO_PULL_IMAGE,
+                format!("Failed to pull image {image:?}: pull QPS exceeded"),
+            );
             self.image_pull.next_now(&key);
             return Err(Error::ImagePullQpsExceeded {
                 pod: pod_name(pod),
@@ -264,6 +395,7 @@ impl RuntimeManager {
         }
         // Serial or bounded-parallel pulls; the permit lives until the pull ends.
         let _slot = self.pull_slots.acquire().await.ok();
+        let pull_started = tokio::time::Instant::now();
         // Upstream pullImage: the credentials matching the image, the pod's
         // pull secrets before the node's; each tried in turn; anonymous only
         // when none matches.
@@ -289,10 +421,29 @@ impl RuntimeManager {
         }
         match result {
             Ok(image_ref) => {
+                // Upstream's puller reads the size, best effort.
+                let size = match self.runtime.image_status(spec, false).await {
+                    Ok(Some(found)) => found.size,
+                    _ => 0,
+                };
+                event(
+                    EventType::Normal,
+                    reason::PULLED_IMAGE,
+                    format!(
+                        "Successfully pulled image {image:?} in {} ({} including waiting). Image size: {size} bytes.",
+                        go_duration(pull_started.elapsed()),
+                        go_duration(waiting_since.elapsed()),
+                    ),
+                );
                 self.image_pull.gc();
                 Ok(image_ref)
             }
             Err(source) => {
+                event(
+                    EventType::Warning,
+                    reason::FAILED_TO_PULL_IMAGE,
+                    format!("Failed to pull image {image:?}: {}", grpc_error(&source)),
+                );
                 self.image_pull.next_now(&key);
                 Err(Error::ImagePull {
                     pod: pod_name(pod),
@@ -360,7 +511,64 @@ impl RuntimeManager {
         volumes: &crate::config::PodVolumes,
     ) -> Result<String, Error> {
         self.do_backoff(pod, container, status)?;
-        let image_ref = self.ensure_image_exists(pod, container, sandbox).await?;
+        // Upstream startContainer: every failure to get the container
+        // created is a Warning `Failed` event "Error: <message>".
+        let failed = |message: String| {
+            self.container_event(
+                pod,
+                &container.name,
+                "",
+                EventType::Warning,
+                reason::FAILED_TO_CREATE_CONTAINER,
+                format!("Error: {message}"),
+            )
+        };
+        let image_ref = match self.ensure_image_exists(pod, container, sandbox).await {
+            Ok(r) => r,
+            Err(e) => {
+                failed(image_error_name(&e));
+                return Err(e);
+            }
+        };
+        match self
+            .create_and_start(
+                pod,
+                container,
+                container_type,
+                sandbox_id,
+                sandbox,
+                status,
+                pod_ips,
+                volumes,
+                &image_ref,
+            )
+            .await
+        {
+            Ok(id) => Ok(id),
+            Err(e) => {
+                if let Some(message) = config_error_message(&e) {
+                    failed(message);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// The rest of [`Self::start_container`], once the image is there:
+    /// create, start, `postStart`.
+    #[allow(clippy::too_many_arguments)]
+    async fn create_and_start(
+        &self,
+        pod: &Pod,
+        container: &Container,
+        container_type: ContainerType,
+        sandbox_id: &str,
+        sandbox: &api::PodSandboxConfig,
+        status: &PodStatus,
+        pod_ips: &[String],
+        volumes: &crate::config::PodVolumes,
+        image_ref: &str,
+    ) -> Result<String, Error> {
         let restart_count = status
             .find_container_status_by_name(&container.name)
             .map(|s| s.restart_count + 1)
@@ -380,7 +588,7 @@ impl RuntimeManager {
             container,
             container_type,
             restart_count,
-            &image_ref,
+            image_ref,
             pod_ips,
             volumes,
             &self.opts,
@@ -393,23 +601,59 @@ impl RuntimeManager {
         {
             config.mounts.push(mount);
         }
-        let id = self
+        let id = match self
             .runtime
             .create_container(sandbox_id, config, sandbox.clone())
             .await
-            .map_err(|source| Error::CreateContainer {
+        {
+            Ok(id) => id,
+            Err(source) => {
+                self.container_event(
+                    pod,
+                    &container.name,
+                    "",
+                    EventType::Warning,
+                    reason::FAILED_TO_CREATE_CONTAINER,
+                    format!("Error: {}", source.to_status().message()),
+                );
+                return Err(Error::CreateContainer {
+                    pod: pod_name(pod),
+                    container: container.name.clone(),
+                    source,
+                });
+            }
+        };
+        self.container_event(
+            pod,
+            &container.name,
+            &id,
+            EventType::Normal,
+            reason::CREATED_CONTAINER,
+            format!("Created container: {}", container.name),
+        );
+        if let Err(source) = self.runtime.start_container(&id).await {
+            self.container_event(
+                pod,
+                &container.name,
+                &id,
+                EventType::Warning,
+                reason::FAILED_TO_START_CONTAINER,
+                format!("Error: {}", source.to_status().message()),
+            );
+            return Err(Error::StartContainer {
                 pod: pod_name(pod),
                 container: container.name.clone(),
                 source,
-            })?;
-        self.runtime
-            .start_container(&id)
-            .await
-            .map_err(|source| Error::StartContainer {
-                pod: pod_name(pod),
-                container: container.name.clone(),
-                source,
-            })?;
+            });
+        }
+        self.container_event(
+            pod,
+            &container.name,
+            &id,
+            EventType::Normal,
+            reason::STARTED_CONTAINER,
+            format!("Started container {}", container.name),
+        );
         tracing::info!(pod = %pod_name(pod), container = %container.name, id = %id, restart_count, "container started");
         // The CPU manager's reconcile loop tracks started containers.
         self.opts
@@ -425,6 +669,15 @@ impl RuntimeManager {
                 .await
         {
             tracing::error!(pod = %pod_name(pod), container = %container.name, id = %id, error = %source, "Failed to execute PostStartHook");
+            // Not the hook's output: it may hold secrets.
+            self.container_event(
+                pod,
+                &container.name,
+                &id,
+                EventType::Warning,
+                reason::FAILED_POST_START_HOOK,
+                "PostStartHook failed".into(),
+            );
             let running = RunningContainer {
                 id: id.clone(),
                 name: container.name.clone(),
@@ -502,7 +755,16 @@ impl RuntimeManager {
                 tracing::debug!(pod = %pod_name(pod), container = %container.name, "preStop hook completed")
             }
             Ok(Err(e)) => {
-                tracing::warn!(pod = %pod_name(pod), container = %container.name, id = %container.id, error = %e, "PreStop hook failed")
+                tracing::warn!(pod = %pod_name(pod), container = %container.name, id = %container.id, error = %e, "PreStop hook failed");
+                // Not the hook's output: it may hold secrets.
+                self.container_event(
+                    pod,
+                    &spec.name,
+                    &container.id,
+                    EventType::Warning,
+                    reason::FAILED_PRE_STOP_HOOK,
+                    "PreStopHook failed".into(),
+                );
             }
             Err(_) => {
                 tracing::info!(pod = %pod_name(pod), container = %container.name, grace, "PreStop hook not completed in grace period")
@@ -581,7 +843,9 @@ impl RuntimeManager {
     /// running container's preStop hook runs first, for at most that long;
     /// then StopContainer gets what is left in whole seconds, at least 2, so
     /// SIGTERM follows the hook and SIGKILL the grace period. With `pod`
-    /// `None` the specs are rebuilt from the container's annotations.
+    /// `None` the specs are rebuilt from the container's annotations. A
+    /// `Killing` event says `message`, or `Stopping container <name>` when
+    /// it is empty.
     pub async fn kill_container(
         &self,
         pod: Option<&Pod>,
@@ -618,6 +882,19 @@ impl RuntimeManager {
             grace = o;
         }
         tracing::info!(pod = %pod_name(pod), container = %container.name, id = %container.id, grace, message, "killing container");
+        let message = if message.is_empty() {
+            format!("Stopping container {}", container.name)
+        } else {
+            message.to_owned()
+        };
+        self.container_event(
+            pod,
+            &container.name,
+            &container.id,
+            EventType::Normal,
+            reason::KILLING_CONTAINER,
+            message,
+        );
         if let Some(spec) = spec
             && let Some(handler) = spec.lifecycle.as_ref().and_then(|l| l.pre_stop.as_ref())
             && grace > 0
@@ -837,6 +1114,71 @@ impl RuntimeManager {
     }
 }
 
+/// A CRI error as upstream's messages print a gRPC error: `rpc error: code
+/// = NotFound desc = <the runtime's message>` (local errors as they are).
+fn grpc_error(e: &kubelet_cri_client::Error) -> String {
+    if e.call().is_some() {
+        format!(
+            "rpc error: code = {:?} desc = {}",
+            e.code(),
+            e.to_status().message()
+        )
+    } else {
+        e.to_string()
+    }
+}
+
+/// Upstream's name of an image error, the message of its `Failed` event
+/// `Error: <name>` (`images.ErrImagePull`, `ErrImagePullBackOff`, ...).
+fn image_error_name(e: &Error) -> String {
+    match e {
+        Error::ImagePull { .. } | Error::ImagePullQpsExceeded { .. } => "ErrImagePull".into(),
+        Error::ImagePullBackOff { .. } => "ImagePullBackOff".into(),
+        Error::ImageNeverPull { .. } => "ErrImageNeverPull".into(),
+        Error::Runtime { .. } => "ImageInspectError".into(),
+        Error::InvalidPod { .. } => "InvalidImageName".into(),
+        other => other.to_string(),
+    }
+}
+
+/// The message of the `Failed` event of a container whose config could not
+/// be made (upstream `ErrCreateContainerConfig`); `None` for the errors
+/// that record their own events.
+fn config_error_message(e: &Error) -> Option<String> {
+    match e {
+        Error::CreateContainer { .. }
+        | Error::StartContainer { .. }
+        | Error::PostStartHook { .. } => None,
+        other => Some(other.to_string()),
+    }
+}
+
+/// A duration as Go prints a `time.Duration` truncated to milliseconds
+/// (`523ms`, `1.2s`, `1m30.5s`, `0s`), as upstream's `Pulled` event does.
+fn go_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms == 0 {
+        return "0s".into();
+    }
+    if ms < 1000 {
+        return format!("{ms}ms");
+    }
+    let (h, rest) = (ms / 3_600_000, ms % 3_600_000);
+    let (m, rest) = (rest / 60_000, rest % 60_000);
+    let (sec, frac) = (rest / 1000, rest % 1000);
+    let mut secs = sec.to_string();
+    if frac > 0 {
+        let f = format!("{frac:03}");
+        secs.push('.');
+        secs.push_str(f.trim_end_matches('0'));
+    }
+    match (h, m) {
+        (0, 0) => format!("{secs}s"),
+        (0, m) => format!("{m}m{secs}s"),
+        (h, m) => format!("{h}h{m}m{secs}s"),
+    }
+}
+
 #[async_trait]
 impl RuntimeReader for RuntimeManager {
     async fn get_pods(&self, all: bool) -> Result<Vec<RunningPod>, kubelet_container::Error> {
@@ -872,6 +1214,14 @@ impl Runtime for RuntimeManager {
         let mut result = PodSyncResult::default();
         let actions = compute_pod_actions_with_probes(pod, status, self.probes.as_deref());
         tracing::debug!(pod = %pod_name(pod), ?actions, "computed pod actions");
+        if actions.create_sandbox && actions.sandbox_id.as_deref().is_some_and(|s| !s.is_empty()) {
+            self.pod_event(
+                pod,
+                EventType::Normal,
+                reason::SANDBOX_CHANGED,
+                "Pod sandbox changed, it will be killed and re-created.".into(),
+            );
+        }
 
         // Step 2: kill the pod, or the containers that must not run.
         if actions.kill_pod {
@@ -909,9 +1259,20 @@ impl Runtime for RuntimeManager {
         // Step 4: create the sandbox.
         let mut sandbox_id = actions.sandbox_id.clone().unwrap_or_default();
         let mut pod_ips = status.ips.clone();
+        let sandbox_failed = |message: String| {
+            self.pod_event(
+                pod,
+                EventType::Warning,
+                reason::FAILED_CREATE_POD_SAND_BOX,
+                format!("Failed to create pod sandbox: {message}"),
+            )
+        };
         let sandbox_config = match pod_sandbox_config(pod, actions.attempt, &self.opts) {
             Ok(c) => c,
             Err(e) => {
+                if actions.create_sandbox {
+                    sandbox_failed(e.to_string());
+                }
                 result.errors.push(e);
                 return result;
             }
@@ -919,10 +1280,12 @@ impl Runtime for RuntimeManager {
         if actions.create_sandbox {
             let log_dir = PathBuf::from(&sandbox_config.log_directory);
             if let Err(e) = std::fs::create_dir_all(&log_dir) {
-                result.errors.push(Error::Io {
+                let e = Error::Io {
                     path: log_dir,
                     source: e,
-                });
+                };
+                sandbox_failed(e.to_string());
+                result.errors.push(e);
                 return result;
             }
             match self
@@ -932,6 +1295,7 @@ impl Runtime for RuntimeManager {
             {
                 Ok(id) => sandbox_id = id,
                 Err(source) => {
+                    sandbox_failed(grpc_error(&source));
                     result.errors.push(Error::CreateSandbox {
                         pod: pod_name(pod),
                         source,
@@ -952,6 +1316,12 @@ impl Runtime for RuntimeManager {
                         .collect();
                 }
                 Err(source) => {
+                    self.pod_event(
+                        pod,
+                        EventType::Warning,
+                        reason::FAILED_STATUS_POD_SAND_BOX,
+                        format!("Unable to get pod sandbox status: {}", grpc_error(&source)),
+                    );
                     result.errors.push(Error::Runtime {
                         pod: pod_name(pod),
                         source,
@@ -1033,7 +1403,7 @@ impl Runtime for RuntimeManager {
                     || c.state == crate::status::ContainerState::Unknown
                     || c.state == crate::status::ContainerState::Created
             })
-            .map(|c| self.kill_container(pod, c, grace_override, "pod is being killed"));
+            .map(|c| self.kill_container(pod, c, grace_override, ""));
         let mut first_error = None;
         for r in join_all(kills).await {
             if let Err(e) = r {
@@ -1073,5 +1443,36 @@ impl Runtime for RuntimeManager {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_print_as_go_prints_them() {
+        let ms = Duration::from_millis;
+        assert_eq!(go_duration(Duration::ZERO), "0s");
+        assert_eq!(go_duration(Duration::from_micros(900)), "0s");
+        assert_eq!(go_duration(ms(523)), "523ms");
+        assert_eq!(go_duration(ms(1200)), "1.2s");
+        assert_eq!(go_duration(ms(1234)), "1.234s");
+        assert_eq!(go_duration(ms(60_000)), "1m0s");
+        assert_eq!(go_duration(ms(90_500)), "1m30.5s");
+        assert_eq!(go_duration(ms(3_600_000)), "1h0m0s");
+        assert_eq!(go_duration(ms(3_723_050)), "1h2m3.05s");
+    }
+
+    #[test]
+    fn grpc_errors_print_as_upstream_sees_them() {
+        let e = kubelet_cri_client::Error::NotFound {
+            call: kubelet_cri_client::Call::with_id("PullImage", "x"),
+            message: "pull access denied".into(),
+        };
+        assert_eq!(
+            grpc_error(&e),
+            "rpc error: code = NotFound desc = pull access denied"
+        );
     }
 }

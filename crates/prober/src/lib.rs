@@ -25,7 +25,10 @@
 //!   redirects.
 //!
 //! The workers read pod statuses through a [`StatusProvider`] that the
-//! kubelet's status manager implements.
+//! kubelet's status manager implements. Probe failures are recorded as
+//! upstream's Warning `Unhealthy` events (`Liveness probe failed:
+//! <output>`) and warnings as `ProbeWarning`, through the core crate's
+//! `EventRecorder` given to [`ManagerBuilder::event_recorder`].
 //!
 //! # Wiring
 //!
@@ -67,9 +70,7 @@
 //!
 //! - A probe's own `terminationGracePeriodSeconds` is not read: a container
 //!   killed for a failed probe gets the pod's grace period.
-//! - No events are recorded (upstream's `Unhealthy`, `ProbeWarning`); probe
-//!   failures are `tracing` logs at `debug`. Metrics are left to the
-//!   [`ManagerBuilder::on_probe`] hook.
+//! - Metrics are left to the [`ManagerBuilder::on_probe`] hook.
 //! - Probes may target any host (the `host` field), as upstream; the
 //!   kubelet does not keep them from reaching the node's network
 //!   (upstream issue 81129).

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use k8s_openapi::api::core::v1::{Container, ContainerStatus, Pod, PodStatus};
+use kubelet_container::events::EventRecorder;
 use kubelet_cri_client::RuntimeService;
 use tokio::runtime::Handle;
 
@@ -179,6 +180,7 @@ pub struct ManagerBuilder {
     liveness: Option<Arc<results::Manager>>,
     readiness: Option<Arc<results::Manager>>,
     startup: Option<Arc<results::Manager>>,
+    recorder: Option<Arc<dyn EventRecorder>>,
 }
 
 impl fmt::Debug for ManagerBuilder {
@@ -241,6 +243,16 @@ impl ManagerBuilder {
         self
     }
 
+    /// Records the probes' `Unhealthy` and `ProbeWarning` events through
+    /// `recorder` (default: none; see [`Prober::with_event_recorder`]).
+    /// Killing a container that failed its liveness or startup probe is the
+    /// runtime manager's, and so is its `Killing` event (`Container app
+    /// failed liveness probe, will be restarted`), as upstream.
+    pub fn event_recorder(mut self, recorder: Arc<dyn EventRecorder>) -> Self {
+        self.recorder = Some(recorder);
+        self
+    }
+
     /// The manager. Fails only when there is no tokio runtime to spawn the
     /// workers on.
     pub fn build(self) -> Result<Manager, Error> {
@@ -252,9 +264,13 @@ impl ManagerBuilder {
             let _guard = handle.enter();
             tokio::time::Instant::now()
         };
+        let mut prober = Prober::new(self.runtime, &self.kube_version);
+        if let Some(recorder) = self.recorder {
+            prober = prober.with_event_recorder(recorder);
+        }
         let shared = Arc::new(Shared {
             status: self.status,
-            prober: Prober::new(self.runtime, &self.kube_version),
+            prober,
             liveness: self.liveness.unwrap_or_default(),
             readiness: self.readiness.unwrap_or_default(),
             startup: self.startup.unwrap_or_default(),
@@ -336,6 +352,7 @@ impl Manager {
             liveness: None,
             readiness: None,
             startup: None,
+            recorder: None,
         }
     }
 

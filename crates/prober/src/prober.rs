@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Container, Pod, PodStatus, Probe};
+use kubelet_container::events::{EventRecorder, EventType, NoopRecorder, container_ref, reason};
 use kubelet_cri_client::RuntimeService;
 
 use crate::Error;
@@ -115,6 +116,7 @@ pub struct Prober {
     runtime: Arc<dyn RuntimeService>,
     http: HttpProber,
     user_agent: String,
+    recorder: Arc<dyn EventRecorder>,
 }
 
 impl fmt::Debug for Prober {
@@ -133,15 +135,39 @@ impl Prober {
             runtime,
             http: HttpProber::new(),
             user_agent: probe::user_agent(kube_version),
+            recorder: Arc::new(NoopRecorder),
         }
+    }
+
+    /// Records upstream's probe events through `recorder` (default: none):
+    /// a Warning `Unhealthy` event for every probe that fails (`Liveness
+    /// probe failed: <output>`) or cannot run (`Readiness probe errored
+    /// and resulted in unknown state: <error>`), and a Warning
+    /// `ProbeWarning` for a success with a warning (`Startup probe
+    /// warning: <output>`), about the container (upstream
+    /// `prober.recordContainerEvent`). Every failed probe is recorded, not
+    /// only the one that crosses `failureThreshold`, as upstream: the event
+    /// recorder counts repeats.
+    pub fn with_event_recorder(mut self, recorder: Arc<dyn EventRecorder>) -> Self {
+        self.recorder = recorder;
+        self
+    }
+
+    fn record(&self, pod: &Pod, container: &Container, reason: &str, message: String) {
+        self.recorder.event(
+            &container_ref(pod, &container.name),
+            EventType::Warning,
+            reason,
+            message,
+        );
     }
 
     /// Probes the container once (upstream `prober.probe`): no probe of
     /// this type is a success; a probe that could not run is retried
     /// [`MAX_PROBE_RETRIES`] times and then returned as `Err`; Success and
     /// Warning are [`ProbeResult::Success`], Failure and Unknown
-    /// [`ProbeResult::Failure`]. Failures are logged at `debug` (upstream
-    /// records an `Unhealthy` event; this crate has no event recorder).
+    /// [`ProbeResult::Failure`]. Failures are logged at `debug` and
+    /// recorded as upstream's events (see [`Prober::with_event_recorder`]).
     pub async fn probe(
         &self,
         probe_type: ProbeType,
@@ -172,14 +198,37 @@ impl Prober {
             }
             Some(Ok((Outcome::Warning, output))) => {
                 tracing::debug!(%probe_type, pod = pod_name, container = %container.name, %output, "probe succeeded with a warning");
+                self.record(
+                    pod,
+                    container,
+                    reason::CONTAINER_PROBE_WARNING,
+                    format!("{probe_type} probe warning: {output}"),
+                );
                 Ok(ProbeResult::Success)
             }
+            Some(Ok((Outcome::Failure, output))) => {
+                tracing::debug!(%probe_type, pod = pod_name, container = %container.name, %output, "probe failed");
+                self.record(
+                    pod,
+                    container,
+                    reason::CONTAINER_UNHEALTHY,
+                    format!("{probe_type} probe failed: {output}"),
+                );
+                Ok(ProbeResult::Failure)
+            }
             Some(Ok((outcome, output))) => {
+                // Unknown without an error: upstream logs it, no event.
                 tracing::debug!(%probe_type, pod = pod_name, container = %container.name, ?outcome, %output, "probe failed");
                 Ok(ProbeResult::Failure)
             }
             Some(Err(e)) => {
                 tracing::debug!(%probe_type, pod = pod_name, container = %container.name, error = %e, "probe errored");
+                self.record(
+                    pod,
+                    container,
+                    reason::CONTAINER_UNHEALTHY,
+                    format!("{probe_type} probe errored and resulted in unknown state: {e}"),
+                );
                 Err(e)
             }
             None => Err(Error::MissingHandler(container.name.clone())),

@@ -1,0 +1,421 @@
+//! The events the runtime manager records, with upstream's reasons and
+//! wording, over the in-memory `FakeRuntime` and a recording
+//! `FakeRecorder`: image pulls, container creation and start, failures,
+//! crash-loop back-off, kills, hooks and the sandbox.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Container, Pod};
+use kubelet_container::events::{EventType, FakeRecorder, RecordedEvent};
+use kubelet_container::{ContainerResources, cri};
+use kubelet_cri_client::api::ExecSyncResponse;
+use kubelet_cri_client::{Call, Error as CriError, FakeRuntime};
+use kubelet_kuberuntime::actions::ProbeResults;
+use kubelet_kuberuntime::config::ConfigOptions;
+use kubelet_kuberuntime::{Error, Runtime, RuntimeManager, RuntimeReader};
+use serde_json::json;
+
+const BUSYBOX: &str = "localhost/busybox:latest";
+
+/// Each pod in its own cgroup, its containers without limits.
+struct Unlimited;
+
+impl ContainerResources for Unlimited {
+    fn pod_cgroup_parent(&self, pod: &Pod) -> String {
+        format!(
+            "/kubepods/pod{}",
+            pod.metadata.uid.as_deref().unwrap_or_default()
+        )
+    }
+
+    fn container_resources(&self, _: &Pod, _: &Container) -> cri::LinuxContainerResources {
+        cri::LinuxContainerResources::default()
+    }
+}
+
+struct Setup {
+    fake: FakeRuntime,
+    manager: RuntimeManager,
+    events: Arc<FakeRecorder>,
+    _logs: tempfile::TempDir,
+}
+
+fn setup() -> Setup {
+    let fake = FakeRuntime::new();
+    fake.add_image(BUSYBOX);
+    let logs = tempfile::tempdir().unwrap();
+    let opts = ConfigOptions {
+        pod_logs_dir: logs.path().to_path_buf(),
+        ..ConfigOptions::new(Arc::new(Unlimited))
+    };
+    let events = Arc::new(FakeRecorder::new());
+    let manager =
+        RuntimeManager::new(Arc::new(fake.clone()), opts).with_event_recorder(events.clone());
+    Setup {
+        fake,
+        manager,
+        events,
+        _logs: logs,
+    }
+}
+
+fn pod(containers: serde_json::Value) -> Pod {
+    serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "web", "namespace": "default", "uid": "uid-web"},
+        "spec": {"restartPolicy": "Always", "containers": containers},
+    }))
+    .unwrap()
+}
+
+fn app(image: &str, policy: &str) -> serde_json::Value {
+    json!({"name": "app", "image": image, "imagePullPolicy": policy})
+}
+
+impl Setup {
+    async fn status(&self, p: &Pod) -> kubelet_kuberuntime::PodStatus {
+        self.manager
+            .get_pod_status("uid-web", "web", "default")
+            .await
+            .unwrap_or_else(|e| panic!("status of {:?}: {e}", p.metadata.name))
+    }
+
+    async fn sync(&self, p: &Pod) -> kubelet_kuberuntime::PodSyncResult {
+        let st = self.status(p).await;
+        self.manager.sync_pod(p, &st, &Default::default()).await
+    }
+
+    fn take(&self) -> Vec<String> {
+        self.events.take().iter().map(ToString::to_string).collect()
+    }
+
+    fn running_id(&self, st: &kubelet_kuberuntime::PodStatus, name: &str) -> String {
+        st.container_statuses
+            .iter()
+            .find(|c| c.name == name && c.state == kubelet_kuberuntime::ContainerState::Running)
+            .map(|c| c.id.clone())
+            .unwrap()
+    }
+}
+
+fn unavailable(method: &'static str, message: &str) -> CriError {
+    CriError::Unavailable {
+        call: Call::with_id(method, "x"),
+        message: message.into(),
+    }
+}
+
+#[tokio::test]
+async fn a_new_pod_records_pulled_created_started_about_each_container() {
+    let s = setup();
+    let p = pod(json!([app(BUSYBOX, "IfNotPresent"),
+                       {"name": "side", "image": BUSYBOX, "imagePullPolicy": "IfNotPresent"}]));
+    let r = s.sync(&p).await;
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    let events = s.events.take();
+    let strings: Vec<String> = events.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        strings,
+        [
+            "Normal Pulled Container image \"localhost/busybox:latest\" already present on machine",
+            "Normal Created Created container: app",
+            "Normal Started Started container app",
+            "Normal Pulled Container image \"localhost/busybox:latest\" already present on machine",
+            "Normal Created Created container: side",
+            "Normal Started Started container side",
+        ]
+    );
+    // Each is about the container: the pod with its field path.
+    let RecordedEvent { object, .. } = &events[0];
+    assert_eq!(object.kind.as_deref(), Some("Pod"));
+    assert_eq!(object.name.as_deref(), Some("web"));
+    assert_eq!(object.namespace.as_deref(), Some("default"));
+    assert_eq!(object.uid.as_deref(), Some("uid-web"));
+    assert_eq!(object.field_path.as_deref(), Some("spec.containers{app}"));
+    assert_eq!(
+        events[5].object.field_path.as_deref(),
+        Some("spec.containers{side}")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pull_records_pulling_then_pulled_with_its_time_and_size() {
+    let s = setup();
+    s.fake.set_delay("PullImage", Duration::from_millis(1500));
+    let p = pod(json!([app("registry.local/app:1", "Always")]));
+    let r = s.sync(&p).await;
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert_eq!(
+        s.take()[..2],
+        [
+            "Normal Pulling Pulling image \"registry.local/app:1\"",
+            "Normal Pulled Successfully pulled image \"registry.local/app:1\" in 1.5s (1.5s including waiting). Image size: 4096 bytes.",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_failed_pull_records_failed_then_backs_off() {
+    let s = setup();
+    s.fake.inject_error(
+        "PullImage",
+        unavailable("PullImage", "registry.local: connection refused"),
+    );
+    let p = pod(json!([app("registry.local/app:1", "Always")]));
+    let r = s.sync(&p).await;
+    assert!(
+        matches!(r.error(), Some(Error::ImagePull { .. })),
+        "{:?}",
+        r.errors
+    );
+    assert_eq!(
+        s.take(),
+        [
+            "Normal Pulling Pulling image \"registry.local/app:1\"",
+            "Warning Failed Failed to pull image \"registry.local/app:1\": rpc error: code = Unavailable desc = registry.local: connection refused",
+            "Warning Failed Error: ErrImagePull",
+        ]
+    );
+    let r = s.sync(&p).await;
+    assert!(
+        matches!(r.error(), Some(Error::ImagePullBackOff { .. })),
+        "{:?}",
+        r.errors
+    );
+    assert_eq!(
+        s.take(),
+        [
+            "Normal BackOff Back-off pulling image \"registry.local/app:1\"",
+            "Warning Failed Error: ImagePullBackOff",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn an_absent_image_that_is_never_pulled() {
+    let s = setup();
+    let p = pod(json!([app("registry.local/absent:1", "Never")]));
+    let r = s.sync(&p).await;
+    assert!(
+        matches!(r.error(), Some(Error::ImageNeverPull { .. })),
+        "{:?}",
+        r.errors
+    );
+    assert_eq!(
+        s.take(),
+        [
+            "Warning ErrImageNeverPull Container image \"registry.local/absent:1\" is not present with pull policy of Never",
+            "Warning Failed Error: ErrImageNeverPull",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_create_failure_records_the_runtime_message() {
+    let s = setup();
+    s.fake.inject_error(
+        "CreateContainer",
+        unavailable("CreateContainer", "no space left on device"),
+    );
+    let p = pod(json!([app(BUSYBOX, "IfNotPresent")]));
+    let r = s.sync(&p).await;
+    assert!(
+        matches!(r.error(), Some(Error::CreateContainer { .. })),
+        "{:?}",
+        r.errors
+    );
+    assert_eq!(
+        s.take()[1..],
+        ["Warning Failed Error: no space left on device"]
+    );
+}
+
+#[tokio::test]
+async fn a_container_id_in_a_start_error_becomes_the_container_name() {
+    let s = setup();
+    let p = pod(json!([app(BUSYBOX, "IfNotPresent")]));
+    // The fake's next container ID: 64 hex digits after 0xfa4e00000000 +
+    // the number of objects made (one sandbox, then this container).
+    let next_id = format!("{:064x}", 0xfa4e_0000_0000_u64 + 2);
+    s.fake.inject_error(
+        "StartContainer",
+        CriError::Unavailable {
+            call: Call::with_id("StartContainer", next_id.clone()),
+            message: format!("failed to start container {next_id}: exec format error"),
+        },
+    );
+    let r = s.sync(&p).await;
+    assert!(
+        matches!(r.error(), Some(Error::StartContainer { .. })),
+        "{:?}",
+        r.errors
+    );
+    assert_eq!(
+        s.take()[2],
+        "Warning Failed Error: failed to start container app: exec format error"
+    );
+}
+
+#[tokio::test]
+async fn a_crash_loop_records_back_off_restarting_failed_container() {
+    let s = setup();
+    let p = pod(json!([app(BUSYBOX, "IfNotPresent")]));
+    assert!(s.sync(&p).await.errors.is_empty());
+    // Exits, restarts at once (the first restart has no back-off), exits
+    // again: the next start waits for its back-off.
+    for _ in 0..2 {
+        let st = s.status(&p).await;
+        s.fake
+            .exit_container(&s.running_id(&st, "app"), 1, "Error")
+            .unwrap();
+        s.sync(&p).await;
+    }
+    let events = s.events.take();
+    let last = events.last().unwrap();
+    assert_eq!(
+        last.to_string(),
+        "Warning BackOff Back-off restarting failed container app in pod web_default(uid-web)"
+    );
+    assert_eq!(last.event_type, EventType::Warning);
+    assert_eq!(
+        last.object.field_path.as_deref(),
+        Some("spec.containers{app}")
+    );
+    // No "Failed" event for a back-off.
+    assert!(
+        !events.iter().any(|e| e.message.starts_with("Error:")),
+        "{events:?}"
+    );
+}
+
+struct LivenessFailed(String);
+
+impl ProbeResults for LivenessFailed {
+    fn liveness_failed(&self, id: &str) -> bool {
+        id == self.0
+    }
+    fn startup_failed(&self, _: &str) -> bool {
+        false
+    }
+}
+
+#[tokio::test]
+async fn a_failed_liveness_probe_records_killing_with_the_reason() {
+    let s = setup();
+    let p = pod(json!([app(BUSYBOX, "IfNotPresent")]));
+    assert!(s.sync(&p).await.errors.is_empty());
+    let st = s.status(&p).await;
+    let id = s.running_id(&st, "app");
+    let Setup {
+        fake,
+        manager,
+        events,
+        _logs,
+    } = s;
+    let manager = manager.with_probe_results(Arc::new(LivenessFailed(id)));
+    events.take();
+    let r = manager.sync_pod(&p, &st, &Default::default()).await;
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    let strings: Vec<String> = events.take().iter().map(ToString::to_string).collect();
+    assert_eq!(
+        strings[0],
+        "Normal Killing Container app failed liveness probe, will be restarted"
+    );
+    assert_eq!(
+        strings[2..],
+        [
+            "Normal Created Created container: app",
+            "Normal Started Started container app"
+        ]
+    );
+    drop(fake);
+}
+
+#[tokio::test]
+async fn killing_a_pod_records_stopping_container() {
+    let s = setup();
+    let p = pod(json!([app(BUSYBOX, "IfNotPresent")]));
+    assert!(s.sync(&p).await.errors.is_empty());
+    s.events.take();
+    let running = s.status(&p).await.to_running_pod();
+    s.manager.kill_pod(Some(&p), &running, None).await.unwrap();
+    assert_eq!(s.take(), ["Normal Killing Stopping container app"]);
+}
+
+#[tokio::test]
+async fn hooks_that_fail_record_their_event_without_their_output() {
+    let s = setup();
+    s.fake.set_exec_handler(|_, cmd| ExecSyncResponse {
+        stdout: format!("secret output of {cmd:?}").into_bytes(),
+        stderr: Vec::new(),
+        exit_code: 1,
+    });
+    let p = pod(json!([{
+        "name": "app", "image": BUSYBOX, "imagePullPolicy": "IfNotPresent",
+        "lifecycle": {"postStart": {"exec": {"command": ["start-hook"]}},
+                      "preStop": {"exec": {"command": ["stop-hook"]}}},
+    }]));
+    let r = s.sync(&p).await;
+    assert!(
+        matches!(r.error(), Some(Error::PostStartHook { .. })),
+        "{:?}",
+        r.errors
+    );
+    assert_eq!(
+        s.take(),
+        [
+            "Normal Pulled Container image \"localhost/busybox:latest\" already present on machine",
+            "Normal Created Created container: app",
+            "Normal Started Started container app",
+            "Warning FailedPostStartHook PostStartHook failed",
+            "Normal Killing FailedPostStartHook",
+            "Warning FailedPreStopHook PreStopHook failed",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn sandbox_failures_and_changes_are_pod_events() {
+    let s = setup();
+    s.fake.inject_error(
+        "RunPodSandbox",
+        unavailable("RunPodSandbox", "failed to setup network for sandbox"),
+    );
+    let p = pod(json!([app(BUSYBOX, "IfNotPresent")]));
+    let r = s.sync(&p).await;
+    assert!(
+        matches!(r.error(), Some(Error::CreateSandbox { .. })),
+        "{:?}",
+        r.errors
+    );
+    let events = s.events.take();
+    assert_eq!(
+        events.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        [
+            "Warning FailedCreatePodSandBox Failed to create pod sandbox: rpc error: code = Unavailable desc = failed to setup network for sandbox"
+        ]
+    );
+    assert_eq!(events[0].object.field_path, None, "a pod event");
+
+    // A sandbox that died is replaced: the pod's containers are killed and
+    // started again in a new one.
+    assert!(s.sync(&p).await.errors.is_empty());
+    let st = s.status(&p).await;
+    s.fake
+        .set_sandbox_not_ready(&st.sandbox_statuses[0].id)
+        .unwrap();
+    s.events.take();
+    let r = s.sync(&p).await;
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    let strings = s.take();
+    assert_eq!(
+        strings[..2],
+        [
+            "Normal SandboxChanged Pod sandbox changed, it will be killed and re-created.",
+            "Normal Killing Stopping container app",
+        ]
+    );
+}
