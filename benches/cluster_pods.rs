@@ -188,8 +188,11 @@ struct KubeletRound {
     to_start: Vec<Duration>,
     /// Container started → first seen Running: status to the API.
     to_report: Vec<Duration>,
-    /// `rest_client_requests_total` by method, over [`WINDOW`].
+    /// `rest_client_requests_total` by method, over [`WINDOW`], per minute.
     requests: BTreeMap<String, f64>,
+    /// `rest_client_requests_total` by method from the kubelet's start to
+    /// the window's start: registration, the pods' start, their statuses.
+    start_requests: BTreeMap<String, f64>,
     rss_kib: u64,
     /// From the kubelet's start to its Node Ready and schedulable.
     ready_after: Duration,
@@ -471,6 +474,7 @@ impl Bench {
             to_start,
             to_report,
             requests,
+            start_requests: before,
             rss_kib: rss,
             ready_after,
             command,
@@ -606,7 +610,8 @@ fn main() {
             println!(
                 "round {}: floor p50 {:.0} ms p99 {:.0} ms | kubelet p50 {:.0} ms p99 {:.0} ms \
                  (bound {:.0}/{:.0}, started {:.0}/{:.0}, started → Running seen {:.0}/{:.0} ms; \
-                 Node Ready {:.1} s after start) | {:.1} API requests/min {:?} | RSS {:.1} MiB | load {}",
+                 Node Ready {:.1} s after start) | {:.1} API requests/min {:?} \
+                 ({:.0} requests before the window: {:?}) | RSS {:.1} MiB | load {}",
                 r + 1,
                 ms(percentile(&f, 50.0)),
                 ms(percentile(&f, 99.0)),
@@ -621,6 +626,8 @@ fn main() {
                 k.ready_after.as_secs_f64(),
                 k.requests.values().sum::<f64>(),
                 k.requests,
+                k.start_requests.values().sum::<f64>(),
+                k.start_requests,
                 k.rss_kib as f64 / 1024.0,
                 load_average()
             );
