@@ -128,6 +128,7 @@ pub struct BuiltKubelet {
     server: Option<kubelet_server::Server>,
     runtime_name: String,
     api: Option<kube::Client>,
+    events_task: Option<kubelet_events::RecorderTask>,
     /// Cluster mode: the node's registration and status.
     node_status: Option<kubelet_nodestatus::NodeStatusManager>,
     runtime_state: Arc<crate::node_inputs::RuntimeState>,
@@ -351,6 +352,28 @@ impl KubeletBuilder {
             ),
             None => None,
         };
+        // Events (upstream `makeEventRecorder`): to the API server in
+        // cluster mode, nowhere standalone.
+        let (events, events_task): (
+            Arc<dyn kubelet_container::events::EventRecorder>,
+            Option<kubelet_events::RecorderTask>,
+        ) = match &api {
+            Some(client) => {
+                let (recorder, task) =
+                    kubelet_events::Recorder::builder(client.clone(), opts.node_name.clone())
+                        .rate_limit(
+                            u32::try_from(config.event_record_qps).unwrap_or(50),
+                            u32::try_from(config.event_burst).unwrap_or(100),
+                        )
+                        .build()
+                        .map_err(|e| ConfigError {
+                            field: "eventRecordQPS".into(),
+                            reason: e.to_string(),
+                        })?;
+                (Arc::new(recorder), Some(task))
+            }
+            None => (Arc::new(kubelet_container::NoopRecorder), None),
+        };
         let endpoint = config.container_runtime_endpoint.clone();
         let cri = RemoteRuntime::builder(&endpoint)
             .connect_timeout(opts.runtime_connect_timeout)
@@ -397,6 +420,7 @@ impl KubeletBuilder {
         // (readiness).
         let prober = Arc::new(
             kubelet_prober::Manager::builder(Arc::new(cri.clone()), opts.statuses.clone())
+                .event_recorder(events.clone())
                 .build()
                 .map_err(StartError::Prober)?,
         );
@@ -415,7 +439,8 @@ impl KubeletBuilder {
                 runtime_name: runtime_name.clone(),
             }))
             .with_http_hooks(Arc::new(kubelet_prober::probe::http::HttpProber::new()))
-            .with_keyring(node_keyring(&opts.root_dir)),
+            .with_keyring(node_keyring(&opts.root_dir))
+            .with_event_recorder(events.clone()),
         );
 
         // The evented PLEG: container events from the CRI (milliseconds), a
@@ -563,6 +588,11 @@ impl KubeletBuilder {
                     prober: Some(prober.clone()),
                     metrics: Some(metrics.clone()),
                     eviction: Some((eviction, eviction_requests)),
+                    api_volumes: api.as_ref().map(|client| {
+                        Arc::new(kubelet_volumemanager::ApiVolumes::new(Arc::new(
+                            kubelet_volumemanager::KubeApiObjects::new(client.clone()),
+                        )))
+                    }),
                     mirror_client: api.as_ref().map(|client| {
                         Arc::new(crate::mirror::ApiMirrorClient::new(
                             client.clone(),
@@ -616,6 +646,7 @@ impl KubeletBuilder {
             server,
             runtime_name,
             api,
+            events_task,
             node_status,
             runtime_state,
         })
@@ -652,10 +683,14 @@ impl BuiltKubelet {
             server,
             runtime_name: _,
             api,
+            events_task,
             node_status,
             runtime_state,
         } = self;
         let mut tasks = Tasks::new();
+        if let Some(task) = events_task {
+            tasks.spawn("events", |stop| task.run(stop));
+        }
         if let Some(server) = server {
             tasks.spawn("node API", |mut stop| async move {
                 if let Err(e) = server.serve(async move { stopped(&mut stop).await }).await {

@@ -160,6 +160,12 @@ pub struct KubeletConfiguration {
     /// The node's provider ID (`providerID`), set on the Node it registers.
     #[serde(rename = "providerID")]
     pub provider_id: String,
+    /// Events written to the API server per second (`eventRecordQPS`, 50;
+    /// cluster mode).
+    #[serde(rename = "eventRecordQPS")]
+    pub event_record_qps: i32,
+    /// Event write burst (`eventBurst`, 100).
+    pub event_burst: i32,
     /// Upstream fields of the file that this kubelet ignores as harmless
     /// (see [`UNIMPLEMENTED_FIELDS`]), in name order.
     #[serde(skip)]
@@ -214,6 +220,8 @@ impl Default for KubeletConfiguration {
             http_check_frequency: "20s".into(),
             static_pod_url_header: BTreeMap::new(),
             provider_id: String::new(),
+            event_record_qps: 50,
+            event_burst: 100,
             ignored: Vec::new(),
         }
     }
@@ -658,6 +666,12 @@ impl KubeletConfiguration {
         if self.kube_api_qps < 0 {
             return Err(invalid("kubeAPIQPS", "must not be negative"));
         }
+        if self.event_record_qps < 0 {
+            return Err(invalid("eventRecordQPS", "must not be negative"));
+        }
+        if self.event_burst < 0 {
+            return Err(invalid("eventBurst", "must not be negative"));
+        }
         if self.kube_api_burst < 0 {
             return Err(invalid("kubeAPIBurst", "must not be negative"));
         }
@@ -876,6 +890,8 @@ pub const KNOWN_FIELDS: &[&str] = &[
     "httpCheckFrequency",
     "staticPodURLHeader",
     "providerID",
+    "eventRecordQPS",
+    "eventBurst",
 ];
 
 /// What this kubelet does with an upstream field it does not implement.
@@ -1061,14 +1077,6 @@ pub const UNIMPLEMENTED_FIELDS: &[UnimplementedField] = &[
     ignore(
         "preloadedImagesVerificationAllowlist",
         "static pods have no pull secrets (see imagePullCredentialsVerificationPolicy)",
-    ),
-    ignore(
-        "eventRecordQPS",
-        "this kubelet records no events yet (standalone or in cluster mode)",
-    ),
-    ignore(
-        "eventBurst",
-        "this kubelet records no events yet (standalone or in cluster mode)",
     ),
     ignore_if(
         "enableDebuggingHandlers",

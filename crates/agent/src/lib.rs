@@ -220,6 +220,9 @@ pub struct KubeletParts {
     pub eviction: Option<(Arc<kubelet_eviction::manager::Manager>, EvictionRequests)>,
     /// Mirror pods in the API server for static pods (cluster mode).
     pub mirror_client: Option<Arc<dyn mirror::MirrorClient>>,
+    /// Secret, configMap and projected volumes from the API server
+    /// (cluster mode).
+    pub api_volumes: Option<Arc<kubelet_volumemanager::ApiVolumes>>,
 }
 
 /// The eviction manager's [`PodKiller`](kubelet_eviction::manager::PodKiller):
@@ -321,6 +324,7 @@ where
             metrics,
             eviction,
             mirror_client,
+            api_volumes,
         } = parts;
         let (eviction, evictions) = match eviction {
             Some((m, r)) => (Some(m), Some(r)),
@@ -342,6 +346,9 @@ where
         }
         if let Some(client) = &mirror_client {
             syncer = syncer.with_mirror_client(client.clone());
+        }
+        if let Some(volumes) = api_volumes {
+            syncer = syncer.with_api_volumes(volumes);
         }
         let workers = PodWorkerPool::builder(syncer, cache).build()?;
         Ok(Self {

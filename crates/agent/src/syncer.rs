@@ -40,6 +40,8 @@ pub struct KubeletSyncer {
     /// Mirror pods for static pods (cluster mode).
     mirror_client: Option<Arc<dyn crate::mirror::MirrorClient>>,
     node_ips: Vec<std::net::IpAddr>,
+    /// Secret, configMap and projected volumes (cluster mode).
+    api_volumes: Option<Arc<kubelet_volumemanager::ApiVolumes>>,
 }
 
 impl std::fmt::Debug for KubeletSyncer {
@@ -88,6 +90,7 @@ impl KubeletSyncer {
             first_seen: std::sync::Mutex::new(HashMap::new()),
             mirror_client: None,
             node_ips: Vec::new(),
+            api_volumes: None,
         }
     }
 
@@ -116,6 +119,13 @@ impl KubeletSyncer {
     /// Records pod worker and pod start durations in `metrics`.
     pub fn with_metrics(mut self, metrics: kubelet_server::Metrics) -> Self {
         self.metrics = Some(metrics);
+        self
+    }
+
+    /// Writes secret, configMap and projected volumes (service account
+    /// tokens included) from the API server before each sync.
+    pub fn with_api_volumes(mut self, volumes: Arc<kubelet_volumemanager::ApiVolumes>) -> Self {
+        self.api_volumes = Some(volumes);
         self
     }
 
@@ -317,6 +327,9 @@ impl PodSyncer for KubeletSyncer {
         if let Some(cm) = &self.cm {
             cm.destroy_pod_cgroup(pod).map_err(worker_error)?;
         }
+        if let Some(api_volumes) = &self.api_volumes {
+            api_volumes.forget_pod(pod.metadata.uid.as_deref().unwrap_or_default());
+        }
         // Upstream `SyncTerminatedPod` ends with `statusManager.TerminatePod`:
         // the final status, marked finished, which lets the status syncer
         // delete a pod with a deletion timestamp from the API server.
@@ -358,6 +371,20 @@ impl KubeletSyncer {
                 }
             })
             .unwrap_or_default();
+        // API volumes are (re)written on every sync, as upstream's volume
+        // manager remounts them; a failure keeps the last contents, and a
+        // volume never written keeps the pod waiting below.
+        if let Some(api_volumes) = &self.api_volumes
+            && let Err(e) = kubelet_volumemanager::prepare_api_volumes(
+                &self.root_dir,
+                pod,
+                &volume_ctx,
+                api_volumes,
+            )
+            .await
+        {
+            tracing::warn!(pod = %pod_name(pod), error = %e, "cannot write the pod's API volumes");
+        }
         let volumes = match prepare_pod_volumes(&self.root_dir, pod, &volume_ctx) {
             Ok(v) => v,
             Err(e) => {

@@ -25,6 +25,11 @@ pub struct PodVolumes {
     /// its `terminationMessagePath` (by `kubelet-kuberuntime`); `None`: no
     /// termination-message file is mounted.
     pub pod_dir: Option<PathBuf>,
+    /// Volumes mounted read-only whatever `volumeMounts[].readOnly` says:
+    /// secret, configMap, projected and downwardAPI (upstream's plugins
+    /// report `ReadOnly` for them), so a container cannot rewrite its
+    /// token or secrets.
+    pub read_only: std::collections::HashSet<String>,
 }
 
 impl From<HashMap<String, PathBuf>> for PodVolumes {

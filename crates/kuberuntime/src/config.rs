@@ -379,7 +379,7 @@ pub fn container_config(
         mounts.push(api::Mount {
             container_path: m.mount_path.clone(),
             host_path: host_path.display().to_string(),
-            readonly: m.read_only.unwrap_or(false),
+            readonly: m.read_only.unwrap_or(false) || volumes.read_only.contains(&m.name),
             ..Default::default()
         });
     }
@@ -497,6 +497,69 @@ pub fn container_config(
 
 #[cfg(test)]
 mod tests {
+
+    struct NoLimits;
+
+    impl kubelet_container::ContainerResources for NoLimits {
+        fn pod_cgroup_parent(&self, _: &k8s_openapi::api::core::v1::Pod) -> String {
+            "/kubepods".into()
+        }
+
+        fn container_resources(
+            &self,
+            _: &k8s_openapi::api::core::v1::Pod,
+            _: &k8s_openapi::api::core::v1::Container,
+        ) -> api::LinuxContainerResources {
+            api::LinuxContainerResources::default()
+        }
+    }
+
+    #[test]
+    fn api_volumes_are_mounted_read_only_whatever_the_container_asks() {
+        let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "ns", "uid": "u1"},
+            "spec": {"containers": [{"name": "c", "image": "busybox", "volumeMounts": [
+                {"name": "token", "mountPath": "/var/run/secrets/token", "readOnly": false},
+                {"name": "scratch", "mountPath": "/scratch"}
+            ]}]}
+        }))
+        .expect("pod");
+        let container = &pod.spec.as_ref().expect("spec").containers[0];
+        let volumes = PodVolumes {
+            volumes: [
+                ("token".to_owned(), std::path::PathBuf::from("/tmp/token")),
+                (
+                    "scratch".to_owned(),
+                    std::path::PathBuf::from("/tmp/scratch"),
+                ),
+            ]
+            .into(),
+            read_only: ["token".to_owned()].into(),
+            ..PodVolumes::default()
+        };
+        let opts = ConfigOptions::new(std::sync::Arc::new(NoLimits));
+        let config = container_config(
+            &pod,
+            container,
+            crate::labels::ContainerType::Regular,
+            0,
+            "sha256:1",
+            &[],
+            &volumes,
+            &opts,
+        )
+        .expect("config");
+        let ro = |path: &str| {
+            config
+                .mounts
+                .iter()
+                .find(|m| m.container_path == path)
+                .map(|m| m.readonly)
+        };
+        assert_eq!(ro("/var/run/secrets/token"), Some(true));
+        assert_eq!(ro("/scratch"), Some(false));
+    }
+
     use super::*;
 
     #[test]

@@ -217,7 +217,10 @@ pub fn prepare_pod_volumes(
         let p = dir.join(sub);
         std::fs::create_dir_all(&p).map_err(io(&p))?;
     }
-    let mut out = PodVolumes::default();
+    let mut out = PodVolumes {
+        read_only: read_only_volumes(pod).into_iter().collect(),
+        ..PodVolumes::default()
+    };
     let mut mounts = Mounts::default();
     let spec = pod.spec.as_ref();
     for v in spec.and_then(|s| s.volumes.as_deref()).unwrap_or_default() {
@@ -858,6 +861,8 @@ mod tests {
         assert_eq!(read("mem"), "64");
         assert_eq!(read("cpu"), "1", "250m rounds up to 1 CPU");
         assert_eq!(read("cpulimit"), "2000", "no limit: node allocatable");
+        // Mounted read-only whatever the container's volumeMounts say.
+        assert!(v.read_only.contains("info"), "{:?}", v.read_only);
         let bad = pod(serde_json::json!({
             "metadata": {"name": "p", "uid": "u4"},
             "spec": {"containers": [], "volumes": [{"name": "i", "downwardAPI": {"items": [
