@@ -78,6 +78,9 @@ if [ -n "$cluster" ]; then
 	sleep 5
 	echo "== kubectl create deployment sleepers --replicas=2 (the scheduler binds them to $node)"
 	"${kubectl[@]}" create deployment sleepers --image=localhost/busybox:latest --replicas=2 -- sleep 3600
+	# `:latest` defaults to imagePullPolicy Always; no registry is reachable.
+	"${kubectl[@]}" patch deployment sleepers --type=strategic \
+		-p '{"spec":{"template":{"spec":{"terminationGracePeriodSeconds":2,"containers":[{"name":"busybox","imagePullPolicy":"IfNotPresent"}]}}}}'
 fi
 sleep "${RUN_SECONDS:-30}"
 if ! kill -0 "$kubelet_pid" 2>/dev/null; then

@@ -374,13 +374,19 @@ async fn the_node_registers_runs_api_pods_and_mirrors_static_pods() {
     ]);
     let deployments: Api<Deployment> = Api::namespaced(node.admin.clone(), "default");
     // busybox `sleep` as PID 1 ignores SIGTERM: a short grace period keeps
-    // the scale-down quick.
+    // the scale-down quick. Patched before the scheduler has bound the
+    // first pods or after: either way three of the new template run.
     deployments
         .patch(
             "sleepers",
             &PatchParams::default(),
             &Patch::Strategic(serde_json::json!({
-                "spec": {"template": {"spec": {"terminationGracePeriodSeconds": 2}}}
+                "spec": {"template": {"spec": {
+                    "terminationGracePeriodSeconds": 2,
+                    // `:latest` defaults to Always, and no registry is
+                    // reachable here: use the test bed's imported image.
+                    "containers": [{"name": "busybox", "imagePullPolicy": "IfNotPresent"}]
+                }}}
             })),
         )
         .await
