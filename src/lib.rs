@@ -64,5 +64,8 @@ pub use kubelet_nodestatus as nodestatus;
 #[cfg(feature = "nodelease")]
 pub use kubelet_nodelease as nodelease;
 
+#[cfg(feature = "events")]
+pub use kubelet_events as events;
+
 #[cfg(feature = "agent")]
 pub use kubelet_agent as agent;

@@ -524,6 +524,25 @@ async fn crash_loops_show_and_outages_restart_nothing() {
         },
     )
     .await;
+    // ... and `kubectl describe` has the BackOff events that say why.
+    let events: Api<k8s_openapi::api::core::v1::Event> =
+        Api::namespaced(node.admin.clone(), "default");
+    wait_for(
+        "BackOff and Started events for crasher",
+        Duration::from_secs(60),
+        || async {
+            let list = events.list(&ListParams::default()).await.ok()?;
+            let of = |reason: &str| {
+                list.items.iter().any(|e| {
+                    e.involved_object.name.as_deref() == Some("crasher")
+                        && e.reason.as_deref() == Some(reason)
+                        && e.source.as_ref().and_then(|s| s.component.as_deref()) == Some("kubelet")
+                })
+            };
+            (of("BackOff") && of("Started") && of("Created")).then_some(())
+        },
+    )
+    .await;
     wait_for("steady Running", Duration::from_secs(60), || async {
         let p = node.pods().get_opt("steady").await.ok().flatten()?;
         (phase(&p) == Some("Running")).then_some(())
