@@ -406,6 +406,9 @@ impl KubeletBuilder {
         // + `Start`).
         let cm_config = config.container_manager_config(&opts.root_dir)?;
         let machine = kubelet_cm::MachineInfo::host().map_err(StartError::ContainerManager)?;
+        // The machine does not change while the kubelet runs: read once,
+        // for the node status too (upstream `GetCachedMachineInfo`).
+        let machine_info = crate::node_inputs::machine_info(&machine);
         let node_cm = Arc::new(
             NodeContainerManager::new(cm_config, machine).map_err(StartError::ContainerManager)?,
         );
@@ -531,6 +534,12 @@ impl KubeletBuilder {
         // `registerWithAPIServer`, `syncNodeStatus`), read from the
         // components by `KubeletNodeInputs`.
         let runtime_state = Arc::new(crate::node_inputs::RuntimeState::default());
+        let node_ips = if opts.node_ips.is_empty() {
+            detect_node_ips(&opts.node_name)
+        } else {
+            opts.node_ips.clone()
+        };
+        tracing::info!(?node_ips, "node addresses");
         let node_status = match &api {
             Some(client) => {
                 let inputs = crate::node_inputs::KubeletNodeInputs {
@@ -540,13 +549,15 @@ impl KubeletBuilder {
                     pleg: Arc::new(pleg.clone()),
                     eviction: eviction.clone(),
                     runtime_state: runtime_state.clone(),
+                    machine: machine_info.clone(),
                     root_dir: opts.root_dir.clone(),
                     thresholds: config.eviction_thresholds()?,
                     max_pods: config.max_pods,
                     port: config.port,
                 };
                 let mut node = kubelet_nodestatus::NodeConfig::new(opts.node_name.clone());
-                node.node_ips = opts.node_ips.clone();
+                // One answer for the Node's addresses and the pods' hostIP.
+                node.node_ips = node_ips.clone();
                 node.node_labels = opts.node_labels.clone();
                 node.register_node = config.register_node;
                 node.register_with_taints = config.register_with_taints.clone();
@@ -563,12 +574,6 @@ impl KubeletBuilder {
             }
             None => None,
         };
-        let node_ips = if opts.node_ips.is_empty() {
-            detect_node_ips(&opts.node_name)
-        } else {
-            opts.node_ips.clone()
-        };
-        tracing::info!(?node_ips, "node addresses");
         let kubelet = Arc::new(
             Kubelet::with_parts(
                 KubeletConfig {

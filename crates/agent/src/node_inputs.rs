@@ -123,6 +123,8 @@ pub struct KubeletNodeInputs {
     pub eviction: Arc<kubelet_eviction::manager::Manager>,
     /// The runtime's state, kept by [`RuntimeState::update_runtime_up`].
     pub runtime_state: Arc<RuntimeState>,
+    /// The machine, read once at start ([`machine_info`]).
+    pub machine: MachineInfo,
     /// The kubelet's root directory: `ephemeral-storage` is the capacity of
     /// its filesystem (upstream: cAdvisor's `RootFsInfo`).
     pub root_dir: PathBuf,
@@ -182,19 +184,24 @@ fn os_image() -> String {
         .unwrap_or_else(|| "Unknown".into())
 }
 
+/// The node status's view of `machine` plus the host's identity files
+/// (machine ID, system UUID, boot ID, kernel, OS image), read once.
+pub fn machine_info(machine: &kubelet_cm::MachineInfo) -> MachineInfo {
+    MachineInfo {
+        num_cores: u32::try_from(machine.topology.num_cpus()).unwrap_or(u32::MAX),
+        memory_capacity_bytes: machine.memory_capacity_bytes,
+        machine_id: read_trimmed("/etc/machine-id"),
+        system_uuid: read_trimmed("/sys/class/dmi/id/product_uuid"),
+        boot_id: read_trimmed("/proc/sys/kernel/random/boot_id"),
+        kernel_version: read_trimmed("/proc/sys/kernel/osrelease"),
+        os_image: os_image(),
+    }
+}
+
 #[async_trait]
 impl NodeInputs for KubeletNodeInputs {
     async fn machine_info(&self) -> Result<MachineInfo, String> {
-        let machine = kubelet_cm::MachineInfo::host().map_err(|e| e.to_string())?;
-        Ok(MachineInfo {
-            num_cores: u32::try_from(machine.topology.num_cpus()).unwrap_or(u32::MAX),
-            memory_capacity_bytes: machine.memory_capacity_bytes,
-            machine_id: read_trimmed("/etc/machine-id"),
-            system_uuid: read_trimmed("/sys/class/dmi/id/product_uuid"),
-            boot_id: read_trimmed("/proc/sys/kernel/random/boot_id"),
-            kernel_version: read_trimmed("/proc/sys/kernel/osrelease"),
-            os_image: os_image(),
-        })
+        Ok(self.machine.clone())
     }
 
     async fn resources(&self) -> NodeResources {
