@@ -574,41 +574,44 @@ impl KubeletBuilder {
             }
             None => None,
         };
-        let kubelet = Arc::new(
-            Kubelet::with_parts(
-                KubeletConfig {
-                    node_name: opts.node_name.clone(),
-                    root_dir: opts.root_dir.clone(),
-                    housekeeping_period: opts.housekeeping_period,
-                    max_pods: usize::try_from(config.max_pods).unwrap_or(110),
-                    runtime_name: runtime_name.clone(),
-                    node_ips: node_ips.clone(),
-                    ..KubeletConfig::new(opts.node_name.clone())
-                },
-                runtime.clone(),
-                cache.clone(),
-                KubeletParts {
-                    statuses: opts.statuses.clone(),
-                    cm: Some(cm),
-                    prober: Some(prober.clone()),
-                    metrics: Some(metrics.clone()),
-                    eviction: Some((eviction, eviction_requests)),
-                    api_volumes: api.as_ref().map(|client| {
-                        Arc::new(kubelet_volumemanager::ApiVolumes::new(Arc::new(
-                            kubelet_volumemanager::KubeApiObjects::new(client.clone()),
-                        )))
-                    }),
-                    mirror_client: api.as_ref().map(|client| {
-                        Arc::new(crate::mirror::ApiMirrorClient::new(
-                            client.clone(),
-                            opts.node_name.clone(),
-                        )) as Arc<dyn crate::mirror::MirrorClient>
-                    }),
-                },
-            )
-            .map_err(StartError::Kubelet)?
-            .with_container_gc(runtime.clone()),
-        );
+        let kubelet = Kubelet::with_parts(
+            KubeletConfig {
+                node_name: opts.node_name.clone(),
+                root_dir: opts.root_dir.clone(),
+                housekeeping_period: opts.housekeeping_period,
+                max_pods: usize::try_from(config.max_pods).unwrap_or(110),
+                runtime_name: runtime_name.clone(),
+                node_ips: node_ips.clone(),
+                ..KubeletConfig::new(opts.node_name.clone())
+            },
+            runtime.clone(),
+            cache.clone(),
+            KubeletParts {
+                statuses: opts.statuses.clone(),
+                cm: Some(cm),
+                prober: Some(prober.clone()),
+                metrics: Some(metrics.clone()),
+                eviction: Some((eviction, eviction_requests)),
+                api_volumes: api.as_ref().map(|client| {
+                    Arc::new(kubelet_volumemanager::ApiVolumes::new(Arc::new(
+                        kubelet_volumemanager::KubeApiObjects::new(client.clone()),
+                    )))
+                }),
+                mirror_client: api.as_ref().map(|client| {
+                    Arc::new(crate::mirror::ApiMirrorClient::new(
+                        client.clone(),
+                        opts.node_name.clone(),
+                    )) as Arc<dyn crate::mirror::MirrorClient>
+                }),
+            },
+        )
+        .map_err(StartError::Kubelet)?
+        .with_container_gc(runtime.clone())
+        .with_event_recorder(events.clone());
+        let kubelet = Arc::new(match &node_status {
+            Some(n) => kubelet.with_node(n.subscribe()),
+            None => kubelet,
+        });
 
         // The node API (loopback only: it has no authentication yet).
         let server = if config.enable_server {

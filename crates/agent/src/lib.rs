@@ -58,6 +58,7 @@ use kubelet_podworkers::{
     KillPodOptions, PodStatusCache, PodWorkerPool, PodWorkers, RuntimePod, UpdatePodOptions,
 };
 
+pub mod admission;
 pub mod apiclient;
 pub mod builder;
 /// The status manager ([`kubelet_status`]).
@@ -287,6 +288,11 @@ where
     sync_loop_entered: Mutex<Option<std::time::Instant>>,
     eviction: Option<Arc<kubelet_eviction::manager::Manager>>,
     evictions: Mutex<Option<EvictionRequests>>,
+    /// The Node as last registered or updated (cluster mode): its taints
+    /// at admission.
+    node: Option<tokio::sync::watch::Receiver<Option<k8s_openapi::api::core::v1::Node>>>,
+    /// Where admission rejections are recorded as events.
+    events: Arc<dyn kubelet_container::events::EventRecorder>,
 }
 
 impl<C> std::fmt::Debug for Kubelet<C>
@@ -366,7 +372,29 @@ where
             sync_loop_entered: Mutex::new(None),
             eviction,
             evictions: Mutex::new(evictions),
+            node: None,
+            events: Arc::new(kubelet_container::events::NoopRecorder),
         })
+    }
+
+    /// Admits pods against the Node `node` holds (its `NoExecute` taints),
+    /// as upstream's predicate admission reads the Node from its informer.
+    pub fn with_node(
+        mut self,
+        node: tokio::sync::watch::Receiver<Option<k8s_openapi::api::core::v1::Node>>,
+    ) -> Self {
+        self.node = Some(node);
+        self
+    }
+
+    /// Records admission rejections as Warning events on the pod (upstream
+    /// `rejectPod`).
+    pub fn with_event_recorder(
+        mut self,
+        events: Arc<dyn kubelet_container::events::EventRecorder>,
+    ) -> Self {
+        self.events = events;
+        self
     }
 
     /// When the sync loop last went round; `None` before it started.
@@ -696,11 +724,15 @@ where
             // Upstream counts only active pods: completed or evicted ones
             // free their slot.
             let existing: Vec<Arc<Pod>> = self.pod_map().values().cloned().collect();
-            let active = existing.iter().filter(|p| self.is_active(p)).count();
+            let active: Vec<&Pod> = existing
+                .iter()
+                .filter(|p| self.is_active(p))
+                .map(|p| p.as_ref())
+                .collect();
             self.pod_map().insert(uid.clone(), pod.clone());
             if !is_terminal(&pod)
                 && pod.metadata.deletion_timestamp.is_none()
-                && let Err(reason) = self.admit(&pod, active)
+                && let Err(reason) = self.admit(&pod, &active)
             {
                 self.reject(&pod, &reason);
                 continue;
@@ -712,16 +744,33 @@ where
         }
     }
 
-    /// Upstream's admit handlers, as far as a standalone kubelet has them:
-    /// the count of `active` pods (predicate admission's `OutOfpods`, with
-    /// upstream's `InsufficientResourceError` message).
-    fn admit(&self, pod: &Pod, active: usize) -> Result<(), String> {
-        if active >= self.config.max_pods {
-            return Err(format!(
-                "OutOfpods: Node didn't have enough resource: pods, requested: 1, used: {active}, capacity: {}",
-                self.config.max_pods
-            ));
-        }
+    /// Upstream's admit handlers (`canAdmitPod` over `admitHandlers`, in
+    /// upstream's order): the predicate handler first (pod count,
+    /// resources against allocatable, host ports, `NoExecute` taints;
+    /// [`admission`]), then node pressure (eviction), then the topology,
+    /// CPU and memory managers. `others` are the active pods.
+    fn admit(&self, pod: &Pod, others: &[&Pod]) -> Result<(), String> {
+        let allocatable = self
+            .cm
+            .as_ref()
+            .map(|cm| cm.node_allocatable())
+            .unwrap_or_default();
+        let node = self.node.as_ref().and_then(|n| n.borrow().clone());
+        let taints = node
+            .as_ref()
+            .and_then(|n| n.spec.as_ref())
+            .and_then(|s| s.taints.as_deref())
+            .unwrap_or_default();
+        admission::admit(
+            pod,
+            others,
+            &admission::NodeFit {
+                allocatable: &allocatable,
+                max_pods: self.config.max_pods,
+                taints,
+            },
+        )
+        .map_err(|r| r.to_string())?;
         if let Some(eviction) = &self.eviction {
             // Upstream's eviction admit handler: no new pods (BestEffort
             // ones under memory pressure) while the node is under pressure.
@@ -747,12 +796,19 @@ where
     fn reject(&self, pod: &Pod, reason: &str) {
         tracing::warn!(pod = ?pod.metadata.name, reason, "pod rejected at admission");
         let (kind, message) = reason.split_once(": ").unwrap_or(("Rejected", reason));
-        // Upstream `rejectPod`: the API shows the pod Failed with the
-        // admission's reason.
+        self.events.event(
+            &kubelet_container::events::pod_ref(pod),
+            kubelet_container::events::EventType::Warning,
+            kind,
+            message.to_owned(),
+        );
+        // Upstream `rejectPod` (`pkg/kubelet/kubelet.go`): a Warning event,
+        // and the API shows the pod Failed with the admission's reason.
         let rejected = k8s_openapi::api::core::v1::PodStatus {
             phase: Some(status::phase::FAILED.into()),
             reason: Some(kind.into()),
-            message: Some(message.into()),
+            message: Some(format!("Pod was rejected: {message}")),
+            qos_class: Some(kubelet_container::qos::pod_qos_class(pod).as_str().into()),
             ..Default::default()
         };
         if let Err(e) = self.statuses.set_pod_status(pod, rejected) {

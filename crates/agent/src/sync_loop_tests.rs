@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kubelet_cri_client::FakeRuntime;
 use kubelet_eviction::manager::{EvictedStatus, Eviction, PodKiller};
 use kubelet_kuberuntime::config::ConfigOptions;
@@ -364,7 +365,9 @@ async fn pods_beyond_max_pods_are_rejected_oldest_first_with_out_of_pods() {
     assert_eq!(st.reason.as_deref(), Some("OutOfpods"));
     assert_eq!(
         st.message.as_deref(),
-        Some("Node didn't have enough resource: pods, requested: 1, used: 2, capacity: 2")
+        Some(
+            "Pod was rejected: Node didn't have enough resource: pods, requested: 1, used: 2, capacity: 2"
+        )
     );
     assert_eq!(
         h.known_uids(),
@@ -855,6 +858,7 @@ async fn the_loop_cleans_up_only_once_its_sources_are_ready_and_applies_removes(
 /// `refusal`, and does nothing else.
 struct RefusingCm {
     refusal: fn() -> kubelet_cm::Error,
+    allocatable: kubelet_cm::ResourceList,
 }
 
 impl kubelet_cm::ContainerResources for RefusingCm {
@@ -878,7 +882,7 @@ impl kubelet_cm::ContainerManager for RefusingCm {
         Default::default()
     }
     fn node_allocatable(&self) -> kubelet_cm::ResourceList {
-        Default::default()
+        self.allocatable.clone()
     }
     fn node_allocatable_enforced(&self) -> kubelet_cm::ResourceList {
         Default::default()
@@ -899,7 +903,12 @@ impl kubelet_cm::ContainerManager for RefusingCm {
         Ok(())
     }
     fn admit(&self, pod: &Pod) -> kubelet_cm::Result<()> {
-        if pod.metadata.name.as_deref() == Some("fits") {
+        if pod
+            .metadata
+            .name
+            .as_deref()
+            .is_some_and(|n| n.starts_with("fits"))
+        {
             Ok(())
         } else {
             Err((self.refusal)())
@@ -924,7 +933,10 @@ fn refusing_kubelet(h: &Harness, refusal: fn() -> kubelet_cm::Error) -> Kubelet<
     let mut config = KubeletConfig::new("node-1");
     config.root_dir = h.root.path().to_path_buf();
     let parts = crate::KubeletParts {
-        cm: Some(Arc::new(RefusingCm { refusal })),
+        cm: Some(Arc::new(RefusingCm {
+            refusal,
+            allocatable: Default::default(),
+        })),
         ..Default::default()
     };
     Kubelet::with_parts(config, h.runtime.clone(), Arc::new(PodCache::new()), parts)
@@ -944,7 +956,7 @@ async fn a_container_manager_refusal_keeps_its_upstream_reason() {
     assert_eq!(st.reason.as_deref(), Some("TopologyAffinityError"));
     assert_eq!(
         st.message.as_deref(),
-        Some("Resources cannot be allocated with Topology locality")
+        Some("Pod was rejected: Resources cannot be allocated with Topology locality")
     );
     assert!(
         kubelet
@@ -962,7 +974,9 @@ async fn a_container_manager_refusal_keeps_its_upstream_reason() {
     assert_eq!(st.reason.as_deref(), Some("UnexpectedAdmissionError"));
     assert_eq!(
         st.message.as_deref(),
-        Some("Allocate failed due to invalid configuration: no NUMA, which is unexpected")
+        Some(
+            "Pod was rejected: Allocate failed due to invalid configuration: no NUMA, which is unexpected"
+        )
     );
 }
 
@@ -1112,5 +1126,76 @@ async fn static_pods_get_mirror_pods_that_never_run_and_come_back_when_deleted()
     assert_eq!(
         mirrors.deleted.lock().expect("deleted")[1],
         ("web_default".to_owned(), Some("mirror-web".to_owned()))
+    );
+}
+
+/// A pod bound past the scheduler that asks for more CPU or memory than
+/// the node has left is rejected with upstream's `OutOfcpu` /
+/// `OutOfmemory`, its message, and a Warning event; the pods that fit run.
+#[tokio::test(start_paused = true)]
+async fn a_pod_asking_more_than_allocatable_is_out_of_cpu_with_an_event() {
+    let h = harness(110);
+    let mut config = KubeletConfig::new("node-1");
+    config.root_dir = h.root.path().to_path_buf();
+    let parts = crate::KubeletParts {
+        cm: Some(Arc::new(RefusingCm {
+            refusal: || kubelet_cm::Error::InvalidConfig("unused".into()),
+            allocatable: kubelet_cm::ResourceList::from([
+                ("cpu".to_owned(), 1000),
+                ("memory".to_owned(), 1 << 30),
+            ]),
+        })),
+        ..Default::default()
+    };
+    let events = Arc::new(kubelet_container::events::FakeRecorder::new());
+    let kubelet = Kubelet::with_parts(config, h.runtime.clone(), Arc::new(PodCache::new()), parts)
+        .expect("kubelet")
+        .with_event_recorder(events.clone());
+    let with_requests = |name: &str, created: u32, cpu: &str, memory: &str| {
+        let mut p = pod(name, "Always", created);
+        p.spec.as_mut().expect("spec").containers[0].resources =
+            Some(k8s_openapi::api::core::v1::ResourceRequirements {
+                requests: Some(
+                    [("cpu", cpu), ("memory", memory)]
+                        .into_iter()
+                        .map(|(k, v)| (k.to_owned(), Quantity(v.to_owned())))
+                        .collect(),
+                ),
+                ..Default::default()
+            });
+        p
+    };
+    kubelet.handle_pod_additions(vec![
+        with_requests("fits-a", 1, "600m", "100Mi"),
+        with_requests("fits-cpu-hog", 2, "600m", "100Mi"),
+        with_requests("fits-mem-hog", 3, "100m", "2Gi"),
+        with_requests("fits-b", 4, "400m", "100Mi"),
+    ]);
+    let st = kubelet
+        .statuses()
+        .get(&uid("fits-cpu-hog"))
+        .expect("rejected");
+    assert_eq!(st.phase.as_deref(), Some("Failed"));
+    assert_eq!(st.reason.as_deref(), Some("OutOfcpu"));
+    assert_eq!(
+        st.message.as_deref(),
+        Some(
+            "Pod was rejected: Node didn't have enough resource: cpu, requested: 600, used: 600, capacity: 1000"
+        )
+    );
+    let st = kubelet
+        .statuses()
+        .get(&uid("fits-mem-hog"))
+        .expect("rejected");
+    assert_eq!(st.reason.as_deref(), Some("OutOfmemory"));
+    let mut known: Vec<String> = kubelet.pods().iter().map(|p| crate::uid_of(p)).collect();
+    known.sort();
+    assert_eq!(known, [uid("fits-a"), uid("fits-b")]);
+    assert_eq!(
+        events.strings(),
+        [
+            "Warning OutOfcpu Node didn't have enough resource: cpu, requested: 600, used: 600, capacity: 1000",
+            "Warning OutOfmemory Node didn't have enough resource: memory, requested: 2147483648, used: 104857600, capacity: 1073741824",
+        ]
     );
 }

@@ -607,6 +607,55 @@ async fn crash_loops_show_and_outages_restart_nothing() {
         "the kubelet's restart restarted nothing"
     );
 
+    // A pod bound here by hand past the scheduler that asks for more CPU
+    // than the node has is rejected at admission (upstream's predicate
+    // admission): Failed with OutOfcpu in the API, and a Warning event.
+    let mut greedy = pod("greedy", &["sleep", "3600"]);
+    {
+        let spec = greedy.spec.as_mut().expect("spec");
+        spec.node_name = Some(node.name.clone());
+        spec.containers[0].resources = Some(k8s_openapi::api::core::v1::ResourceRequirements {
+            requests: Some(BTreeMap::from([(
+                "cpu".to_owned(),
+                k8s_openapi::apimachinery::pkg::api::resource::Quantity("1000".into()),
+            )])),
+            ..Default::default()
+        });
+    }
+    node.pods()
+        .create(&pp, &greedy)
+        .await
+        .expect("create greedy");
+    let rejected = wait_for("greedy Failed", Duration::from_secs(60), || async {
+        let p = node.pods().get_opt("greedy").await.ok().flatten()?;
+        (phase(&p) == Some("Failed")).then_some(p)
+    })
+    .await;
+    let st = rejected.status.expect("status");
+    assert_eq!(st.reason.as_deref(), Some("OutOfcpu"), "{st:?}");
+    assert!(
+        st.message.as_deref().is_some_and(|m| m.starts_with(
+            "Pod was rejected: Node didn't have enough resource: cpu, requested: 1000000, used: "
+        )),
+        "{st:?}"
+    );
+    wait_for(
+        "an OutOfcpu event for greedy",
+        Duration::from_secs(30),
+        || async {
+            let list = events.list(&ListParams::default()).await.ok()?;
+            list.items
+                .iter()
+                .any(|e| {
+                    e.involved_object.name.as_deref() == Some("greedy")
+                        && e.reason.as_deref() == Some("OutOfcpu")
+                        && e.type_.as_deref() == Some("Warning")
+                })
+                .then_some(())
+        },
+    )
+    .await;
+
     // A pod beyond maxPods (4), bound here by hand past the scheduler, is
     // rejected at admission and shown Failed with upstream's reason.
     node.pods()

@@ -73,6 +73,10 @@
 //!   relies on `generateAPIPodStatus`).
 //! - Reconciliation compares what would be sent, not raw statuses: a
 //!   difference the merge would not send costs no GET every period.
+//! - A round syncs up to [`MAX_CONCURRENT_SYNCS`] pods at once, where
+//!   upstream's `syncBatch` GETs and PATCHes one pod after another: 30
+//!   pods that start together reach the API server in a few round trips,
+//!   not 60 in turn.
 //! - A kubelet-owned condition whose status did not change keeps the API
 //!   server's transition time, and `PodScheduled`, `hostIP(s)` and
 //!   `nominatedNodeName` are kept when the kubelet's status leaves them
@@ -107,8 +111,8 @@ mod sync;
 pub use error::StatusError;
 pub use manager::{StatusManager, VersionedPodStatus};
 pub use sync::{
-    DEFAULT_SYNC_PERIOD, PodDeletionSafetyProvider, PodManager, PodSyncOutcome, PodSyncReport,
-    StatusSync,
+    DEFAULT_SYNC_PERIOD, MAX_CONCURRENT_SYNCS, PodDeletionSafetyProvider, PodManager,
+    PodSyncOutcome, PodSyncReport, StatusSync,
 };
 
 use std::collections::HashMap;

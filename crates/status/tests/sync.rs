@@ -728,3 +728,79 @@ fn the_syncer_is_send_for_spawning() {
         is_send(&sync.run(stop));
     });
 }
+
+/// A burst of new statuses is synced concurrently (better than upstream's
+/// one pod after another): the API server sees the GETs of many pods
+/// before it answers any, and every pod ends up patched once.
+#[tokio::test]
+async fn a_burst_of_statuses_is_synced_concurrently() {
+    let mut f = fixture(true);
+    const PODS: usize = 20;
+    for i in 0..PODS {
+        let pod = pod_json(&format!("web-{i}"), &format!("u{i}"), "Pending");
+        f.api.put(pod.clone());
+        f.statuses
+            .set_pod_status(
+                &pod_of(&pod),
+                kubelet_status(phase::RUNNING, vec![running("app")], true),
+            )
+            .unwrap();
+    }
+    let api = f.api.clone();
+    let handle = &mut f.handle;
+    let work = async {
+        let batch = f.sync.sync_batch(false);
+        tokio::pin!(batch);
+        // Hold the first requests unanswered: a sequential syncer would
+        // never send a second one.
+        let mut held = Vec::new();
+        while held.len() < 8 {
+            tokio::select! {
+                _ = &mut batch => panic!("the batch ended with requests unanswered"),
+                r = handle.next_request() => held.push(r.expect("mock closed")),
+            }
+        }
+        for (req, send) in held {
+            let s = seen_of(req).await;
+            assert_eq!(s.method, "GET", "{s:?}");
+            let (code, body) = api.answer(&s);
+            send.send_response(respond(code, &body));
+        }
+        loop {
+            tokio::select! {
+                reports = &mut batch => break reports,
+                r = handle.next_request() => {
+                    let (req, send) = r.expect("mock closed");
+                    let s = seen_of(req).await;
+                    let (code, body) = api.answer(&s);
+                    send.send_response(respond(code, &body));
+                }
+            }
+        }
+    };
+    let reports = tokio::time::timeout(WAIT, work)
+        .await
+        .expect("the syncs were not concurrent: the first GET was held and nothing else came");
+    assert_eq!(reports.len(), PODS);
+    let mut uids: Vec<&str> = reports.iter().map(|r| r.uid.as_str()).collect();
+    uids.sort_unstable();
+    uids.dedup();
+    assert_eq!(uids.len(), PODS, "one report per pod");
+    for r in &reports {
+        assert_eq!(
+            r.result.as_ref().unwrap(),
+            &PodSyncOutcome::Synced {
+                patched: true,
+                deleted: false
+            }
+        );
+        assert_eq!(f.sync.api_status_version(&r.uid), Some(1));
+    }
+    let patches = f
+        .api
+        .take_seen()
+        .iter()
+        .filter(|s| s.method == "PATCH")
+        .count();
+    assert_eq!(patches, PODS);
+}
