@@ -334,18 +334,45 @@ impl KubeletBuilder {
         // Cluster mode: the API client from the kubeconfig (upstream
         // `buildKubeletClientConfig`). Nothing is asked of the API server
         // yet: static pods run whether it answers or not.
+        let observer = |metrics: &kubelet_server::Metrics| -> crate::apiclient::RequestObserver {
+            let metrics = metrics.clone();
+            Arc::new(move |method: &http::Method, code: &str| {
+                metrics.inc_rest_client_request(code, "apiserver", method.as_str());
+            })
+        };
         let api = match &opts.kubeconfig {
             Some(path) => Some(
                 crate::apiclient::client_from_kubeconfig(
                     path,
                     config.kube_api_qps,
                     config.kube_api_burst,
-                    Some({
-                        let metrics = metrics.clone();
-                        Arc::new(move |method: &http::Method, code: &str| {
-                            metrics.inc_rest_client_request(code, "apiserver", method.as_str());
-                        })
-                    }),
+                    Some(observer(&metrics)),
+                )
+                .await
+                .map_err(StartError::ApiClient)?,
+            ),
+            None => None,
+        };
+        // Upstream's kubelet posts events through a client of their own,
+        // limited by eventRecordQPS/eventBurst instead of kubeAPIQPS
+        // (`cmd/kubelet/app/server.go`, `eventClientConfig`): a burst of
+        // events never delays a pod status or the node's heartbeat.
+        let events_api = match &opts.kubeconfig {
+            Some(path) => Some(
+                crate::apiclient::client_from_kubeconfig(
+                    path,
+                    // eventRecordQPS 0 is no limit (upstream's field doc).
+                    if config.event_record_qps > 0 {
+                        config.event_record_qps
+                    } else {
+                        i32::MAX
+                    },
+                    if config.event_record_qps > 0 {
+                        config.event_burst
+                    } else {
+                        i32::MAX
+                    },
+                    Some(observer(&metrics)),
                 )
                 .await
                 .map_err(StartError::ApiClient)?,
@@ -357,7 +384,7 @@ impl KubeletBuilder {
         let (events, events_task): (
             Arc<dyn kubelet_container::events::EventRecorder>,
             Option<kubelet_events::RecorderTask>,
-        ) = match &api {
+        ) = match &events_api {
             Some(client) => {
                 let (recorder, task) =
                     kubelet_events::Recorder::builder(client.clone(), opts.node_name.clone())

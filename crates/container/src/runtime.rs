@@ -61,7 +61,7 @@ pub trait ContainerResources: Send + Sync {
 
 /// The kubelet's version as it names itself to hooks and probes
 /// (`User-Agent: kube-lifecycle/<version>`, `kube-probe/<version>`).
-pub const KUBE_VERSION: &str = "1.34";
+pub const KUBE_VERSION: &str = "1.35";
 
 /// Sends the HTTP GET of a lifecycle hook (upstream `runHTTPHandler`'s
 /// `httpDoer`, `pkg/kubelet/lifecycle/handlers.go`, with the request built
