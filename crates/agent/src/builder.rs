@@ -401,6 +401,15 @@ impl KubeletBuilder {
             }
             None => (Arc::new(kubelet_container::NoopRecorder), None),
         };
+        if api.is_some() {
+            // Upstream `BirthCry`, as the kubelet is made.
+            events.event(
+                &kubelet_container::events::node_ref(&opts.node_name),
+                kubelet_container::EventType::Normal,
+                kubelet_container::events::reason::STARTING_KUBELET,
+                "Starting kubelet.".into(),
+            );
+        }
         let endpoint = config.container_runtime_endpoint.clone();
         let cri = RemoteRuntime::builder(&endpoint)
             .connect_timeout(opts.runtime_connect_timeout)
@@ -548,6 +557,10 @@ impl KubeletBuilder {
             .with_gc(
                 Arc::new(DeadContainers(runtime.clone())),
                 Arc::new(UnusedImages(image_gc.clone())),
+            )
+            .with_event_recorder(
+                events.clone(),
+                kubelet_container::events::node_ref(&opts.node_name),
             ),
         );
         let notifiers = kubelet_eviction::notifier::attach_memcg_notifiers(
@@ -593,11 +606,14 @@ impl KubeletBuilder {
                 node.node_status_max_images = config.node_status_max_images;
                 node.node_status_update_frequency = config.node_status_update_period()?;
                 node.node_status_report_frequency = config.node_status_report_period()?;
-                Some(kubelet_nodestatus::NodeStatusManager::new(
-                    client.clone(),
-                    node,
-                    Arc::new(inputs),
-                ))
+                Some(
+                    kubelet_nodestatus::NodeStatusManager::new(
+                        client.clone(),
+                        node,
+                        Arc::new(inputs),
+                    )
+                    .with_event_recorder(events.clone()),
+                )
             }
             None => None,
         };

@@ -293,6 +293,8 @@ where
     node: Option<tokio::sync::watch::Receiver<Option<k8s_openapi::api::core::v1::Node>>>,
     /// Where admission rejections are recorded as events.
     events: Arc<dyn kubelet_container::events::EventRecorder>,
+    /// Where the syncer records pod events (`FailedMount`).
+    syncer_events: syncer::EventSlot,
 }
 
 impl<C> std::fmt::Debug for Kubelet<C>
@@ -356,6 +358,7 @@ where
         if let Some(volumes) = api_volumes {
             syncer = syncer.with_api_volumes(volumes);
         }
+        let syncer_events = syncer.event_slot();
         let workers = PodWorkerPool::builder(syncer, cache).build()?;
         Ok(Self {
             config,
@@ -374,6 +377,7 @@ where
             evictions: Mutex::new(evictions),
             node: None,
             events: Arc::new(kubelet_container::events::NoopRecorder),
+            syncer_events,
         })
     }
 
@@ -388,11 +392,13 @@ where
     }
 
     /// Records admission rejections as Warning events on the pod (upstream
-    /// `rejectPod`).
+    /// `rejectPod`), and the syncer's `FailedMount` when a pod's volumes
+    /// cannot be set up.
     pub fn with_event_recorder(
         mut self,
         events: Arc<dyn kubelet_container::events::EventRecorder>,
     ) -> Self {
+        self.syncer_events.set(events.clone());
         self.events = events;
         self
     }

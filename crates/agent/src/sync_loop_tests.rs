@@ -1199,3 +1199,117 @@ async fn a_pod_asking_more_than_allocatable_is_out_of_cpu_with_an_event() {
         ]
     );
 }
+
+// ---- volumes (upstream volume manager, operation executor) ----
+
+/// An API server with one secret, `present` (key `k`), and no config maps.
+struct OneSecret;
+
+#[async_trait]
+impl kubelet_volumemanager::ApiObjects for OneSecret {
+    async fn get_secret(
+        &self,
+        _namespace: &str,
+        name: &str,
+    ) -> Result<Option<k8s_openapi::api::core::v1::Secret>, kubelet_volumemanager::Error> {
+        Ok(
+            (name == "present").then(|| k8s_openapi::api::core::v1::Secret {
+                data: Some([("k".to_owned(), k8s_openapi::ByteString(b"v".to_vec()))].into()),
+                ..Default::default()
+            }),
+        )
+    }
+
+    async fn get_config_map(
+        &self,
+        _namespace: &str,
+        _name: &str,
+    ) -> Result<Option<k8s_openapi::api::core::v1::ConfigMap>, kubelet_volumemanager::Error> {
+        Ok(None)
+    }
+
+    async fn request_token(
+        &self,
+        _request: &kubelet_volumemanager::ServiceAccountTokenRequest,
+    ) -> Result<kubelet_volumemanager::IssuedToken, kubelet_volumemanager::Error> {
+        Err(kubelet_volumemanager::Error::InvalidVolume {
+            reason: "no tokens here".into(),
+        })
+    }
+}
+
+/// A pod whose volume `creds` is the secret `secret` (not optional).
+fn pod_with_secret(name: &str, secret: &str) -> Pod {
+    let mut p = pod(name, "Always", 1);
+    let spec = p.spec.as_mut().expect("spec");
+    spec.volumes = Some(vec![k8s_openapi::api::core::v1::Volume {
+        name: "creds".into(),
+        secret: Some(k8s_openapi::api::core::v1::SecretVolumeSource {
+            secret_name: Some(secret.into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }]);
+    spec.containers[0].volume_mounts = Some(vec![k8s_openapi::api::core::v1::VolumeMount {
+        name: "creds".into(),
+        mount_path: "/creds".into(),
+        ..Default::default()
+    }]);
+    p
+}
+
+/// A pod whose secret does not exist gets upstream's `FailedMount` Warning
+/// (the operation executor's `MountVolume.SetUp failed for volume "creds"
+/// : secret "gone" not found`), once per failed sync, and never runs: its
+/// container waits in ContainerCreating. A pod whose secret exists runs
+/// without one.
+#[tokio::test(start_paused = true)]
+async fn a_pod_with_a_missing_secret_gets_failed_mount_events_and_does_not_run() {
+    let parts = crate::KubeletParts {
+        api_volumes: Some(Arc::new(
+            kubelet_volumemanager::ApiVolumes::new(Arc::new(OneSecret)).memory_backed(false),
+        )),
+        ..Default::default()
+    };
+    let mut h = harness_with(110, parts);
+    let events = Arc::new(kubelet_container::events::FakeRecorder::new());
+    let kubelet = h.kubelet;
+    h.kubelet = kubelet.with_event_recorder(events.clone());
+
+    let missing = pod_with_secret("missing", "gone");
+    let present = pod_with_secret("present", "present");
+    h.start(&present).await;
+    h.kubelet.handle_pod_additions(vec![missing.clone()]);
+    h.until("a FailedMount event", async |_| !events.events().is_empty())
+        .await;
+    let recorded = events.events();
+    let e = &recorded[0];
+    assert_eq!(
+        e.to_string(),
+        "Warning FailedMount MountVolume.SetUp failed for volume \"creds\" : secret \"gone\" not found"
+    );
+    assert_eq!(e.object, kubelet_container::events::pod_ref(&missing));
+    // One event per failed sync: the pod's volume, not a second one for
+    // the volume that could not be prepared after it.
+    assert!(
+        recorded.iter().all(|r| r.message == e.message),
+        "{recorded:?}"
+    );
+    assert_eq!(h.runtime.syncs(&uid("missing")), 0);
+    assert!(h.runtime_pod(&uid("missing")).await.is_none());
+    let waiting = h
+        .kubelet
+        .statuses()
+        .get(&uid("missing"))
+        .and_then(|s| s.container_statuses)
+        .and_then(|c| c.into_iter().next())
+        .and_then(|c| c.state?.waiting?.reason);
+    assert_eq!(waiting.as_deref(), Some("ContainerCreating"));
+    assert!(h.is_running(&uid("present")).await);
+    assert!(
+        recorded
+            .iter()
+            .all(|r| r.object.name.as_deref() == Some("missing")),
+        "{recorded:?}"
+    );
+}

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use kubelet_cm::ContainerManager;
+use kubelet_container::events::{EventRecorder, EventType, pod_ref, reason};
 
 use async_trait::async_trait;
 use k8s_openapi::api::core::v1::Pod;
@@ -42,6 +43,39 @@ pub struct KubeletSyncer {
     node_ips: Vec<std::net::IpAddr>,
     /// Secret, configMap and projected volumes (cluster mode).
     api_volumes: Option<Arc<kubelet_volumemanager::ApiVolumes>>,
+    /// Where pod events (`FailedMount`) are recorded.
+    events: EventSlot,
+}
+
+/// An [`EventRecorder`] that can be pointed elsewhere after it was handed
+/// out: the syncer moves into the pod workers when the kubelet is built,
+/// and `Kubelet::with_event_recorder` sets its recorder afterwards.
+#[derive(Clone)]
+pub(crate) struct EventSlot(Arc<std::sync::RwLock<Arc<dyn EventRecorder>>>);
+
+impl Default for EventSlot {
+    fn default() -> Self {
+        Self(Arc::new(std::sync::RwLock::new(Arc::new(
+            kubelet_container::events::NoopRecorder,
+        ))))
+    }
+}
+
+impl EventSlot {
+    /// Records into `events` from now on.
+    pub(crate) fn set(&self, events: Arc<dyn EventRecorder>) {
+        *self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = events;
+    }
+
+    fn get(&self) -> Arc<dyn EventRecorder> {
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
 }
 
 impl std::fmt::Debug for KubeletSyncer {
@@ -91,7 +125,34 @@ impl KubeletSyncer {
             mirror_client: None,
             node_ips: Vec::new(),
             api_volumes: None,
+            events: EventSlot::default(),
         }
+    }
+
+    /// Records pod events (`FailedMount`) in `events`.
+    pub fn with_event_recorder(self, events: Arc<dyn EventRecorder>) -> Self {
+        self.events.set(events);
+        self
+    }
+
+    /// The slot the syncer records in, to point it elsewhere once the
+    /// syncer is in the pod workers.
+    pub(crate) fn event_slot(&self) -> EventSlot {
+        self.events.clone()
+    }
+
+    /// Upstream's `FailedMount` Warning on the pod for a volume that could
+    /// not be set up (`MountVolume.SetUp failed for volume "x" : secret
+    /// "y" not found`) or volumes that could not be prepared. Recorded on
+    /// each failed sync, as upstream's volume manager does on each failed
+    /// try; the event correlator counts the repeats.
+    fn record_failed_mount(&self, pod: &Pod, e: &kubelet_volumemanager::Error) {
+        self.events.get().event(
+            &pod_ref(pod),
+            EventType::Warning,
+            reason::FAILED_MOUNT_VOLUME,
+            e.mount_event_message(),
+        );
     }
 
     /// Sets the containers' `ready` and `started` from `prober`'s results,
@@ -374,23 +435,36 @@ impl KubeletSyncer {
         // API volumes are (re)written on every sync, as upstream's volume
         // manager remounts them; a failure keeps the last contents, and a
         // volume never written keeps the pod waiting below.
-        if let Some(api_volumes) = &self.api_volumes
-            && let Err(e) = kubelet_volumemanager::prepare_api_volumes(
+        let mut failed_api_volumes = Vec::new();
+        if let Some(api_volumes) = &self.api_volumes {
+            let errors = kubelet_volumemanager::prepare_api_volumes_each(
                 &self.root_dir,
                 pod,
                 &volume_ctx,
                 api_volumes,
             )
-            .await
-        {
-            tracing::warn!(pod = %pod_name(pod), error = %e, "cannot write the pod's API volumes");
+            .await;
+            for e in errors {
+                tracing::warn!(pod = %pod_name(pod), error = %e, "cannot write the pod's API volumes");
+                self.record_failed_mount(pod, &e);
+                failed_api_volumes.extend(e.volume().map(str::to_owned));
+            }
         }
         let volumes = match prepare_pod_volumes(&self.root_dir, pod, &volume_ctx) {
             Ok(v) => v,
             Err(e) => {
+                tracing::warn!(pod = %pod_name(pod), error = %e, "cannot prepare the pod's volumes");
+                // An API volume that could not be written: its event is
+                // recorded above, and the containers wait as upstream's do
+                // for their volumes (ContainerCreating).
+                if e.volume()
+                    .is_some_and(|v| failed_api_volumes.iter().any(|f| f == v))
+                {
+                    return Err(worker_error(e));
+                }
+                self.record_failed_mount(pod, &e);
                 // Upstream: a subpath or volume that cannot be prepared keeps
                 // the containers waiting with CreateContainerConfigError.
-                tracing::warn!(pod = %pod_name(pod), error = %e, "cannot prepare the pod's volumes");
                 let waiting = pod
                     .spec
                     .iter()

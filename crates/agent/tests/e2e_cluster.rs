@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Event, Node, Pod};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kubelet_agent::config::KubeletConfiguration;
 use kubelet_agent::standalone::{self, StandaloneOptions};
@@ -303,6 +303,98 @@ async fn the_node_registers_runs_api_pods_and_mirrors_static_pods() {
     let yaml = node.kubectl(&["get", "node", &node.name, "-o", "yaml"]);
     assert!(yaml.contains("kubeletVersion"), "{yaml}");
 
+    // The node's events, in default about the Node as upstream records
+    // them: Starting (BirthCry) and the pressure conditions leaving Unknown
+    // at registration. The Ready condition is new then, which upstream
+    // adds without an event; NodeReady follows a transition (see the
+    // restart in `crash_loops_show_and_outages_restart_nothing`).
+    let events: Api<Event> = Api::namespaced(node.admin.clone(), "default");
+    let has_node_events = async |reasons: &[&str]| {
+        let fields = format!("involvedObject.kind=Node,involvedObject.name={}", node.name);
+        let list = events
+            .list(&ListParams::default().fields(&fields))
+            .await
+            .ok()?;
+        reasons
+            .iter()
+            .all(|reason| {
+                list.items.iter().any(|e| {
+                    e.reason.as_deref() == Some(reason)
+                        && e.involved_object.uid.as_deref() == Some(node.name.as_str())
+                        && e.source.as_ref().and_then(|s| s.component.as_deref()) == Some("kubelet")
+                })
+            })
+            .then_some(())
+    };
+    wait_for(
+        "the node's Starting and NodeHasSufficientMemory events",
+        Duration::from_secs(30),
+        || {
+            has_node_events(&[
+                "Starting",
+                "NodeHasSufficientMemory",
+                "NodeHasNoDiskPressure",
+                "NodeHasSufficientPID",
+            ])
+        },
+    )
+    .await;
+
+    // A pod whose secret does not exist never starts and says why: a
+    // FailedMount Warning, as upstream's volume manager words it.
+    node.pods()
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(serde_json::json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": "no-secret"},
+                "spec": {
+                    "terminationGracePeriodSeconds": 2,
+                    "containers": [{
+                        "name": "app", "image": "localhost/busybox:latest",
+                        "imagePullPolicy": "Never", "command": ["sleep", "3600"],
+                        "volumeMounts": [{"name": "creds", "mountPath": "/creds"}]
+                    }],
+                    "volumes": [{"name": "creds", "secret": {"secretName": "does-not-exist"}}]
+                }
+            }))
+            .expect("pod"),
+        )
+        .await
+        .expect("create no-secret");
+    let failed_mount = ListParams::default()
+        .fields("involvedObject.kind=Pod,involvedObject.name=no-secret,reason=FailedMount");
+    let message = wait_for(
+        "a FailedMount event for no-secret",
+        Duration::from_secs(30),
+        || async {
+            let list = events.list(&failed_mount).await.ok()?;
+            let e = list.items.into_iter().next()?;
+            (e.type_.as_deref() == Some("Warning")).then_some(e.message.unwrap_or_default())
+        },
+    )
+    .await;
+    assert_eq!(
+        message,
+        "MountVolume.SetUp failed for volume \"creds\" : secret \"does-not-exist\" not found"
+    );
+    let p = node.pods().get("no-secret").await.expect("no-secret");
+    assert_eq!(phase(&p), Some("Pending"));
+    node.pods()
+        .delete("no-secret", &DeleteParams::default())
+        .await
+        .expect("delete no-secret");
+    wait_for("no-secret deleted", Duration::from_secs(60), || async {
+        node.pods()
+            .get_opt("no-secret")
+            .await
+            .ok()
+            .flatten()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+
     // The lease in kube-node-lease, owned by the Node, renews.
     let leases: Api<Lease> = Api::namespaced(node.admin.clone(), "kube-node-lease");
     let first = wait_for("the node lease", Duration::from_secs(30), || async {
@@ -585,6 +677,22 @@ async fn crash_loops_show_and_outages_restart_nothing() {
     );
     node.start_kubelet();
     node.wait_ready("True", Duration::from_secs(60)).await;
+    // Ready went from the node controller's Unknown to True: the kubelet
+    // records NodeReady on the Node (upstream `ReadyCondition`).
+    wait_for("a NodeReady event", Duration::from_secs(30), || async {
+        let fields = format!(
+            "involvedObject.kind=Node,involvedObject.name={},reason=NodeReady",
+            node.name
+        );
+        let list = events
+            .list(&ListParams::default().fields(&fields))
+            .await
+            .ok()?;
+        let e = list.items.into_iter().next()?;
+        (e.message.as_deref() == Some(&format!("Node {} status is now: NodeReady", node.name)))
+            .then_some(())
+    })
+    .await;
     wait_for(
         "steady Running after the restart",
         Duration::from_secs(60),

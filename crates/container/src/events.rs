@@ -41,6 +41,7 @@
 //! assert_eq!(recorder.strings(), ["Normal Started Started container app"]);
 //! ```
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Mutex;
 
@@ -86,6 +87,21 @@ pub trait EventRecorder: Send + Sync {
     /// `message` is for humans. The event goes to the object's namespace
     /// (`default` for cluster-scoped objects such as the Node).
     fn event(&self, object: &ObjectReference, event_type: EventType, reason: &str, message: String);
+
+    /// As [`event`](Self::event), with `annotations` on the Event
+    /// (upstream `AnnotatedEventf`, which the eviction manager uses for
+    /// `Evicted`). The default drops the annotations.
+    fn annotated_event(
+        &self,
+        object: &ObjectReference,
+        annotations: &BTreeMap<String, String>,
+        event_type: EventType,
+        reason: &str,
+        message: String,
+    ) {
+        let _ = annotations;
+        self.event(object, event_type, reason, message);
+    }
 }
 
 /// An [`EventRecorder`] that records nothing: the default of every
@@ -108,6 +124,9 @@ pub struct RecordedEvent {
     pub reason: String,
     /// The message.
     pub message: String,
+    /// The annotations of an [`EventRecorder::annotated_event`] (empty for
+    /// a plain event).
+    pub annotations: BTreeMap<String, String>,
 }
 
 impl fmt::Display for RecordedEvent {
@@ -158,11 +177,23 @@ impl EventRecorder for FakeRecorder {
         reason: &str,
         message: String,
     ) {
+        self.annotated_event(object, &BTreeMap::new(), event_type, reason, message);
+    }
+
+    fn annotated_event(
+        &self,
+        object: &ObjectReference,
+        annotations: &BTreeMap<String, String>,
+        event_type: EventType,
+        reason: &str,
+        message: String,
+    ) {
         crate::lock(&self.events).push(RecordedEvent {
             object: object.clone(),
             event_type,
             reason: reason.to_owned(),
             message,
+            annotations: annotations.clone(),
         });
     }
 }
@@ -383,6 +414,9 @@ pub mod reason {
     // Eviction (`pkg/kubelet/eviction/helpers.go`).
     /// A pod was evicted under node pressure.
     pub const EVICTED: &str = "Evicted";
+    /// An eviction threshold was met: the node tries to reclaim a resource
+    /// (`eviction_manager.go`, recorded on the Node).
+    pub const EVICTION_THRESHOLD_MET: &str = "EvictionThresholdMet";
 
     // Node conditions (`pkg/kubelet/nodestatus/setters.go`).
     /// The node has enough memory.
@@ -486,6 +520,22 @@ mod tests {
         );
         assert_eq!(f.take().len(), 2);
         assert!(f.events().is_empty());
+        let annotations = BTreeMap::from([("starved_resource".to_owned(), "memory".to_owned())]);
+        r.annotated_event(
+            &node_ref("n"),
+            &annotations,
+            EventType::Warning,
+            reason::EVICTED,
+            "x".into(),
+        );
+        assert_eq!(f.events()[0].annotations, annotations);
         NoopRecorder.event(&node_ref("n"), EventType::Normal, "R", String::new());
+        NoopRecorder.annotated_event(
+            &node_ref("n"),
+            &annotations,
+            EventType::Normal,
+            "R",
+            String::new(),
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! [`Recorder`] (the non-blocking front, an [`EventRecorder`]) and
 //! [`RecorderTask`] (the owned task that correlates and writes).
 
+use std::collections::BTreeMap;
 use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::hash::BuildHasher;
@@ -329,7 +330,23 @@ impl EventRecorder for Recorder {
         reason: &str,
         message: String,
     ) {
-        let event = self.make_event(object, event_type, reason, message);
+        self.annotated_event(object, &BTreeMap::new(), event_type, reason, message);
+    }
+
+    /// Upstream `AnnotatedEventf`: the annotations go on the Event's
+    /// metadata.
+    fn annotated_event(
+        &self,
+        object: &ObjectReference,
+        annotations: &BTreeMap<String, String>,
+        event_type: EventType,
+        reason: &str,
+        message: String,
+    ) {
+        let mut event = self.make_event(object, event_type, reason, message);
+        if !annotations.is_empty() {
+            event.metadata.annotations = Some(annotations.clone());
+        }
         // Upstream StartStructuredLogging(3): every event is logged.
         tracing::debug!(event = %Describe(&event), "Event occurred");
         if let Err(e) = self.tx.try_send(event) {

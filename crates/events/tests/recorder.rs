@@ -131,11 +131,29 @@ async fn creates_an_event_as_upstream_writes_it() {
     );
     req.echo("2");
 
-    let s = stats_settle(&r, |s| s.created == 2).await;
+    // Upstream `AnnotatedEventf` (the eviction manager's Evicted): the
+    // annotations are the Event's.
+    r.annotated_event(
+        &app(),
+        &[("starved_resource".to_owned(), "memory".to_owned())].into(),
+        EventType::Warning,
+        reason::EVICTED,
+        "The node was low on resource: memory. ".into(),
+    );
+    let req = next(&mut api).await;
+    req.expect("POST", EVENTS);
+    assert_eq!(
+        req.body["metadata"]["annotations"],
+        json!({"starved_resource": "memory"})
+    );
+    assert_eq!(req.body["reason"], "Evicted");
+    req.echo("3");
+
+    let s = stats_settle(&r, |s| s.created == 3).await;
     assert_eq!(
         s,
         Stats {
-            created: 2,
+            created: 3,
             ..Stats::default()
         }
     );

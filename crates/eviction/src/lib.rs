@@ -26,7 +26,8 @@
 //!   `MemoryPressure` / `DiskPressure` / `PIDPressure` with the 5-minute
 //!   transition period, node-level reclaim hooks, ranking ([`rank`]), at
 //!   most one eviction per pass through a [`PodKiller`], the evicted
-//!   status, and [`Manager::admit`].
+//!   status, the `Evicted` and `EvictionThresholdMet` events
+//!   ([`Manager::with_event_recorder`]), and [`Manager::admit`].
 //! - [`notifier`]: kernel memory threshold notification (cgroup v1
 //!   `cgroup.event_control` + eventfd, safely through `rustix`) that wakes
 //!   the manager within milliseconds; the 10 s loop stays as the fallback.

@@ -31,6 +31,7 @@ use crate::summary::{Observations, make_observations};
 use crate::threshold::{
     NodeCondition, Resource, Signal, Threshold, update_container_fs_thresholds,
 };
+use kubelet_container::events::{EventRecorder, EventType, ObjectReference, pod_ref, reason};
 use kubelet_container::stats::{PodStats, Summary, SummaryProvider};
 
 /// Upstream `evictionMonitoringPeriod` (`kubelet.go`).
@@ -225,6 +226,9 @@ pub struct Manager {
     killer: Arc<dyn PodKiller>,
     container_gc: Option<Arc<dyn ContainerGc>>,
     image_gc: Option<Arc<dyn ImageGc>>,
+    /// Where `Evicted` (on the pod) and `EvictionThresholdMet` (on the
+    /// node, the reference given) are recorded.
+    events: Option<(Arc<dyn EventRecorder>, ObjectReference)>,
     notifiers: Mutex<Vec<Arc<dyn ThresholdNotifier>>>,
     state: Mutex<State>,
     wake: tokio::sync::Notify,
@@ -381,6 +385,7 @@ impl Manager {
             killer,
             container_gc: None,
             image_gc: None,
+            events: None,
             notifiers: Mutex::new(Vec::new()),
             state: Mutex::new(State::default()),
             wake: tokio::sync::Notify::new(),
@@ -393,6 +398,21 @@ impl Manager {
     pub fn with_gc(mut self, containers: Arc<dyn ContainerGc>, images: Arc<dyn ImageGc>) -> Self {
         self.container_gc = Some(containers);
         self.image_gc = Some(images);
+        self
+    }
+
+    /// Records events as upstream's manager does (`eviction_manager.go`):
+    /// a Warning `Evicted` on each pod it evicts, with the eviction message
+    /// and annotations (`evictPod`), and a Warning `EvictionThresholdMet`
+    /// "Attempting to reclaim <resource>" on `node` (upstream's `nodeRef`,
+    /// e.g. [`node_ref`](kubelet_container::events::node_ref)) each time a
+    /// threshold is met and reclaim begins.
+    pub fn with_event_recorder(
+        mut self,
+        events: Arc<dyn EventRecorder>,
+        node: ObjectReference,
+    ) -> Self {
+        self.events = Some((events, node));
         self
     }
 
@@ -591,6 +611,14 @@ impl Manager {
             resource = %resource,
             "eviction manager: attempting to reclaim {resource}"
         );
+        if let Some((events, node)) = &self.events {
+            events.event(
+                node,
+                EventType::Warning,
+                reason::EVICTION_THRESHOLD_MET,
+                format!("Attempting to reclaim {resource}"),
+            );
+        }
         if self.reclaim_node_level_resources(to_reclaim.signal).await {
             tracing::info!(%resource, "eviction manager: able to reduce resource pressure without evicting pods");
             return Ok(None);
@@ -681,6 +709,16 @@ impl Manager {
             return false;
         }
         tracing::warn!(pod = %pod_name(&ev.pod), reason = REASON, message = %ev.status.message, grace = ev.grace_period_seconds, "evicting pod");
+        // Upstream records the event before the (blocking) kill.
+        if let Some((events, _)) = &self.events {
+            events.annotated_event(
+                &pod_ref(&ev.pod),
+                &ev.status.annotations,
+                EventType::Warning,
+                reason::EVICTED,
+                ev.status.message.clone(),
+            );
+        }
         match self.killer.kill_pod(ev).await {
             Ok(()) => {
                 tracing::info!(pod = %pod_name(&ev.pod), "eviction manager: pod is evicted successfully")

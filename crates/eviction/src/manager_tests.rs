@@ -276,6 +276,67 @@ async fn evicted_status_and_message_as_upstream() {
     assert_eq!(cond.reason.as_deref(), Some("TerminationByKubelet"));
 }
 
+/// Upstream `evictPod` and `synchronize`'s events: `EvictionThresholdMet`
+/// on the node when reclaim begins, `Evicted` with the message and
+/// annotations on the pod evicted; none for a critical pod.
+#[tokio::test]
+async fn evictions_are_recorded_as_events() {
+    use kubelet_container::events::{EventType, FakeRecorder, node_ref, pod_ref};
+    let p = burstable("hog", "100Mi");
+    let crit = critical("static");
+    let events = Arc::new(FakeRecorder::new());
+    let mut b = bed(
+        vec![Threshold::hard(
+            Signal::MemoryAvailable,
+            ThresholdValue::Quantity(100 * MI as i64),
+        )],
+        summary(50 * MI, &[(&p, 300 * MI)]),
+    );
+    b.manager = b
+        .manager
+        .with_event_recorder(events.clone(), node_ref("node-a"));
+    let ev = b
+        .manager
+        .synchronize(std::slice::from_ref(&p))
+        .await
+        .expect("sync")
+        .expect("evicted");
+    let recorded = events.take();
+    assert_eq!(recorded.len(), 2, "{recorded:?}");
+    assert_eq!(recorded[0].object, node_ref("node-a"));
+    assert_eq!(
+        recorded[0].to_string(),
+        "Warning EvictionThresholdMet Attempting to reclaim memory"
+    );
+    assert_eq!(recorded[1].object, pod_ref(&p));
+    assert_eq!(recorded[1].event_type, EventType::Warning);
+    assert_eq!(recorded[1].reason, "Evicted");
+    assert_eq!(recorded[1].message, ev.status.message);
+    assert_eq!(recorded[1].annotations, ev.status.annotations);
+    assert_eq!(
+        recorded[1]
+            .annotations
+            .get("starved_resource")
+            .map(String::as_str),
+        Some("memory")
+    );
+
+    // Only a critical pod left: reclaim is attempted, nothing evicted.
+    b.summary.set(summary(50 * MI, &[(&crit, 300 * MI)]));
+    b.clock.advance(Duration::from_secs(1));
+    assert!(
+        b.manager
+            .synchronize(std::slice::from_ref(&crit))
+            .await
+            .expect("sync")
+            .is_none()
+    );
+    assert_eq!(
+        events.strings(),
+        ["Warning EvictionThresholdMet Attempting to reclaim memory"]
+    );
+}
+
 fn critical(name: &str) -> Pod {
     let mut p = best_effort(name);
     p.metadata.annotations = Some(BTreeMap::from([(

@@ -53,9 +53,12 @@
 //!
 //! - Better: the setters are pure functions of one [`NodeSnapshot`], so
 //!   every condition and its wording is unit-tested without a kubelet; the
-//!   events upstream records are returned ([`StatusReport`]); images need not
-//!   come sorted; a status update that finds the Node gone stops retrying at
-//!   once and registers it again (upstream never re-registers,
+//!   events upstream records are returned ([`StatusReport`]) and, with
+//!   [`NodeStatusManager::with_event_recorder`], recorded on the Node once
+//!   the API server has the status that made them (upstream records them
+//!   as the setters run, again on each retry of a failed update); images
+//!   need not come sorted; a status update that finds the Node gone stops
+//!   retrying at once and registers it again (upstream never re-registers,
 //!   kubernetes#71398; [`NodeConfig::reregister_on_not_found`] turns this
 //!   off); a 403 names the verb and resource the credentials lack.
 //! - Different: the Node is read with `resourceVersion=0` on the first try
@@ -66,8 +69,8 @@
 //!   address (the kubelet passes its host addresses instead), device plugin
 //!   resources and zeroing extended resources on a recreated node, volume
 //!   limits, `volumesInUse`, `runtimeHandlers`, `features`, the container
-//!   manager's soft-requirement warning in the Ready message, posting events,
-//!   the fast status update at start-up (`fastStatusUpdateOnce`), and pod CIDR
+//!   manager's soft-requirement warning in the Ready message, the fast
+//!   status update at start-up (`fastStatusUpdateOnce`), and pod CIDR
 //!   updates.
 
 mod compare;

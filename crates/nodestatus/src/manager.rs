@@ -10,6 +10,7 @@ use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Api;
 use kube::api::{GetParams, Patch, PatchParams, PostParams};
+use kubelet_container::events::{EventRecorder, EventType, node_ref};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -66,6 +67,7 @@ pub struct NodeStatusManager {
     last_report: Mutex<Option<Instant>>,
     on_repeated_heartbeat_failure: Option<Hook>,
     clock: Clock,
+    events: Option<Arc<dyn EventRecorder>>,
 }
 
 impl std::fmt::Debug for NodeStatusManager {
@@ -109,9 +111,6 @@ fn log_report(node: &str, report: &StatusReport) {
     for e in &report.errors {
         tracing::error!(node, error = %e, "failed to set some node status fields");
     }
-    for e in &report.events {
-        tracing::info!(node, event_type = e.event_type, reason = %e.reason, message = %e.message, "node event");
-    }
 }
 
 impl NodeStatusManager {
@@ -125,7 +124,21 @@ impl NodeStatusManager {
             last_report: Mutex::new(None),
             on_repeated_heartbeat_failure: None,
             clock: Arc::new(system_now),
+            events: None,
         }
+    }
+
+    /// Records the events of the status setters on the Node (upstream
+    /// `recordNodeStatusEvent` and `recordEvent`): `NodeReady` /
+    /// `NodeNotReady` when the Ready condition flips,
+    /// `NodeHasSufficientMemory` / `NodeHasInsufficientMemory` and the disk
+    /// and PID twins when a pressure condition flips (from Unknown at
+    /// registration too), and `Rebooted`. Each is recorded once the API
+    /// server has the status that made it, so a transition is one event
+    /// however many updates follow.
+    pub fn with_event_recorder(mut self, events: Arc<dyn EventRecorder>) -> Self {
+        self.events = Some(events);
+        self
     }
 
     /// Called when a status update fails again after a failed try
@@ -166,6 +179,28 @@ impl NodeStatusManager {
         self.last_sent.send_replace(Some(node.clone()));
     }
 
+    /// Records the report's events on the Node, once the status that made
+    /// them is the API server's (upstream records them as the setters run,
+    /// again on each retry of a failed update).
+    fn record_events(&self, report: &StatusReport) {
+        for e in &report.events {
+            tracing::info!(node = self.name(), event_type = e.event_type, reason = %e.reason, message = %e.message, "node event");
+            if let Some(events) = &self.events {
+                let event_type = if e.event_type == "Warning" {
+                    EventType::Warning
+                } else {
+                    EventType::Normal
+                };
+                events.event(
+                    &node_ref(self.name()),
+                    event_type,
+                    &e.reason,
+                    e.message.clone(),
+                );
+            }
+        }
+    }
+
     /// One registration attempt (upstream `tryRegisterWithAPIServer`):
     /// creates the Node; when it already exists, gets it, reconciles it with
     /// the initial node ([`reconcile_existing`]) and patches it if needed.
@@ -178,6 +213,7 @@ impl NodeStatusManager {
         let err = match create {
             Ok(node) => {
                 self.publish(&node);
+                self.record_events(&report);
                 return Ok(node);
             }
             Err(e) => Error::api("create", "nodes", self.name(), e),
@@ -192,12 +228,16 @@ impl NodeStatusManager {
             .map_err(|e| Error::api("get", "nodes", self.name(), e))?;
         tracing::info!(node = self.name(), "node was previously registered");
         let mut existing = original.clone();
+        // Upstream records the initial node's events (the pressure
+        // conditions from Unknown) whether the Node is new or not.
         if !reconcile_existing(&mut existing, &initial) {
             self.publish(&original);
+            self.record_events(&report);
             return Ok(original);
         }
         let node = self.patch_status(&original, &existing).await?;
         self.publish(&node);
+        self.record_events(&report);
         Ok(node)
     }
 
@@ -328,6 +368,7 @@ impl NodeStatusManager {
             self.publish(&updated);
             UpdateOutcome::Patched(Box::new(updated))
         };
+        self.record_events(&report);
         *self
             .last_report
             .lock()

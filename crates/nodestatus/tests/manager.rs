@@ -374,3 +374,125 @@ async fn unchanged_status_is_not_patched_within_the_report_period() {
         UpdateOutcome::Patched(_)
     ));
 }
+
+/// One status update of `manager`: the GET answered with `state`, then,
+/// when `patches` holds, the PATCH applied to it (after `failures` PATCHes
+/// answered 500, each followed by a fresh GET).
+async fn update_once(
+    manager: &Arc<NodeStatusManager>,
+    api: &mut Handle,
+    state: &mut Value,
+    patches: bool,
+    failures: usize,
+) {
+    tokio::time::advance(Duration::from_secs(10)).await;
+    let m = manager.clone();
+    let update = tokio::spawn(async move { m.update_node_status().await });
+    for _ in 0..failures {
+        next(api).await.respond(200, state);
+        let req = next(api).await;
+        req.expect("PATCH", STATUS);
+        req.respond(500, &status(500, "InternalError", "etcd down"));
+    }
+    next(api).await.respond(200, state);
+    if patches {
+        answer_patch(next(api).await, state);
+    }
+    done(update).await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn node_events_are_recorded_once_per_transition() {
+    use kubelet_container::events::{EventType, FakeRecorder, node_ref};
+    use kubelet_nodestatus::RuntimeSync;
+
+    let events = Arc::new(FakeRecorder::new());
+    let (manager, inputs, mut api) = manager(NodeConfig::new("node-a"));
+    let manager = Arc::new(manager.with_event_recorder(events.clone()));
+    let m = manager.clone();
+    let register = tokio::spawn(async move { m.try_register().await });
+    let req = next(&mut api).await;
+    let mut state = created(req.body.clone());
+    req.respond(201, &state);
+    done(register).await.unwrap();
+
+    // Registration (upstream `initialNode`): the pressure conditions leave
+    // Unknown; the Ready condition is new, which upstream's ReadyCondition
+    // adds without an event.
+    let registered = events.take();
+    let strings: Vec<String> = registered.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        strings,
+        [
+            "Normal NodeHasSufficientMemory Node node-a status is now: NodeHasSufficientMemory",
+            "Normal NodeHasNoDiskPressure Node node-a status is now: NodeHasNoDiskPressure",
+            "Normal NodeHasSufficientPID Node node-a status is now: NodeHasSufficientPID",
+        ]
+    );
+    // About the Node: kind Node, its name as name and UID, no namespace.
+    assert!(registered.iter().all(|e| e.object == node_ref("node-a")));
+
+    // Heartbeats alone: no event.
+    update_once(&manager, &mut api, &mut state, true, 0).await;
+    assert_eq!(events.strings(), Vec::<String>::new());
+
+    // The runtime goes down: NodeNotReady once, however many updates follow.
+    inputs.update(|s| s.runtime_health.sync = RuntimeSync::Down);
+    update_once(&manager, &mut api, &mut state, true, 0).await;
+    assert_eq!(condition(&state, "Ready")["status"], "False");
+    update_once(&manager, &mut api, &mut state, false, 0).await;
+    update_once(&manager, &mut api, &mut state, false, 0).await;
+    assert_eq!(
+        events.strings(),
+        ["Normal NodeNotReady Node node-a status is now: NodeNotReady"]
+    );
+    events.take();
+
+    // Back up, with a PATCH that fails first: NodeReady once, when the API
+    // server has it.
+    inputs.update(|s| s.runtime_health.sync = RuntimeSync::Up);
+    update_once(&manager, &mut api, &mut state, true, 1).await;
+    update_once(&manager, &mut api, &mut state, false, 0).await;
+    assert_eq!(
+        events.strings(),
+        ["Normal NodeReady Node node-a status is now: NodeReady"]
+    );
+    events.take();
+
+    // Pressure comes and goes: one event per flip of each condition.
+    inputs.update(|s| {
+        s.pressure.memory = true;
+        s.pressure.disk = true;
+        s.pressure.pid = true;
+    });
+    update_once(&manager, &mut api, &mut state, true, 0).await;
+    update_once(&manager, &mut api, &mut state, false, 0).await;
+    inputs.update(|s| s.pressure.memory = false);
+    update_once(&manager, &mut api, &mut state, true, 0).await;
+    let reasons: Vec<String> = events.take().into_iter().map(|e| e.reason).collect();
+    assert_eq!(
+        reasons,
+        [
+            "NodeHasInsufficientMemory",
+            "NodeHasDiskPressure",
+            "NodeHasInsufficientPID",
+            "NodeHasSufficientMemory"
+        ]
+    );
+
+    // A reboot (a new boot ID) is a Warning.
+    inputs.update(|s| {
+        if let Ok(m) = &mut s.machine {
+            m.boot_id = "boot-2".into();
+        }
+    });
+    update_once(&manager, &mut api, &mut state, true, 0).await;
+    let rebooted = events.take();
+    assert_eq!(rebooted.len(), 1, "{rebooted:?}");
+    assert_eq!(rebooted[0].event_type, EventType::Warning);
+    assert_eq!(rebooted[0].reason, "Rebooted");
+    assert_eq!(
+        rebooted[0].message,
+        "Node node-a has been rebooted, boot id: boot-2"
+    );
+}

@@ -179,7 +179,8 @@ pub(crate) fn volume_path(pod_dir: &Path, volume: &Volume) -> Option<(PathBuf, &
 /// object and the key.
 ///
 /// Every volume is tried; the first error is returned (each is logged at
-/// debug level). A failed volume keeps its previous contents. Call it
+/// debug level; [`prepare_api_volumes_each`] returns them all). A failed
+/// volume keeps its previous contents. Call it
 /// before [`prepare_pod_volumes`](crate::prepare_pod_volumes) on every
 /// sync: that one refuses a volume this one has never written, so a pod
 /// starts only once its volumes exist, and a later failure to refresh
@@ -193,6 +194,24 @@ pub async fn prepare_api_volumes(
     ctx: &VolumeContext,
     volumes: &ApiVolumes,
 ) -> Result<(), Error> {
+    prepare_api_volumes_each(root, pod, ctx, volumes)
+        .await
+        .into_iter()
+        .next()
+        .map_or(Ok(()), Err)
+}
+
+/// [`prepare_api_volumes`], returning every failure: one
+/// [`Error::Volume`] per volume that could not be written, in the pod's
+/// order (or one error about the pod when none could be tried). The
+/// kubelet records a `FailedMount` event for each, as upstream's volume
+/// manager does per volume ([`Error::mount_event_message`]).
+pub async fn prepare_api_volumes_each(
+    root: &Path,
+    pod: &Pod,
+    ctx: &VolumeContext,
+    volumes: &ApiVolumes,
+) -> Vec<Error> {
     let name = pod_full_name(pod);
     let api_volumes: Vec<&Volume> = pod
         .spec
@@ -203,15 +222,15 @@ pub async fn prepare_api_volumes(
         .filter(|v| is_api_volume(v))
         .collect();
     if api_volumes.is_empty() {
-        return Ok(());
+        return Vec::new();
     }
     let uid = pod.metadata.uid.as_deref().unwrap_or_default();
     if !is_plain_name(uid) {
-        return Err(invalid(&name, format!("unusable UID {uid:?}")));
+        return vec![invalid(&name, format!("unusable UID {uid:?}"))];
     }
     let dir = pod_dir(root, uid);
     let mut mounts = Mounts::default();
-    let mut first = None;
+    let mut errors = Vec::new();
     for v in api_volumes {
         let result = if is_plain_name(&v.name) {
             prepare_volume(pod, v, &dir, ctx, volumes, &mut mounts).await
@@ -227,10 +246,10 @@ pub async fn prepare_api_volumes(
                 source: Box::new(source),
             };
             tracing::debug!(error = %e, "cannot write an API-backed volume");
-            first.get_or_insert(e);
+            errors.push(e);
         }
     }
-    first.map_or(Ok(()), Err)
+    errors
 }
 
 async fn prepare_volume(

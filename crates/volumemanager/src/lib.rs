@@ -58,7 +58,8 @@ pub use api::{
 };
 pub use api_volumes::{
     ApiVolumes, CONFIG_MAP_PLUGIN_DIR, PROJECTED_PLUGIN_DIR, SECRET_PLUGIN_DIR, has_api_volumes,
-    is_api_volume, is_read_only_volume, prepare_api_volumes, read_only_volumes,
+    is_api_volume, is_read_only_volume, prepare_api_volumes, prepare_api_volumes_each,
+    read_only_volumes,
 };
 pub use atomic_writer::{AtomicWriter, DATA_DIR_NAME, FileProjection, Payload, clean_path};
 
@@ -151,6 +152,52 @@ pub enum Error {
         /// The client's error.
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+}
+
+impl Error {
+    /// The volume this error is about, when it is one volume's
+    /// ([`Error::Volume`]).
+    pub fn volume(&self) -> Option<&str> {
+        match self {
+            Error::Volume { volume, .. } => Some(volume),
+            _ => None,
+        }
+    }
+
+    /// The message of the `FailedMount` event upstream's kubelet records
+    /// for this error. One volume's failure is the operation executor's
+    /// `MountVolume.SetUp failed for volume "<volume>" : <cause>`
+    /// (`pkg/volume/util/operationexecutor`, `GenerateError`), the cause
+    /// worded as upstream's plugins word it (`secret "db" not found`,
+    /// `references non-existent secret key: password`); any other is
+    /// `Unable to attach or mount volumes: <error>` (`kubelet.go`,
+    /// `SyncPod`).
+    pub fn mount_event_message(&self) -> String {
+        match self {
+            Error::Volume { volume, source, .. } => format!(
+                "MountVolume.SetUp failed for volume {volume:?} : {}",
+                source.upstream_cause()
+            ),
+            other => format!("Unable to attach or mount volumes: {other}"),
+        }
+    }
+
+    /// Upstream's wording of a volume plugin's error: the secret and
+    /// config map managers' `NotFound` (`secret "db" not found`, their
+    /// group resources being `secret` and `configmap`), the plugins'
+    /// missing keys; otherwise this error's own text.
+    fn upstream_cause(&self) -> String {
+        match self {
+            Error::NotFound { kind, name, .. } => format!("{kind} {name:?} not found"),
+            Error::MissingKey { kind, key, .. } if *kind == "secret" => {
+                format!("references non-existent secret key: {key}")
+            }
+            Error::MissingKey { key, .. } => {
+                format!("configmap references non-existent config key: {key}")
+            }
+            other => other.to_string(),
+        }
+    }
 }
 
 /// `<root>/pods/<uid>`.
@@ -269,15 +316,18 @@ pub fn prepare_pod_volumes(
             let written = std::fs::symlink_metadata(p.join(DATA_DIR_NAME))
                 .is_ok_and(|m| m.file_type().is_symlink());
             if !written {
-                return Err(invalid(
-                    &name,
-                    format!(
-                        "volume {:?}: {kind} volumes are written from the API server by \
-                         prepare_api_volumes, which has not run for this pod (without an API \
-                         server only emptyDir, hostPath and downwardAPI volumes are supported)",
-                        v.name
-                    ),
-                ));
+                return Err(Error::Volume {
+                    pod: name.clone(),
+                    volume: v.name.clone(),
+                    source: Box::new(Error::InvalidVolume {
+                        reason: format!(
+                            "{kind} volumes are written from the API server by \
+                             prepare_api_volumes, which has not run for this pod (without an \
+                             API server only emptyDir, hostPath and downwardAPI volumes are \
+                             supported)"
+                        ),
+                    }),
+                });
             }
             p
         } else {
