@@ -171,6 +171,20 @@ pub enum Error {
         /// The CRI error.
         source: kubelet_cri_client::Error,
     },
+    /// The container's config could not be made: its environment refers
+    /// to a Secret, ConfigMap or key that is missing, or to a field the
+    /// kubelet cannot fill (upstream `ErrCreateContainerConfig`, waiting
+    /// reason `CreateContainerConfigError`, with `source` as its message).
+    /// Only this container fails; the sync goes on with the others.
+    #[error("pod {pod}: container {container:?}: CreateContainerConfigError: {source}")]
+    CreateContainerConfig {
+        /// The pod.
+        pod: String,
+        /// The container.
+        container: String,
+        /// Upstream's message (`secret "x" not found`, ...).
+        source: kubelet_container::env::EnvError,
+    },
     /// CreateContainer failed (upstream `ErrCreateContainer`).
     #[error("pod {pod}: creating container {container:?}: {source}")]
     CreateContainer {
