@@ -185,10 +185,8 @@ mod tests {
 
     fn fake() -> Fake {
         let mut f = Fake::default();
-        f.secrets.insert(
-            "ns/db".into(),
-            secret("Opaque", &[("password", b"s3cret")]),
-        );
+        f.secrets
+            .insert("ns/db".into(), secret("Opaque", &[("password", b"s3cret")]));
         f.secrets.insert(
             "ns/regcred".into(),
             secret(
@@ -273,14 +271,16 @@ mod tests {
         assert_eq!(
             configs,
             [
-                (
-                    "secret ns/regcred".to_owned(),
-                    br#"{"auths": {}}"#.to_vec()
-                ),
+                ("secret ns/regcred".to_owned(), br#"{"auths": {}}"#.to_vec()),
                 ("secret ns/legacy".to_owned(), b"{}".to_vec()),
             ]
         );
         // Standalone: none, and nothing asked.
-        assert!(pull_secrets(None).docker_configs("ns", &names).await.is_empty());
+        assert!(
+            pull_secrets(None)
+                .docker_configs("ns", &names)
+                .await
+                .is_empty()
+        );
     }
 }

@@ -1223,14 +1223,18 @@ async fn a_container_whose_env_cannot_be_made_waits_with_create_container_config
     let spec = p.spec.as_mut().expect("spec");
     let mut side = spec.containers[0].clone();
     side.name = "side".into();
-    side.env = Some(vec![serde_json::from_value(serde_json::json!(
-        {"name": "HOST_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.hostIP"}}}
-    ))
-    .expect("env")]);
-    spec.containers[0].env = Some(vec![serde_json::from_value(serde_json::json!(
-        {"name": "PW", "valueFrom": {"secretKeyRef": {"name": "db", "key": "password"}}}
-    ))
-    .expect("env")]);
+    side.env = Some(vec![
+        serde_json::from_value(serde_json::json!(
+            {"name": "HOST_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.hostIP"}}}
+        ))
+        .expect("env"),
+    ]);
+    spec.containers[0].env = Some(vec![
+        serde_json::from_value(serde_json::json!(
+            {"name": "PW", "valueFrom": {"secretKeyRef": {"name": "db", "key": "password"}}}
+        ))
+        .expect("env"),
+    ]);
     spec.containers.push(side);
     let id = uid("envs");
     h.kubelet.handle_pod_additions(vec![p]);

@@ -798,13 +798,19 @@ async fn env_reads_secrets_config_maps_and_the_node_address() {
         }))
         .expect("secret")
     };
-    secrets.create(&pp, &secret("db")).await.expect("create secret db");
+    secrets
+        .create(&pp, &secret("db"))
+        .await
+        .expect("create secret db");
     let cm: ConfigMap = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "settings"},
         "data": {"MODE": "fast", "LEVEL": "debug"}
     }))
     .expect("configmap");
-    config_maps.create(&pp, &cm).await.expect("create configmap");
+    config_maps
+        .create(&pp, &cm)
+        .await
+        .expect("create configmap");
     let env_pod = |name: &str, secret: &str| -> Pod {
         serde_json::from_value(serde_json::json!({
             "metadata": {"name": name, "namespace": "default"},
@@ -836,9 +842,11 @@ async fn env_reads_secrets_config_maps_and_the_node_address() {
         .await
         .expect("create env-late");
 
-    let log = wait_for("env-ok's environment in its log", Duration::from_secs(90), || async {
-        container_log(&node, "env-ok", "app").filter(|l| l.contains("HOST_IP="))
-    })
+    let log = wait_for(
+        "env-ok's environment in its log",
+        Duration::from_secs(90),
+        || async { container_log(&node, "env-ok", "app").filter(|l| l.contains("HOST_IP=")) },
+    )
     .await;
     let lines: Vec<&str> = log.lines().collect();
     let host_ip = format!("HOST_IP={}", node.net.address());

@@ -210,7 +210,10 @@ pub fn split_maybe_subscripted_path(path: &str) -> Option<(&str, &str)> {
 /// the pod field a downward API selector names, checked against the fields
 /// a pod supports (`spec.host` is the old name of `spec.nodeName`). An
 /// empty `api_version` is `v1`, as the API server defaults it.
-pub fn convert_downward_api_field_label(api_version: &str, label: &str) -> Result<String, EnvError> {
+pub fn convert_downward_api_field_label(
+    api_version: &str,
+    label: &str,
+) -> Result<String, EnvError> {
     if !api_version.is_empty() && api_version != "v1" {
         return Err(EnvError::FieldPath(format!(
             "unsupported pod version: {api_version}"
@@ -314,12 +317,8 @@ pub fn container_resource_value(
         Some(name) => {
             let spec = pod.spec.as_ref();
             let app = spec.and_then(|s| s.containers.iter().find(|c| c.name == name));
-            let init = spec.and_then(|s| {
-                s.init_containers
-                    .iter()
-                    .flatten()
-                    .find(|c| c.name == name)
-            });
+            let init =
+                spec.and_then(|s| s.init_containers.iter().flatten().find(|c| c.name == name));
             match (app, init) {
                 (Some(c), _) => (c, true),
                 (None, Some(c)) => (c, c.name == container.name),
@@ -348,8 +347,8 @@ pub fn container_resource_value(
         "requests" => res.and_then(|r| r.requests.as_ref()),
         _ => return Err(unsupported(&selector.resource)),
     };
-    let supported = matches!(name, "cpu" | "memory" | "ephemeral-storage")
-        || name.starts_with("hugepages-");
+    let supported =
+        matches!(name, "cpu" | "memory" | "ephemeral-storage") || name.starts_with("hugepages-");
     if !supported {
         return Err(unsupported(&selector.resource));
     }
@@ -396,10 +395,15 @@ mod tests {
         serde_json::from_value(value).expect("pod")
     }
 
-    fn selector(resource: &str, divisor: Option<&str>, container: Option<&str>) -> ResourceFieldSelector {
+    fn selector(
+        resource: &str,
+        divisor: Option<&str>,
+        container: Option<&str>,
+    ) -> ResourceFieldSelector {
         ResourceFieldSelector {
             resource: resource.into(),
-            divisor: divisor.map(|d| k8s_openapi::apimachinery::pkg::api::resource::Quantity(d.into())),
+            divisor: divisor
+                .map(|d| k8s_openapi::apimachinery::pkg::api::resource::Quantity(d.into())),
             container_name: container.map(Into::into),
         }
     }
@@ -447,7 +451,10 @@ mod tests {
         assert_eq!(get("metadata.labels['b']").as_deref(), Ok("2"));
         assert_eq!(get("metadata.labels['missing']").as_deref(), Ok(""));
         assert_eq!(get("metadata.annotations['note']").as_deref(), Ok("hi"));
-        assert_eq!(get("metadata.labels").as_deref(), Ok("a=\"x\\\"y\"\nb=\"2\""));
+        assert_eq!(
+            get("metadata.labels").as_deref(),
+            Ok("a=\"x\\\"y\"\nb=\"2\"")
+        );
         assert_eq!(
             get("spec.restartPolicy").unwrap_err().to_string(),
             "unsupported fieldPath: spec.restartPolicy"
@@ -480,7 +487,15 @@ mod tests {
         let v = |c: &Container, r: &str, d: Option<&str>, n: Option<&str>| {
             container_resource_value(&selector(r, d, n), &p, c, &alloc)
         };
-        let cases: &[(&Container, &str, Option<&str>, Option<&str>, &str)] = &[
+        // (container, resource, divisor, containerName, value)
+        type Case<'a> = (
+            &'a Container,
+            &'a str,
+            Option<&'a str>,
+            Option<&'a str>,
+            &'a str,
+        );
+        let cases: &[Case] = &[
             // Rounded up to whole cores by default.
             (app, "limits.cpu", None, None, "1"),
             (app, "limits.cpu", Some("1m"), None, "250"),
@@ -514,14 +529,23 @@ mod tests {
             );
         }
         // An init container named by another one gets no defaults.
-        let init_mem = container_resource_value(&selector("limits.memory", None, Some("init")), &p, app, &alloc);
+        let init_mem = container_resource_value(
+            &selector("limits.memory", None, Some("init")),
+            &p,
+            app,
+            &alloc,
+        );
         assert_eq!(init_mem.as_deref(), Ok("0"));
         assert_eq!(
-            v(app, "limits.nvidia.com/gpu", None, None).unwrap_err().to_string(),
+            v(app, "limits.nvidia.com/gpu", None, None)
+                .unwrap_err()
+                .to_string(),
             "unsupported container resource : limits.nvidia.com/gpu"
         );
         assert_eq!(
-            v(app, "limits.cpu", None, Some("nope")).unwrap_err().to_string(),
+            v(app, "limits.cpu", None, Some("nope"))
+                .unwrap_err()
+                .to_string(),
             "container nope not found"
         );
     }
@@ -549,7 +573,10 @@ mod tests {
             ["s-eph", "s-init", "s-key"]
         );
         assert_eq!(
-            refs.config_maps.iter().map(String::as_str).collect::<Vec<_>>(),
+            refs.config_maps
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
             ["cm-all", "cm-key"]
         );
         assert!(env_references(&pod(serde_json::json!({"metadata": {}}))).is_empty());
@@ -558,18 +585,36 @@ mod tests {
     #[test]
     fn errors_print_upstream_messages() {
         let cases = [
-            (EnvError::SecretNotFound { name: "x".into() }, r#"secret "x" not found"#),
-            (EnvError::ConfigMapNotFound { name: "x".into() }, r#"configmap "x" not found"#),
             (
-                EnvError::SecretKeyNotFound { key: "k".into(), namespace: "ns".into(), name: "x".into() },
+                EnvError::SecretNotFound { name: "x".into() },
+                r#"secret "x" not found"#,
+            ),
+            (
+                EnvError::ConfigMapNotFound { name: "x".into() },
+                r#"configmap "x" not found"#,
+            ),
+            (
+                EnvError::SecretKeyNotFound {
+                    key: "k".into(),
+                    namespace: "ns".into(),
+                    name: "x".into(),
+                },
                 "couldn't find key k in Secret ns/x",
             ),
             (
-                EnvError::ConfigMapKeyNotFound { key: "k".into(), namespace: "ns".into(), name: "x".into() },
+                EnvError::ConfigMapKeyNotFound {
+                    key: "k".into(),
+                    namespace: "ns".into(),
+                    name: "x".into(),
+                },
                 "couldn't find key k in ConfigMap ns/x",
             ),
             (
-                EnvError::NoApiServer { kind: "secret", namespace: "ns".into(), name: "x".into() },
+                EnvError::NoApiServer {
+                    kind: "secret",
+                    namespace: "ns".into(),
+                    name: "x".into(),
+                },
                 "couldn't get secret ns/x, no kubeClient defined",
             ),
         ];

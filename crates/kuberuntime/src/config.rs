@@ -371,11 +371,18 @@ pub fn container_env(
             match secret(&r.name)? {
                 Some(data) => {
                     for (k, v) in data {
-                        env.set(format!("{prefix}{k}"), String::from_utf8_lossy(v).into_owned());
+                        env.set(
+                            format!("{prefix}{k}"),
+                            String::from_utf8_lossy(v).into_owned(),
+                        );
                     }
                 }
                 None if r.optional.unwrap_or(false) => {}
-                None => return Err(EnvError::SecretNotFound { name: r.name.clone() }),
+                None => {
+                    return Err(EnvError::SecretNotFound {
+                        name: r.name.clone(),
+                    });
+                }
             }
         }
     }
@@ -418,7 +425,11 @@ pub fn container_env(
                 match secret(&r.name)?.map(|data| data.get(&r.key)) {
                     Some(Some(v)) => String::from_utf8_lossy(v).into_owned(),
                     None | Some(None) if optional => continue,
-                    None => return Err(EnvError::SecretNotFound { name: r.name.clone() }),
+                    None => {
+                        return Err(EnvError::SecretNotFound {
+                            name: r.name.clone(),
+                        });
+                    }
                     Some(None) => {
                         return Err(EnvError::SecretKeyNotFound {
                             key: r.key.clone(),
@@ -502,13 +513,13 @@ fn pod_field_value(
 /// Upstream `sortPodIPs`: the first pod IP of the node's primary family
 /// (IPv4 when the node's is unknown), then the first of the other family.
 fn sort_pod_ips(pod_ips: &[String], node_primary: Option<&str>) -> Vec<String> {
-    let is_v6 = |ip: &str| ip.parse::<std::net::IpAddr>().is_ok_and(|a| a.is_ipv6());
-    let is_v4 = |ip: &str| ip.parse::<std::net::IpAddr>().is_ok_and(|a| a.is_ipv4());
-    let primary_v6 = node_primary.is_some_and(is_v6);
-    let (first, second): (&dyn Fn(&str) -> bool, &dyn Fn(&str) -> bool) = if primary_v6 {
-        (&is_v6, &is_v4)
+    type IpTest = fn(&str) -> bool;
+    let is_v6: IpTest = |ip| ip.parse::<std::net::IpAddr>().is_ok_and(|a| a.is_ipv6());
+    let is_v4: IpTest = |ip| ip.parse::<std::net::IpAddr>().is_ok_and(|a| a.is_ipv4());
+    let (first, second) = if node_primary.is_some_and(is_v6) {
+        (is_v6, is_v4)
     } else {
-        (&is_v4, &is_v6)
+        (is_v4, is_v6)
     };
     pod_ips
         .iter()
@@ -543,7 +554,7 @@ pub fn container_config(
         Error::CreateContainerConfig {
             pod: crate::pod_name(pod),
             container: container.name.clone(),
-            source,
+            source: Box::new(source),
         }
     })?;
     let lookup: HashMap<String, String> = env.iter().cloned().collect();
@@ -795,7 +806,10 @@ mod tests {
                 secrets: [
                     ("db".to_owned(), Lookup::Found(secret)),
                     ("gone".to_owned(), Lookup::NotFound),
-                    ("broken".to_owned(), Lookup::Failed("connection refused".into())),
+                    (
+                        "broken".to_owned(),
+                        Lookup::Failed("connection refused".into()),
+                    ),
                 ]
                 .into(),
                 config_maps: [
@@ -832,15 +846,17 @@ mod tests {
     #[test]
     fn env_follows_upstream_make_environment_variables() {
         let s = sources();
-        let cases: Vec<(&str, serde_json::Value, Vec<(&str, &str)>)> = vec![
+        // (what, container, its environment)
+        type Case<'a> = (&'a str, serde_json::Value, Vec<(&'a str, &'a str)>);
+        let cases: Vec<Case> = vec![
             (
                 "envFrom a ConfigMap with a prefix, then env; env wins and expands from envFrom",
                 serde_json::json!({"name": "c",
-                    "envFrom": [{"configMapRef": {"name": "settings"}, "prefix": "CFG_"}],
-                    "env": [
-                        {"name": "CFG_MODE", "value": "slow"},
-                        {"name": "SUMMARY", "value": "$(CFG_LOG_LEVEL)-$(CFG_MODE)-$(NOPE)-$$(CFG_MODE)"}
-                    ]}),
+                "envFrom": [{"configMapRef": {"name": "settings"}, "prefix": "CFG_"}],
+                "env": [
+                    {"name": "CFG_MODE", "value": "slow"},
+                    {"name": "SUMMARY", "value": "$(CFG_LOG_LEVEL)-$(CFG_MODE)-$(NOPE)-$$(CFG_MODE)"}
+                ]}),
                 vec![
                     ("CFG_LOG_LEVEL", "debug"),
                     ("CFG_MODE", "slow"),
@@ -919,12 +935,12 @@ mod tests {
             (
                 "resourceFieldRef, unset limits from the node's allocatable",
                 serde_json::json!({"name": "c", "resources": {"limits": {"memory": "64Mi"}, "requests": {"cpu": "250m"}},
-                    "env": [
-                        {"name": "MEM", "valueFrom": {"resourceFieldRef": {"resource": "limits.memory", "divisor": "1Mi"}}},
-                        {"name": "CPU_REQ", "valueFrom": {"resourceFieldRef": {"resource": "requests.cpu", "divisor": "1m"}}},
-                        {"name": "CPU_LIM", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu"}}},
-                        {"name": "CPU_LIM_M", "valueFrom": {"resourceFieldRef": {"containerName": "c", "resource": "limits.cpu", "divisor": "1m"}}}
-                    ]}),
+                "env": [
+                    {"name": "MEM", "valueFrom": {"resourceFieldRef": {"resource": "limits.memory", "divisor": "1Mi"}}},
+                    {"name": "CPU_REQ", "valueFrom": {"resourceFieldRef": {"resource": "requests.cpu", "divisor": "1m"}}},
+                    {"name": "CPU_LIM", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu"}}},
+                    {"name": "CPU_LIM_M", "valueFrom": {"resourceFieldRef": {"containerName": "c", "resource": "limits.cpu", "divisor": "1m"}}}
+                ]}),
                 vec![
                     ("MEM", "64"),
                     ("CPU_REQ", "250"),
@@ -1000,7 +1016,10 @@ mod tests {
             &[],
         )
         .unwrap_err();
-        assert_eq!(e.to_string(), "couldn't get secret ns/db, no kubeClient defined");
+        assert_eq!(
+            e.to_string(),
+            "couldn't get secret ns/db, no kubeClient defined"
+        );
         let e = env_of(
             serde_json::json!({"name": "c", "envFrom": [{"configMapRef": {"name": "settings"}}]}),
             &standalone,
@@ -1064,7 +1083,10 @@ mod tests {
             .iter()
             .map(|kv| (kv.key.clone(), kv.value.clone()))
             .collect();
-        assert!(env.contains(&("PW".to_owned(), "s3cret".to_owned())), "{env:?}");
+        assert!(
+            env.contains(&("PW".to_owned(), "s3cret".to_owned())),
+            "{env:?}"
+        );
         // A missing secret is the container's CreateContainerConfig error.
         let missing = PodVolumes::default();
         match container_config(
@@ -1096,8 +1118,14 @@ mod tests {
             .map(String::from)
             .to_vec();
         assert_eq!(sort_pod_ips(&ips, None), ["10.0.0.1", "fd00::1"]);
-        assert_eq!(sort_pod_ips(&ips, Some("192.0.2.1")), ["10.0.0.1", "fd00::1"]);
-        assert_eq!(sort_pod_ips(&ips, Some("2001:db8::1")), ["fd00::1", "10.0.0.1"]);
+        assert_eq!(
+            sort_pod_ips(&ips, Some("192.0.2.1")),
+            ["10.0.0.1", "fd00::1"]
+        );
+        assert_eq!(
+            sort_pod_ips(&ips, Some("2001:db8::1")),
+            ["fd00::1", "10.0.0.1"]
+        );
         assert!(sort_pod_ips(&[], None).is_empty());
     }
 

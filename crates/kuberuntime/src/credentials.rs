@@ -319,7 +319,10 @@ mod tests {
         assert_eq!(secret_docker_config(Some("Opaque"), &data), None);
         assert_eq!(secret_docker_config(None, &data), None);
         let empty: BTreeMap<String, Vec<u8>> = [(".dockercfg".to_owned(), Vec::new())].into();
-        assert_eq!(secret_docker_config(Some("kubernetes.io/dockercfg"), &empty), None);
+        assert_eq!(
+            secret_docker_config(Some("kubernetes.io/dockercfg"), &empty),
+            None
+        );
     }
 
     #[test]
