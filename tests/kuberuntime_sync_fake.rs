@@ -433,8 +433,9 @@ async fn pulls_over_the_registry_rate_are_refused_and_back_off() {
 
 struct Secrets;
 
+#[async_trait::async_trait]
 impl kubelet_kuberuntime::credentials::PullSecrets for Secrets {
-    fn docker_configs(&self, namespace: &str, names: &[String]) -> Vec<(String, Vec<u8>)> {
+    async fn docker_configs(&self, namespace: &str, names: &[String]) -> Vec<(String, Vec<u8>)> {
         names
             .iter()
             .filter(|n| namespace == "default" && n.as_str() == "team-creds")

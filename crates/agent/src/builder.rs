@@ -479,6 +479,7 @@ impl KubeletBuilder {
             }))
             .with_http_hooks(Arc::new(kubelet_prober::probe::http::HttpProber::new()))
             .with_keyring(node_keyring(&opts.root_dir))
+            .with_pull_secrets(crate::api_env::pull_secrets(api.as_ref()))
             .with_event_recorder(events.clone()),
         );
 

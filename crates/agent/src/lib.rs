@@ -59,6 +59,7 @@ use kubelet_podworkers::{
 };
 
 pub mod admission;
+pub mod api_env;
 pub mod apiclient;
 pub mod builder;
 /// The status manager ([`kubelet_status`]).

@@ -191,6 +191,15 @@ fn harness(max_pods: usize) -> Harness {
 
 /// [`harness`] with the kubelet's optional `parts`.
 fn harness_with(max_pods: usize, parts: crate::KubeletParts) -> Harness {
+    harness_configured(max_pods, parts, |_| {})
+}
+
+/// [`harness_with`], the kubelet's config changed by `configure`.
+fn harness_configured(
+    max_pods: usize,
+    parts: crate::KubeletParts,
+    configure: impl FnOnce(&mut KubeletConfig),
+) -> Harness {
     let fake = FakeRuntime::new();
     fake.add_image(IMAGE);
     let logs = tempfile::tempdir().expect("tempdir");
@@ -209,6 +218,7 @@ fn harness_with(max_pods: usize, parts: crate::KubeletParts) -> Harness {
     let mut config = KubeletConfig::new("node-1");
     config.root_dir = root.path().to_path_buf();
     config.max_pods = max_pods;
+    configure(&mut config);
     let kubelet = Kubelet::with_parts(config, runtime.clone(), cache, parts).expect("kubelet");
     Harness {
         fake,
@@ -1311,5 +1321,70 @@ async fn a_pod_with_a_missing_secret_gets_failed_mount_events_and_does_not_run()
             .iter()
             .all(|r| r.object.name.as_deref() == Some("missing")),
         "{recorded:?}"
+
+/// Upstream `makeEnvironmentVariables` through the syncer: a standalone
+/// kubelet fails only the container whose env refers to a Secret, waiting
+/// with `CreateContainerConfigError` and upstream's message, while the
+/// other container runs with the node's IP as `status.hostIP`.
+#[tokio::test(start_paused = true)]
+async fn a_container_whose_env_cannot_be_made_waits_with_create_container_config_error() {
+    let h = harness_configured(110, crate::KubeletParts::default(), |c| {
+        c.node_ips = vec!["192.0.2.7".parse().expect("ip")];
+    });
+    let mut p = pod("envs", "Always", 1);
+    let spec = p.spec.as_mut().expect("spec");
+    let mut side = spec.containers[0].clone();
+    side.name = "side".into();
+    side.env = Some(vec![
+        serde_json::from_value(serde_json::json!(
+            {"name": "HOST_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.hostIP"}}}
+        ))
+        .expect("env"),
+    ]);
+    spec.containers[0].env = Some(vec![
+        serde_json::from_value(serde_json::json!(
+            {"name": "PW", "valueFrom": {"secretKeyRef": {"name": "db", "key": "password"}}}
+        ))
+        .expect("env"),
+    ]);
+    spec.containers.push(side);
+    let id = uid("envs");
+    h.kubelet.handle_pod_additions(vec![p]);
+    let waiting = |kubelet: &Kubelet<Arc<PodCache>>| {
+        kubelet.statuses().get(&id).and_then(|s| {
+            let statuses = s.container_statuses?;
+            let app = statuses.iter().find(|c| c.name == "app")?;
+            let side = statuses.iter().find(|c| c.name == "side")?;
+            let w = app.state.clone()?.waiting?;
+            side.state.clone()?.running?;
+            Some((w.reason?, w.message?))
+        })
+    };
+    h.until("app waits beside a running side", async |h| {
+        waiting(&h.kubelet).is_some()
+    })
+    .await;
+    let found = waiting(&h.kubelet).expect("waiting");
+    assert_eq!(
+        found,
+        (
+            "CreateContainerConfigError".to_owned(),
+            "couldn't get secret default/db, no kubeClient defined".to_owned()
+        )
+    );
+    let running = h.runtime_pod(&id).await.expect("the pod runs");
+    assert!(
+        running.containers.iter().all(|c| c.name == "side"),
+        "{running:?}"
+    );
+    let side = h.container_id(&id, "side").await;
+    let config = h.fake.container_config(&side).expect("side's config");
+    assert!(
+        config
+            .envs
+            .iter()
+            .any(|kv| kv.key == "HOST_IP" && kv.value == "192.0.2.7"),
+        "{:?}",
+        config.envs
     );
 }

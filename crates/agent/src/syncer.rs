@@ -95,6 +95,9 @@ fn worker_error(e: impl std::error::Error + Send + Sync + 'static) -> WorkerErro
 fn waiting_reason(e: &kubelet_kuberuntime::Error) -> Option<(String, &'static str)> {
     use kubelet_kuberuntime::Error as E;
     match e {
+        E::CreateContainerConfig { container, .. } => {
+            Some((container.clone(), "CreateContainerConfigError"))
+        }
         E::CreateContainer { container, .. } => Some((container.clone(), "CreateContainerError")),
         E::StartContainer { container, .. } => Some((container.clone(), "RunContainerError")),
         E::CrashLoopBackOff { container, .. } => Some((container.clone(), "CrashLoopBackOff")),
@@ -231,9 +234,35 @@ impl KubeletSyncer {
     }
 
     fn record(&self, pod: &Pod, status: &PodStatus, waiting: &HashMap<String, String>) -> String {
+        self.record_with_messages(pod, status, waiting, &HashMap::new())
+    }
+
+    /// [`Self::record`], with the waiting message of some containers
+    /// (upstream's reason cache keeps the sync error's message beside its
+    /// reason: `secret "x" not found` for `CreateContainerConfigError`).
+    fn record_with_messages(
+        &self,
+        pod: &Pod,
+        status: &PodStatus,
+        waiting: &HashMap<String, String>,
+        messages: &HashMap<String, String>,
+    ) -> String {
         let mut api = generate_api_pod_status_with(pod, status, waiting, &self.runtime_name, |s| {
             if let Some(prober) = &self.prober {
                 prober.update_pod_status(pod, s);
+            }
+            let all = s
+                .init_container_statuses
+                .iter_mut()
+                .flatten()
+                .chain(s.container_statuses.iter_mut().flatten());
+            for c in all {
+                if let (Some(message), Some(w)) = (
+                    messages.get(&c.name),
+                    c.state.as_mut().and_then(|st| st.waiting.as_mut()),
+                ) {
+                    w.message = Some(message.clone());
+                }
             }
         });
         if !self.node_ips.is_empty() {
@@ -403,6 +432,26 @@ impl PodSyncer for KubeletSyncer {
 }
 
 impl KubeletSyncer {
+    /// What the pod's containers' environment reads (upstream
+    /// `makeEnvironmentVariables`' inputs): the Secrets and ConfigMaps it
+    /// refers to, read from the API server now (cluster mode; none
+    /// standalone), the node's IPs and its allocatable.
+    async fn env_sources(&self, pod: &Pod) -> kubelet_container::env::EnvSources {
+        let objects = match &self.api_volumes {
+            Some(api) => Some(crate::api_env::fetch_env_objects(api.api().as_ref(), pod).await),
+            None => None,
+        };
+        kubelet_container::env::EnvSources {
+            objects,
+            host_ips: self.node_ips.iter().map(ToString::to_string).collect(),
+            allocatable: self
+                .cm
+                .as_ref()
+                .map(|cm| cm.node_allocatable())
+                .unwrap_or_default(),
+        }
+    }
+
     async fn sync_pod_inner(
         &self,
         ctx: &SyncContext,
@@ -475,17 +524,23 @@ impl KubeletSyncer {
                 return Err(worker_error(e));
             }
         };
+        let mut volumes = volumes;
+        volumes.env = self.env_sources(pod).await;
         ctx.check()?;
         let result = self.runtime.sync_pod(pod, status, &volumes).await;
         let mut waiting = HashMap::new();
+        let mut messages = HashMap::new();
         for e in &result.errors {
             tracing::warn!(pod = %pod_name(pod), error = %e, "sync failed");
             if let Some((container, reason)) = waiting_reason(e) {
+                if let kubelet_kuberuntime::Error::CreateContainerConfig { source, .. } = e {
+                    messages.insert(container.clone(), source.to_string());
+                }
                 waiting.insert(container, reason.to_owned());
             }
         }
         if !waiting.is_empty() {
-            self.record(pod, status, &waiting);
+            self.record_with_messages(pod, status, &waiting, &messages);
         }
         match result.errors.into_iter().next() {
             Some(e) => Err(worker_error(e)),

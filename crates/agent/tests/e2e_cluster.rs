@@ -865,3 +865,161 @@ async fn static_pods_run_before_the_api_server_answers_and_the_node_registers_la
         "the static pod was not restarted"
     );
 }
+
+/// The container's log under the test bed's pod log dir
+/// (`<ns>_<name>_<uid>/<container>/0.log`), its CRI line prefixes removed.
+fn container_log(node: &ClusterNode, pod: &str, container: &str) -> Option<String> {
+    let prefix = format!("default_{pod}_");
+    let dir = std::fs::read_dir(node.bed.log_dir())
+        .ok()?
+        .filter_map(Result::ok)
+        .find(|e| e.file_name().to_string_lossy().starts_with(&prefix))?;
+    let text = std::fs::read_to_string(dir.path().join(container).join("0.log")).ok()?;
+    // `<time> stdout F <line>`.
+    Some(
+        text.lines()
+            .filter_map(|l| l.splitn(4, ' ').nth(3))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    )
+}
+
+/// Upstream `makeEnvironmentVariables` against a real API server: a key
+/// of a Secret, a ConfigMap through `envFrom` with a prefix, the node's
+/// address as `status.hostIP`, and `$(VAR)` in the command; a pod whose
+/// Secret is missing waits with `CreateContainerConfigError` (upstream's
+/// message, a `Failed` event) until the Secret is created, then runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn env_reads_secrets_config_maps_and_the_node_address() {
+    use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+    let Some(node) = ClusterNode::start("e2e-cluster-env").await else {
+        return;
+    };
+    node.wait_ready("True", Duration::from_secs(90)).await;
+    let secrets: Api<Secret> = Api::namespaced(node.admin.clone(), "default");
+    let config_maps: Api<ConfigMap> = Api::namespaced(node.admin.clone(), "default");
+    let pp = PostParams::default();
+    let secret = |name: &str| -> Secret {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name},
+            "stringData": {"password": format!("pw-of-{name}")}
+        }))
+        .expect("secret")
+    };
+    secrets
+        .create(&pp, &secret("db"))
+        .await
+        .expect("create secret db");
+    let cm: ConfigMap = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "settings"},
+        "data": {"MODE": "fast", "LEVEL": "debug"}
+    }))
+    .expect("configmap");
+    config_maps
+        .create(&pp, &cm)
+        .await
+        .expect("create configmap");
+    let env_pod = |name: &str, secret: &str| -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {
+                "nodeName": node.name,
+                "terminationGracePeriodSeconds": 2,
+                "containers": [{
+                    "name": "app",
+                    "image": "localhost/busybox:latest",
+                    "imagePullPolicy": "Never",
+                    "command": ["sh", "-c", "echo arg=$(PW); env | sort; sleep 3600"],
+                    "envFrom": [{"configMapRef": {"name": "settings"}, "prefix": "CFG_"}],
+                    "env": [
+                        {"name": "PW", "valueFrom": {"secretKeyRef": {"name": secret, "key": "password"}}},
+                        {"name": "HOST_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.hostIP"}}},
+                        {"name": "CFG_MODE", "value": "overridden-$(CFG_LEVEL)"}
+                    ]
+                }]
+            }
+        }))
+        .expect("pod")
+    };
+    node.pods()
+        .create(&pp, &env_pod("env-ok", "db"))
+        .await
+        .expect("create env-ok");
+    node.pods()
+        .create(&pp, &env_pod("env-late", "late"))
+        .await
+        .expect("create env-late");
+
+    let log = wait_for(
+        "env-ok's environment in its log",
+        Duration::from_secs(90),
+        || async { container_log(&node, "env-ok", "app").filter(|l| l.contains("HOST_IP=")) },
+    )
+    .await;
+    let lines: Vec<&str> = log.lines().collect();
+    let host_ip = format!("HOST_IP={}", node.net.address());
+    for want in [
+        "arg=pw-of-db",
+        "PW=pw-of-db",
+        "CFG_LEVEL=debug",
+        "CFG_MODE=overridden-debug",
+        host_ip.as_str(),
+    ] {
+        assert!(lines.contains(&want), "{want} not in the log:\n{log}");
+    }
+
+    // The missing secret: upstream's reason and message in the API status.
+    let waiting = |p: &Pod| {
+        let w = p
+            .status
+            .as_ref()?
+            .container_statuses
+            .as_ref()?
+            .iter()
+            .find(|c| c.name == "app")?
+            .state
+            .as_ref()?
+            .waiting
+            .clone()?;
+        Some((w.reason?, w.message.unwrap_or_default()))
+    };
+    let (reason, message) = wait_for(
+        "env-late waiting with CreateContainerConfigError",
+        Duration::from_secs(60),
+        || async {
+            let p = node.pods().get_opt("env-late").await.ok().flatten()?;
+            waiting(&p).filter(|(r, _)| r == "CreateContainerConfigError")
+        },
+    )
+    .await;
+    assert_eq!(reason, "CreateContainerConfigError");
+    assert_eq!(message, r#"secret "late" not found"#);
+    let events = node.kubectl(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=env-late,reason=Failed",
+        "-o",
+        "jsonpath={.items[*].message}",
+    ]);
+    assert!(
+        events.contains(r#"Error: secret "late" not found"#),
+        "events: {events}"
+    );
+
+    // The secret appears: the next sync starts the container.
+    secrets
+        .create(&pp, &secret("late"))
+        .await
+        .expect("create secret late");
+    wait_for("env-late Running", Duration::from_secs(90), || async {
+        let p = node.pods().get_opt("env-late").await.ok().flatten()?;
+        (phase(&p) == Some("Running")).then_some(())
+    })
+    .await;
+    let log = wait_for("env-late's log", Duration::from_secs(30), || async {
+        container_log(&node, "env-late", "app").filter(|l| l.contains("PW="))
+    })
+    .await;
+    assert!(log.lines().any(|l| l == "PW=pw-of-late"), "{log}");
+}

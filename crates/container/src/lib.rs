@@ -11,7 +11,8 @@
 //! [`quantity`] parsing, Go [`duration`]s, pod [`qos`], eviction
 //! [`threshold`]s (upstream `pkg/kubelet/eviction/api`) and
 //! [`flowcontrol`] (upstream `client-go/util/flowcontrol`: `Backoff`,
-//! token buckets), and the node and pod [`stats`] summary with its
+//! token buckets), the [`env`] sources and downward API values of a
+//! container's environment, and the node and pod [`stats`] summary with its
 //! [`SummaryProvider`](stats::SummaryProvider) (upstream
 //! `k8s.io/kubelet/pkg/apis/stats/v1alpha1`).
 //!
@@ -75,6 +76,7 @@
 
 pub mod cache;
 pub mod duration;
+pub mod env;
 mod error;
 pub mod events;
 pub mod flowcontrol;

@@ -1,5 +1,5 @@
 //! The volumes a pod's containers mount, as the volume manager hands them
-//! to the runtime manager.
+//! to the runtime manager, with the sources of their environment.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -30,6 +30,12 @@ pub struct PodVolumes {
     /// report `ReadOnly` for them), so a container cannot rewrite its
     /// token or secrets.
     pub read_only: std::collections::HashSet<String>,
+    /// What the containers' environment reads beyond the pod spec: the
+    /// Secrets and ConfigMaps it refers to, fetched before the sync, the
+    /// node's IPs and allocatable (upstream: the secret and configMap
+    /// managers and the node, as `makeEnvironmentVariables` reads them).
+    /// The default is a standalone kubelet's: no API server.
+    pub env: crate::env::EnvSources,
 }
 
 impl From<HashMap<String, PathBuf>> for PodVolumes {

@@ -342,6 +342,14 @@ impl FakeRuntime {
             .and_then(|c| c.resources.clone())
     }
 
+    /// The config a container was created with (its env, mounts, command).
+    pub fn container_config(&self, container_id: &str) -> Option<ContainerConfig> {
+        self.state()
+            .containers
+            .get(container_id)
+            .map(|c| c.config.clone())
+    }
+
     fn stop_container_locked(state: &mut State, id: &str) -> bool {
         match state.containers.get_mut(id) {
             Some(c) if c.state == ContainerState::ContainerRunning => {

@@ -5,13 +5,17 @@
 //! `generateContainerConfig` (`kuberuntime_container.go`,
 //! `kuberuntime_container_linux.go`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{Container, Pod};
 use std::sync::Arc;
 
 use kubelet_container::ContainerResources;
+use kubelet_container::env::{
+    EnvError, EnvSources, Lookup, container_resource_value, convert_downward_api_field_label,
+    extract_field_path_as_string,
+};
 use kubelet_cri_client::api;
 
 use crate::Error;
@@ -264,70 +268,277 @@ pub fn expand(input: &str, env: &HashMap<String, String>) -> String {
     out
 }
 
-/// The container's environment: literal values with `$(VAR)` expansion and
-/// the downward-API fields a standalone kubelet can fill. A reference it
-/// cannot resolve (secrets, config maps, resource fields) is an error.
+/// The container's environment, as upstream `makeEnvironmentVariables`
+/// (`pkg/kubelet/kubelet_pods.go`) makes it:
+///
+/// 1. `envFrom` first, in order: every key of the ConfigMap's `data` or the
+///    Secret's `data`, with `prefix` prepended. Keys are taken as they are
+///    (upstream no longer drops keys that are not C identifiers; the API
+///    server already checked them). A missing object is skipped when the
+///    reference is `optional`.
+/// 2. then `env`, in order, a later variable replacing an earlier one of
+///    the same name (so `env` wins over `envFrom`): a non-empty `value` with
+///    its `$(VAR)` references expanded from the variables set so far; else
+///    its `valueFrom` — `fieldRef` (`metadata.name`, `namespace`, `uid`,
+///    `labels['k']`, `annotations['k']`, `spec.nodeName`,
+///    `spec.serviceAccountName`, `status.hostIP(s)`, `status.podIP(s)`),
+///    `resourceFieldRef` (limits defaulted to the node's allocatable),
+///    `secretKeyRef` or `configMapKeyRef`; an `optional` reference to a
+///    missing object or key leaves the variable out.
+///
+/// The result keeps the order in which names were first set (upstream
+/// returns them in map order). Secrets and ConfigMaps come from
+/// `sources.objects`; without an API server (`None`) any reference to one
+/// is an error, as upstream without a `kubeClient`. The error is the
+/// container's: its message is upstream's.
 pub fn container_env(
     pod: &Pod,
     container: &Container,
     pod_ips: &[String],
+    sources: &EnvSources,
     opts: &ConfigOptions,
-) -> Result<Vec<(String, String)>, Error> {
-    let (name, namespace, uid) = meta(pod);
-    let mut resolved: Vec<(String, String)> = Vec::new();
-    let mut lookup: HashMap<String, String> = HashMap::new();
-    for var in container.env.iter().flatten() {
-        let value = if let Some(v) = &var.value {
-            expand(v, &lookup)
-        } else if let Some(from) = &var.value_from {
-            match from.field_ref.as_ref().map(|f| f.field_path.as_str()) {
-                Some("metadata.name") => name.to_owned(),
-                Some("metadata.namespace") => namespace.to_owned(),
-                Some("metadata.uid") => uid.to_owned(),
-                Some("spec.nodeName") => opts.node_name.clone(),
-                Some("spec.serviceAccountName") => pod
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.service_account_name.clone())
-                    .unwrap_or_default(),
-                Some("status.podIP") => pod_ips.first().cloned().unwrap_or_default(),
-                Some("status.podIPs") => pod_ips.join(","),
-                Some(path) if path.starts_with("metadata.labels['") => {
-                    let key = path
-                        .trim_start_matches("metadata.labels['")
-                        .trim_end_matches("']");
-                    pod.metadata
-                        .labels
-                        .as_ref()
-                        .and_then(|l| l.get(key).cloned())
-                        .unwrap_or_default()
+) -> Result<Vec<(String, String)>, EnvError> {
+    let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let mut env = OrderedEnv::default();
+    let objects = sources.objects.as_ref();
+    let secret = |name: &str| -> Result<Option<&BTreeMap<String, Vec<u8>>>, EnvError> {
+        let Some(objects) = objects else {
+            return Err(EnvError::NoApiServer {
+                kind: "secret",
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+            });
+        };
+        match objects.secrets.get(name) {
+            Some(Lookup::Found(data)) => Ok(Some(data)),
+            Some(Lookup::NotFound) => Ok(None),
+            Some(Lookup::Failed(message)) => Err(EnvError::Fetch {
+                kind: "secret",
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+                message: message.clone(),
+            }),
+            None => Err(EnvError::Fetch {
+                kind: "secret",
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+                message: "not fetched before the sync".into(),
+            }),
+        }
+    };
+    let config_map = |name: &str| -> Result<Option<&BTreeMap<String, String>>, EnvError> {
+        let Some(objects) = objects else {
+            return Err(EnvError::NoApiServer {
+                kind: "configMap",
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+            });
+        };
+        match objects.config_maps.get(name) {
+            Some(Lookup::Found(data)) => Ok(Some(data)),
+            Some(Lookup::NotFound) => Ok(None),
+            Some(Lookup::Failed(message)) => Err(EnvError::Fetch {
+                kind: "configMap",
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+                message: message.clone(),
+            }),
+            None => Err(EnvError::Fetch {
+                kind: "configMap",
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+                message: "not fetched before the sync".into(),
+            }),
+        }
+    };
+    for from in container.env_from.iter().flatten() {
+        let prefix = from.prefix.as_deref().unwrap_or_default();
+        if let Some(r) = &from.config_map_ref {
+            match config_map(&r.name)? {
+                Some(data) => {
+                    for (k, v) in data {
+                        env.set(format!("{prefix}{k}"), v.clone());
+                    }
                 }
-                other => {
-                    return Err(Error::InvalidPod {
-                        pod: crate::pod_name(pod),
-                        reason: format!(
-                            "container {:?} env {:?}: unsupported source {:?}",
-                            container.name,
-                            var.name,
-                            other.unwrap_or("(not a field reference)")
-                        ),
+                None if r.optional.unwrap_or(false) => {}
+                None => {
+                    return Err(EnvError::ConfigMapNotFound {
+                        name: r.name.clone(),
                     });
                 }
+            }
+        } else if let Some(r) = &from.secret_ref {
+            match secret(&r.name)? {
+                Some(data) => {
+                    for (k, v) in data {
+                        env.set(
+                            format!("{prefix}{k}"),
+                            String::from_utf8_lossy(v).into_owned(),
+                        );
+                    }
+                }
+                None if r.optional.unwrap_or(false) => {}
+                None => {
+                    return Err(EnvError::SecretNotFound {
+                        name: r.name.clone(),
+                    });
+                }
+            }
+        }
+    }
+    for var in container.env.iter().flatten() {
+        let literal = var.value.as_deref().unwrap_or_default();
+        let value = if !literal.is_empty() {
+            expand(literal, &env.lookup)
+        } else if let Some(from) = &var.value_from {
+            if let Some(f) = &from.field_ref {
+                pod_field_value(
+                    pod,
+                    f.api_version.as_deref().unwrap_or_default(),
+                    &f.field_path,
+                    pod_ips,
+                    sources,
+                    opts,
+                )?
+            } else if let Some(r) = &from.resource_field_ref {
+                container_resource_value(r, pod, container, &sources.allocatable)?
+            } else if let Some(r) = &from.config_map_key_ref {
+                let optional = r.optional.unwrap_or(false);
+                match config_map(&r.name)?.map(|data| data.get(&r.key)) {
+                    Some(Some(v)) => v.clone(),
+                    None | Some(None) if optional => continue,
+                    None => {
+                        return Err(EnvError::ConfigMapNotFound {
+                            name: r.name.clone(),
+                        });
+                    }
+                    Some(None) => {
+                        return Err(EnvError::ConfigMapKeyNotFound {
+                            key: r.key.clone(),
+                            namespace: namespace.to_owned(),
+                            name: r.name.clone(),
+                        });
+                    }
+                }
+            } else if let Some(r) = &from.secret_key_ref {
+                let optional = r.optional.unwrap_or(false);
+                match secret(&r.name)?.map(|data| data.get(&r.key)) {
+                    Some(Some(v)) => String::from_utf8_lossy(v).into_owned(),
+                    None | Some(None) if optional => continue,
+                    None => {
+                        return Err(EnvError::SecretNotFound {
+                            name: r.name.clone(),
+                        });
+                    }
+                    Some(None) => {
+                        return Err(EnvError::SecretKeyNotFound {
+                            key: r.key.clone(),
+                            namespace: namespace.to_owned(),
+                            name: r.name.clone(),
+                        });
+                    }
+                }
+            } else {
+                String::new()
             }
         } else {
             String::new()
         };
-        lookup.insert(var.name.clone(), value.clone());
-        resolved.push((var.name.clone(), value));
+        env.set(var.name.clone(), value);
     }
-    Ok(resolved)
+    Ok(env.vars)
+}
+
+/// Variables in the order their names were first set, a later value
+/// replacing an earlier one in place.
+#[derive(Default)]
+struct OrderedEnv {
+    vars: Vec<(String, String)>,
+    lookup: HashMap<String, String>,
+}
+
+impl OrderedEnv {
+    fn set(&mut self, name: String, value: String) {
+        match self.lookup.insert(name.clone(), value.clone()) {
+            Some(_) => {
+                if let Some(slot) = self.vars.iter_mut().find(|(n, _)| *n == name) {
+                    slot.1 = value;
+                }
+            }
+            None => self.vars.push((name, value)),
+        }
+    }
+}
+
+/// Upstream `podFieldSelectorRuntimeValue`: the value of a `fieldRef`. The
+/// pod's IPs are ordered as upstream's `sortPodIPs` (one of the node's
+/// primary family first, then one of the other); the host IPs are the
+/// node's.
+fn pod_field_value(
+    pod: &Pod,
+    api_version: &str,
+    path: &str,
+    pod_ips: &[String],
+    sources: &EnvSources,
+    opts: &ConfigOptions,
+) -> Result<String, EnvError> {
+    let path = convert_downward_api_field_label(api_version, path)?;
+    let spec = pod.spec.as_ref();
+    let pod_ips = sort_pod_ips(pod_ips, sources.host_ips.first().map(String::as_str));
+    Ok(match path.as_str() {
+        "spec.nodeName" => spec
+            .and_then(|s| s.node_name.clone())
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| opts.node_name.clone()),
+        "spec.serviceAccountName" => spec
+            .and_then(|s| s.service_account_name.clone())
+            .unwrap_or_default(),
+        "status.hostIP" => sources
+            .host_ips
+            .first()
+            .cloned()
+            .ok_or(EnvError::HostIpUnknown)?,
+        "status.hostIPs" => {
+            if sources.host_ips.is_empty() {
+                return Err(EnvError::HostIpUnknown);
+            }
+            sources.host_ips.join(",")
+        }
+        "status.podIP" => pod_ips.first().cloned().unwrap_or_default(),
+        "status.podIPs" => pod_ips.join(","),
+        other => extract_field_path_as_string(pod, other)?,
+    })
+}
+
+/// Upstream `sortPodIPs`: the first pod IP of the node's primary family
+/// (IPv4 when the node's is unknown), then the first of the other family.
+fn sort_pod_ips(pod_ips: &[String], node_primary: Option<&str>) -> Vec<String> {
+    type IpTest = fn(&str) -> bool;
+    let is_v6: IpTest = |ip| ip.parse::<std::net::IpAddr>().is_ok_and(|a| a.is_ipv6());
+    let is_v4: IpTest = |ip| ip.parse::<std::net::IpAddr>().is_ok_and(|a| a.is_ipv4());
+    let (first, second) = if node_primary.is_some_and(is_v6) {
+        (is_v6, is_v4)
+    } else {
+        (is_v4, is_v6)
+    };
+    pod_ips
+        .iter()
+        .find(|ip| first(ip))
+        .into_iter()
+        .chain(pod_ips.iter().find(|ip| second(ip)))
+        .cloned()
+        .collect()
 }
 
 pub use kubelet_container::PodVolumes;
 
 /// The container config (upstream `generateContainerConfig`). `volumes`
 /// maps each volume name of the pod to its directory on the host; the
-/// caller (the volume manager) prepared them.
+/// caller (the volume manager) prepared them; its `env` holds what the
+/// environment reads (see [`container_env`]). The command and args have
+/// their `$(VAR)` references expanded from the final environment
+/// (upstream `ExpandContainerCommandAndArgs`). An environment that cannot
+/// be made is [`Error::CreateContainerConfig`].
 #[allow(clippy::too_many_arguments)]
 pub fn container_config(
     pod: &Pod,
@@ -339,7 +550,13 @@ pub fn container_config(
     volumes: &PodVolumes,
     opts: &ConfigOptions,
 ) -> Result<api::ContainerConfig, Error> {
-    let env = container_env(pod, container, pod_ips, opts)?;
+    let env = container_env(pod, container, pod_ips, &volumes.env, opts).map_err(|source| {
+        Error::CreateContainerConfig {
+            pod: crate::pod_name(pod),
+            container: container.name.clone(),
+            source: Box::new(source),
+        }
+    })?;
     let lookup: HashMap<String, String> = env.iter().cloned().collect();
     let mut mounts = Vec::new();
     for (index, m) in container.volume_mounts.iter().flatten().enumerate() {
@@ -561,6 +778,356 @@ mod tests {
     }
 
     use super::*;
+
+    fn env_pod(containers: serde_json::Value) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web", "namespace": "ns", "uid": "u-1",
+                "labels": {"app": "demo"}, "annotations": {"team": "a"}},
+            "spec": {"nodeName": "node-a", "serviceAccountName": "sa",
+                "containers": containers}
+        }))
+        .expect("pod")
+    }
+
+    fn sources() -> EnvSources {
+        let secret: BTreeMap<String, Vec<u8>> = [
+            ("password".to_owned(), b"s3cret".to_vec()),
+            ("user".to_owned(), b"admin".to_vec()),
+        ]
+        .into();
+        let cm: BTreeMap<String, String> = [
+            ("LOG_LEVEL".to_owned(), "debug".to_owned()),
+            ("MODE".to_owned(), "fast".to_owned()),
+            ("dotted.key".to_owned(), "ok".to_owned()),
+        ]
+        .into();
+        EnvSources {
+            objects: Some(kubelet_container::env::EnvObjects {
+                secrets: [
+                    ("db".to_owned(), Lookup::Found(secret)),
+                    ("gone".to_owned(), Lookup::NotFound),
+                    (
+                        "broken".to_owned(),
+                        Lookup::Failed("connection refused".into()),
+                    ),
+                ]
+                .into(),
+                config_maps: [
+                    ("settings".to_owned(), Lookup::Found(cm)),
+                    ("gone".to_owned(), Lookup::NotFound),
+                ]
+                .into(),
+            }),
+            host_ips: vec!["192.0.2.10".into(), "2001:db8::10".into()],
+            allocatable: [("cpu".to_owned(), 4000), ("memory".to_owned(), 8 << 30)].into(),
+        }
+    }
+
+    fn env_of(
+        container: serde_json::Value,
+        sources: &EnvSources,
+        pod_ips: &[&str],
+    ) -> Result<Vec<(String, String)>, EnvError> {
+        let pod = env_pod(serde_json::json!([container]));
+        let c = &pod.spec.as_ref().expect("spec").containers[0];
+        let opts = ConfigOptions::new(std::sync::Arc::new(NoLimits));
+        let ips: Vec<String> = pod_ips.iter().map(|s| (*s).to_owned()).collect();
+        container_env(&pod, c, &ips, sources, &opts)
+    }
+
+    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    /// Upstream `TestMakeEnvironmentVariables`-style cases: each container
+    /// and the environment it gets.
+    #[test]
+    fn env_follows_upstream_make_environment_variables() {
+        let s = sources();
+        // (what, container, its environment)
+        type Case<'a> = (&'a str, serde_json::Value, Vec<(&'a str, &'a str)>);
+        let cases: Vec<Case> = vec![
+            (
+                "envFrom a ConfigMap with a prefix, then env; env wins and expands from envFrom",
+                serde_json::json!({"name": "c",
+                "envFrom": [{"configMapRef": {"name": "settings"}, "prefix": "CFG_"}],
+                "env": [
+                    {"name": "CFG_MODE", "value": "slow"},
+                    {"name": "SUMMARY", "value": "$(CFG_LOG_LEVEL)-$(CFG_MODE)-$(NOPE)-$$(CFG_MODE)"}
+                ]}),
+                vec![
+                    ("CFG_LOG_LEVEL", "debug"),
+                    ("CFG_MODE", "slow"),
+                    ("CFG_dotted.key", "ok"),
+                    ("SUMMARY", "debug-slow-$(NOPE)-$(CFG_MODE)"),
+                ],
+            ),
+            (
+                "envFrom a Secret without prefix, then a ConfigMap with one, in order",
+                serde_json::json!({"name": "c", "envFrom": [
+                    {"secretRef": {"name": "db"}},
+                    {"configMapRef": {"name": "settings"}, "prefix": "user"}
+                ]}),
+                vec![
+                    ("password", "s3cret"),
+                    ("user", "admin"),
+                    ("userLOG_LEVEL", "debug"),
+                    ("userMODE", "fast"),
+                    ("userdotted.key", "ok"),
+                ],
+            ),
+            (
+                "keys of Secrets and ConfigMaps, optional ones left out when missing",
+                serde_json::json!({"name": "c", "env": [
+                    {"name": "PW", "valueFrom": {"secretKeyRef": {"name": "db", "key": "password"}}},
+                    {"name": "LVL", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "LOG_LEVEL"}}},
+                    {"name": "OPT1", "valueFrom": {"secretKeyRef": {"name": "gone", "key": "k", "optional": true}}},
+                    {"name": "OPT2", "valueFrom": {"secretKeyRef": {"name": "db", "key": "nokey", "optional": true}}},
+                    {"name": "OPT3", "valueFrom": {"configMapKeyRef": {"name": "gone", "key": "k", "optional": true}}},
+                    {"name": "OPT4", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "nokey", "optional": true}}},
+                    {"name": "USES", "value": "$(PW)/$(OPT1)"}
+                ], "envFrom": [
+                    {"secretRef": {"name": "gone", "optional": true}},
+                    {"configMapRef": {"name": "gone", "optional": true}}
+                ]}),
+                vec![
+                    ("PW", "s3cret"),
+                    ("LVL", "debug"),
+                    ("USES", "s3cret/$(OPT1)"),
+                ],
+            ),
+            (
+                "every fieldRef upstream allows",
+                serde_json::json!({"name": "c", "env": [
+                    {"name": "NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                    {"name": "NS", "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}},
+                    {"name": "UID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.uid"}}},
+                    {"name": "LABEL", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['app']"}}},
+                    {"name": "ANNO", "valueFrom": {"fieldRef": {"fieldPath": "metadata.annotations['team']"}}},
+                    {"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+                    {"name": "SA", "valueFrom": {"fieldRef": {"fieldPath": "spec.serviceAccountName"}}},
+                    {"name": "HOST_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.hostIP"}}},
+                    {"name": "HOST_IPS", "valueFrom": {"fieldRef": {"fieldPath": "status.hostIPs"}}},
+                    {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+                    {"name": "POD_IPS", "valueFrom": {"fieldRef": {"fieldPath": "status.podIPs"}}},
+                    {"name": "EMPTY"},
+                    {"name": "EMPTY_VALUE_FROM", "value": "", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
+                ]}),
+                vec![
+                    ("NAME", "web"),
+                    ("NS", "ns"),
+                    ("UID", "u-1"),
+                    ("LABEL", "demo"),
+                    ("ANNO", "a"),
+                    ("NODE", "node-a"),
+                    ("SA", "sa"),
+                    ("HOST_IP", "192.0.2.10"),
+                    ("HOST_IPS", "192.0.2.10,2001:db8::10"),
+                    // The node's family first.
+                    ("POD_IP", "10.0.0.5"),
+                    ("POD_IPS", "10.0.0.5,fd00::5"),
+                    ("EMPTY", ""),
+                    ("EMPTY_VALUE_FROM", "web"),
+                ],
+            ),
+            (
+                "resourceFieldRef, unset limits from the node's allocatable",
+                serde_json::json!({"name": "c", "resources": {"limits": {"memory": "64Mi"}, "requests": {"cpu": "250m"}},
+                "env": [
+                    {"name": "MEM", "valueFrom": {"resourceFieldRef": {"resource": "limits.memory", "divisor": "1Mi"}}},
+                    {"name": "CPU_REQ", "valueFrom": {"resourceFieldRef": {"resource": "requests.cpu", "divisor": "1m"}}},
+                    {"name": "CPU_LIM", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu"}}},
+                    {"name": "CPU_LIM_M", "valueFrom": {"resourceFieldRef": {"containerName": "c", "resource": "limits.cpu", "divisor": "1m"}}}
+                ]}),
+                vec![
+                    ("MEM", "64"),
+                    ("CPU_REQ", "250"),
+                    ("CPU_LIM", "4"),
+                    ("CPU_LIM_M", "4000"),
+                ],
+            ),
+        ];
+        for (what, container, want) in cases {
+            let got = env_of(container, &s, &["fd00::5", "10.0.0.5"]);
+            assert_eq!(got, Ok(pairs(&want)), "{what}");
+        }
+    }
+
+    #[test]
+    fn env_errors_carry_upstream_messages() {
+        let s = sources();
+        let cases = [
+            (
+                serde_json::json!({"name": "c", "env": [{"name": "A", "valueFrom": {"secretKeyRef": {"name": "gone", "key": "k"}}}]}),
+                r#"secret "gone" not found"#,
+            ),
+            (
+                serde_json::json!({"name": "c", "env": [{"name": "A", "valueFrom": {"secretKeyRef": {"name": "db", "key": "k"}}}]}),
+                "couldn't find key k in Secret ns/db",
+            ),
+            (
+                serde_json::json!({"name": "c", "env": [{"name": "A", "valueFrom": {"configMapKeyRef": {"name": "gone", "key": "k"}}}]}),
+                r#"configmap "gone" not found"#,
+            ),
+            (
+                serde_json::json!({"name": "c", "env": [{"name": "A", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "k"}}}]}),
+                "couldn't find key k in ConfigMap ns/settings",
+            ),
+            (
+                serde_json::json!({"name": "c", "envFrom": [{"secretRef": {"name": "gone"}}]}),
+                r#"secret "gone" not found"#,
+            ),
+            (
+                serde_json::json!({"name": "c", "envFrom": [{"configMapRef": {"name": "gone"}}]}),
+                r#"configmap "gone" not found"#,
+            ),
+            // Optional covers absence only, not a failed read.
+            (
+                serde_json::json!({"name": "c", "envFrom": [{"secretRef": {"name": "broken", "optional": true}}]}),
+                "couldn't get secret ns/broken: connection refused",
+            ),
+            (
+                serde_json::json!({"name": "c", "env": [{"name": "A", "valueFrom": {"fieldRef": {"fieldPath": "spec.containers"}}}]}),
+                "field label not supported: spec.containers",
+            ),
+            (
+                serde_json::json!({"name": "c", "env": [{"name": "A", "valueFrom": {"resourceFieldRef": {"resource": "limits.gpu"}}}]}),
+                "unsupported container resource : limits.gpu",
+            ),
+        ];
+        for (container, want) in cases {
+            let got = env_of(container.clone(), &s, &[]);
+            assert_eq!(
+                got.map_err(|e| e.to_string()),
+                Err(want.to_owned()),
+                "{container}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_standalone_kubelet_refuses_secret_and_config_map_references() {
+        let standalone = EnvSources::default();
+        let e = env_of(
+            serde_json::json!({"name": "c", "env": [{"name": "A", "valueFrom": {"secretKeyRef": {"name": "db", "key": "k", "optional": true}}}]}),
+            &standalone,
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "couldn't get secret ns/db, no kubeClient defined"
+        );
+        let e = env_of(
+            serde_json::json!({"name": "c", "envFrom": [{"configMapRef": {"name": "settings"}}]}),
+            &standalone,
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "couldn't get configMap ns/settings, no kubeClient defined"
+        );
+        // Without the node's IPs, status.hostIP cannot be filled.
+        let e = env_of(
+            serde_json::json!({"name": "c", "env": [{"name": "H", "valueFrom": {"fieldRef": {"fieldPath": "status.hostIP"}}}]}),
+            &standalone,
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(e, EnvError::HostIpUnknown);
+        // Literal values and pod fields still work.
+        assert_eq!(
+            env_of(
+                serde_json::json!({"name": "c", "env": [
+                    {"name": "A", "value": "x"},
+                    {"name": "N", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]}),
+                &standalone,
+                &["10.0.0.5"],
+            ),
+            Ok(pairs(&[("A", "x"), ("N", "web")]))
+        );
+    }
+
+    #[test]
+    fn command_and_args_expand_from_the_final_environment() {
+        let pod = env_pod(serde_json::json!([{"name": "c", "image": "busybox",
+            "command": ["sh", "-c", "echo $(GREETING) $(PW)"],
+            "args": ["$(CFG_MODE)", "$$(CFG_MODE)", "$(MISSING)"],
+            "envFrom": [{"configMapRef": {"name": "settings"}, "prefix": "CFG_"}],
+            "env": [{"name": "GREETING", "value": "hello-$(CFG_MODE)"},
+                {"name": "PW", "valueFrom": {"secretKeyRef": {"name": "db", "key": "password"}}}]}]));
+        let c = &pod.spec.as_ref().expect("spec").containers[0];
+        let volumes = PodVolumes {
+            env: sources(),
+            ..PodVolumes::default()
+        };
+        let opts = ConfigOptions::new(std::sync::Arc::new(NoLimits));
+        let config = container_config(
+            &pod,
+            c,
+            crate::labels::ContainerType::Regular,
+            0,
+            "sha256:1",
+            &[],
+            &volumes,
+            &opts,
+        )
+        .expect("config");
+        assert_eq!(config.command, ["sh", "-c", "echo hello-fast s3cret"]);
+        assert_eq!(config.args, ["fast", "$(CFG_MODE)", "$(MISSING)"]);
+        let env: Vec<(String, String)> = config
+            .envs
+            .iter()
+            .map(|kv| (kv.key.clone(), kv.value.clone()))
+            .collect();
+        assert!(
+            env.contains(&("PW".to_owned(), "s3cret".to_owned())),
+            "{env:?}"
+        );
+        // A missing secret is the container's CreateContainerConfig error.
+        let missing = PodVolumes::default();
+        match container_config(
+            &pod,
+            c,
+            crate::labels::ContainerType::Regular,
+            0,
+            "sha256:1",
+            &[],
+            &missing,
+            &opts,
+        ) {
+            Err(Error::CreateContainerConfig {
+                container, source, ..
+            }) => {
+                assert_eq!(container, "c");
+                assert_eq!(
+                    source.to_string(),
+                    "couldn't get configMap ns/settings, no kubeClient defined"
+                );
+            }
+            other => panic!("expected CreateContainerConfig, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn pod_ips_are_sorted_by_the_node_family() {
+        let ips: Vec<String> = ["fd00::1", "10.0.0.1", "10.0.0.2"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(sort_pod_ips(&ips, None), ["10.0.0.1", "fd00::1"]);
+        assert_eq!(
+            sort_pod_ips(&ips, Some("192.0.2.1")),
+            ["10.0.0.1", "fd00::1"]
+        );
+        assert_eq!(
+            sort_pod_ips(&ips, Some("2001:db8::1")),
+            ["fd00::1", "10.0.0.1"]
+        );
+        assert!(sort_pod_ips(&[], None).is_empty());
+    }
 
     #[test]
     fn expansion_follows_upstream() {

@@ -202,15 +202,34 @@ impl DockerKeyring {
     }
 }
 
-/// The docker configs of a pod's `imagePullSecrets` (upstream: the secret
-/// manager's `GetSecret` for each name, then `MakeDockerKeyring`). A
-/// standalone kubelet has no API server and so none; an agent with one
-/// reads `kubernetes.io/dockerconfigjson` and `kubernetes.io/dockercfg`
-/// secrets here.
+/// The docker configs of a pod's `imagePullSecrets` (upstream
+/// `getPullSecretsForPod`: the secret manager's `GetSecret` for each name,
+/// then `MakeDockerKeyring`), read when an image is pulled. A standalone
+/// kubelet has no API server and so none; the agent's implementation reads
+/// `kubernetes.io/dockerconfigjson` and `kubernetes.io/dockercfg` secrets
+/// from the API server.
+#[async_trait::async_trait]
 pub trait PullSecrets: Send + Sync {
     /// `(origin, docker config)` for each of `names` in `namespace` that
-    /// exists and has one; missing secrets are skipped, as upstream.
-    fn docker_configs(&self, namespace: &str, names: &[String]) -> Vec<(String, Vec<u8>)>;
+    /// exists and has one; missing or unreadable secrets are skipped (and
+    /// logged), as upstream.
+    async fn docker_configs(&self, namespace: &str, names: &[String]) -> Vec<(String, Vec<u8>)>;
+}
+
+/// The docker config a pull secret holds (upstream `MakeDockerKeyring`):
+/// `.dockerconfigjson` of a `kubernetes.io/dockerconfigjson` secret,
+/// `.dockercfg` of a `kubernetes.io/dockercfg` secret; `None` for any other
+/// secret or an empty one.
+pub fn secret_docker_config(
+    secret_type: Option<&str>,
+    data: &BTreeMap<String, Vec<u8>>,
+) -> Option<Vec<u8>> {
+    let key = match secret_type {
+        Some("kubernetes.io/dockerconfigjson") => ".dockerconfigjson",
+        Some("kubernetes.io/dockercfg") => ".dockercfg",
+        _ => return None,
+    };
+    data.get(key).filter(|d| !d.is_empty()).cloned()
 }
 
 #[cfg(test)]
@@ -279,6 +298,30 @@ mod tests {
         assert_eq!(
             k.lookup("registry.example.com/x")[0].server_address,
             "registry.example.com"
+        );
+    }
+
+    #[test]
+    fn pull_secrets_are_read_by_their_type() {
+        let data: BTreeMap<String, Vec<u8>> = [
+            (".dockerconfigjson".to_owned(), b"{\"auths\": {}}".to_vec()),
+            (".dockercfg".to_owned(), b"{}".to_vec()),
+        ]
+        .into();
+        assert_eq!(
+            secret_docker_config(Some("kubernetes.io/dockerconfigjson"), &data).as_deref(),
+            Some(&b"{\"auths\": {}}"[..])
+        );
+        assert_eq!(
+            secret_docker_config(Some("kubernetes.io/dockercfg"), &data).as_deref(),
+            Some(&b"{}"[..])
+        );
+        assert_eq!(secret_docker_config(Some("Opaque"), &data), None);
+        assert_eq!(secret_docker_config(None, &data), None);
+        let empty: BTreeMap<String, Vec<u8>> = [(".dockercfg".to_owned(), Vec::new())].into();
+        assert_eq!(
+            secret_docker_config(Some("kubernetes.io/dockercfg"), &empty),
+            None
         );
     }
 

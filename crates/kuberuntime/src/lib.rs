@@ -12,8 +12,15 @@
 //! - [`actions`]: `compute_pod_actions`, a pure function of spec and status
 //!   that decides which sandbox and containers to create or kill.
 //! - [`config`]: the CRI sandbox and container configs (log paths, cgroup
-//!   parent, namespaces, env with `$(VAR)` expansion and the downward API,
-//!   mounts, resources from `kubelet-cm`, security context).
+//!   parent, namespaces, mounts, resources from `kubelet-cm`, security
+//!   context) and the environment as upstream `makeEnvironmentVariables`:
+//!   `envFrom` and `valueFrom` of Secrets and ConfigMaps (from the
+//!   `EnvSources` snapshot in [`PodVolumes`]; a standalone kubelet has
+//!   none), every downward API `fieldRef`, `resourceFieldRef` with limits
+//!   defaulted to the node's allocatable, and `$(VAR)` expansion in values,
+//!   command and args. An environment that cannot be made fails only its
+//!   container ([`Error::CreateContainerConfig`], upstream
+//!   `CreateContainerConfigError`).
 //! - [`labels`] and [`hash`]: the `io.kubernetes.*` labels and annotations
 //!   from which state is rebuilt after a restart, and the versioned
 //!   container hash.
@@ -170,6 +177,20 @@ pub enum Error {
         pod: String,
         /// The CRI error.
         source: kubelet_cri_client::Error,
+    },
+    /// The container's config could not be made: its environment refers
+    /// to a Secret, ConfigMap or key that is missing, or to a field the
+    /// kubelet cannot fill (upstream `ErrCreateContainerConfig`, waiting
+    /// reason `CreateContainerConfigError`, with `source` as its message).
+    /// Only this container fails; the sync goes on with the others.
+    #[error("pod {pod}: container {container:?}: CreateContainerConfigError: {source}")]
+    CreateContainerConfig {
+        /// The pod.
+        pod: String,
+        /// The container.
+        container: String,
+        /// Upstream's message (`secret "x" not found`, ...).
+        source: Box<kubelet_container::env::EnvError>,
     },
     /// CreateContainer failed (upstream `ErrCreateContainer`).
     #[error("pod {pod}: creating container {container:?}: {source}")]

@@ -399,7 +399,7 @@ impl RuntimeManager {
         // Upstream pullImage: the credentials matching the image, the pod's
         // pull secrets before the node's; each tried in turn; anonymous only
         // when none matches.
-        let creds = self.pull_credentials(pod, &image);
+        let creds = self.pull_credentials(pod, &image).await;
         tracing::info!(pod = %pod_name(pod), %image, policy, credentials = creds.len(), "pulling image");
         let mut attempts = creds.into_iter().map(Some);
         let mut result = self
@@ -457,7 +457,7 @@ impl RuntimeManager {
     /// The credentials for `image`: the pod's `imagePullSecrets` (when a
     /// [`PullSecrets`](crate::credentials::PullSecrets) source is set), then
     /// the node's keyring. A secret that does not parse is logged and skipped.
-    fn pull_credentials(&self, pod: &Pod, image: &str) -> Vec<api::AuthConfig> {
+    async fn pull_credentials(&self, pod: &Pod, image: &str) -> Vec<api::AuthConfig> {
         let mut keyring = crate::credentials::DockerKeyring::new();
         let names: Vec<String> = pod
             .spec
@@ -470,7 +470,7 @@ impl RuntimeManager {
             .collect();
         if let (Some(secrets), false) = (&self.pull_secrets, names.is_empty()) {
             let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
-            for (origin, data) in secrets.docker_configs(ns, &names) {
+            for (origin, data) in secrets.docker_configs(ns, &names).await {
                 if let Err(e) = keyring.add_config(&origin, &data) {
                     tracing::warn!(pod = %pod_name(pod), error = %e, "unusable image pull secret");
                 }
@@ -1149,6 +1149,8 @@ fn config_error_message(e: &Error) -> Option<String> {
         Error::CreateContainer { .. }
         | Error::StartContainer { .. }
         | Error::PostStartHook { .. } => None,
+        // Upstream records the message alone: `Error: secret "x" not found`.
+        Error::CreateContainerConfig { source, .. } => Some(source.to_string()),
         other => Some(other.to_string()),
     }
 }

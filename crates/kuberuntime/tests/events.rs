@@ -419,3 +419,96 @@ async fn sandbox_failures_and_changes_are_pod_events() {
         ]
     );
 }
+
+/// Upstream `startContainer`: a container whose environment refers to a
+/// missing Secret or key fails alone with `CreateContainerConfigError`
+/// (a Warning `Failed` event `Error: <message>`); the pod's other
+/// containers start, and once the Secret is there the next sync starts it.
+#[tokio::test]
+async fn a_missing_secret_fails_only_its_container_until_it_appears() {
+    use kubelet_container::env::{EnvObjects, EnvSources, Lookup};
+    let s = setup();
+    let p = pod(json!([
+        {"name": "app", "image": BUSYBOX, "imagePullPolicy": "IfNotPresent",
+         "env": [{"name": "PW", "valueFrom": {"secretKeyRef": {"name": "db", "key": "password"}}}]},
+        {"name": "keyless", "image": BUSYBOX, "imagePullPolicy": "IfNotPresent",
+         "envFrom": [{"configMapRef": {"name": "settings"}}],
+         "env": [{"name": "K", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "absent"}}}]},
+        {"name": "side", "image": BUSYBOX, "imagePullPolicy": "IfNotPresent",
+         "env": [{"name": "LVL", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "LOG_LEVEL"}}}]}
+    ]));
+    let objects = |secret: Lookup<std::collections::BTreeMap<String, Vec<u8>>>| EnvObjects {
+        secrets: [("db".to_owned(), secret)].into(),
+        config_maps: [(
+            "settings".to_owned(),
+            Lookup::Found([("LOG_LEVEL".to_owned(), "debug".to_owned())].into()),
+        )]
+        .into(),
+    };
+    let volumes = |secret| kubelet_kuberuntime::PodVolumes {
+        env: EnvSources {
+            objects: Some(objects(secret)),
+            ..EnvSources::default()
+        },
+        ..Default::default()
+    };
+    let st = s.status(&p).await;
+    let r = s
+        .manager
+        .sync_pod(&p, &st, &volumes(Lookup::NotFound))
+        .await;
+    assert_eq!(r.started_containers, ["side"]);
+    let failed: Vec<(String, String)> = r
+        .errors
+        .iter()
+        .map(|e| match e {
+            Error::CreateContainerConfig {
+                container, source, ..
+            } => (container.clone(), source.to_string()),
+            other => panic!("expected CreateContainerConfig, got {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        failed,
+        [
+            ("app".to_owned(), r#"secret "db" not found"#.to_owned()),
+            (
+                "keyless".to_owned(),
+                "couldn't find key absent in ConfigMap default/settings".to_owned()
+            ),
+        ]
+    );
+    let events = s.take();
+    assert!(
+        events.contains(&r#"Warning Failed Error: secret "db" not found"#.to_owned()),
+        "{events:?}"
+    );
+    assert!(
+        events.contains(
+            &"Warning Failed Error: couldn't find key absent in ConfigMap default/settings"
+                .to_owned()
+        ),
+        "{events:?}"
+    );
+    assert!(
+        !events.iter().any(|e| e.contains("Created container: app")),
+        "{events:?}"
+    );
+    // The secret appears: the next sync starts the container, with its value.
+    let secret = Lookup::Found([("password".to_owned(), b"s3cret".to_vec())].into());
+    let st = s.status(&p).await;
+    let r = s.manager.sync_pod(&p, &st, &volumes(secret)).await;
+    assert_eq!(r.started_containers, ["app"]);
+    assert_eq!(r.errors.len(), 1, "{:?}", r.errors);
+    let st = s.status(&p).await;
+    let id = s.running_id(&st, "app");
+    let config = s.fake.container_config(&id).expect("config of app");
+    assert!(
+        config
+            .envs
+            .iter()
+            .any(|kv| kv.key == "PW" && kv.value == "s3cret"),
+        "{:?}",
+        config.envs
+    );
+}

@@ -94,6 +94,12 @@ impl ApiVolumes {
         self
     }
 
+    /// What the volumes read the API server through (the kubelet reads
+    /// its pods' env Secrets and ConfigMaps through it too).
+    pub fn api(&self) -> Arc<dyn ApiObjects> {
+        self.api.clone()
+    }
+
     /// The token cache.
     pub fn tokens(&self) -> &TokenManager {
         &self.tokens
