@@ -833,19 +833,29 @@ async fn pods_resolv_conf_follows_their_dns_policy() {
     }
     for p in &pods {
         let name = p.metadata.name.clone().unwrap_or_default();
-        wait_for(&format!("{name} Running"), Duration::from_secs(120), || async {
-            let p = node.pods().get_opt(&name).await.ok().flatten()?;
-            (phase(&p) == Some("Running")).then_some(())
-        })
+        wait_for(
+            &format!("{name} Running"),
+            Duration::from_secs(120),
+            || async {
+                let p = node.pods().get_opt(&name).await.ok().flatten()?;
+                (phase(&p) == Some("Running")).then_some(())
+            },
+        )
         .await;
     }
 
     // ClusterFirst: the cluster DNS server only, the cluster search path
     // first (then the host's searches), ndots:5.
     let lines = resolv_conf_lines(&node, "dns-cluster-first").await;
-    let nameservers: Vec<&String> = lines.iter().filter(|l| l.starts_with("nameserver")).collect();
+    let nameservers: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.starts_with("nameserver"))
+        .collect();
     assert_eq!(nameservers, ["nameserver 10.96.0.10"], "{lines:?}");
-    let search = lines.iter().find(|l| l.starts_with("search ")).expect("a search line");
+    let search = lines
+        .iter()
+        .find(|l| l.starts_with("search "))
+        .expect("a search line");
     assert!(
         search.starts_with("search default.svc.cluster.local svc.cluster.local cluster.local"),
         "{lines:?}"
@@ -876,7 +886,10 @@ async fn pods_resolv_conf_follows_their_dns_policy() {
         .collect();
     let want: Vec<String> = host.nameservers.iter().take(3).cloned().collect();
     assert_eq!(nameservers, want, "{lines:?}");
-    assert!(!lines.iter().any(|l| l.contains("svc.cluster.local")), "{lines:?}");
+    assert!(
+        !lines.iter().any(|l| l.contains("svc.cluster.local")),
+        "{lines:?}"
+    );
 
     for p in &pods {
         let name = p.metadata.name.clone().unwrap_or_default();

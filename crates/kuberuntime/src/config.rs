@@ -617,9 +617,7 @@ mod tests {
             resolv_conf: None,
             ..ConfigOptions::new(std::sync::Arc::new(NoLimits))
         };
-        let dns = opts.dns_configurer(std::sync::Arc::new(
-            kubelet_container::events::NoopRecorder,
-        ));
+        let dns = opts.dns_configurer(std::sync::Arc::new(kubelet_container::events::NoopRecorder));
         let config = pod_sandbox_config(&pod, 0, &opts, &dns).expect("config");
         assert_eq!(
             config.dns_config,
@@ -640,9 +638,7 @@ mod tests {
             resolv_conf: Some("/nonexistent/resolv.conf".into()),
             ..opts
         };
-        let dns = opts.dns_configurer(std::sync::Arc::new(
-            kubelet_container::events::NoopRecorder,
-        ));
+        let dns = opts.dns_configurer(std::sync::Arc::new(kubelet_container::events::NoopRecorder));
         let err = pod_sandbox_config(&pod, 0, &opts, &dns).expect_err("no file");
         let text = err.to_string();
         assert!(

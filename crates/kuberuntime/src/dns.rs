@@ -373,7 +373,10 @@ impl Configurer {
                 config.servers = self.cluster_dns.iter().map(ToString::to_string).collect();
                 config.searches =
                     self.searches_for_cluster_first(std::mem::take(&mut config.searches), pod);
-                config.options = DEFAULT_DNS_OPTIONS.iter().map(|s| (*s).to_owned()).collect();
+                config.options = DEFAULT_DNS_OPTIONS
+                    .iter()
+                    .map(|s| (*s).to_owned())
+                    .collect();
             }
             PodDnsType::Cluster => {
                 let node_message = "kubelet does not have ClusterDNS IP configured and cannot create Pod using \"ClusterFirst\" policy. Falling back to \"Default\" policy.";
@@ -397,9 +400,11 @@ impl Configurer {
             // `resolvConf: ""`: the nameserver on the local machine, which
             // is what a resolver without nameservers uses; the search path
             // `.` keeps the runtime from copying the host's.
-            config.servers.extend(self.node_ips.iter().map(|ip| {
-                if ip.is_ipv6() { "::1" } else { "127.0.0.1" }.to_owned()
-            }));
+            config.servers.extend(
+                self.node_ips
+                    .iter()
+                    .map(|ip| if ip.is_ipv6() { "::1" } else { "127.0.0.1" }.to_owned()),
+            );
             if config.servers.is_empty() {
                 config.servers.push("127.0.0.1".into());
             }
@@ -621,7 +626,8 @@ mod tests {
     fn parse_resolv_conf_as_upstream() {
         // (data, nameservers, searches, options, error): upstream
         // TestParseResolvConf.
-        let cases: &[(&str, &[&str], &[&str], &[&str], bool)] = &[
+        type Case<'a> = (&'a str, &'a [&'a str], &'a [&'a str], &'a [&'a str], bool);
+        let cases: &[Case] = &[
             ("", &[], &[], &[], false),
             (" ", &[], &[], &[], false),
             ("\n", &[], &[], &[], false),
@@ -631,7 +637,13 @@ mod tests {
             ("#comment\n#comment", &[], &[], &[], false),
             ("#comment\nnameserver", &[], &[], &[], true),
             ("#comment\nnameserver\nsearch", &[], &[], &[], true),
-            ("#comment\nnameserver 1.2.3.4\nsearch", &["1.2.3.4"], &[], &[], false),
+            (
+                "#comment\nnameserver 1.2.3.4\nsearch",
+                &["1.2.3.4"],
+                &[],
+                &[],
+                false,
+            ),
             ("nameserver 1.2.3.4", &["1.2.3.4"], &[], &[], false),
             (" nameserver 1.2.3.4", &["1.2.3.4"], &[], &[], false),
             ("\tnameserver 1.2.3.4", &["1.2.3.4"], &[], &[], false),
@@ -649,7 +661,13 @@ mod tests {
             ("search foo", &[], &["foo"], &[], false),
             ("search foo bar", &[], &["foo", "bar"], &[], false),
             ("search foo. bar", &[], &["foo", "bar"], &[], false),
-            ("search foo bar bat\n", &[], &["foo", "bar", "bat"], &[], false),
+            (
+                "search foo bar bat\n",
+                &[],
+                &["foo", "bar", "bat"],
+                &[],
+                false,
+            ),
             ("search foo\nsearch bar", &[], &["bar"], &[], false),
             (
                 "nameserver 1.2.3.4\nsearch foo bar",
@@ -718,7 +736,10 @@ mod tests {
             .get_pod_dns(&pod("ns", "Default", false))
             .expect_err("missing file");
         assert!(matches!(err, DnsError::Read { .. }), "{err}");
-        assert!(err.to_string().contains("/nonexistent/resolv.conf"), "{err}");
+        assert!(
+            err.to_string().contains("/nonexistent/resolv.conf"),
+            "{err}"
+        );
 
         let f = resolv_file("nameserver 1.2.3.4\nnameserver\n");
         let (c, _) = configurer(&["10.0.0.10"], "cluster.local", Some(f.path().into()));
@@ -760,7 +781,8 @@ mod tests {
                 "Warning DNSConfigForming Search Line limits were exceeded, some search paths have been omitted, the applied search line is: {line}"
             )]
         };
-        let cases: Vec<(&str, Vec<String>, Vec<String>, Vec<String>)> = vec![
+        type Case<'a> = (&'a str, Vec<String>, Vec<String>, Vec<String>);
+        let cases: Vec<Case> = vec![
             (
                 "valid: 3 search paths",
                 strings(&["testNS.svc.TEST", "svc.TEST", "TEST"]),
@@ -839,7 +861,9 @@ mod tests {
             if *event {
                 assert_eq!(
                     got,
-                    ["Warning DNSConfigForming Nameserver limits were exceeded, some nameservers have been omitted, the applied nameserver line is: 127.0.0.1 10.0.0.10 8.8.8.8"]
+                    [
+                        "Warning DNSConfigForming Nameserver limits were exceeded, some nameservers have been omitted, the applied nameserver line is: 127.0.0.1 10.0.0.10 8.8.8.8"
+                    ]
                 );
             } else {
                 assert!(got.is_empty(), "{input:?}: {got:?}");
@@ -904,7 +928,12 @@ mod tests {
         // Upstream testGetPodDNS, resolvConf "".
         let (c, recorder) = configurer(&["203.0.113.1"], "kubernetes.io", None);
         let cases = [
-            ("ClusterFirstWithHostNet", true, "203.0.113.1", ".svc.kubernetes.io"),
+            (
+                "ClusterFirstWithHostNet",
+                true,
+                "203.0.113.1",
+                ".svc.kubernetes.io",
+            ),
             ("ClusterFirst", true, "127.0.0.1", "."),
             ("ClusterFirst", false, "203.0.113.1", ".svc.kubernetes.io"),
             ("Default", true, "127.0.0.1", "."),
@@ -922,7 +951,10 @@ mod tests {
         let c = Configurer::new(
             recorder.clone(),
             node_ref("n"),
-            vec!["10.0.0.2".parse().expect("ip"), "fd00::2".parse().expect("ip")],
+            vec![
+                "10.0.0.2".parse().expect("ip"),
+                "fd00::2".parse().expect("ip"),
+            ],
             vec![],
             "cluster.local".into(),
             None,
@@ -1096,7 +1128,10 @@ mod tests {
         let search = |n: usize| {
             format!(
                 "search {}\n",
-                (0..n).map(|i| format!("d{i}")).collect::<Vec<_>>().join(" ")
+                (0..n)
+                    .map(|i| format!("d{i}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
             )
         };
         assert!(check(&search(29), "cluster.local").is_empty());
@@ -1109,7 +1144,8 @@ mod tests {
         assert!(check(&search(32), "").is_empty());
         let msgs = check(&format!("search {}\n", "x".repeat(254)), "");
         assert!(
-            msgs[0].ends_with("contains a search path which length is more than allowed 253 chars!"),
+            msgs[0]
+                .ends_with("contains a search path which length is more than allowed 253 chars!"),
             "{msgs:?}"
         );
         let line: Vec<String> = (0..9).map(|i| format!("{i}{}", "y".repeat(250))).collect();

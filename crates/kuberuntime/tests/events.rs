@@ -45,12 +45,15 @@ struct Setup {
 fn setup() -> Setup {
     let logs = tempfile::tempdir().unwrap();
     // Cluster DNS configured and no host file: no DNS events to filter.
-    setup_with(ConfigOptions {
-        pod_logs_dir: logs.path().to_path_buf(),
-        cluster_dns: vec!["10.96.0.10".parse().unwrap()],
-        resolv_conf: None,
-        ..ConfigOptions::new(Arc::new(Unlimited))
-    }, logs)
+    setup_with(
+        ConfigOptions {
+            pod_logs_dir: logs.path().to_path_buf(),
+            cluster_dns: vec!["10.96.0.10".parse().unwrap()],
+            resolv_conf: None,
+            ..ConfigOptions::new(Arc::new(Unlimited))
+        },
+        logs,
+    )
 }
 
 fn setup_with(opts: ConfigOptions, logs: tempfile::TempDir) -> Setup {
