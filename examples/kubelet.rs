@@ -110,6 +110,19 @@ struct Cli {
     /// A URL serving pod manifests (staticPodURL).
     #[arg(long)]
     manifest_url: Option<String>,
+    /// The cluster DNS servers' IPs, comma separated: the nameservers of
+    /// dnsPolicy ClusterFirst pods (without them those pods get the host's
+    /// DNS, with a MissingClusterDNS event).
+    #[arg(long, value_delimiter = ',')]
+    cluster_dns: Option<Vec<String>>,
+    /// The cluster's DNS domain (cluster.local): the search path of
+    /// ClusterFirst pods and the pods' /etc/hosts.
+    #[arg(long)]
+    cluster_domain: Option<String>,
+    /// The host's resolver file pods' DNS is based on (/etc/resolv.conf;
+    /// "" for none).
+    #[arg(long)]
+    resolv_conf: Option<String>,
     /// Log verbosity (0: info; 4: debug; 6: trace).
     #[arg(short = 'v', long = "v", default_value_t = 0)]
     verbosity: u8,
@@ -194,6 +207,9 @@ async fn main() -> std::process::ExitCode {
         manifest_url: cli.manifest_url,
         register_node: cli.register_node,
         register_with_taints: cli.register_with_taints,
+        cluster_dns: cli.cluster_dns,
+        cluster_domain: cli.cluster_domain,
+        resolv_conf: cli.resolv_conf,
     };
     if let Err(e) = config.apply_flags(&flags).and_then(|()| config.validate()) {
         eprintln!("kubelet: {e}");

@@ -470,6 +470,9 @@ impl KubeletBuilder {
                     pod_logs_dir: config.pod_logs_dir.clone(),
                     node_name: opts.node_name.clone(),
                     cluster_domain: config.cluster_domain.clone(),
+                    cluster_dns: config.cluster_dns_ips()?,
+                    resolv_conf: config.resolv_conf_path(),
+                    node_ips: opts.node_ips.clone(),
                     ..ConfigOptions::new(cm.clone())
                 },
             )
@@ -482,6 +485,9 @@ impl KubeletBuilder {
             .with_pull_secrets(crate::api_env::pull_secrets(api.as_ref()))
             .with_event_recorder(events.clone()),
         );
+        // Upstream checks the host's resolver file against the DNS limits
+        // once, as the sync loop starts (`CheckLimitsForResolvConf`).
+        runtime.dns().check_limits_for_resolv_conf();
 
         // The evented PLEG: container events from the CRI (milliseconds), a
         // relist every 300 s as a safety net, and a fall back to relisting

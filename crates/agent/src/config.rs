@@ -95,8 +95,21 @@ pub struct KubeletConfiguration {
     /// The node API's port (`--port`, 10250).
     pub port: u16,
     /// The cluster's DNS domain (`--cluster-domain`), for pods' managed
-    /// `/etc/hosts`. Upstream's default is empty; ours is `cluster.local`.
+    /// `/etc/hosts` and the DNS search path of cluster-first pods
+    /// (`<ns>.svc.<domain> svc.<domain> <domain>`). Upstream's default is
+    /// empty; ours is `cluster.local`.
     pub cluster_domain: String,
+    /// The cluster DNS servers' IP addresses (`--cluster-dns`): the
+    /// nameservers of `dnsPolicy: ClusterFirst` pods. Empty (the default):
+    /// such pods fall back to `Default` (the host's resolver file), with a
+    /// `MissingClusterDNS` warning event, as upstream.
+    #[serde(rename = "clusterDNS")]
+    pub cluster_dns: Vec<String>,
+    /// The host's resolver file (`--resolv-conf`, `/etc/resolv.conf`): the
+    /// DNS of `dnsPolicy: Default` pods and the search path cluster-first
+    /// pods inherit. Empty: none (such pods get a local nameserver and the
+    /// search path `.`).
+    pub resolv_conf: String,
     /// Resources reserved for Kubernetes daemons (`--kube-reserved`).
     pub kube_reserved: BTreeMap<String, String>,
     /// Resources reserved for the system (`--system-reserved`).
@@ -199,6 +212,8 @@ impl Default for KubeletConfiguration {
             max_pods: 110,
             pod_logs_dir: PathBuf::from("/var/log/pods"),
             cluster_domain: "cluster.local".into(),
+            cluster_dns: Vec::new(),
+            resolv_conf: "/etc/resolv.conf".into(),
             image_gc_high_threshold_percent: 85,
             image_gc_low_threshold_percent: 80,
             image_minimum_gc_age: "2m".into(),
@@ -270,6 +285,12 @@ pub struct Flags {
     pub register_node: Option<bool>,
     /// `--register-with-taints` (`key=value:Effect,key:Effect`).
     pub register_with_taints: Option<String>,
+    /// `--cluster-dns` (`10.96.0.10,fd00::a`).
+    pub cluster_dns: Option<Vec<String>>,
+    /// `--cluster-domain`.
+    pub cluster_domain: Option<String>,
+    /// `--resolv-conf` (`""` for none).
+    pub resolv_conf: Option<String>,
 }
 
 /// Taints as `--register-with-taints` spells them (upstream
@@ -516,6 +537,21 @@ impl KubeletConfiguration {
         if let Some(v) = &flags.register_with_taints {
             self.register_with_taints = parse_taints(v)?;
         }
+        if let Some(v) = &flags.cluster_dns {
+            // `--cluster-dns=""` is no servers, as upstream's string slice.
+            self.cluster_dns = v
+                .iter()
+                .map(|ip| ip.trim())
+                .filter(|ip| !ip.is_empty())
+                .map(str::to_owned)
+                .collect();
+        }
+        if let Some(v) = &flags.cluster_domain {
+            self.cluster_domain = v.clone();
+        }
+        if let Some(v) = &flags.resolv_conf {
+            self.resolv_conf = v.clone();
+        }
         Ok(())
     }
 
@@ -675,6 +711,7 @@ impl KubeletConfiguration {
         if self.kube_api_burst < 0 {
             return Err(invalid("kubeAPIBurst", "must not be negative"));
         }
+        self.cluster_dns_ips()?;
         let url = &self.static_pod_url;
         if !url.is_empty() && !url.starts_with("http://") && !url.starts_with("https://") {
             return Err(invalid(
@@ -683,6 +720,29 @@ impl KubeletConfiguration {
             ));
         }
         Ok(())
+    }
+
+    /// `clusterDNS` as addresses (validated). Upstream logs and skips an
+    /// entry that is not an IP; here [`Self::validate`] refuses it, so that
+    /// a typo does not silently leave pods without cluster DNS.
+    pub fn cluster_dns_ips(&self) -> Result<Vec<std::net::IpAddr>, ConfigError> {
+        self.cluster_dns
+            .iter()
+            .enumerate()
+            .map(|(i, ip)| {
+                ip.trim().parse().map_err(|_| {
+                    invalid(
+                        &format!("clusterDNS[{i}]"),
+                        format!("{ip:?} is not an IP address"),
+                    )
+                })
+            })
+            .collect()
+    }
+
+    /// `resolvConf` as a path: `None` when empty.
+    pub fn resolv_conf_path(&self) -> Option<PathBuf> {
+        (!self.resolv_conf.is_empty()).then(|| PathBuf::from(&self.resolv_conf))
     }
 
     /// `nodeStatusUpdateFrequency` as a duration (validated).
@@ -867,6 +927,8 @@ pub const KNOWN_FIELDS: &[&str] = &[
     "address",
     "port",
     "clusterDomain",
+    "clusterDNS",
+    "resolvConf",
     "kubeReserved",
     "systemReserved",
     "evictionHard",
@@ -1102,12 +1164,6 @@ pub const UNIMPLEMENTED_FIELDS: &[UnimplementedField] = &[
         "oomScoreAdj",
         "this kubelet does not set its own oom_score_adj; set OOMScoreAdjust in its service unit",
     ),
-    ignore_if(
-        "clusterDNS",
-        is_empty,
-        "empty: pods get the runtime's resolv.conf, as here",
-        "pods' DNS is not configured: they get the runtime's (the host's) resolv.conf, not these servers",
-    ),
     ignore(
         "streamingConnectionIdleTimeout",
         "deprecated upstream, no effect there either",
@@ -1176,12 +1232,6 @@ pub const UNIMPLEMENTED_FIELDS: &[UnimplementedField] = &[
     ignore(
         "podCIDR",
         "only read upstream when there is no API server and the runtime asks; containerd's CNI config has its own ranges",
-    ),
-    ignore_if(
-        "resolvConf",
-        |v| v.as_str() == Some("/etc/resolv.conf"),
-        "/etc/resolv.conf: the runtime's default, as here",
-        "pods get the runtime's resolv.conf; another file is not passed on",
     ),
     ignore_if(
         "runOnce",
@@ -1486,6 +1536,50 @@ mod tests {
     }
 
     #[test]
+    fn dns_fields_are_read_from_the_file_and_the_flags() {
+        let c = KubeletConfiguration::default();
+        assert!(c.cluster_dns_ips().expect("ips").is_empty());
+        assert_eq!(
+            c.resolv_conf_path().as_deref(),
+            Some(Path::new("/etc/resolv.conf"))
+        );
+        let mut c = KubeletConfiguration::from_yaml(&format!(
+            "{HEAD}clusterDNS: [10.96.0.10, 'fd00::a']\nclusterDomain: example.org\nresolvConf: /run/systemd/resolve/resolv.conf\n"
+        ))
+        .expect("parse");
+        assert!(c.ignored.is_empty(), "{:?}", c.ignored);
+        c.validate().expect("valid");
+        assert_eq!(
+            c.cluster_dns_ips().expect("ips"),
+            [
+                "10.96.0.10".parse::<std::net::IpAddr>().expect("ip"),
+                "fd00::a".parse().expect("ip")
+            ]
+        );
+        assert_eq!(c.cluster_domain, "example.org");
+        assert_eq!(
+            c.resolv_conf_path().as_deref(),
+            Some(Path::new("/run/systemd/resolve/resolv.conf"))
+        );
+        c.apply_flags(&Flags {
+            cluster_dns: Some(vec!["10.0.0.10".into(), String::new()]),
+            cluster_domain: Some("cluster.test".into()),
+            resolv_conf: Some(String::new()),
+            ..Default::default()
+        })
+        .expect("flags");
+        assert_eq!(c.cluster_dns, ["10.0.0.10"]);
+        assert_eq!(c.cluster_domain, "cluster.test");
+        assert_eq!(c.resolv_conf_path(), None, "\"\" is no file");
+
+        let err = KubeletConfiguration::from_yaml("clusterDNS: [10.96.0.10, kube-dns]")
+            .and_then(|c| c.validate())
+            .expect_err("not an IP");
+        assert_eq!(err.field, "clusterDNS[1]", "{err}");
+        assert!(err.reason.contains("\"kube-dns\""), "{err}");
+    }
+
+    #[test]
     fn invalid_fields_are_named() {
         let cases = [
             ("cgroupDriver: docker", "cgroupDriver"),
@@ -1673,7 +1767,6 @@ mod tests {
                 "tlsPrivateKeyFile: /etc/kubelet/tls.key\n",
                 "tlsPrivateKeyFile",
             ),
-            ("clusterDNS: [10.96.0.10]\n", "clusterDNS"),
             ("featureGates: {SidecarContainers: true}\n", "featureGates"),
             ("featureGates: {SidecarContainers: false}\n", "featureGates"),
             ("serializeImagePulls: false\n", "serializeImagePulls"),
@@ -1706,7 +1799,7 @@ mod tests {
     #[test]
     fn harmless_upstream_fields_are_ignored_and_listed() {
         let c = KubeletConfiguration::from_yaml(&format!(
-            "{HEAD}authentication: {{anonymous: {{enabled: true}}, webhook: {{enabled: false}}}}\nauthorization: {{mode: AlwaysAllow}}\nserializeImagePulls: true\nenforceNodeAllocatable: [pods]\nhealthzPort: 0\nsyncFrequency: 1m\ncpuCFSQuotaPeriod: 100ms\nresolvConf: /etc/resolv.conf\nlogging: {{format: text}}\npodPidsLimit: 4096\n"
+            "{HEAD}authentication: {{anonymous: {{enabled: true}}, webhook: {{enabled: false}}}}\nauthorization: {{mode: AlwaysAllow}}\nserializeImagePulls: true\nenforceNodeAllocatable: [pods]\nhealthzPort: 0\nsyncFrequency: 1m\ncpuCFSQuotaPeriod: 100ms\nlogging: {{format: text}}\npodPidsLimit: 4096\n"
         ))
         .expect("parse");
         assert_eq!(
@@ -1718,7 +1811,6 @@ mod tests {
                 "enforceNodeAllocatable",
                 "healthzPort",
                 "logging",
-                "resolvConf",
                 "serializeImagePulls",
                 "syncFrequency",
             ]

@@ -98,6 +98,10 @@ impl ClusterNode {
             image_gc_high_threshold_percent: 100,
             node_status_update_frequency: "2s".into(),
             max_pods: self.max_pods,
+            // Cluster DNS as kubeadm configures it (nothing answers there:
+            // the tests only read the pods' resolv.conf).
+            cluster_dns: vec!["10.96.0.10".into()],
+            cluster_domain: "cluster.local".into(),
             ..Default::default()
         }
     }
@@ -1022,4 +1026,138 @@ async fn env_reads_secrets_config_maps_and_the_node_address() {
     })
     .await;
     assert!(log.lines().any(|l| l == "PW=pw-of-late"), "{log}");
+
+/// The resolv.conf lines of `container` in pod `pod`, read with `cat`
+/// through the CRI.
+async fn resolv_conf_lines(node: &ClusterNode, pod: &str) -> Vec<String> {
+    let id = node.running_containers().await[&(pod.to_owned(), "app".to_owned())].clone();
+    let out = node
+        .cri
+        .exec_sync(
+            &id,
+            vec!["cat".into(), "/etc/resolv.conf".into()],
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("exec cat /etc/resolv.conf");
+    assert_eq!(out.exit_code, 0, "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.trim().to_owned())
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pods_resolv_conf_follows_their_dns_policy() {
+    let Some(node) = ClusterNode::start("e2e-cluster-d").await else {
+        return;
+    };
+    node.wait_ready("True", Duration::from_secs(60)).await;
+    let pod = |name: &str, dns: serde_json::Value| -> Pod {
+        let mut spec = serde_json::json!({
+            "automountServiceAccountToken": false,
+            "terminationGracePeriodSeconds": 2,
+            "containers": [{
+                "name": "app",
+                "image": "localhost/busybox:latest",
+                "imagePullPolicy": "Never",
+                "command": ["sleep", "3600"],
+            }],
+        });
+        if let (Some(spec), Some(dns)) = (spec.as_object_mut(), dns.as_object()) {
+            spec.extend(dns.clone());
+        }
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "labels": {"app": name}},
+            "spec": spec,
+        }))
+        .expect("pod")
+    };
+    let pp = PostParams::default();
+    let pods = [
+        // The API server defaults dnsPolicy to ClusterFirst.
+        pod("dns-cluster-first", serde_json::json!({})),
+        pod(
+            "dns-none",
+            serde_json::json!({
+                "dnsPolicy": "None",
+                "dnsConfig": {
+                    "nameservers": ["192.0.2.53", "192.0.2.54"],
+                    "searches": ["example.test", "corp.example.test"],
+                    "options": [{"name": "ndots", "value": "2"}, {"name": "edns0"}],
+                },
+            }),
+        ),
+        pod("dns-default", serde_json::json!({"dnsPolicy": "Default"})),
+    ];
+    for p in &pods {
+        node.pods().create(&pp, p).await.expect("create pod");
+    }
+    for p in &pods {
+        let name = p.metadata.name.clone().unwrap_or_default();
+        wait_for(
+            &format!("{name} Running"),
+            Duration::from_secs(120),
+            || async {
+                let p = node.pods().get_opt(&name).await.ok().flatten()?;
+                (phase(&p) == Some("Running")).then_some(())
+            },
+        )
+        .await;
+    }
+
+    // ClusterFirst: the cluster DNS server only, the cluster search path
+    // first (then the host's searches), ndots:5.
+    let lines = resolv_conf_lines(&node, "dns-cluster-first").await;
+    let nameservers: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.starts_with("nameserver"))
+        .collect();
+    assert_eq!(nameservers, ["nameserver 10.96.0.10"], "{lines:?}");
+    let search = lines
+        .iter()
+        .find(|l| l.starts_with("search "))
+        .expect("a search line");
+    assert!(
+        search.starts_with("search default.svc.cluster.local svc.cluster.local cluster.local"),
+        "{lines:?}"
+    );
+    assert!(lines.contains(&"options ndots:5".to_owned()), "{lines:?}");
+
+    // None with dnsConfig: exactly the pod's configuration.
+    let mut lines = resolv_conf_lines(&node, "dns-none").await;
+    lines.sort();
+    assert_eq!(
+        lines,
+        [
+            "nameserver 192.0.2.53",
+            "nameserver 192.0.2.54",
+            "options ndots:2 edns0",
+            "search example.test corp.example.test",
+        ],
+    );
+
+    // Default: the host's nameservers, no ndots:5 of its own.
+    let host = kubelet_kuberuntime::dns::read_resolv_conf(std::path::Path::new("/etc/resolv.conf"))
+        .expect("the host's resolv.conf");
+    let lines = resolv_conf_lines(&node, "dns-default").await;
+    let nameservers: Vec<String> = lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("nameserver "))
+        .map(|s| s.trim().to_owned())
+        .collect();
+    let want: Vec<String> = host.nameservers.iter().take(3).cloned().collect();
+    assert_eq!(nameservers, want, "{lines:?}");
+    assert!(
+        !lines.iter().any(|l| l.contains("svc.cluster.local")),
+        "{lines:?}"
+    );
+
+    for p in &pods {
+        let name = p.metadata.name.clone().unwrap_or_default();
+        let _ = node.pods().delete(&name, &DeleteParams::default()).await;
+    }
 }

@@ -32,8 +32,20 @@ pub struct ConfigOptions {
     /// The node's name, for the downward API.
     pub node_name: String,
     /// The cluster's DNS domain (upstream `clusterDomain`), for the hostname
-    /// entry of the managed `/etc/hosts`.
+    /// entry of the managed `/etc/hosts` and the search path of
+    /// cluster-first pods ([`crate::dns`]).
     pub cluster_domain: String,
+    /// The cluster's DNS servers (upstream `clusterDNS`): the only
+    /// nameservers of cluster-first pods. Empty: such pods fall back to the
+    /// `Default` policy, with a `MissingClusterDNS` warning.
+    pub cluster_dns: Vec<std::net::IpAddr>,
+    /// The host's resolver file (upstream `resolvConf`, default
+    /// `/etc/resolv.conf`), the base of `Default` pods' DNS and the search
+    /// path cluster-first pods inherit; `None` for `resolvConf: ""`.
+    pub resolv_conf: Option<PathBuf>,
+    /// The node's configured addresses (`--node-ip`; may be empty): with
+    /// `resolv_conf: None`, host DNS is `127.0.0.1` or `::1` per family.
+    pub node_ips: Vec<std::net::IpAddr>,
     /// Decides the pod's cgroup parent and each container's resources (with
     /// the CPU and memory managers' cpusets): the container manager of
     /// `kubelet-cm`, or its `StaticResources` without those managers.
@@ -41,15 +53,36 @@ pub struct ConfigOptions {
 }
 
 impl ConfigOptions {
-    /// Upstream's defaults (`/var/log/pods`, `cluster.local`), with
-    /// `container_manager` placing and sizing the containers.
+    /// Upstream's defaults (`/var/log/pods`, `cluster.local`, no cluster
+    /// DNS, `/etc/resolv.conf`), with `container_manager` placing and
+    /// sizing the containers.
     pub fn new(container_manager: Arc<dyn ContainerResources>) -> Self {
         Self {
             pod_logs_dir: PathBuf::from("/var/log/pods"),
             node_name: String::new(),
             cluster_domain: "cluster.local".into(),
+            cluster_dns: Vec::new(),
+            resolv_conf: Some(PathBuf::from(crate::dns::DEFAULT_RESOLV_CONF)),
+            node_ips: Vec::new(),
             container_manager,
         }
+    }
+
+    /// The pods' DNS configurer for these options (upstream
+    /// `dns.NewConfigurer` in `NewMainKubelet`), recording its events
+    /// through `recorder` (node events about the node `node_name`).
+    pub fn dns_configurer(
+        &self,
+        recorder: Arc<dyn kubelet_container::events::EventRecorder>,
+    ) -> crate::dns::Configurer {
+        crate::dns::Configurer::new(
+            recorder,
+            kubelet_container::events::node_ref(&self.node_name),
+            self.node_ips.clone(),
+            self.cluster_dns.clone(),
+            self.cluster_domain.clone(),
+            self.resolv_conf.clone(),
+        )
     }
 }
 
@@ -59,6 +92,9 @@ impl std::fmt::Debug for ConfigOptions {
             .field("pod_logs_dir", &self.pod_logs_dir)
             .field("node_name", &self.node_name)
             .field("cluster_domain", &self.cluster_domain)
+            .field("cluster_dns", &self.cluster_dns)
+            .field("resolv_conf", &self.resolv_conf)
+            .field("node_ips", &self.node_ips)
             .finish_non_exhaustive()
     }
 }
@@ -132,11 +168,14 @@ fn namespace_options(pod: &Pod) -> api::NamespaceOption {
     }
 }
 
-/// The sandbox config for `pod` (upstream `generatePodSandboxConfig`).
+/// The sandbox config for `pod` (upstream `generatePodSandboxConfig`),
+/// its `dns_config` from `dns` (upstream `runtimeHelper.GetPodDNS`), for
+/// every pod, host-network ones included.
 pub fn pod_sandbox_config(
     pod: &Pod,
     attempt: u32,
     opts: &ConfigOptions,
+    dns: &crate::dns::Configurer,
 ) -> Result<api::PodSandboxConfig, Error> {
     let (name, namespace, uid) = meta(pod);
     if name.is_empty() || uid.is_empty() {
@@ -145,6 +184,10 @@ pub fn pod_sandbox_config(
             reason: "a pod needs a name and a UID".into(),
         });
     }
+    let dns_config = dns.get_pod_dns(pod).map_err(|source| Error::Dns {
+        pod: crate::pod_name(pod),
+        source,
+    })?;
     let spec = pod.spec.as_ref();
     let host_network = spec.and_then(|s| s.host_network).unwrap_or(false);
     // Upstream GeneratePodHostNameAndDomain: spec.hostname or the pod name,
@@ -200,7 +243,7 @@ pub fn pod_sandbox_config(
             hostname
         },
         log_directory: pod_log_dir(&opts.pod_logs_dir, pod).display().to_string(),
-        dns_config: None,
+        dns_config: Some(dns_config),
         port_mappings,
         labels: new_pod_labels(pod),
         annotations: new_pod_annotations(pod),
@@ -1127,6 +1170,48 @@ mod tests {
             ["fd00::1", "10.0.0.1"]
         );
         assert!(sort_pod_ips(&[], None).is_empty());
+    }
+
+    #[test]
+    fn the_sandbox_gets_the_pods_dns_config() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "shop", "uid": "u1"},
+            "spec": {"dnsPolicy": "ClusterFirst", "containers": [{"name": "c", "image": "busybox"}]}
+        }))
+        .expect("pod");
+        let opts = ConfigOptions {
+            cluster_dns: vec!["10.96.0.10".parse().expect("ip")],
+            resolv_conf: None,
+            ..ConfigOptions::new(std::sync::Arc::new(NoLimits))
+        };
+        let dns = opts.dns_configurer(std::sync::Arc::new(kubelet_container::events::NoopRecorder));
+        let config = pod_sandbox_config(&pod, 0, &opts, &dns).expect("config");
+        assert_eq!(
+            config.dns_config,
+            Some(api::DnsConfig {
+                servers: vec!["10.96.0.10".into()],
+                searches: vec![
+                    "shop.svc.cluster.local".into(),
+                    "svc.cluster.local".into(),
+                    "cluster.local".into()
+                ],
+                options: vec!["ndots:5".into()],
+            })
+        );
+
+        // A resolver file that cannot be read fails the sandbox config,
+        // naming the pod and the file.
+        let opts = ConfigOptions {
+            resolv_conf: Some("/nonexistent/resolv.conf".into()),
+            ..opts
+        };
+        let dns = opts.dns_configurer(std::sync::Arc::new(kubelet_container::events::NoopRecorder));
+        let err = pod_sandbox_config(&pod, 0, &opts, &dns).expect_err("no file");
+        let text = err.to_string();
+        assert!(
+            text.starts_with("pod shop/p: ") && text.contains("/nonexistent/resolv.conf"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -21,6 +21,10 @@
 //!   command and args. An environment that cannot be made fails only its
 //!   container ([`Error::CreateContainerConfig`], upstream
 //!   `CreateContainerConfigError`).
+//! - [`dns`]: the pod's resolver configuration from its `dnsPolicy` and
+//!   `dnsConfig`, `clusterDNS`, `clusterDomain` and the host's
+//!   `resolvConf` (upstream `pkg/kubelet/network/dns`), handed to the
+//!   runtime as the sandbox's `DNSConfig`.
 //! - [`labels`] and [`hash`]: the `io.kubernetes.*` labels and annotations
 //!   from which state is rebuilt after a restart, and the versioned
 //!   container hash.
@@ -95,6 +99,7 @@ use k8s_openapi::api::core::v1::Pod;
 pub mod actions;
 pub mod config;
 pub mod credentials;
+pub mod dns;
 pub mod gc;
 pub mod hash;
 pub mod hosts;
@@ -252,6 +257,16 @@ pub enum Error {
     /// Reading the runtime's state failed (through [`RuntimeReader`]).
     #[error(transparent)]
     Read(#[from] kubelet_container::Error),
+    /// The pod's DNS configuration could not be formed (upstream
+    /// `GeneratePodSandboxConfig ... failed`): the host's resolver file is
+    /// unreadable or malformed.
+    #[error("pod {pod}: {source}")]
+    Dns {
+        /// The pod.
+        pod: String,
+        /// Why.
+        source: crate::dns::DnsError,
+    },
     /// A file or directory the pod needs could not be made.
     #[error("{}: {source}", path.display())]
     Io {

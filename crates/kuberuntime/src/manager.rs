@@ -58,6 +58,7 @@ pub struct RuntimeManager {
     keyring: Arc<crate::credentials::DockerKeyring>,
     pull_secrets: Option<Arc<dyn crate::credentials::PullSecrets>>,
     recorder: Arc<dyn EventRecorder>,
+    dns: crate::dns::Configurer,
 }
 
 /// How images are pulled (upstream `serializeImagePulls`,
@@ -111,6 +112,7 @@ impl RuntimeManager {
     /// A manager of the pods on `runtime`.
     pub fn new(runtime: Arc<dyn CriRuntime>, opts: ConfigOptions) -> Self {
         let service: Arc<dyn RuntimeService> = runtime.clone();
+        let dns = opts.dns_configurer(Arc::new(NoopRecorder));
         Self {
             hooks: HandlerRunner::new(service),
             runtime,
@@ -124,6 +126,7 @@ impl RuntimeManager {
             keyring: Arc::new(crate::credentials::DockerKeyring::new()),
             pull_secrets: None,
             recorder: Arc::new(NoopRecorder),
+            dns,
         }
     }
 
@@ -150,14 +153,25 @@ impl RuntimeManager {
     ///   `FailedPostStartHook` / `FailedPreStopHook` (without the hook's
     ///   output, which may hold secrets);
     /// - the pod: `SandboxChanged`, Warning `FailedCreatePodSandBox`,
-    ///   Warning `FailedPodSandBoxStatus`.
+    ///   Warning `FailedPodSandBoxStatus`;
+    /// - DNS ([`crate::dns`]): Warning `MissingClusterDNS` (on the node and
+    ///   the pod) for a cluster-first pod without `clusterDNS`, Warning
+    ///   `DNSConfigForming` when nameservers or search paths are trimmed.
     ///
     /// Container IDs in messages are replaced by the container's name, as
     /// upstream does, so that events of successive containers count
     /// together.
     pub fn with_event_recorder(mut self, recorder: Arc<dyn EventRecorder>) -> Self {
+        self.dns = self.opts.dns_configurer(recorder.clone());
         self.recorder = recorder;
         self
+    }
+
+    /// The pods' DNS configurer (its events go to this manager's
+    /// recorder): for the kubelet's one start-up
+    /// [`check_limits_for_resolv_conf`](crate::dns::Configurer::check_limits_for_resolv_conf).
+    pub fn dns(&self) -> &crate::dns::Configurer {
+        &self.dns
     }
 
     /// Records an event about one of the pod's containers (upstream
@@ -1269,7 +1283,7 @@ impl Runtime for RuntimeManager {
                 format!("Failed to create pod sandbox: {message}"),
             )
         };
-        let sandbox_config = match pod_sandbox_config(pod, actions.attempt, &self.opts) {
+        let sandbox_config = match pod_sandbox_config(pod, actions.attempt, &self.opts, &self.dns) {
             Ok(c) => c,
             Err(e) => {
                 if actions.create_sandbox {

@@ -43,13 +43,22 @@ struct Setup {
 }
 
 fn setup() -> Setup {
+    let logs = tempfile::tempdir().unwrap();
+    // Cluster DNS configured and no host file: no DNS events to filter.
+    setup_with(
+        ConfigOptions {
+            pod_logs_dir: logs.path().to_path_buf(),
+            cluster_dns: vec!["10.96.0.10".parse().unwrap()],
+            resolv_conf: None,
+            ..ConfigOptions::new(Arc::new(Unlimited))
+        },
+        logs,
+    )
+}
+
+fn setup_with(opts: ConfigOptions, logs: tempfile::TempDir) -> Setup {
     let fake = FakeRuntime::new();
     fake.add_image(BUSYBOX);
-    let logs = tempfile::tempdir().unwrap();
-    let opts = ConfigOptions {
-        pod_logs_dir: logs.path().to_path_buf(),
-        ..ConfigOptions::new(Arc::new(Unlimited))
-    };
     let events = Arc::new(FakeRecorder::new());
     let manager =
         RuntimeManager::new(Arc::new(fake.clone()), opts).with_event_recorder(events.clone());
@@ -66,7 +75,7 @@ fn pod(containers: serde_json::Value) -> Pod {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"name": "web", "namespace": "default", "uid": "uid-web"},
-        "spec": {"restartPolicy": "Always", "containers": containers},
+        "spec": {"restartPolicy": "Always", "dnsPolicy": "ClusterFirst", "containers": containers},
     }))
     .unwrap()
 }
@@ -511,4 +520,68 @@ async fn a_missing_secret_fails_only_its_container_until_it_appears() {
         "{:?}",
         config.envs
     );
+}
+
+#[tokio::test]
+async fn cluster_first_without_cluster_dns_records_missing_cluster_dns_on_node_and_pod() {
+    let logs = tempfile::tempdir().unwrap();
+    let resolv = logs.path().join("resolv.conf");
+    std::fs::write(&resolv, "nameserver 192.0.2.53\nsearch example.org\n").unwrap();
+    let s = setup_with(
+        ConfigOptions {
+            pod_logs_dir: logs.path().join("pods"),
+            node_name: "node-1".into(),
+            resolv_conf: Some(resolv),
+            ..ConfigOptions::new(Arc::new(Unlimited))
+        },
+        logs,
+    );
+    let p = pod(json!([app(BUSYBOX, "IfNotPresent")]));
+    let r = s.sync(&p).await;
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    let dns: Vec<RecordedEvent> = s
+        .events
+        .take()
+        .into_iter()
+        .filter(|e| e.reason == "MissingClusterDNS")
+        .collect();
+    let message = "kubelet does not have ClusterDNS IP configured and cannot create Pod using \"ClusterFirst\" policy. Falling back to \"Default\" policy.";
+    assert_eq!(dns.len(), 2, "{dns:?}");
+    assert_eq!(dns[0].object.kind.as_deref(), Some("Node"));
+    assert_eq!(dns[0].object.name.as_deref(), Some("node-1"));
+    assert_eq!(dns[0].event_type, EventType::Warning);
+    assert_eq!(dns[0].message, message);
+    assert_eq!(dns[1].object.kind.as_deref(), Some("Pod"));
+    assert_eq!(
+        dns[1].message,
+        format!("pod: \"web_default(uid-web)\". {message}")
+    );
+}
+
+#[tokio::test]
+async fn an_unreadable_resolver_file_fails_the_sandbox_with_an_event() {
+    let logs = tempfile::tempdir().unwrap();
+    let s = setup_with(
+        ConfigOptions {
+            pod_logs_dir: logs.path().join("pods"),
+            resolv_conf: Some(logs.path().join("missing-resolv.conf")),
+            ..ConfigOptions::new(Arc::new(Unlimited))
+        },
+        logs,
+    );
+    let p = pod(json!([app(BUSYBOX, "IfNotPresent")]));
+    let r = s.sync(&p).await;
+    assert!(
+        matches!(r.error(), Some(Error::Dns { .. })),
+        "{:?}",
+        r.errors
+    );
+    assert!(r.created_sandbox.is_none());
+    let failed: Vec<String> = s
+        .take()
+        .into_iter()
+        .filter(|e| e.contains("FailedCreatePodSandBox"))
+        .collect();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(failed[0].contains("missing-resolv.conf"), "{failed:?}");
 }
