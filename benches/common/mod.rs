@@ -102,15 +102,20 @@ pub async fn floor(cri: &RemoteRuntime, bed: &Testbed, n: usize, round: &str) ->
             decode_static_pod(manifest(i).as_bytes(), &origin, "bench").expect("manifest")
         })
         .collect();
+    // The kubelet reads the host's resolv.conf for each sandbox too.
+    let dns = std::sync::Arc::new(
+        opts.dns_configurer(std::sync::Arc::new(kubelet_container::events::NoopRecorder)),
+    );
     let started = Instant::now();
     let mut tasks = Vec::new();
     for pod in pods {
         let cri = cri.clone();
         let opts = opts.clone();
+        let dns = dns.clone();
         let pod_dir = dir.join(pod.metadata.uid.clone().unwrap_or_default());
         tasks.push(tokio::spawn(async move {
             std::fs::create_dir_all(pod_dir.join("containers")).expect("pod dir");
-            let sandbox = pod_sandbox_config(&pod, 0, &opts).expect("sandbox config");
+            let sandbox = pod_sandbox_config(&pod, 0, &opts, &dns).expect("sandbox config");
             let sb = cri
                 .run_pod_sandbox(sandbox.clone(), "")
                 .await

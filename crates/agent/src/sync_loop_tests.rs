@@ -1321,6 +1321,8 @@ async fn a_pod_with_a_missing_secret_gets_failed_mount_events_and_does_not_run()
             .iter()
             .all(|r| r.object.name.as_deref() == Some("missing")),
         "{recorded:?}"
+    );
+}
 
 /// Upstream `makeEnvironmentVariables` through the syncer: a standalone
 /// kubelet fails only the container whose env refers to a Secret, waiting

@@ -1026,6 +1026,7 @@ async fn env_reads_secrets_config_maps_and_the_node_address() {
     })
     .await;
     assert!(log.lines().any(|l| l == "PW=pw-of-late"), "{log}");
+}
 
 /// The resolv.conf lines of `container` in pod `pod`, read with `cat`
 /// through the CRI.
