@@ -311,6 +311,36 @@ pub fn expand(input: &str, env: &HashMap<String, String>) -> String {
     out
 }
 
+/// The object `name` of `kind` among those the agent fetched before the
+/// sync: `Ok(None)` when the API server has none; an error when there is
+/// no API server (`objects` is `None`), or the fetch failed or was not made.
+fn fetched<'a, T>(
+    objects: Option<&'a BTreeMap<String, Lookup<T>>>,
+    kind: &'static str,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<&'a T>, EnvError> {
+    let Some(objects) = objects else {
+        return Err(EnvError::NoApiServer {
+            kind,
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        });
+    };
+    let failed = |message: String| EnvError::Fetch {
+        kind,
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
+        message,
+    };
+    match objects.get(name) {
+        Some(Lookup::Found(data)) => Ok(Some(data)),
+        Some(Lookup::NotFound) => Ok(None),
+        Some(Lookup::Failed(message)) => Err(failed(message.clone())),
+        None => Err(failed("not fetched before the sync".into())),
+    }
+}
+
 /// The container's environment, as upstream `makeEnvironmentVariables`
 /// (`pkg/kubelet/kubelet_pods.go`) makes it:
 ///
@@ -344,55 +374,14 @@ pub fn container_env(
     let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
     let mut env = OrderedEnv::default();
     let objects = sources.objects.as_ref();
-    let secret = |name: &str| -> Result<Option<&BTreeMap<String, Vec<u8>>>, EnvError> {
-        let Some(objects) = objects else {
-            return Err(EnvError::NoApiServer {
-                kind: "secret",
-                namespace: namespace.to_owned(),
-                name: name.to_owned(),
-            });
-        };
-        match objects.secrets.get(name) {
-            Some(Lookup::Found(data)) => Ok(Some(data)),
-            Some(Lookup::NotFound) => Ok(None),
-            Some(Lookup::Failed(message)) => Err(EnvError::Fetch {
-                kind: "secret",
-                namespace: namespace.to_owned(),
-                name: name.to_owned(),
-                message: message.clone(),
-            }),
-            None => Err(EnvError::Fetch {
-                kind: "secret",
-                namespace: namespace.to_owned(),
-                name: name.to_owned(),
-                message: "not fetched before the sync".into(),
-            }),
-        }
-    };
-    let config_map = |name: &str| -> Result<Option<&BTreeMap<String, String>>, EnvError> {
-        let Some(objects) = objects else {
-            return Err(EnvError::NoApiServer {
-                kind: "configMap",
-                namespace: namespace.to_owned(),
-                name: name.to_owned(),
-            });
-        };
-        match objects.config_maps.get(name) {
-            Some(Lookup::Found(data)) => Ok(Some(data)),
-            Some(Lookup::NotFound) => Ok(None),
-            Some(Lookup::Failed(message)) => Err(EnvError::Fetch {
-                kind: "configMap",
-                namespace: namespace.to_owned(),
-                name: name.to_owned(),
-                message: message.clone(),
-            }),
-            None => Err(EnvError::Fetch {
-                kind: "configMap",
-                namespace: namespace.to_owned(),
-                name: name.to_owned(),
-                message: "not fetched before the sync".into(),
-            }),
-        }
+    let secret = |name: &str| fetched(objects.map(|o| &o.secrets), "secret", namespace, name);
+    let config_map = |name: &str| {
+        fetched(
+            objects.map(|o| &o.config_maps),
+            "configMap",
+            namespace,
+            name,
+        )
     };
     for from in container.env_from.iter().flatten() {
         let prefix = from.prefix.as_deref().unwrap_or_default();
