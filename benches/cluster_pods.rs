@@ -254,7 +254,9 @@ impl Bench {
              cgroupRoot: \"/{}/kubelet-{round}\"\n\
              podLogsDir: \"{}\"\n\
              evictionHard: {{memory.available: 100Mi}}\n\
-             imageGCHighThresholdPercent: 100\n",
+             imageGCHighThresholdPercent: 100\n\
+             clusterDNS: [10.96.0.10]\n\
+             clusterDomain: cluster.local\n",
             self.bed.cgroup_root(),
             self.bed.log_dir().display()
         )
