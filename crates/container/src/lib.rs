@@ -11,7 +11,7 @@
 //! [`quantity`] parsing, Go [`duration`]s, pod [`qos`], eviction
 //! [`threshold`]s (upstream `pkg/kubelet/eviction/api`) and
 //! [`flowcontrol`] (upstream `client-go/util/flowcontrol`: `Backoff`,
-//! token buckets), the [`env`] sources and downward API values of a
+//! token buckets), the [`env`](mod@env) sources and downward API values of a
 //! container's environment, and the node and pod [`stats`] summary with its
 //! [`SummaryProvider`](stats::SummaryProvider) (upstream
 //! `k8s.io/kubelet/pkg/apis/stats/v1alpha1`).

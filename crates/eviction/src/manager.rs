@@ -404,7 +404,7 @@ impl Manager {
     /// Records events as upstream's manager does (`eviction_manager.go`):
     /// a Warning `Evicted` on each pod it evicts, with the eviction message
     /// and annotations (`evictPod`), and a Warning `EvictionThresholdMet`
-    /// "Attempting to reclaim <resource>" on `node` (upstream's `nodeRef`,
+    /// `"Attempting to reclaim <resource>"` on `node` (upstream's `nodeRef`,
     /// e.g. [`node_ref`](kubelet_container::events::node_ref)) each time a
     /// threshold is met and reclaim begins.
     pub fn with_event_recorder(
