@@ -499,32 +499,25 @@ impl KubeletSyncer {
                 failed_api_volumes.extend(e.volume().map(str::to_owned));
             }
         }
-        let volumes = match prepare_pod_volumes(&self.root_dir, pod, &volume_ctx) {
+        let mut volumes = match prepare_pod_volumes(&self.root_dir, pod, &volume_ctx) {
             Ok(v) => v,
             Err(e) => {
                 tracing::warn!(pod = %pod_name(pod), error = %e, "cannot prepare the pod's volumes");
-                // An API volume that could not be written: its event is
-                // recorded above, and the containers wait as upstream's do
-                // for their volumes (ContainerCreating).
-                if e.volume()
+                // Upstream: a volume that cannot be set up is a FailedMount
+                // event and the containers wait in ContainerCreating (the
+                // volume manager's WaitForAttachAndMount fails the sync). An
+                // API volume's event was recorded above. A subPath is the
+                // container's own (CreateContainerConfigError), prepared
+                // when it is created.
+                if !e
+                    .volume()
                     .is_some_and(|v| failed_api_volumes.iter().any(|f| f == v))
                 {
-                    return Err(worker_error(e));
+                    self.record_failed_mount(pod, &e);
                 }
-                self.record_failed_mount(pod, &e);
-                // Upstream: a subpath or volume that cannot be prepared keeps
-                // the containers waiting with CreateContainerConfigError.
-                let waiting = pod
-                    .spec
-                    .iter()
-                    .flat_map(|s| s.init_containers.iter().flatten().chain(&s.containers))
-                    .map(|c| (c.name.clone(), "CreateContainerConfigError".to_owned()))
-                    .collect();
-                self.record(pod, status, &waiting);
                 return Err(worker_error(e));
             }
         };
-        let mut volumes = volumes;
         volumes.env = self.env_sources(pod).await;
         ctx.check()?;
         let result = self.runtime.sync_pod(pod, status, &volumes).await;

@@ -795,12 +795,20 @@ spec:
     imagePullPolicy: IfNotPresent
     command: [sleep, "3600"]
     volumeMounts: [{name: host, mountPath: /data, subPath: link}]
+  - name: expr
+    image: localhost/busybox:latest
+    imagePullPolicy: IfNotPresent
+    command: [sh, -c, "echo from-expr > /data/out && exec sleep 3600"]
+    env: [{name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}]
+    volumeMounts: [{name: host, mountPath: /data, subPathExpr: "logs/$(POD_NAME)"}]
 "#;
 
 /// Memory-backed emptyDir (a tmpfs of sizeLimit, charged to the pod's
 /// memory cgroup), downward API files, the managed /etc/hosts, a subPath
 /// that works and one whose symlink leads out of its volume, which is
-/// refused; removing the pods leaves nothing mounted.
+/// refused for its container only while the pod's other container runs
+/// with a `subPathExpr` made from its environment; removing the pods
+/// leaves nothing mounted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn volumes_tmpfs_downward_api_hosts_and_safe_subpaths() {
     let Some(node) = Node::start().await else {
@@ -916,10 +924,25 @@ async fn volumes_tmpfs_downward_api_hosts_and_safe_subpaths() {
     )
     .await;
     assert_eq!(reason, "CreateContainerConfigError");
-    let escape = node.pod("escape").await;
-    assert!(
-        escape.as_ref().is_none_or(|p| p.containers.is_empty()),
-        "a container was created for a subPath leading out of its volume: {escape:?}"
+    // The other container runs, its subPathExpr expanded from its own
+    // environment and made in the volume (upstream `makeMounts`).
+    let out = host.join(format!("logs/escape-{NODE}/out"));
+    wait_for(
+        "expr wrote through its subPathExpr",
+        Duration::from_secs(30),
+        || async {
+            std::fs::read_to_string(&out)
+                .ok()
+                .filter(|s| s == "from-expr\n")
+        },
+    )
+    .await;
+    let escape = node.pod("escape").await.expect("escape's sandbox");
+    let names: Vec<&str> = escape.containers.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["expr"],
+        "a container was created for a subPath leading out of its volume"
     );
 
     // Removing the pods unmounts their tmpfs and subpath binds.

@@ -100,7 +100,7 @@ pub use status::{
     ContainerHash, ContainerState, ContainerStatus, ContainerType, PodStatus, RunningContainer,
     RunningPod, RunningSandbox,
 };
-pub use volume::PodVolumes;
+pub use volume::{PodVolumes, PrepareSubpath, Subpath, Subpaths};
 
 /// The CRI `runtime.v1` messages that statuses carry (from `k8s-cri`).
 pub use k8s_cri::v1 as cri;

@@ -275,6 +275,31 @@ pub fn pod_sandbox_config(
 /// Expands `$(VAR)` references from `env`; `$$` escapes a `$`, and an
 /// unknown reference stays as written (upstream `expansion.Expand`).
 pub fn expand(input: &str, env: &HashMap<String, String>) -> String {
+    expand_with(input, |name| env.get(name).map(String::as_str))
+}
+
+/// A `subPathExpr` expanded from the container's environment (upstream
+/// `ExpandContainerVolumeMounts`, `pkg/kubelet/container/helpers.go`): a
+/// reference to a variable that is unset or empty is an error naming them.
+pub fn expand_sub_path_expr(expr: &str, env: &HashMap<String, String>) -> Result<String, String> {
+    let mut missing = std::collections::BTreeSet::new();
+    let expanded = expand_with(expr, |name| match env.get(name) {
+        Some(v) if !v.is_empty() => Some(v.as_str()),
+        _ => {
+            missing.insert(name.to_owned());
+            Some("")
+        }
+    });
+    if missing.is_empty() {
+        Ok(expanded)
+    } else {
+        let names: Vec<String> = missing.into_iter().collect();
+        Err(format!("missing value for {}", names.join(", ")))
+    }
+}
+
+/// [`expand`] with `lookup` for the values; `None` keeps `$(name)`.
+fn expand_with<'a>(input: &str, mut lookup: impl FnMut(&str) -> Option<&'a str>) -> String {
     let mut out = String::with_capacity(input.len());
     let mut rest = input;
     while let Some(pos) = rest.find('$') {
@@ -287,7 +312,7 @@ pub fn expand(input: &str, env: &HashMap<String, String>) -> String {
             match body.find(')') {
                 Some(end) => {
                     let name = &body[..end];
-                    match env.get(name) {
+                    match lookup(name) {
                         Some(v) => out.push_str(v),
                         None => {
                             out.push_str("$(");
@@ -586,44 +611,72 @@ pub fn container_config(
         Error::CreateContainerConfig {
             pod: crate::pod_name(pod),
             container: container.name.clone(),
-            source: Box::new(source),
+            source: Box::new(source.into()),
         }
     })?;
     let lookup: HashMap<String, String> = env.iter().cloned().collect();
     let mut mounts = Vec::new();
+    // Upstream `makeMounts` (`pkg/kubelet/kubelet_pods.go`): every error
+    // here is this container's CreateContainerConfigError, not the pod's.
+    let config_error = |reason: String| Error::CreateContainerConfig {
+        pod: crate::pod_name(pod),
+        container: container.name.clone(),
+        source: Box::new(crate::ContainerConfigError::Mount(reason)),
+    };
     for (index, m) in container.volume_mounts.iter().flatten().enumerate() {
         let Some(host) = volumes.volumes.get(&m.name) else {
-            return Err(Error::InvalidPod {
-                pod: crate::pod_name(pod),
-                reason: format!(
-                    "container {:?} mounts volume {:?}, which is not prepared",
-                    container.name, m.name
-                ),
-            });
+            return Err(config_error(format!(
+                "cannot find volume {:?} to mount into container {:?}",
+                m.name, container.name
+            )));
         };
-        let host_path = match m.sub_path.as_deref().filter(|s| !s.is_empty()) {
-            Some(sub) if sub.split('/').any(|p| p == "..") || sub.starts_with('/') => {
-                return Err(Error::InvalidPod {
-                    pod: crate::pod_name(pod),
-                    reason: format!("subPath {sub:?} must be relative and stay in the volume"),
-                });
+        let sub = match m.sub_path_expr.as_deref().filter(|s| !s.is_empty()) {
+            Some(expr) => expand_sub_path_expr(expr, &lookup).map_err(config_error)?,
+            None => m.sub_path.clone().unwrap_or_default(),
+        };
+        let host_path = if sub.is_empty() {
+            host.clone()
+        } else {
+            if sub.starts_with('/') {
+                return Err(config_error(format!(
+                    "error SubPath `{sub}` must not be an absolute path"
+                )));
+            }
+            if sub.split('/').any(|p| p == "..") {
+                return Err(config_error(format!(
+                    "unable to provision SubPath `{sub}`: must not contain '..'"
+                )));
             }
             // Only a subpath the volume manager opened beneath its volume
             // and bind-mounted: never the string joined to the volume path,
             // which a symlink inside the volume could redirect.
-            Some(sub) => match volumes.subpaths.get(&(container.name.clone(), index)) {
-                Some(p) => p.clone(),
-                None => {
-                    return Err(Error::InvalidPod {
-                        pod: crate::pod_name(pod),
-                        reason: format!(
-                            "container {:?}: subPath {sub:?} of volume {:?} was not prepared",
-                            container.name, m.name
-                        ),
-                    });
+            let prepared = volumes.subpaths.as_ref().map(|p| {
+                p.0.prepare(&kubelet_container::Subpath {
+                    container: &container.name,
+                    index,
+                    volume: &m.name,
+                    volume_path: host,
+                    path: &sub,
+                })
+            });
+            match prepared {
+                Some(Ok(path)) => path,
+                failed => {
+                    // The details stay in the log: they describe the host
+                    // (upstream reports the same plain message).
+                    if let Some(Err(e)) = failed {
+                        tracing::warn!(
+                            pod = %crate::pod_name(pod), container = %container.name,
+                            volume = %m.name, error = %e,
+                            "failed to prepare subPath for volumeMount"
+                        );
+                    }
+                    return Err(config_error(format!(
+                        "failed to prepare subPath for volumeMount {:?} of container {:?}",
+                        m.name, container.name
+                    )));
                 }
-            },
-            None => host.clone(),
+            }
         };
         mounts.push(api::Mount {
             container_path: m.mount_path.clone(),
@@ -1209,5 +1262,138 @@ mod tests {
         assert_eq!(expand("$(A)-$(B)-$$(A)-$", &env), "x-$(B)-$(A)-$");
         assert_eq!(expand("$(A", &env), "$(A");
         assert_eq!(expand("plain", &env), "plain");
+    }
+
+    #[test]
+    fn sub_path_expr_needs_every_variable_set_and_non_empty() {
+        let env: HashMap<String, String> = [("POD", "web"), ("EMPTY", "")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        assert_eq!(
+            expand_sub_path_expr("logs/$(POD)", &env),
+            Ok("logs/web".into())
+        );
+        assert_eq!(expand_sub_path_expr("$$(POD)", &env), Ok("$(POD)".into()));
+        assert_eq!(
+            expand_sub_path_expr("$(NOPE)/$(EMPTY)/$(POD)", &env),
+            Err("missing value for EMPTY, NOPE".into())
+        );
+    }
+
+    /// Records what it prepares; refuses the subpath `deny`.
+    #[derive(Default)]
+    struct RecordingSubpaths(std::sync::Mutex<Vec<(String, usize, String, String)>>);
+
+    impl kubelet_container::PrepareSubpath for RecordingSubpaths {
+        fn prepare(
+            &self,
+            s: &kubelet_container::Subpath<'_>,
+        ) -> Result<std::path::PathBuf, Box<dyn std::error::Error + Send + Sync>> {
+            if s.path == "deny" {
+                return Err("/host/secret/path is a symlink out of the volume".into());
+            }
+            self.0.lock().expect("lock").push((
+                s.container.to_owned(),
+                s.index,
+                s.volume.to_owned(),
+                s.path.to_owned(),
+            ));
+            Ok(std::path::PathBuf::from(format!("/prepared/{}", s.index)))
+        }
+    }
+
+    #[test]
+    fn sub_paths_are_prepared_per_container_and_their_errors_are_its_own() {
+        let mounts = |mounts: serde_json::Value| -> k8s_openapi::api::core::v1::Pod {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "p", "namespace": "ns", "uid": "u1"},
+                "spec": {"containers": [{"name": "c", "image": "busybox",
+                    "env": [{"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                        {"name": "ABS", "value": "/etc"}, {"name": "UP", "value": "../x"}],
+                    "volumeMounts": mounts}]}
+            }))
+            .expect("pod")
+        };
+        let recorder = std::sync::Arc::new(RecordingSubpaths::default());
+        let volumes = PodVolumes {
+            volumes: [("v".to_owned(), std::path::PathBuf::from("/vol"))].into(),
+            subpaths: Some(kubelet_container::Subpaths(recorder.clone())),
+            ..PodVolumes::default()
+        };
+        let opts = ConfigOptions::new(std::sync::Arc::new(NoLimits));
+        let config = |pod: &k8s_openapi::api::core::v1::Pod, volumes: &PodVolumes| {
+            container_config(
+                pod,
+                &pod.spec.as_ref().expect("spec").containers[0],
+                crate::labels::ContainerType::Regular,
+                0,
+                "sha256:1",
+                &[],
+                volumes,
+                &opts,
+            )
+        };
+        let message = |r: Result<api::ContainerConfig, Error>| match r {
+            Err(Error::CreateContainerConfig {
+                container, source, ..
+            }) => {
+                assert_eq!(container, "c");
+                source.to_string()
+            }
+            other => panic!("expected CreateContainerConfig, got {other:?}"),
+        };
+
+        let pod = mounts(serde_json::json!([
+            {"name": "v", "mountPath": "/whole"},
+            {"name": "v", "mountPath": "/sub", "subPath": "a/b"},
+            {"name": "v", "mountPath": "/expr", "subPathExpr": "logs/$(POD)"}
+        ]));
+        let got = config(&pod, &volumes).expect("config");
+        let host: Vec<&str> = got.mounts.iter().map(|m| m.host_path.as_str()).collect();
+        assert_eq!(host[..3], ["/vol", "/prepared/1", "/prepared/2"]);
+        assert_eq!(
+            *recorder.0.lock().expect("lock"),
+            [
+                ("c".to_owned(), 1, "v".to_owned(), "a/b".to_owned()),
+                ("c".to_owned(), 2, "v".to_owned(), "logs/p".to_owned())
+            ]
+        );
+
+        for (mount, want) in [
+            (
+                serde_json::json!({"name": "v", "mountPath": "/x", "subPathExpr": "$(NOPE)"}),
+                "missing value for NOPE",
+            ),
+            (
+                serde_json::json!({"name": "v", "mountPath": "/x", "subPathExpr": "$(ABS)"}),
+                "error SubPath `/etc` must not be an absolute path",
+            ),
+            (
+                serde_json::json!({"name": "v", "mountPath": "/x", "subPathExpr": "$(UP)"}),
+                "unable to provision SubPath `../x`: must not contain '..'",
+            ),
+            (
+                serde_json::json!({"name": "v", "mountPath": "/x", "subPath": "deny"}),
+                "failed to prepare subPath for volumeMount \"v\" of container \"c\"",
+            ),
+            (
+                serde_json::json!({"name": "gone", "mountPath": "/x"}),
+                "cannot find volume \"gone\" to mount into container \"c\"",
+            ),
+        ] {
+            let pod = mounts(serde_json::json!([mount]));
+            assert_eq!(message(config(&pod, &volumes)), want);
+        }
+        // Without a volume manager to prepare it, a subPath is refused.
+        let pod = mounts(serde_json::json!([{"name": "v", "mountPath": "/x", "subPath": "a"}]));
+        let bare = PodVolumes {
+            subpaths: None,
+            ..volumes.clone()
+        };
+        assert_eq!(
+            message(config(&pod, &bare)),
+            "failed to prepare subPath for volumeMount \"v\" of container \"c\""
+        );
     }
 }

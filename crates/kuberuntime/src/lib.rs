@@ -115,6 +115,21 @@ pub use kubelet_container::RuntimeReader;
 pub use manager::{CriRuntime, ImagePullPolicy, MINIMUM_GRACE_PERIOD, RuntimeManager, pull_policy};
 pub use status::{ContainerState, ContainerStatus, PodStatus, RunningPod};
 
+/// Why a container's config cannot be made (the `source` of
+/// [`Error::CreateContainerConfig`]), in upstream's words.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ContainerConfigError {
+    /// Its environment (upstream `makeEnvironmentVariables`).
+    #[error(transparent)]
+    Env(#[from] kubelet_container::env::EnvError),
+    /// Its mounts (upstream `makeMounts`: `cannot find volume "v" to mount
+    /// into container "c"`, `failed to prepare subPath for volumeMount "v"
+    /// of container "c"`, ...).
+    #[error("{0}")]
+    Mount(String),
+}
+
 /// Errors of this crate. Each names the pod (`namespace/name`) and, where
 /// it applies, the container or image.
 #[derive(Debug, thiserror::Error)]
@@ -185,9 +200,11 @@ pub enum Error {
     },
     /// The container's config could not be made: its environment refers
     /// to a Secret, ConfigMap or key that is missing, or to a field the
-    /// kubelet cannot fill (upstream `ErrCreateContainerConfig`, waiting
-    /// reason `CreateContainerConfigError`, with `source` as its message).
-    /// Only this container fails; the sync goes on with the others.
+    /// kubelet cannot fill, or a mount cannot be made (a missing volume, a
+    /// `subPath` that cannot be prepared) (upstream
+    /// `ErrCreateContainerConfig`, waiting reason
+    /// `CreateContainerConfigError`, with `source` as its message). Only
+    /// this container fails; the sync goes on with the others.
     #[error("pod {pod}: container {container:?}: CreateContainerConfigError: {source}")]
     CreateContainerConfig {
         /// The pod.
@@ -195,7 +212,7 @@ pub enum Error {
         /// The container.
         container: String,
         /// Upstream's message (`secret "x" not found`, ...).
-        source: Box<kubelet_container::env::EnvError>,
+        source: Box<ContainerConfigError>,
     },
     /// CreateContainer failed (upstream `ErrCreateContainer`).
     #[error("pod {pod}: creating container {container:?}: {source}")]

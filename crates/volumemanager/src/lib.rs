@@ -29,15 +29,18 @@
 //!    (upstream `pkg/volume/util/atomic_writer.go`): files appear as
 //!    `key -> ..data/key` symlinks and an update swaps `..data`, so readers
 //!    never see a half-updated set; unchanged contents write nothing;
-//! 2. [`prepare_pod_volumes`] (sync) makes every other volume and the
-//!    `subPath` mounts and returns every volume's directory; it refuses a
-//!    secret, configMap or projected volume that step 1 never wrote (a
-//!    standalone kubelet has no API server to read them from).
+//! 2. [`prepare_pod_volumes`] (sync) makes every other volume and returns
+//!    every volume's directory; it refuses a secret, configMap or projected
+//!    volume that step 1 never wrote (a standalone kubelet has no API
+//!    server to read them from). The `subPath` (and expanded `subPathExpr`)
+//!    mounts are prepared later, when each container is created, by the
+//!    [`SafeSubpaths`] it returns, as upstream `makeMounts` does: a subpath
+//!    that cannot be prepared fails that container only.
 //!
 //! DownwardAPI volumes are written with the same atomic writer (upstream
 //! does so too). Secret, configMap, projected and downwardAPI volumes are
 //! read-only for containers upstream: [`read_only_volumes`] names them
-//! (see its docs: [`PodVolumes`] does not carry that yet).
+//! ([`PodVolumes::read_only`]).
 //!
 //! Safety: a `subPath` is opened with `openat2(RESOLVE_BENEATH)` from the
 //! volume's root, missing directories are made one component at a time
@@ -66,9 +69,10 @@ pub use atomic_writer::{AtomicWriter, DATA_DIR_NAME, FileProjection, Payload, cl
 use std::collections::BTreeMap;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{DownwardAPIVolumeFile, Pod};
-use kubelet_container::PodVolumes;
+use kubelet_container::{PodVolumes, PrepareSubpath, Subpath, Subpaths};
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 
@@ -247,8 +251,9 @@ pub struct VolumeContext {
     pub allocatable_milli_cpu: Option<i64>,
 }
 
-/// Creates the pod's directories and volumes and prepares every `subPath`
-/// mount of its containers; returns what the runtime mounts.
+/// Creates the pod's directories and volumes; returns what the runtime
+/// mounts, with the [`SafeSubpaths`] that prepare `subPath` mounts when
+/// each container is created.
 pub fn prepare_pod_volumes(
     root: &Path,
     pod: &Pod,
@@ -342,26 +347,10 @@ pub fn prepare_pod_volumes(
         };
         out.volumes.insert(v.name.clone(), path);
     }
-    let containers = spec
-        .into_iter()
-        .flat_map(|s| s.init_containers.iter().flatten().chain(&s.containers));
-    for c in containers {
-        for (index, m) in c.volume_mounts.iter().flatten().enumerate() {
-            let Some(sub) = m.sub_path.as_deref().filter(|s| !s.is_empty()) else {
-                continue;
-            };
-            let Some(volume) = out.volumes.get(&m.name) else {
-                continue; // the runtime reports the missing volume
-            };
-            let target = dir
-                .join("volume-subpaths")
-                .join(&m.name)
-                .join(&c.name)
-                .join(index.to_string());
-            prepare_subpath(&name, volume, sub, &target, &mut mounts)?;
-            out.subpaths.insert((c.name.clone(), index), target);
-        }
-    }
+    out.subpaths = Some(Subpaths(Arc::new(SafeSubpaths {
+        pod: name,
+        pod_dir: dir.clone(),
+    })));
     out.etc_hosts = Some(dir.join("etc-hosts"));
     out.pod_dir = Some(dir);
     Ok(out)
@@ -694,6 +683,47 @@ fn safe_mkdir_all(root: &OwnedFd, sub: &str) -> Result<(), Errno> {
     Ok(())
 }
 
+/// Prepares a container's `subPath` mounts when it is created (upstream
+/// `subpath.Interface.PrepareSafeSubpath`, `pkg/volume/util/subpath/subpath_linux.go`):
+/// the subpath is opened beneath its volume and that descriptor is
+/// bind-mounted at `<pod dir>/volume-subpaths/<volume>/<container>/<index>`,
+/// the path handed to the runtime. Made by [`prepare_pod_volumes`].
+#[derive(Debug, Clone)]
+pub struct SafeSubpaths {
+    pod: String,
+    pod_dir: PathBuf,
+}
+
+impl PrepareSubpath for SafeSubpaths {
+    fn prepare(
+        &self,
+        subpath: &Subpath<'_>,
+    ) -> Result<PathBuf, Box<dyn std::error::Error + Send + Sync>> {
+        for name in [subpath.volume, subpath.container] {
+            if !is_plain_name(name) {
+                return Err(Box::new(invalid(
+                    &self.pod,
+                    format!("unusable name {name:?}"),
+                )));
+            }
+        }
+        let target = self
+            .pod_dir
+            .join("volume-subpaths")
+            .join(subpath.volume)
+            .join(subpath.container)
+            .join(subpath.index.to_string());
+        prepare_subpath(
+            &self.pod,
+            subpath.volume_path,
+            subpath.path,
+            &target,
+            &mut Mounts::default(),
+        )?;
+        Ok(target)
+    }
+}
+
 fn prepare_subpath(
     pod: &str,
     volume: &Path,
@@ -706,9 +736,6 @@ fn prepare_subpath(
             pod,
             format!("subPath {sub:?} must be relative and stay in the volume"),
         ));
-    }
-    if mounts.contains(target)? {
-        return Ok(()); // bound by an earlier sync
     }
     let root = rustix::fs::open(
         volume,
@@ -737,10 +764,21 @@ fn prepare_subpath(
         }
         Err(e) => return Err(escapes(e)),
     };
-    let is_dir = rustix::fs::fstat(fd.as_fd())
-        .map(|st| rustix::fs::FileType::from_raw_mode(st.st_mode).is_dir())
-        .map_err(errno(&volume.join(sub)))?;
-    if is_dir {
+    let stat = rustix::fs::fstat(fd.as_fd()).map_err(errno(&volume.join(sub)))?;
+    if mounts.contains(target)? {
+        // Bound when the container was created before: kept while it is
+        // still what the subpath names (upstream `checkSubPathFileEqual`),
+        // else replaced (a `subPathExpr` that expands differently now, or
+        // a file the container replaced).
+        let same = rustix::fs::stat(target)
+            .is_ok_and(|t| t.st_dev == stat.st_dev && t.st_ino == stat.st_ino);
+        if same {
+            return Ok(());
+        }
+        rustix::mount::unmount(target, rustix::mount::UnmountFlags::DETACH)
+            .map_err(errno(target))?;
+    }
+    if rustix::fs::FileType::from_raw_mode(stat.st_mode).is_dir() {
         std::fs::create_dir_all(target).map_err(io(target))?;
     } else {
         if let Some(parent) = target.parent() {
@@ -1047,6 +1085,18 @@ mod tests {
         assert!(volume.join("new/dir").is_dir());
         std::fs::write(volume.join("new/dir/f"), "hi").expect("write through volume");
         assert_eq!(std::fs::read_to_string(made.join("f")).expect("bind"), "hi");
+        // At the next container start: the same subpath keeps its bind; a
+        // subpath that names something else now (a `subPathExpr` expanding
+        // differently) replaces it, leaving one mount.
+        prepare_subpath("p", &volume, "new/dir", &made, &mut Mounts::default()).expect("again");
+        assert_eq!(std::fs::read_to_string(made.join("f")).expect("kept"), "hi");
+        std::fs::write(volume.join("inside/g"), "other").expect("write inside");
+        prepare_subpath("p", &volume, "inside", &made, &mut Mounts::default()).expect("rebind");
+        assert_eq!(
+            std::fs::read_to_string(made.join("g")).expect("new"),
+            "other"
+        );
+        assert!(!made.join("f").exists(), "the old bind is gone");
         // Removing the pod dir unmounts first and never deletes through a bind.
         remove_pod_dir(&root.path().join(""), "x").expect("remove");
         assert!(!root.path().join("pods/x").exists());
