@@ -1162,3 +1162,247 @@ async fn pods_resolv_conf_follows_their_dns_policy() {
         let _ = node.pods().delete(&name, &DeleteParams::default()).await;
     }
 }
+
+/// Runs `cmd` in a container through the CRI; its stdout.
+async fn exec(node: &ClusterNode, id: &str, cmd: &str) -> String {
+    let out = node
+        .cri
+        .exec_sync(
+            id,
+            vec!["sh".into(), "-c".into(), cmd.into()],
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("exec {cmd:?}: {e}"));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Secret, configMap (items, modes) and projected volumes (a service
+/// account token, `kube-root-ca.crt`, downward API) hold what upstream's
+/// plugins write (`pkg/volume/secret`, `configmap`, `projected`): files as
+/// `key -> ..data/key` links, the modes asked for, the secret on a tmpfs,
+/// all mounted read-only; the token authenticates to the API server as the
+/// pod's service account, bound to the pod; an edited ConfigMap reaches the
+/// volume, and a reader of one `..data` generation never sees a mix of old
+/// and new keys (`atomic_writer.go`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn api_volumes_hold_upstreams_files_and_the_token_authenticates() {
+    use k8s_openapi::api::authentication::v1::TokenReview;
+    use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+    let Some(node) = ClusterNode::start("e2e-cluster-vol").await else {
+        return;
+    };
+    node.wait_ready("True", Duration::from_secs(90)).await;
+    let pp = PostParams::default();
+    let secrets: Api<Secret> = Api::namespaced(node.admin.clone(), "default");
+    let config_maps: Api<ConfigMap> = Api::namespaced(node.admin.clone(), "default");
+    let secret: Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "creds"},
+        "stringData": {"username": "admin", "password": "s3cret"}
+    }))
+    .expect("secret");
+    secrets.create(&pp, &secret).await.expect("create secret");
+    let cm = |generation: &str| -> ConfigMap {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "settings"},
+            "data": {"mode": "fast", "a": generation, "b": generation}
+        }))
+        .expect("configmap")
+    };
+    config_maps
+        .create(&pp, &cm("v1"))
+        .await
+        .expect("create configmap");
+    // Reads both keys of one `..data` generation again and again; a pair
+    // that differs is a torn update.
+    let reader = "n=0; while true; do d=$(readlink /etc/settings/..data); \
+        a=$(cat /etc/settings/$d/a 2>/dev/null); b=$(cat /etc/settings/$d/b 2>/dev/null); \
+        if [ -n \"$a\" ] && [ -n \"$b\" ] && [ \"$a\" != \"$b\" ]; then echo \"$a $b\" >> /tmp/mix; fi; \
+        n=$((n+1)); echo $n > /tmp/reads; sleep 0.02; done";
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "vols", "namespace": "default", "labels": {"app": "vols"}},
+        "spec": {
+            "nodeName": node.name,
+            "terminationGracePeriodSeconds": 1,
+            "automountServiceAccountToken": false,
+            "volumes": [
+                {"name": "creds", "secret": {"secretName": "creds", "defaultMode": 0o400}},
+                {"name": "settings", "configMap": {"name": "settings", "items": [
+                    {"key": "mode", "path": "conf/mode", "mode": 0o600},
+                    {"key": "a", "path": "a"}, {"key": "b", "path": "b"}]}},
+                {"name": "token", "projected": {"sources": [
+                    {"serviceAccountToken": {"path": "token", "expirationSeconds": 3600}},
+                    {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+                    {"downwardAPI": {"items": [{"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}}]}}
+                ]}}
+            ],
+            "containers": [{
+                "name": "app",
+                "image": "localhost/busybox:latest",
+                "imagePullPolicy": "Never",
+                "command": ["sh", "-c", reader],
+                "env": [
+                    {"name": "CRED_USER", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "username"}}},
+                    {"name": "MODE", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "mode"}}}
+                ],
+                "volumeMounts": [
+                    {"name": "creds", "mountPath": "/etc/creds"},
+                    {"name": "settings", "mountPath": "/etc/settings"},
+                    {"name": "token", "mountPath": "/var/run/secrets/tokens"}
+                ]
+            }]
+        }
+    }))
+    .expect("pod");
+    node.pods().create(&pp, &pod).await.expect("create vols");
+    let id = wait_for("vols running", Duration::from_secs(90), || async {
+        node.running_containers()
+            .await
+            .remove(&("vols".to_owned(), "app".to_owned()))
+    })
+    .await;
+
+    // The files, their links and modes, as upstream writes them.
+    assert_eq!(exec(&node, &id, "cat /etc/creds/password").await, "s3cret");
+    assert_eq!(exec(&node, &id, "cat /etc/creds/username").await, "admin");
+    let listing = exec(&node, &id, "ls -a /etc/creds").await;
+    let names: Vec<&str> = listing.split_whitespace().collect();
+    assert!(names.contains(&"..data"), "{listing}");
+    assert_eq!(
+        exec(&node, &id, "readlink /etc/creds/password")
+            .await
+            .trim(),
+        "..data/password"
+    );
+    let perms = |path: &'static str| {
+        let node = &node;
+        let id = &id;
+        async move {
+            let line = exec(node, id, &format!("ls -lLn {path}")).await;
+            line.split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_owned()
+        }
+    };
+    assert_eq!(perms("/etc/creds/password").await, "-r--------");
+    assert_eq!(
+        exec(&node, &id, "cat /etc/settings/conf/mode").await,
+        "fast"
+    );
+    assert_eq!(perms("/etc/settings/conf/mode").await, "-rw-------");
+    assert_eq!(perms("/etc/settings/a").await, "-rw-r--r--");
+    assert_eq!(
+        exec(&node, &id, "ls /etc/settings")
+            .await
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["a", "b", "conf"],
+        "only the items asked for"
+    );
+    let ca = exec(&node, &id, "cat /var/run/secrets/tokens/ca.crt").await;
+    assert!(ca.starts_with("-----BEGIN CERTIFICATE-----"), "{ca}");
+    assert_eq!(
+        exec(&node, &id, "cat /var/run/secrets/tokens/labels").await,
+        "app=\"vols\""
+    );
+    let mounts = exec(&node, &id, "cat /proc/mounts").await;
+    let mount = |at: &str| {
+        mounts
+            .lines()
+            .find(|l| l.split(' ').nth(1) == Some(at))
+            .unwrap_or_else(|| panic!("{at} not mounted: {mounts}"))
+            .to_owned()
+    };
+    for at in ["/etc/creds", "/etc/settings", "/var/run/secrets/tokens"] {
+        let line = mount(at);
+        let options = line.split(' ').nth(3).unwrap_or_default();
+        assert!(
+            options.split(',').any(|o| o == "ro"),
+            "{at} not read-only: {line}"
+        );
+    }
+    assert!(
+        mount("/etc/creds").starts_with("tmpfs "),
+        "the secret is on a tmpfs"
+    );
+    let env = exec(&node, &id, "env").await;
+    for want in ["CRED_USER=admin", "MODE=fast"] {
+        assert!(env.lines().any(|l| l == want), "{want} not in:\n{env}");
+    }
+
+    // The token is the pod's service account's, bound to the pod.
+    let token = exec(&node, &id, "cat /var/run/secrets/tokens/token").await;
+    let review: TokenReview = serde_json::from_value(serde_json::json!({
+        "spec": {"token": token}
+    }))
+    .expect("review");
+    let reviews: Api<TokenReview> = Api::all(node.admin.clone());
+    let status = reviews
+        .create(&pp, &review)
+        .await
+        .expect("TokenReview")
+        .status
+        .expect("review status");
+    assert_eq!(status.authenticated, Some(true), "{:?}", status.error);
+    let user = status.user.expect("user");
+    assert_eq!(
+        user.username.as_deref(),
+        Some("system:serviceaccount:default:default")
+    );
+    let extra = user.extra.unwrap_or_default();
+    assert_eq!(
+        extra.get("authentication.kubernetes.io/pod-name"),
+        Some(&vec!["vols".to_owned()]),
+        "bound to the pod: {extra:?}"
+    );
+
+    // An edit reaches the volume, all keys at once.
+    config_maps
+        .replace("settings", &pp, &{
+            let mut next = cm("v2");
+            next.metadata.resource_version = config_maps
+                .get("settings")
+                .await
+                .expect("get configmap")
+                .metadata
+                .resource_version;
+            next
+        })
+        .await
+        .expect("edit configmap");
+    wait_for(
+        "the edited ConfigMap in the volume",
+        Duration::from_secs(150),
+        || async {
+            (exec(&node, &id, "cat /etc/settings/a /etc/settings/b").await == "v2v2").then_some(())
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let reads: u64 = exec(&node, &id, "cat /tmp/reads")
+        .await
+        .trim()
+        .parse()
+        .expect("the reader ran");
+    assert!(reads > 10, "the reader ran {reads} times");
+    assert_eq!(
+        exec(&node, &id, "cat /tmp/mix 2>/dev/null").await,
+        "",
+        "a reader saw a torn update"
+    );
+    node.pods()
+        .delete("vols", &DeleteParams::default())
+        .await
+        .expect("delete vols");
+    wait_for("vols gone", Duration::from_secs(60), || async {
+        node.pods()
+            .get_opt("vols")
+            .await
+            .ok()
+            .flatten()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+}
