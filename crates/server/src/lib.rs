@@ -102,12 +102,14 @@
 //! # }
 //! ```
 
+pub mod auth;
 mod body;
 mod healthz;
 pub mod logs;
 mod metrics;
 mod router;
 mod server;
+pub mod tls;
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -119,7 +121,7 @@ pub use healthz::{HEALTHZ_CHECKS, HealthCheck};
 pub use kubelet_container::stats::Summary;
 pub use metrics::{ContainerStateLabel, Metrics, PodWorkerOperation};
 pub use router::{ROUTES, Route, RouteId, Segment};
-pub use server::{Server, ServerConfig};
+pub use server::{Server, ServerAuth, ServerConfig};
 
 /// The one error type of this crate.
 #[derive(Debug, thiserror::Error)]
@@ -153,6 +155,10 @@ pub enum Error {
     /// JSON encoding failed.
     #[error("json: {0}")]
     Json(#[from] serde_json::Error),
+    /// The TLS configuration cannot be used (a file, a cipher suite, a
+    /// version); the message names the field or file.
+    #[error("node API TLS: {0}")]
+    Tls(String),
 }
 
 /// Where a container's log is, as answered by [`NodeApi::container_log`].

@@ -22,6 +22,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::{Authenticator, Authorizer, Credentials, UserInfo};
 use crate::body::ResponseBody;
 use crate::healthz::{self, HealthCheck};
 use crate::logs::{self, LogOptions, LogQueryError};
@@ -31,11 +32,33 @@ use crate::{Error, LogLookup, Metrics, NodeApi};
 const TEXT_PLAIN: &str = "text/plain; charset=utf-8";
 const APPLICATION_JSON: &str = "application/json";
 
+/// Who may use the node API: requests are authenticated, then authorized
+/// for `nodes/<subresource>` of `node_name` (see [`crate::auth`]).
+#[derive(Clone)]
+pub struct ServerAuth {
+    /// Identifies the user of a request.
+    pub authenticator: Arc<dyn Authenticator>,
+    /// Decides what the user may do.
+    pub authorizer: Arc<dyn Authorizer>,
+    /// The node's name (the `name` of the authorized attributes).
+    pub node_name: String,
+}
+
+impl std::fmt::Debug for ServerAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerAuth")
+            .field("node_name", &self.node_name)
+            .finish_non_exhaustive()
+    }
+}
+
 /// How to run the node API server.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
     addr: SocketAddr,
     allow_non_loopback: bool,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    auth: Option<ServerAuth>,
     sync_loop_threshold: Duration,
     max_log_streams: usize,
     shutdown_grace: Duration,
@@ -53,6 +76,8 @@ impl ServerConfig {
         ServerConfig {
             addr,
             allow_non_loopback: false,
+            tls: None,
+            auth: None,
             sync_loop_threshold: Duration::from_secs(5 * 60),
             max_log_streams: 128,
             shutdown_grace: Duration::from_secs(10),
@@ -66,11 +91,27 @@ impl ServerConfig {
         self.addr
     }
 
-    /// Allow a non-loopback address. The server has no authentication, so
-    /// this exposes pod specs (with their env), configuration and logs to
-    /// whoever reaches the address; only do it behind another guard.
+    /// Allow a non-loopback address without TLS and authentication. That
+    /// exposes pod specs (with their env), configuration and logs to
+    /// whoever reaches the address; only do it behind another guard. With
+    /// [`ServerConfig::tls`] and [`ServerConfig::auth`] both set, any
+    /// address is allowed without this.
     pub fn allow_non_loopback(mut self, allow: bool) -> Self {
         self.allow_non_loopback = allow;
+        self
+    }
+
+    /// Serve HTTPS with `config` (see [`crate::tls::server_config`]); a
+    /// client certificate it verified authenticates its requests.
+    pub fn tls(mut self, config: Arc<rustls::ServerConfig>) -> Self {
+        self.tls = Some(config);
+        self
+    }
+
+    /// Authenticate and authorize every request (upstream
+    /// `InstallAuthFilter`); without it every request is served.
+    pub fn auth(mut self, auth: ServerAuth) -> Self {
+        self.auth = Some(auth);
         self
     }
 
@@ -188,21 +229,10 @@ impl Server {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
-                        let header_read_timeout = state.config.header_read_timeout;
                         let state = state.clone();
-                        let svc = service_fn(move |req| {
-                            let state = state.clone();
-                            async move { Ok::<_, Infallible>(handle(state, req).await) }
-                        });
-                        let conn = http1::Builder::new()
-                            .timer(TokioTimer::new())
-                            .header_read_timeout(header_read_timeout)
-                            .serve_connection(TokioIo::new(stream), svc);
-                        let conn = graceful.watch(conn);
+                        let watcher = graceful.watcher();
                         tokio::spawn(async move {
-                            if let Err(e) = conn.await {
-                                tracing::debug!(%peer, error = %e, "node API connection ended with an error");
-                            }
+                            serve_connection(state, stream, peer, watcher).await;
                         });
                     }
                     Err(e) => {
@@ -226,8 +256,74 @@ impl Server {
     }
 }
 
+/// One connection: the TLS handshake when configured (bounded by the
+/// header read timeout), then HTTP/1 with the client certificate's user,
+/// if any, for every request on it.
+async fn serve_connection(
+    state: Arc<State>,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    watcher: hyper_util::server::graceful::Watcher,
+) {
+    let header_read_timeout = state.config.header_read_timeout;
+    let Some(tls) = state.config.tls.clone() else {
+        let svc = service(state, None);
+        let conn = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_read_timeout)
+            .serve_connection(TokioIo::new(stream), svc);
+        if let Err(e) = watcher.watch(conn).await {
+            tracing::debug!(%peer, error = %e, "node API connection ended with an error");
+        }
+        return;
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let stream = match tokio::time::timeout(header_read_timeout, acceptor.accept(stream)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "node API TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "node API TLS handshake timed out");
+            return;
+        }
+    };
+    let user = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|certs| certs.first())
+        .and_then(|leaf| crate::tls::client_certificate_user(leaf.as_ref()));
+    let svc = service(state, user.map(Arc::new));
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout)
+        .serve_connection(TokioIo::new(stream), svc);
+    if let Err(e) = watcher.watch(conn).await {
+        tracing::debug!(%peer, error = %e, "node API connection ended with an error");
+    }
+}
+
+fn service(
+    state: Arc<State>,
+    client_certificate: Option<Arc<UserInfo>>,
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = Response<ResponseBody>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<Response<ResponseBody>, Infallible>> + Send,
+> + Clone {
+    service_fn(move |req| {
+        let state = state.clone();
+        let user = client_certificate.clone();
+        async move { Ok::<_, Infallible>(handle(state, user.as_deref(), req).await) }
+    })
+}
+
 fn check_loopback(config: &ServerConfig, addr: SocketAddr) -> Result<(), Error> {
-    if !config.allow_non_loopback && !addr.ip().is_loopback() {
+    let secured = config.tls.is_some() && config.auth.is_some();
+    if !config.allow_non_loopback && !secured && !addr.ip().is_loopback() {
         return Err(Error::NonLoopbackAddress(addr));
     }
     Ok(())
@@ -249,9 +345,84 @@ fn with_type(status: StatusCode, ct: &'static str, body: ResponseBody) -> Respon
     r
 }
 
-async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<ResponseBody> {
+/// Upstream `InstallAuthFilter`: `None` lets the request through, else the
+/// answer (`401`, `403`, or `500` when the authorizer cannot be asked).
+async fn check_auth(
+    auth: &ServerAuth,
+    client_certificate: Option<&UserInfo>,
+    req: &Request<Incoming>,
+) -> Option<Response<ResponseBody>> {
+    let bearer_token = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, token) = v.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        })
+        .filter(|t| !t.is_empty());
+    let credentials = Credentials {
+        client_certificate,
+        bearer_token,
+    };
+    let user = match auth.authenticator.authenticate(&credentials).await {
+        Ok(Some(user)) => user,
+        Ok(None) => return Some(text(StatusCode::UNAUTHORIZED, "Unauthorized")),
+        Err(e) => {
+            tracing::info!(error = %e, "node API request not authenticated");
+            return Some(text(StatusCode::UNAUTHORIZED, "Unauthorized"));
+        }
+    };
+    let attrs =
+        crate::auth::request_attributes(&user, req.method(), req.uri().path(), &auth.node_name);
+    for a in &attrs {
+        match auth.authorizer.authorize(a).await {
+            Ok(true) => return None,
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, user = %a.user.name, verb = %a.verb,
+                    subresource = %a.subresource, "node API authorization error");
+                return Some(text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!(
+                        "Authorization error (user={}, verb={}, resource={}, subresource={})",
+                        a.user.name, a.verb, a.resource, a.subresource
+                    ),
+                ));
+            }
+        }
+    }
+    let subresources: Vec<&str> = attrs.iter().map(|a| a.subresource.as_str()).collect();
+    Some(text(
+        StatusCode::FORBIDDEN,
+        format!(
+            "Forbidden (user={}, verb={}, resource=nodes, subresource=[{}])",
+            user.name,
+            attrs.first().map(|a| a.verb.as_str()).unwrap_or_default(),
+            subresources.join(" ")
+        ),
+    ))
+}
+
+async fn handle(
+    state: Arc<State>,
+    client_certificate: Option<&UserInfo>,
+    req: Request<Incoming>,
+) -> Response<ResponseBody> {
     let start = Instant::now();
     let method = req.method().clone();
+    if let Some(auth) = &state.config.auth
+        && let Some(refused) = check_auth(auth, client_certificate, &req).await
+    {
+        tracing::debug!(method = %method, path = req.uri().path(),
+            status = refused.status().as_u16(), "node API request refused");
+        state.metrics.observe_http_request(
+            router::method_bucket(&method),
+            "other",
+            start.elapsed().as_secs_f64(),
+        );
+        return refused;
+    }
     let path = req.uri().path();
     let query = req.uri().query();
     let (response, bucket) = match router::route(&method, path) {

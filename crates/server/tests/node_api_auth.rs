@@ -1,0 +1,372 @@
+//! The node API over TLS with authentication and authorization: client
+//! certificates from the client CA, bearer tokens reviewed by the "API
+//! server", anonymous requests refused, and each request authorized for
+//! `nodes/<subresource>` (upstream `InstallAuthFilter`,
+//! `pkg/kubelet/server/auth.go`).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::{Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use kubelet_server::auth::{
+    AccessReviewer, Attributes, AuthError, NodeAuthenticator, TokenReviewer, UserInfo,
+    WebhookAuthorizer,
+};
+use kubelet_server::tls::{self, TlsOptions};
+use kubelet_server::{Metrics, Server, ServerAuth, ServerConfig};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+/// A CA and what it signs.
+struct Ca {
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    pem: String,
+}
+
+fn ca(name: &str) -> Ca {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::default();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    let cert = params.self_signed(&key).unwrap();
+    Ca {
+        pem: cert.pem(),
+        issuer: rcgen::Issuer::new(params, key),
+    }
+}
+
+/// A client certificate for `cn` in `orgs`, signed by `ca`; `expired`
+/// makes one whose validity ended yesterday.
+fn client_cert(ca: &Ca, cn: &str, orgs: &[&str], expired: bool) -> (String, String) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::default();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, cn);
+    for o in orgs {
+        params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, *o);
+    }
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    if expired {
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::days(30);
+        params.not_after = now - time::Duration::days(1);
+    }
+    let cert = params.signed_by(&key, &ca.issuer).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+/// Tokens: `bob-token` is bob; `down` cannot be reviewed; others are not
+/// authenticated.
+struct Tokens;
+
+#[async_trait]
+impl TokenReviewer for Tokens {
+    async fn review(&self, token: &str) -> Result<Option<UserInfo>, AuthError> {
+        match token {
+            "bob-token" => Ok(Some(UserInfo {
+                name: "bob".into(),
+                groups: vec!["system:authenticated".into()],
+                ..UserInfo::default()
+            })),
+            "down" => Err(AuthError::Webhook {
+                call: "TokenReview",
+                message: "connection refused".into(),
+            }),
+            _ => Ok(None),
+        }
+    }
+}
+
+/// Alice (and `system:masters`) may do anything; bob only `nodes/stats`.
+#[derive(Default)]
+struct Access(AtomicUsize);
+
+#[async_trait]
+impl AccessReviewer for Access {
+    async fn review(&self, a: &Attributes) -> Result<bool, AuthError> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        assert_eq!((a.resource.as_str(), a.name.as_str()), ("nodes", "node-a"));
+        Ok(a.user.groups.iter().any(|g| g == "system:masters")
+            || (a.user.name == "bob" && a.subresource == "stats"))
+    }
+}
+
+struct Bed {
+    addr: std::net::SocketAddr,
+    server_ca: String,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+async fn start(anonymous: bool) -> (Bed, Ca, Arc<Access>) {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_file, key_file) = tls::self_signed(&dir.path().join("pki"), "127.0.0.1").unwrap();
+    let server_ca = std::fs::read_to_string(&cert_file)
+        .unwrap()
+        .split_inclusive("-----END CERTIFICATE-----\n")
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    let client_ca = ca("client-ca");
+    let ca_file = dir.path().join("client-ca.crt");
+    std::fs::write(&ca_file, &client_ca.pem).unwrap();
+    let tls_config = tls::server_config(&TlsOptions {
+        cert_file,
+        key_file,
+        client_ca_file: Some(ca_file),
+        ..TlsOptions::default()
+    })
+    .unwrap();
+    let access = Arc::new(Access::default());
+    let auth = ServerAuth {
+        authenticator: Arc::new(
+            NodeAuthenticator::new()
+                .with_tokens(Arc::new(Tokens))
+                .with_anonymous(anonymous),
+        ),
+        authorizer: Arc::new(WebhookAuthorizer::new(
+            access.clone(),
+            std::time::Duration::from_secs(300),
+            std::time::Duration::from_secs(30),
+        )),
+        node_name: "node-a".into(),
+    };
+    let host = Arc::new(common::FakeHost::default());
+    host.pods
+        .lock()
+        .unwrap()
+        .push(common::pod("default", "web", 1));
+    let server = Server::bind(
+        ServerConfig::new("127.0.0.1:0".parse().unwrap())
+            .tls(tls_config)
+            .auth(auth),
+        host,
+        Metrics::new().unwrap(),
+    )
+    .await
+    .unwrap();
+    let addr = server.local_addr();
+    let stop = CancellationToken::new();
+    let shutdown = stop.clone().cancelled_owned();
+    let task = tokio::spawn(async move { server.serve(shutdown).await.unwrap() });
+    (
+        Bed {
+            addr,
+            server_ca,
+            stop,
+            task,
+            _dir: dir,
+        },
+        client_ca,
+        access,
+    )
+}
+
+/// A GET over TLS with an optional client certificate and bearer token:
+/// the status and body, or the connection error.
+async fn get(
+    bed: &Bed,
+    cert: Option<&(String, String)>,
+    token: Option<&str>,
+    path: &str,
+) -> Result<(StatusCode, String), String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(bed.server_ca.as_bytes()).unwrap())
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let config = match cert {
+        Some((cert, key)) => builder
+            .with_client_auth_cert(
+                vec![CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()],
+                PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
+            )
+            .unwrap(),
+        None => builder.with_no_client_auth(),
+    };
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = TcpStream::connect(bed.addr).await.unwrap();
+    let name = ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into());
+    let stream = connector
+        .connect(name, tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let mut req = Request::get(path).header("host", "127.0.0.1");
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let resp = sender
+        .send_request(req.body(Empty::<Bytes>::new()).unwrap())
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = resp.status();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+#[tokio::test]
+async fn only_authenticated_and_authorized_requests_are_served() {
+    let (bed, client_ca, access) = start(false).await;
+    let alice = client_cert(&client_ca, "alice", &["system:masters"], false);
+
+    // No credentials, anonymous off: 401.
+    assert_eq!(
+        get(&bed, None, None, "/pods").await,
+        Ok((StatusCode::UNAUTHORIZED, "Unauthorized".into()))
+    );
+    // A client certificate of the client CA: its CN and O are the user.
+    let (status, body) = get(&bed, Some(&alice), None, "/pods").await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.contains("\"PodList\""), "{body}");
+    // A certificate from another CA, or an expired one, never gets a
+    // response.
+    let other = client_cert(&ca("other-ca"), "alice", &["system:masters"], false);
+    assert!(get(&bed, Some(&other), None, "/pods").await.is_err());
+    let expired = client_cert(&client_ca, "alice", &["system:masters"], true);
+    assert!(get(&bed, Some(&expired), None, "/pods").await.is_err());
+    // A token the API server accepts, authorized for nodes/stats only.
+    let (status, _) = get(&bed, None, Some("bob-token"), "/stats/summary")
+        .await
+        .unwrap();
+    assert_ne!(status, StatusCode::FORBIDDEN);
+    assert_ne!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        get(&bed, None, Some("bob-token"), "/pods").await,
+        Ok((
+            StatusCode::FORBIDDEN,
+            "Forbidden (user=bob, verb=get, resource=nodes, subresource=[pods proxy])".into()
+        ))
+    );
+    assert_eq!(
+        get(
+            &bed,
+            None,
+            Some("bob-token"),
+            "/containerLogs/default/web/c0"
+        )
+        .await
+        .map(|(s, _)| s),
+        Ok(StatusCode::FORBIDDEN),
+        "logs need nodes/proxy"
+    );
+    // A token the API server rejects, or cannot review: 401.
+    for t in ["stolen", "down"] {
+        assert_eq!(
+            get(&bed, None, Some(t), "/pods").await.map(|(s, _)| s),
+            Ok(StatusCode::UNAUTHORIZED),
+            "{t}"
+        );
+    }
+    // Unknown paths are authorized as nodes/proxy before they are 404.
+    assert_eq!(
+        get(&bed, None, None, "/debug/pprof/").await.map(|(s, _)| s),
+        Ok(StatusCode::UNAUTHORIZED)
+    );
+    assert_eq!(
+        get(&bed, Some(&alice), None, "/debug/pprof/")
+            .await
+            .map(|(s, _)| s),
+        Ok(StatusCode::NOT_FOUND)
+    );
+    // Allowed decisions are cached: alice's second /pods asks nobody.
+    let before = access.0.load(Ordering::SeqCst);
+    get(&bed, Some(&alice), None, "/pods").await.unwrap();
+    assert_eq!(access.0.load(Ordering::SeqCst), before);
+
+    // Plain HTTP on the TLS port gets nothing.
+    let tcp = TcpStream::connect(bed.addr).await.unwrap();
+    let plain = async {
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
+        tokio::spawn(conn);
+        sender
+            .send_request(Request::get("/pods").body(Empty::<Bytes>::new()).unwrap())
+            .await
+    };
+    assert!(plain.await.is_err());
+
+    bed.stop.cancel();
+    bed.task.await.unwrap();
+}
+
+#[tokio::test]
+async fn anonymous_requests_are_authorized_as_system_anonymous() {
+    let (bed, _, _) = start(true).await;
+    assert_eq!(
+        get(&bed, None, None, "/healthz").await,
+        Ok((
+            StatusCode::FORBIDDEN,
+            "Forbidden (user=system:anonymous, verb=get, resource=nodes, subresource=[healthz proxy])"
+                .into()
+        ))
+    );
+    // A rejected token is not anonymous.
+    assert_eq!(
+        get(&bed, None, Some("stolen"), "/healthz")
+            .await
+            .map(|(s, _)| s),
+        Ok(StatusCode::UNAUTHORIZED)
+    );
+    bed.stop.cancel();
+    bed.task.await.unwrap();
+}
+
+#[tokio::test]
+async fn tls_and_auth_allow_any_address_and_without_them_loopback_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_file, key_file) = tls::self_signed(dir.path(), "node-a").unwrap();
+    let tls_config = tls::server_config(&TlsOptions {
+        cert_file,
+        key_file,
+        ..TlsOptions::default()
+    })
+    .unwrap();
+    let any: std::net::SocketAddr = "0.0.0.0:0".parse().unwrap();
+    let host = || Arc::new(common::FakeHost::default());
+    let err = Server::bind(
+        ServerConfig::new(any).tls(tls_config.clone()),
+        host(),
+        Metrics::new().unwrap(),
+    )
+    .await
+    .expect_err("TLS without auth");
+    assert!(err.to_string().contains("non-loopback"), "{err}");
+    let auth = ServerAuth {
+        authenticator: Arc::new(NodeAuthenticator::new()),
+        authorizer: Arc::new(kubelet_server::auth::AlwaysAllow),
+        node_name: "node-a".into(),
+    };
+    Server::bind(
+        ServerConfig::new(any).tls(tls_config).auth(auth),
+        host(),
+        Metrics::new().unwrap(),
+    )
+    .await
+    .expect("TLS and auth");
+}
