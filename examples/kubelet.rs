@@ -83,9 +83,35 @@ struct Cli {
     /// Run the node API server (/healthz, /pods, /metrics, ...).
     #[arg(long)]
     enable_server: Option<bool>,
-    /// The node API's address (default 127.0.0.1: it has no authentication).
+    /// The node API's address (default 0.0.0.0 when it authenticates
+    /// requests, 127.0.0.1 when it serves anonymous requests with
+    /// AlwaysAllow, which a non-loopback address refuses).
     #[arg(long)]
     address: Option<std::net::IpAddr>,
+    /// The node API's serving certificate (default: a self-signed pair in
+    /// --cert-dir).
+    #[arg(long)]
+    tls_cert_file: Option<String>,
+    /// The key of --tls-cert-file.
+    #[arg(long)]
+    tls_private_key_file: Option<String>,
+    /// Where the self-signed serving pair is kept (default
+    /// <root-dir>/pki).
+    #[arg(long)]
+    cert_dir: Option<PathBuf>,
+    /// The CA client certificates of node API requests are verified
+    /// against.
+    #[arg(long)]
+    client_ca_file: Option<String>,
+    /// Serve node API requests without credentials as system:anonymous.
+    #[arg(long)]
+    anonymous_auth: Option<bool>,
+    /// Authenticate bearer tokens through the API server's TokenReview.
+    #[arg(long)]
+    authentication_token_webhook: Option<bool>,
+    /// AlwaysAllow or Webhook (SubjectAccessReview).
+    #[arg(long)]
+    authorization_mode: Option<String>,
     /// The node API's port (default 10250).
     #[arg(long)]
     port: Option<u16>,
@@ -204,6 +230,12 @@ async fn main() -> std::process::ExitCode {
         enable_server: cli.enable_server,
         address: cli.address,
         port: cli.port,
+        tls_cert_file: cli.tls_cert_file,
+        tls_private_key_file: cli.tls_private_key_file,
+        client_ca_file: cli.client_ca_file,
+        anonymous_auth: cli.anonymous_auth,
+        authentication_token_webhook: cli.authentication_token_webhook,
+        authorization_mode: cli.authorization_mode,
         manifest_url: cli.manifest_url,
         register_node: cli.register_node,
         register_with_taints: cli.register_with_taints,
@@ -239,6 +271,7 @@ async fn main() -> std::process::ExitCode {
     opts.kubeconfig = cli.kubeconfig;
     opts.node_ips = cli.node_ip;
     opts.node_labels = node_labels;
+    opts.cert_dir = cli.cert_dir;
     opts.runtime_connect_timeout = Duration::from_secs(30);
     match standalone::run(config, opts, shutdown_signal()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -330,6 +330,7 @@ impl KubeletBuilder {
         let Self { config, opts } = self;
         let host = crate::config::HostFacts::probe();
         config.check_for_start(&host)?;
+        let security = config.node_api_security(opts.kubeconfig.is_some())?;
         let metrics = kubelet_server::Metrics::new().map_err(StartError::Metrics)?;
         // Cluster mode: the API client from the kubeconfig (upstream
         // `buildKubeletClientConfig`). Nothing is asked of the API server
@@ -663,9 +664,11 @@ impl KubeletBuilder {
             None => kubelet,
         });
 
-        // The node API (loopback only: it has no authentication yet).
+        // The node API: TLS and every request authenticated and
+        // authorized, or plain HTTP on loopback for a standalone kubelet
+        // left open (see `KubeletConfiguration::node_api_security`).
         let server = if config.enable_server {
-            let addr = std::net::SocketAddr::new(config.address, config.port);
+            let addr = std::net::SocketAddr::new(security.address, config.port);
             let host = crate::node_api::KubeletNodeApi::new(
                 kubelet.clone(),
                 runtime.clone(),
@@ -675,8 +678,16 @@ impl KubeletBuilder {
                 stats,
             )
             .with_pleg(Arc::new(pleg.clone()));
+            let server_config = node_api_server_config(
+                addr,
+                &config,
+                &security,
+                &opts,
+                api.clone(),
+            )
+            .map_err(|source| StartError::NodeApi { addr, source })?;
             let server = kubelet_server::Server::bind(
-                kubelet_server::ServerConfig::new(addr),
+                server_config,
                 Arc::new(host),
                 metrics.clone(),
             )
@@ -954,4 +965,62 @@ impl BuiltKubelet {
         tasks.shutdown().await;
         Ok(())
     }
+}
+
+/// The node API server's TLS and authentication (upstream `InitializeTLS`
+/// and `BuildAuth`, `cmd/kubelet/app/server.go` and `auth.go`): the
+/// serving pair from `tlsCertFile`/`tlsPrivateKeyFile` or self-signed in
+/// the cert dir, client certificates of `clientCAFile`, bearer tokens and
+/// decisions through the API server's TokenReview and SubjectAccessReview.
+fn node_api_server_config(
+    addr: std::net::SocketAddr,
+    config: &KubeletConfiguration,
+    security: &crate::config::NodeApiSecurity,
+    opts: &StandaloneOptions,
+    api: Option<kube::Client>,
+) -> Result<kubelet_server::ServerConfig, kubelet_server::Error> {
+    use kubelet_server::auth;
+    let server_config = kubelet_server::ServerConfig::new(addr);
+    if !security.secure {
+        return Ok(server_config);
+    }
+    let (cert_file, key_file) = match &security.cert_and_key {
+        Some(pair) => pair.clone(),
+        None => {
+            let dir = opts
+                .cert_dir
+                .clone()
+                .unwrap_or_else(|| opts.root_dir.join("pki"));
+            kubelet_server::tls::self_signed(&dir, &opts.node_name)?
+        }
+    };
+    let tls = kubelet_server::tls::server_config(&kubelet_server::tls::TlsOptions {
+        cert_file,
+        key_file,
+        client_ca_file: security.client_ca_file.clone(),
+        min_version: Some(config.tls_min_version.clone()).filter(|v| !v.is_empty()),
+        cipher_suites: config.tls_cipher_suites.clone(),
+    })?;
+    let reviews = api.map(|client| Arc::new(auth::KubeReviews::new(client)));
+    let mut authenticator = auth::NodeAuthenticator::new().with_anonymous(security.anonymous);
+    if let (Some(ttl), Some(reviews)) = (security.token_webhook, &reviews) {
+        authenticator = authenticator.with_tokens(Arc::new(auth::CachedTokenReviewer::new(
+            reviews.clone(),
+            ttl,
+        )));
+    }
+    let authorizer: Arc<dyn auth::Authorizer> =
+        match (security.authorization_webhook, &reviews) {
+            (Some((allowed, denied)), Some(reviews)) => Arc::new(auth::WebhookAuthorizer::new(
+                reviews.clone(),
+                allowed,
+                denied,
+            )),
+            _ => Arc::new(auth::AlwaysAllow),
+        };
+    Ok(server_config.tls(tls).auth(kubelet_server::ServerAuth {
+        authenticator: Arc::new(authenticator),
+        authorizer,
+        node_name: opts.node_name.clone(),
+    }))
 }

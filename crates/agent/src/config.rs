@@ -88,10 +88,26 @@ pub struct KubeletConfiguration {
     pub container_log_max_files: usize,
     /// Whether the node API server runs (`--enable-server`).
     pub enable_server: bool,
-    /// The node API's address (`--address`). Upstream's default is
-    /// `0.0.0.0`; ours is loopback, because the server has no
-    /// authentication yet.
-    pub address: std::net::IpAddr,
+    /// The node API's address (`--address`). Unset: `0.0.0.0` (upstream's
+    /// default) when the node API authenticates its requests, loopback
+    /// when it serves anonymous requests with `AlwaysAllow` (see
+    /// [`KubeletConfiguration::node_api_security`]).
+    pub address: Option<std::net::IpAddr>,
+    /// The node API's serving certificate (`tlsCertFile`,
+    /// `--tls-cert-file`); empty: a self-signed pair in `--cert-dir`.
+    pub tls_cert_file: String,
+    /// Its key (`tlsPrivateKeyFile`, `--tls-private-key-file`).
+    pub tls_private_key_file: String,
+    /// The lowest TLS version (`tlsMinVersion`: `VersionTLS12`, the
+    /// default, or `VersionTLS13`).
+    pub tls_min_version: String,
+    /// TLS 1.2 cipher suites by their Go names (`tlsCipherSuites`); empty:
+    /// rustls's defaults (all AEAD).
+    pub tls_cipher_suites: Vec<String>,
+    /// How node API requests are authenticated (`authentication`).
+    pub authentication: KubeletAuthentication,
+    /// How node API requests are authorized (`authorization`).
+    pub authorization: KubeletAuthorization,
     /// The node API's port (`--port`, 10250).
     pub port: u16,
     /// The cluster's DNS domain (`--cluster-domain`), for pods' managed
@@ -185,6 +201,99 @@ pub struct KubeletConfiguration {
     pub ignored: Vec<&'static str>,
 }
 
+/// `authentication` (upstream `KubeletAuthentication`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct KubeletAuthentication {
+    /// Client certificates.
+    pub x509: KubeletX509Authentication,
+    /// Bearer tokens reviewed by the API server.
+    pub webhook: KubeletWebhookAuthentication,
+    /// Requests without credentials.
+    pub anonymous: KubeletAnonymousAuthentication,
+}
+
+/// `authentication.x509`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct KubeletX509Authentication {
+    /// The CA bundle client certificates are verified against
+    /// (`clientCAFile`, `--client-ca-file`); empty: none are accepted.
+    #[serde(rename = "clientCAFile")]
+    pub client_ca_file: String,
+}
+
+/// `authentication.webhook`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct KubeletWebhookAuthentication {
+    /// Review bearer tokens with the TokenReview API (`enabled`). Unset:
+    /// on in cluster mode (upstream's config file default), off without
+    /// an API server.
+    pub enabled: Option<bool>,
+    /// How long a review is kept (`cacheTTL`, `2m`).
+    #[serde(rename = "cacheTTL")]
+    pub cache_ttl: String,
+}
+
+/// `authentication.anonymous`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct KubeletAnonymousAuthentication {
+    /// Serve requests without credentials as `system:anonymous`
+    /// (`enabled`). Unset: off in cluster mode (upstream's config file
+    /// default), on without an API server (upstream's flag default; such a
+    /// node API stays on loopback).
+    pub enabled: Option<bool>,
+}
+
+/// `authorization` (upstream `KubeletAuthorization`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct KubeletAuthorization {
+    /// `AlwaysAllow` or `Webhook` (SubjectAccessReview). Empty: `Webhook`
+    /// in cluster mode (upstream's config file default), `AlwaysAllow`
+    /// without an API server.
+    pub mode: String,
+    /// The webhook's caches.
+    pub webhook: KubeletWebhookAuthorization,
+}
+
+/// `authorization.webhook`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct KubeletWebhookAuthorization {
+    /// How long an allowed decision is kept (`cacheAuthorizedTTL`, `5m`).
+    #[serde(rename = "cacheAuthorizedTTL")]
+    pub cache_authorized_ttl: String,
+    /// How long a denied decision is kept (`cacheUnauthorizedTTL`, `30s`).
+    #[serde(rename = "cacheUnauthorizedTTL")]
+    pub cache_unauthorized_ttl: String,
+}
+
+/// How the node API is to be secured, from `authentication`,
+/// `authorization`, the `tls*` fields and whether there is an API server
+/// ([`KubeletConfiguration::node_api_security`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeApiSecurity {
+    /// Serve TLS and check every request; `false`: plain HTTP on loopback
+    /// (anonymous requests, `AlwaysAllow`, nothing else configured).
+    pub secure: bool,
+    /// The address to bind.
+    pub address: std::net::IpAddr,
+    /// `tlsCertFile` and `tlsPrivateKeyFile`; `None`: self-signed.
+    pub cert_and_key: Option<(PathBuf, PathBuf)>,
+    /// `authentication.x509.clientCAFile`.
+    pub client_ca_file: Option<PathBuf>,
+    /// Bearer tokens through TokenReview, with this cache TTL.
+    pub token_webhook: Option<std::time::Duration>,
+    /// Anonymous requests accepted.
+    pub anonymous: bool,
+    /// SubjectAccessReview with these authorized and unauthorized cache
+    /// TTLs; `None`: `AlwaysAllow`.
+    pub authorization_webhook: Option<(std::time::Duration, std::time::Duration)>,
+}
+
 impl Default for KubeletConfiguration {
     /// Upstream's defaults (`defaults.go`).
     fn default() -> Self {
@@ -220,7 +329,13 @@ impl Default for KubeletConfiguration {
             container_log_max_size: "10Mi".into(),
             container_log_max_files: 5,
             enable_server: true,
-            address: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            address: None,
+            tls_cert_file: String::new(),
+            tls_private_key_file: String::new(),
+            tls_min_version: String::new(),
+            tls_cipher_suites: Vec::new(),
+            authentication: KubeletAuthentication::default(),
+            authorization: KubeletAuthorization::default(),
             port: 10250,
             pod_pids_limit: -1,
             static_pod_url: String::new(),
@@ -279,6 +394,18 @@ pub struct Flags {
     pub address: Option<std::net::IpAddr>,
     /// `--port`.
     pub port: Option<u16>,
+    /// `--tls-cert-file`.
+    pub tls_cert_file: Option<String>,
+    /// `--tls-private-key-file`.
+    pub tls_private_key_file: Option<String>,
+    /// `--client-ca-file`.
+    pub client_ca_file: Option<String>,
+    /// `--anonymous-auth`.
+    pub anonymous_auth: Option<bool>,
+    /// `--authentication-token-webhook`.
+    pub authentication_token_webhook: Option<bool>,
+    /// `--authorization-mode` (`AlwaysAllow` or `Webhook`).
+    pub authorization_mode: Option<String>,
     /// `--manifest-url`.
     pub manifest_url: Option<String>,
     /// `--register-node`.
@@ -523,7 +650,25 @@ impl KubeletConfiguration {
             self.enable_server = v;
         }
         if let Some(v) = flags.address {
-            self.address = v;
+            self.address = Some(v);
+        }
+        if let Some(v) = &flags.tls_cert_file {
+            self.tls_cert_file = v.clone();
+        }
+        if let Some(v) = &flags.tls_private_key_file {
+            self.tls_private_key_file = v.clone();
+        }
+        if let Some(v) = &flags.client_ca_file {
+            self.authentication.x509.client_ca_file = v.clone();
+        }
+        if let Some(v) = flags.anonymous_auth {
+            self.authentication.anonymous.enabled = Some(v);
+        }
+        if let Some(v) = flags.authentication_token_webhook {
+            self.authentication.webhook.enabled = Some(v);
+        }
+        if let Some(v) = &flags.authorization_mode {
+            self.authorization.mode = v.clone();
         }
         if let Some(v) = flags.port {
             self.port = v;
@@ -553,6 +698,120 @@ impl KubeletConfiguration {
             self.resolv_conf = v.clone();
         }
         Ok(())
+    }
+
+    /// How the node API is secured (upstream `BuildAuth` in
+    /// `cmd/kubelet/app/auth.go` and `InitializeTLS`), with `cluster`
+    /// saying whether there is an API server. Unset fields take upstream's
+    /// config file defaults in cluster mode (webhook authentication and
+    /// authorization, no anonymous requests) and its flag defaults without
+    /// one (anonymous, `AlwaysAllow`); webhooks without an API server are
+    /// refused as upstream refuses them ("no client provided"). Anonymous
+    /// requests with `AlwaysAllow` and nothing else are served over plain
+    /// HTTP on loopback only: such a node API on the network is the
+    /// unauthenticated kubelet of many incidents, so a non-loopback
+    /// `address` is refused for it.
+    pub fn node_api_security(&self, cluster: bool) -> Result<NodeApiSecurity, ConfigError> {
+        let ttl = |field: &str, text: &str, default: u64| {
+            if text.is_empty() {
+                return Ok(std::time::Duration::from_secs(default));
+            }
+            kubelet_container::duration::parse_go_duration(text).map_err(|e| invalid(field, e.to_string()))
+        };
+        let token_webhook = self.authentication.webhook.enabled.unwrap_or(cluster);
+        if token_webhook && !cluster {
+            return Err(invalid(
+                "authentication.webhook.enabled",
+                "no client provided, cannot use webhook authentication: there is no API server \
+                 (kubeconfig) to review tokens with",
+            ));
+        }
+        let mode = match self.authorization.mode.as_str() {
+            "" if cluster => "Webhook",
+            "" => "AlwaysAllow",
+            m @ ("Webhook" | "AlwaysAllow") => m,
+            other => {
+                return Err(invalid(
+                    "authorization.mode",
+                    format!("{other:?} is not supported: AlwaysAllow or Webhook"),
+                ));
+            }
+        };
+        if mode == "Webhook" && !cluster {
+            return Err(invalid(
+                "authorization.mode",
+                "no client provided, cannot use webhook authorization: there is no API server \
+                 (kubeconfig) to ask",
+            ));
+        }
+        let anonymous = self.authentication.anonymous.enabled.unwrap_or(!cluster);
+        let client_ca = &self.authentication.x509.client_ca_file;
+        let cert_and_key = match (
+            self.tls_cert_file.is_empty(),
+            self.tls_private_key_file.is_empty(),
+        ) {
+            (true, true) => None,
+            (false, false) => Some((
+                PathBuf::from(&self.tls_cert_file),
+                PathBuf::from(&self.tls_private_key_file),
+            )),
+            (false, true) => {
+                return Err(invalid(
+                    "tlsPrivateKeyFile",
+                    "tlsCertFile is set: its key is needed too",
+                ));
+            }
+            (true, false) => {
+                return Err(invalid(
+                    "tlsCertFile",
+                    "tlsPrivateKeyFile is set: its certificate is needed too",
+                ));
+            }
+        };
+        let open = anonymous && mode == "AlwaysAllow";
+        let secure = !open || token_webhook || !client_ca.is_empty() || cert_and_key.is_some();
+        let loopback = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+        let address = match self.address {
+            Some(a) if open && !a.is_loopback() => {
+                return Err(invalid(
+                    "address",
+                    format!(
+                        "{a} is not loopback, and the node API would serve anyone: anonymous \
+                         requests (authentication.anonymous.enabled) with authorization.mode \
+                         AlwaysAllow; set authentication and authorization, or a loopback address"
+                    ),
+                ));
+            }
+            Some(a) => a,
+            None if open => loopback,
+            None => std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+        };
+        Ok(NodeApiSecurity {
+            secure,
+            address,
+            cert_and_key,
+            client_ca_file: (!client_ca.is_empty()).then(|| PathBuf::from(client_ca)),
+            token_webhook: token_webhook
+                .then(|| ttl("authentication.webhook.cacheTTL", &self.authentication.webhook.cache_ttl, 120))
+                .transpose()?,
+            anonymous,
+            authorization_webhook: if mode == "Webhook" {
+                Some((
+                    ttl(
+                        "authorization.webhook.cacheAuthorizedTTL",
+                        &self.authorization.webhook.cache_authorized_ttl,
+                        300,
+                    )?,
+                    ttl(
+                        "authorization.webhook.cacheUnauthorizedTTL",
+                        &self.authorization.webhook.cache_unauthorized_ttl,
+                        30,
+                    )?,
+                ))
+            } else {
+                None
+            },
+        })
     }
 
     /// The eviction thresholds of `evictionHard`, parsed once for both the
@@ -912,6 +1171,12 @@ fn yaml_options() -> serde_saphyr::Options {
 /// step with the struct).
 pub const KNOWN_FIELDS: &[&str] = &[
     "apiVersion",
+    "tlsCertFile",
+    "tlsPrivateKeyFile",
+    "tlsMinVersion",
+    "tlsCipherSuites",
+    "authentication",
+    "authorization",
     "kind",
     "staticPodPath",
     "containerRuntimeEndpoint",
@@ -1065,34 +1330,10 @@ pub const UNIMPLEMENTED_FIELDS: &[UnimplementedField] = &[
         "there is no read-only server: nothing would listen on that port",
     ),
     ignore_if(
-        "tlsCertFile",
-        is_empty,
-        "empty",
-        "the node API serves plain HTTP: no certificate is used",
-    ),
-    ignore_if(
-        "tlsPrivateKeyFile",
-        is_empty,
-        "empty",
-        "the node API serves plain HTTP: no key is used",
-    ),
-    ignore_if(
-        "tlsCipherSuites",
-        is_empty,
-        "empty",
-        "the node API serves plain HTTP: there are no cipher suites to restrict",
-    ),
-    ignore_if(
         "tlsCurvePreferences",
         is_empty,
         "empty",
-        "the node API serves plain HTTP: there are no curves to restrict",
-    ),
-    ignore_if(
-        "tlsMinVersion",
-        is_empty,
-        "empty",
-        "the node API serves plain HTTP: there is no TLS version to enforce",
+        "the node API's curves are rustls's defaults (X25519, P-256, P-384): they cannot be restricted",
     ),
     ignore(
         "rotateCertificates",
@@ -1102,23 +1343,7 @@ pub const UNIMPLEMENTED_FIELDS: &[UnimplementedField] = &[
         "serverTLSBootstrap",
         is_false,
         "false",
-        "the node API serves plain HTTP: no serving certificate is requested",
-    ),
-    ignore_if(
-        "authentication",
-        |v| {
-            v.pointer("/anonymous/enabled") == Some(&Value::Bool(true))
-                && v.pointer("/webhook/enabled") == Some(&Value::Bool(false))
-                && v.pointer("/x509/clientCAFile").is_none_or(is_empty)
-        },
-        "anonymous only (anonymous.enabled: true, webhook.enabled: false, no x509): what the node API does",
-        "the node API has no authentication: every request is anonymous (it binds loopback by default); only anonymous.enabled: true with webhook.enabled: false says so",
-    ),
-    ignore_if(
-        "authorization",
-        |v| v.get("mode").and_then(Value::as_str) == Some("AlwaysAllow"),
-        "mode AlwaysAllow: what the node API does",
-        "the node API has no authorization: every request is allowed; only mode: AlwaysAllow says so",
+        "serving certificates are not requested from the API server (no CSR): set tlsCertFile and tlsPrivateKeyFile, or let the kubelet make a self-signed pair in --cert-dir",
     ),
     ignore_if(
         "registryPullQPS",
@@ -1756,17 +1981,8 @@ mod tests {
     #[test]
     fn unimplemented_fields_that_matter_are_refused_naming_the_field() {
         let cases = [
-            ("authentication: {}\n", "authentication"),
-            (
-                "authentication: {anonymous: {enabled: false}, webhook: {enabled: false}}\n",
-                "authentication",
-            ),
-            ("authorization: {mode: Webhook}\n", "authorization"),
-            ("tlsCertFile: /etc/kubelet/tls.crt\n", "tlsCertFile"),
-            (
-                "tlsPrivateKeyFile: /etc/kubelet/tls.key\n",
-                "tlsPrivateKeyFile",
-            ),
+            ("tlsCurvePreferences: [CurveP256]\n", "tlsCurvePreferences"),
+            ("serverTLSBootstrap: true\n", "serverTLSBootstrap"),
             ("featureGates: {SidecarContainers: true}\n", "featureGates"),
             ("featureGates: {SidecarContainers: false}\n", "featureGates"),
             ("serializeImagePulls: false\n", "serializeImagePulls"),
@@ -1797,16 +2013,89 @@ mod tests {
     }
 
     #[test]
+    fn the_node_api_is_secured_as_upstream_defaults_say() {
+        use std::net::IpAddr;
+        use std::time::Duration;
+        let parse = |body: &str| {
+            KubeletConfiguration::from_yaml(&format!("{HEAD}{body}")).expect(body)
+        };
+        // Cluster mode, nothing said: upstream's config file defaults.
+        let s = parse("").node_api_security(true).expect("cluster");
+        assert!(s.secure && !s.anonymous);
+        assert_eq!(s.address, IpAddr::from([0, 0, 0, 0]));
+        assert_eq!(s.token_webhook, Some(Duration::from_secs(120)));
+        assert_eq!(
+            s.authorization_webhook,
+            Some((Duration::from_secs(300), Duration::from_secs(30)))
+        );
+        assert_eq!(s.cert_and_key, None, "self-signed");
+        // Standalone, nothing said: anonymous with AlwaysAllow, plain HTTP
+        // on loopback.
+        let s = parse("").node_api_security(false).expect("standalone");
+        assert!(!s.secure && s.anonymous && s.authorization_webhook.is_none());
+        assert_eq!(s.address, IpAddr::from([127, 0, 0, 1]));
+        // ... and never on the network.
+        let e = parse("address: 0.0.0.0\n")
+            .node_api_security(false)
+            .expect_err("open on the network");
+        assert_eq!(e.field, "address");
+        // Webhooks need an API server, as upstream ("no client provided").
+        for (body, field) in [
+            ("authentication: {webhook: {enabled: true}}\n", "authentication.webhook.enabled"),
+            ("authorization: {mode: Webhook}\n", "authorization.mode"),
+        ] {
+            let e = parse(body).node_api_security(false).expect_err(body);
+            assert_eq!(e.field, field);
+            assert!(e.reason.contains("no client provided"), "{e}");
+        }
+        let e = parse("authorization: {mode: Node}\n")
+            .node_api_security(true)
+            .expect_err("mode");
+        assert_eq!(e.field, "authorization.mode");
+        // Standalone with client certificates: TLS, any address.
+        let s = parse(
+            "authentication: {x509: {clientCAFile: /ca.crt}, anonymous: {enabled: false}}\n\
+             tlsCertFile: /t.crt\ntlsPrivateKeyFile: /t.key\naddress: 10.0.0.1\n",
+        )
+        .node_api_security(false)
+        .expect("x509");
+        assert!(s.secure && !s.anonymous);
+        assert_eq!(s.client_ca_file.as_deref(), Some(Path::new("/ca.crt")));
+        assert_eq!(
+            s.cert_and_key,
+            Some((PathBuf::from("/t.crt"), PathBuf::from("/t.key")))
+        );
+        assert_eq!(s.address, IpAddr::from([10, 0, 0, 1]));
+        let e = parse("tlsCertFile: /t.crt\n")
+            .node_api_security(true)
+            .expect_err("no key");
+        assert_eq!(e.field, "tlsPrivateKeyFile");
+        let e = parse("authentication: {webhook: {cacheTTL: soon}}\n")
+            .node_api_security(true)
+            .expect_err("ttl");
+        assert_eq!(e.field, "authentication.webhook.cacheTTL");
+        // Flags set the same fields.
+        let mut c = KubeletConfiguration::default();
+        c.apply_flags(&Flags {
+            anonymous_auth: Some(false),
+            authorization_mode: Some("Webhook".into()),
+            client_ca_file: Some("/ca.crt".into()),
+            ..Flags::default()
+        })
+        .expect("flags");
+        let s = c.node_api_security(true).expect("flags");
+        assert!(!s.anonymous && s.authorization_webhook.is_some() && s.client_ca_file.is_some());
+    }
+
+    #[test]
     fn harmless_upstream_fields_are_ignored_and_listed() {
         let c = KubeletConfiguration::from_yaml(&format!(
-            "{HEAD}authentication: {{anonymous: {{enabled: true}}, webhook: {{enabled: false}}}}\nauthorization: {{mode: AlwaysAllow}}\nserializeImagePulls: true\nenforceNodeAllocatable: [pods]\nhealthzPort: 0\nsyncFrequency: 1m\ncpuCFSQuotaPeriod: 100ms\nlogging: {{format: text}}\npodPidsLimit: 4096\n"
+            "{HEAD}serializeImagePulls: true\nenforceNodeAllocatable: [pods]\nhealthzPort: 0\nsyncFrequency: 1m\ncpuCFSQuotaPeriod: 100ms\nlogging: {{format: text}}\npodPidsLimit: 4096\n"
         ))
         .expect("parse");
         assert_eq!(
             c.ignored,
             [
-                "authentication",
-                "authorization",
                 "cpuCFSQuotaPeriod",
                 "enforceNodeAllocatable",
                 "healthzPort",

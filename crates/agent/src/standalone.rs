@@ -53,6 +53,10 @@ pub struct StandaloneOptions {
     pub node_ips: Vec<std::net::IpAddr>,
     /// Labels the node registers with (`--node-labels`).
     pub node_labels: std::collections::BTreeMap<String, String>,
+    /// Where the node API's self-signed serving pair is kept when
+    /// `tlsCertFile` is not set (`--cert-dir`); `None`: `<root_dir>/pki`,
+    /// as upstream's default `/var/lib/kubelet/pki`.
+    pub cert_dir: Option<PathBuf>,
 }
 
 impl StandaloneOptions {
@@ -68,6 +72,7 @@ impl StandaloneOptions {
             kubeconfig: None,
             node_ips: Vec::new(),
             node_labels: std::collections::BTreeMap::new(),
+            cert_dir: None,
         }
     }
 }

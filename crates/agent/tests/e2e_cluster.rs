@@ -86,7 +86,19 @@ impl ClusterNode {
     }
 
     fn config(&self) -> KubeletConfiguration {
+        // A serving certificate from the cluster CA, which the API server
+        // verifies kubelets against, and its client certificates accepted
+        // (as a kubeadm node, after TLS bootstrap).
+        let (cert, key) = self
+            .cp
+            .kubelet_serving_cert(IpAddr::V4(self.net.address()))
+            .expect("kubelet serving certificate");
+        let mut authentication = kubelet_agent::config::KubeletAuthentication::default();
+        authentication.x509.client_ca_file = self.cp.ca_cert().display().to_string();
         KubeletConfiguration {
+            tls_cert_file: cert.display().to_string(),
+            tls_private_key_file: key.display().to_string(),
+            authentication,
             static_pod_path: Some(self.manifests.clone()),
             container_runtime_endpoint: self.bed.endpoint(),
             cgroup_root: format!("/{}", self.bed.cgroup_root()),
@@ -1405,4 +1417,96 @@ async fn api_volumes_hold_upstreams_files_and_the_token_authenticates() {
             .then_some(())
     })
     .await;
+}
+
+/// The node API as a cluster uses it (upstream `pkg/kubelet/server`): TLS
+/// with a certificate the API server trusts, the API server's client
+/// certificate authenticated and authorized through SubjectAccessReview,
+/// so `kubectl logs` and the API server's node proxy work; a request
+/// without credentials is `401`, a service account without rights `403`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_node_api_serves_the_api_server_and_refuses_strangers() {
+    let Some(node) = ClusterNode::start("e2e-cluster-api").await else {
+        return;
+    };
+    node.wait_ready("True", Duration::from_secs(90)).await;
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "talker", "namespace": "default"},
+        "spec": {
+            "nodeName": node.name,
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{
+                "name": "app",
+                "image": "localhost/busybox:latest",
+                "imagePullPolicy": "Never",
+                "command": ["sh", "-c", "echo hello-from-talker; exec sleep 3600"]
+            }]
+        }
+    }))
+    .expect("pod");
+    node.pods()
+        .create(&PostParams::default(), &pod)
+        .await
+        .expect("create talker");
+    wait_for("talker running", Duration::from_secs(90), || async {
+        node.running_containers()
+            .await
+            .remove(&("talker".to_owned(), "app".to_owned()))
+    })
+    .await;
+
+    // kubectl logs: API server -> kubelet /containerLogs, with its client
+    // certificate, authorized by SubjectAccessReview.
+    let logs = wait_for("kubectl logs talker", Duration::from_secs(30), || async {
+        node.cp
+            .kubectl(&["logs", "talker"])
+            .ok()
+            .filter(|l| l.contains("hello-from-talker"))
+    })
+    .await;
+    assert_eq!(logs, "hello-from-talker\n");
+    // The node proxy: /pods through the API server.
+    let pods = node.kubectl(&[
+        "get",
+        "--raw",
+        &format!("/api/v1/nodes/{}/proxy/pods", node.name),
+    ]);
+    assert!(pods.contains("\"talker\""), "{pods}");
+
+    // Straight to the node API: no credentials, and a token of a service
+    // account with no rights.
+    let direct = |token: Option<String>| {
+        let mut config = kube::Config::new(
+            format!("https://{}:{}", node.net.address(), node.port)
+                .parse()
+                .expect("url"),
+        );
+        config.accept_invalid_certs = true;
+        if let Some(t) = token {
+            config.auth_info.token = Some(t.into());
+        }
+        kube::Client::try_from(config).expect("client")
+    };
+    let status_of = |r: Result<String, kube::Error>| match r {
+        Ok(body) => panic!("served: {body}"),
+        Err(kube::Error::Api(e)) => e.code,
+        Err(e) => panic!("{e}"),
+    };
+    let anonymous = direct(None)
+        .request_text(http::Request::get("/pods").body(Vec::new()).expect("req"))
+        .await;
+    assert_eq!(status_of(anonymous), 401);
+    node.kubectl(&["create", "serviceaccount", "nobody"]);
+    let token = node.kubectl(&["create", "token", "nobody"]).trim().to_owned();
+    let nobody = direct(Some(token.clone()));
+    for path in ["/pods", "/containerLogs/default/talker/app", "/stats/summary"] {
+        let r = nobody
+            .request_text(http::Request::get(path).body(Vec::new()).expect("req"))
+            .await;
+        assert_eq!(status_of(r), 403, "{path}");
+    }
+    let stolen = direct(Some(format!("{token}x")))
+        .request_text(http::Request::get("/pods").body(Vec::new()).expect("req"))
+        .await;
+    assert_eq!(status_of(stolen), 401);
 }

@@ -203,6 +203,76 @@ impl ControlPlane {
         self.path_of("LOG_DIR", "logs")
     }
 
+    /// A kubelet serving certificate for `ip`, signed by the cluster CA
+    /// (what TLS bootstrap would get approved), so the API server, which
+    /// verifies kubelets against that CA, can reach the node API: the
+    /// certificate and key files, made once per address in the control
+    /// plane's directory.
+    pub fn kubelet_serving_cert(&self, ip: std::net::IpAddr) -> Result<(PathBuf, PathBuf), String> {
+        let dir = self.dir().join("kubelet-serving");
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let crt = dir.join(format!("{ip}.crt"));
+        let key = dir.join(format!("{ip}.key"));
+        if crt.is_file() && key.is_file() {
+            return Ok((crt, key));
+        }
+        let csr = dir.join(format!("{ip}.csr"));
+        let ext = dir.join(format!("{ip}.ext"));
+        std::fs::write(
+            &ext,
+            format!(
+                "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n\
+                 extendedKeyUsage=serverAuth\nsubjectAltName=IP:{ip}\n"
+            ),
+        )
+        .map_err(|e| format!("{}: {e}", ext.display()))?;
+        let run = |args: &[&std::ffi::OsStr]| {
+            let out = Command::new("openssl").args(args).stdin(Stdio::null()).output();
+            output_result("openssl", out).map(|_| ())
+        };
+        let s = |p: &Path| p.as_os_str().to_owned();
+        run(&[
+            "genpkey".as_ref(),
+            "-algorithm".as_ref(),
+            "EC".as_ref(),
+            "-pkeyopt".as_ref(),
+            "ec_paramgen_curve:P-256".as_ref(),
+            "-out".as_ref(),
+            &s(&key),
+        ])?;
+        run(&[
+            "req".as_ref(),
+            "-new".as_ref(),
+            "-key".as_ref(),
+            &s(&key),
+            "-subj".as_ref(),
+            format!("/O=system:nodes/CN=system:node:{}", self.node_name()).as_ref(),
+            "-out".as_ref(),
+            &s(&csr),
+        ])?;
+        run(&[
+            "x509".as_ref(),
+            "-req".as_ref(),
+            "-in".as_ref(),
+            &s(&csr),
+            "-CA".as_ref(),
+            &s(&self.ca_cert()),
+            "-CAkey".as_ref(),
+            &s(&self.path_of("CA_KEY", "pki/ca.key")),
+            "-CAcreateserial".as_ref(),
+            "-days".as_ref(),
+            "2".as_ref(),
+            "-sha256".as_ref(),
+            "-extfile".as_ref(),
+            &s(&ext),
+            "-out".as_ref(),
+            &s(&crt),
+        ])?;
+        let _ = std::fs::remove_file(&csr);
+        let _ = std::fs::remove_file(&ext);
+        Ok((crt, key))
+    }
+
     /// The 1.35 kubectl the control plane was built with.
     pub fn kubectl_path(&self) -> PathBuf {
         self.path_of("KUBECTL", "kubectl")
