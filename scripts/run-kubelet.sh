@@ -65,8 +65,20 @@ if [ -n "$cluster" ]; then
 	echo "== cluster mode: a control plane and a node address of its own"
 	scripts/testbed/controlplane-start.sh "$dir/cp" "$node"
 	node_ip="$(scripts/testbed/node-net.sh up "$node" | tail -1)"
-	cluster_flags=(--kubeconfig "$dir/cp/node.kubeconfig" --node-ip "$node_ip")
 	. "$dir/cp/controlplane.env"
+	# The node API's serving certificate from the cluster CA (what TLS
+	# bootstrap would get approved): the API server verifies kubelets
+	# against that CA for `kubectl logs` and the node proxy.
+	openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$dir/kubelet-serving.key" 2>/dev/null
+	openssl req -new -key "$dir/kubelet-serving.key" -subj "/O=system:nodes/CN=system:node:$node" \
+		-out "$dir/kubelet-serving.csr" 2>/dev/null
+	printf 'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:%s\n' \
+		"$node_ip" >"$dir/kubelet-serving.ext"
+	openssl x509 -req -in "$dir/kubelet-serving.csr" -CA "$CA_CERT" -CAkey "$CA_KEY" -CAcreateserial \
+		-days 2 -sha256 -extfile "$dir/kubelet-serving.ext" -out "$dir/kubelet-serving.crt" 2>/dev/null
+	cluster_flags=(--kubeconfig "$dir/cp/node.kubeconfig" --node-ip "$node_ip"
+		--tls-cert-file "$dir/kubelet-serving.crt" --tls-private-key-file "$dir/kubelet-serving.key"
+		--client-ca-file "$CA_CERT")
 	kubectl=("$KUBECTL" --kubeconfig "$dir/cp/admin.kubeconfig")
 fi
 
@@ -100,7 +112,7 @@ for f in /sys/fs/cgroup/memory/"$cgroup_root"/kubepods/burstable/pod*/*/memory.l
 	[ -f "$f" ] && echo "$f = $(cat "$f")"
 done
 port="${KUBELET_PORT:-10250}"
-if command -v curl >/dev/null; then
+if [ -z "$cluster" ] && command -v curl >/dev/null; then
 	echo "== node API: curl http://127.0.0.1:$port/healthz, /pods (names and phases), /metrics (a few)"
 	curl -s "http://127.0.0.1:$port/healthz"; echo
 	curl -s "http://127.0.0.1:$port/pods" | grep -o '"name":"[a-z0-9-]*-demo-node"\|"phase":"[A-Za-z]*"' | paste - - || true
@@ -111,6 +123,12 @@ fi
 if [ -n "$cluster" ]; then
 	echo "== kubectl get nodes,pods -o wide"
 	"${kubectl[@]}" get nodes,pods -o wide
+	echo "== the node API through the API server (TLS, its client certificate, SubjectAccessReview)"
+	"${kubectl[@]}" get --raw "/api/v1/nodes/$node/proxy/healthz"; echo
+	echo "== kubectl logs frontend-$node -c app --tail=3"
+	"${kubectl[@]}" logs "frontend-$node" -c app --tail=3 || true
+	echo "== the node API refuses a request without credentials"
+	{ command -v curl >/dev/null && curl -sk "https://$node_ip:${KUBELET_PORT:-10250}/pods"; echo; } || true
 	echo "== kubectl get lease -n kube-node-lease"
 	"${kubectl[@]}" get lease -n kube-node-lease
 fi

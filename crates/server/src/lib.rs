@@ -1,4 +1,4 @@
-//! The kubelet's node API: the HTTP server that answers `/healthz`, `/pods`,
+//! The kubelet's node API: the HTTPS server that answers `/healthz`, `/pods`,
 //! `/metrics`, `/configz`, `/containerLogs/{namespace}/{pod}/{container}` and
 //! `/stats/summary`.
 //!
@@ -37,22 +37,30 @@
 //!
 //! # Security
 //!
-//! This server has no authentication and no TLS yet, so it is **loopback
-//! only by default**: [`Server::bind`] refuses a non-loopback address unless
-//! [`ServerConfig::allow_non_loopback`] is set. The streaming and code
-//! execution endpoints (`/run`, `/exec`, `/attach`, `/portForward`), the host
-//! log browser `/logs`, `/debug/pprof`, `/checkpoint` and `/runningpods` are
-//! deliberately absent: they answer `404` like any unknown path. Routes live
-//! in one explicit table ([`ROUTES`]); unknown paths and methods are never
-//! used as metric labels. Container log files are opened without following
-//! symlinks (`O_NOFOLLOW` on the file and its directory) and must be regular
-//! files; names with `/`, `..` or NUL are refused with `400` before the host
-//! is asked.
+//! With [`ServerConfig::tls`] (see [`tls`]: rustls, the serving pair,
+//! client CA, `tlsMinVersion`, `tlsCipherSuites`, a self-signed pair as
+//! upstream's `InitializeTLS`) and [`ServerConfig::auth`] (see [`auth`]:
+//! client certificates, TokenReview bearer tokens, anonymous requests;
+//! `AlwaysAllow` or SubjectAccessReview over upstream's `nodes/<subresource>`
+//! attributes, with both caches), every request is authenticated (`401`)
+//! and authorized (`403`) before it is routed, as upstream's
+//! `InstallAuthFilter`; such a server may bind any address. Without both it
+//! is **loopback only**: [`Server::bind`] refuses a non-loopback address
+//! unless [`ServerConfig::allow_non_loopback`] is set. The streaming and
+//! code execution endpoints (`/run`, `/exec`, `/attach`, `/portForward`),
+//! the host log browser `/logs`, `/debug/pprof`, `/checkpoint` and
+//! `/runningpods` are deliberately absent: they answer `404` like any
+//! unknown path (after authorization, as upstream). Routes live in one
+//! explicit table ([`ROUTES`]); unknown paths and methods are never used as
+//! metric labels. Container log files are opened without following
+//! symlinks (`O_NOFOLLOW` on the file and its directory) and must be
+//! regular files; names with `/`, `..` or NUL are refused with `400` before
+//! the host is asked.
 //!
 //! # Differences from upstream, and what is not done yet
 //!
-//! - No authentication or authorization (x509 / TokenReview /
-//!   SubjectAccessReview) and no TLS: hence loopback only by default.
+//! - A client certificate from another CA, or expired, ends the TLS
+//!   handshake; upstream completes it and answers `401`.
 //! - `/pods` with no pods serves `"items":[]` where Go writes `null`; both
 //!   parse in kubectl, `[]` also parses in `k8s-openapi`.
 //! - `/containerLogs` reads the CRI log format only (not Docker's JSON
