@@ -114,7 +114,9 @@ pub fn validate(pod: &Pod, index: usize, ec: &EphemeralContainer) -> Result<(), 
     let errors: Vec<String> = forbidden
         .iter()
         .filter(|(_, set)| *set)
-        .map(|(field, _)| format!("{path}.{field}: Forbidden: cannot be set for an Ephemeral Container"))
+        .map(|(field, _)| {
+            format!("{path}.{field}: Forbidden: cannot be set for an Ephemeral Container")
+        })
         .collect();
     if !errors.is_empty() {
         return Err(invalid(pod, &ec.name, errors.join(", ")));
@@ -139,7 +141,11 @@ pub fn target_container_id(
     ec: &EphemeralContainer,
     status: &PodStatus,
 ) -> Result<Option<String>, Error> {
-    let Some(target) = ec.target_container_name.as_deref().filter(|t| !t.is_empty()) else {
+    let Some(target) = ec
+        .target_container_name
+        .as_deref()
+        .filter(|t| !t.is_empty())
+    else {
         return Ok(None);
     };
     match status.find_container_status_by_name(target) {
@@ -219,9 +225,9 @@ impl RuntimeManager {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::status::{ContainerState, ContainerStatus};
-    use k8s_openapi::api::core::v1::{ContainerPort, PodSpec, Probe, ResourceRequirements};
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+    use crate::status::ContainerStatus;
+    use k8s_openapi::api::core::v1::{ContainerPort, Probe, ResourceRequirements};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     fn ec(name: &str, target: Option<&str>) -> EphemeralContainer {
         EphemeralContainer {
@@ -233,45 +239,30 @@ mod tests {
     }
 
     fn pod(ephemeral: Vec<EphemeralContainer>) -> Pod {
-        Pod {
-            metadata: ObjectMeta {
-                name: Some("p".into()),
-                namespace: Some("default".into()),
-                uid: Some("u".into()),
-                ..Default::default()
-            },
-            spec: Some(PodSpec {
-                restart_policy: Some("Always".into()),
-                containers: vec![Container {
-                    name: "app".into(),
-                    image: Some("busybox".into()),
-                    ..Default::default()
-                }],
-                ephemeral_containers: Some(ephemeral),
-                ..Default::default()
-            }),
-            ..Default::default()
+        let mut p: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "default", "uid": "u"},
+            "spec": {"restartPolicy": "Always",
+                     "containers": [{"name": "app", "image": "busybox"}]},
+        }))
+        .expect("pod");
+        if let Some(spec) = p.spec.as_mut() {
+            spec.ephemeral_containers = Some(ephemeral);
         }
+        p
     }
 
-    fn cs(name: &str, state: ContainerState, exit_code: i32) -> ContainerStatus {
-        ContainerStatus {
+    /// A container of the pod as the runtime reports it.
+    fn cs(name: &str, state: api::ContainerState, exit_code: i32) -> ContainerStatus {
+        crate::status::container_status_from_cri(&api::ContainerStatus {
             id: format!("id-{name}"),
-            name: name.into(),
-            state,
-            created_at: 1,
-            started_at: 1,
-            finished_at: 0,
+            metadata: Some(api::ContainerMetadata {
+                name: name.into(),
+                attempt: 0,
+            }),
+            state: state as i32,
             exit_code,
-            image: "busybox".into(),
-            image_ref: String::new(),
-            hash: None,
-            restart_count: 0,
-            reason: String::new(),
-            message: String::new(),
-            container_type: ContainerType::Regular,
-            pod_termination_grace_period: None,
-        }
+            ..Default::default()
+        })
     }
 
     fn status(containers: Vec<ContainerStatus>) -> PodStatus {
@@ -287,15 +278,15 @@ mod tests {
     #[test]
     fn an_ephemeral_container_starts_once_and_never_restarts() {
         let p = pod(vec![ec("debug", Some("app")), ec("shell", None)]);
-        let running = status(vec![cs("app", ContainerState::Running, 0)]);
+        let running = status(vec![cs("app", api::ContainerState::ContainerRunning, 0)]);
         assert_eq!(ephemeral_containers_to_start(&p, &running), [0, 1]);
         // Running, exited 0, failed, unknown: never started again.
         for (state, code) in [
-            (ContainerState::Running, 0),
-            (ContainerState::Exited, 0),
-            (ContainerState::Exited, 1),
-            (ContainerState::Unknown, 0),
-            (ContainerState::Created, 0),
+            (api::ContainerState::ContainerRunning, 0),
+            (api::ContainerState::ContainerExited, 0),
+            (api::ContainerState::ContainerExited, 1),
+            (api::ContainerState::ContainerUnknown, 0),
+            (api::ContainerState::ContainerCreated, 0),
         ] {
             let mut st = running.clone();
             st.container_statuses.push(cs("debug", state, code));
@@ -322,7 +313,7 @@ mod tests {
                 ..Default::default()
             }]);
         }
-        let mut st = status(vec![cs("init", ContainerState::Running, 0)]);
+        let mut st = status(vec![cs("init", api::ContainerState::ContainerRunning, 0)]);
         st.sandbox_statuses = vec![api::PodSandboxStatus {
             id: "sb".into(),
             state: api::PodSandboxState::SandboxReady as i32,
@@ -342,14 +333,14 @@ mod tests {
     fn nothing_starts_in_a_pod_being_deleted() {
         let mut p = pod(vec![ec("debug", Some("app"))]);
         p.metadata.deletion_timestamp = Some(Time(Default::default()));
-        let st = status(vec![cs("app", ContainerState::Running, 0)]);
+        let st = status(vec![cs("app", api::ContainerState::ContainerRunning, 0)]);
         assert!(ephemeral_containers_to_start(&p, &st).is_empty());
     }
 
     #[test]
     fn the_target_is_the_named_containers_runtime_id() {
         let p = pod(vec![]);
-        let st = status(vec![cs("app", ContainerState::Running, 0)]);
+        let st = status(vec![cs("app", api::ContainerState::ContainerRunning, 0)]);
         assert_eq!(
             target_container_id(&p, &ec("debug", Some("app")), &st).unwrap(),
             Some("id-app".to_owned())
@@ -443,7 +434,10 @@ mod tests {
         assert!(validate(&p, 0, &empty).is_ok());
         match validate(&p, 0, &ec("app", None)) {
             Err(Error::EphemeralContainerConfig { message, .. }) => {
-                assert_eq!(message, "spec.ephemeralContainers[0].name: Duplicate value: \"app\"")
+                assert_eq!(
+                    message,
+                    "spec.ephemeralContainers[0].name: Duplicate value: \"app\""
+                )
             }
             other => panic!("unexpected {other:?}"),
         }

@@ -544,7 +544,11 @@ pub fn validate_static_pod(pod: &Pod) -> Vec<String> {
     }
     // Upstream ValidatePodCreate: ephemeral containers are only ever added
     // to a running pod, through the API's `ephemeralcontainers` subresource.
-    if spec.ephemeral_containers.as_ref().is_some_and(|e| !e.is_empty()) {
+    if spec
+        .ephemeral_containers
+        .as_ref()
+        .is_some_and(|e| !e.is_empty())
+    {
         errs.push("spec.ephemeralContainers: Forbidden: cannot be set on create".into());
     }
     for (i, c) in spec.ephemeral_containers.iter().flatten().enumerate() {
