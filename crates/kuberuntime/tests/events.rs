@@ -1,7 +1,8 @@
 //! The events the runtime manager records, with upstream's reasons and
 //! wording, over the in-memory `FakeRuntime` and a recording
 //! `FakeRecorder`: image pulls, container creation and start, failures,
-//! crash-loop back-off, kills, hooks and the sandbox.
+//! crash-loop back-off, kills, hooks and the sandbox; and how ephemeral
+//! containers start (module `ephemeral`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
