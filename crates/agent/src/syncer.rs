@@ -98,6 +98,9 @@ fn waiting_reason(e: &kubelet_kuberuntime::Error) -> Option<(String, &'static st
         E::CreateContainerConfig { container, .. } => {
             Some((container.clone(), "CreateContainerConfigError"))
         }
+        E::EphemeralContainerConfig { container, .. } => {
+            Some((container.clone(), "CreateContainerConfigError"))
+        }
         E::CreateContainer { container, .. } => Some((container.clone(), "CreateContainerError")),
         E::StartContainer { container, .. } => Some((container.clone(), "RunContainerError")),
         E::CrashLoopBackOff { container, .. } => Some((container.clone(), "CrashLoopBackOff")),
@@ -255,7 +258,8 @@ impl KubeletSyncer {
                 .init_container_statuses
                 .iter_mut()
                 .flatten()
-                .chain(s.container_statuses.iter_mut().flatten());
+                .chain(s.container_statuses.iter_mut().flatten())
+                .chain(s.ephemeral_container_statuses.iter_mut().flatten());
             for c in all {
                 if let (Some(message), Some(w)) = (
                     messages.get(&c.name),
@@ -526,8 +530,14 @@ impl KubeletSyncer {
         for e in &result.errors {
             tracing::warn!(pod = %pod_name(pod), error = %e, "sync failed");
             if let Some((container, reason)) = waiting_reason(e) {
-                if let kubelet_kuberuntime::Error::CreateContainerConfig { source, .. } = e {
-                    messages.insert(container.clone(), source.to_string());
+                match e {
+                    kubelet_kuberuntime::Error::CreateContainerConfig { source, .. } => {
+                        messages.insert(container.clone(), source.to_string());
+                    }
+                    kubelet_kuberuntime::Error::EphemeralContainerConfig { message, .. } => {
+                        messages.insert(container.clone(), message.clone());
+                    }
+                    _ => {}
                 }
                 waiting.insert(container, reason.to_owned());
             }

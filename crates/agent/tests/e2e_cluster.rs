@@ -1510,3 +1510,156 @@ async fn the_node_api_serves_the_api_server_and_refuses_strangers() {
         .await;
     assert_eq!(status_of(stolen), 401);
 }
+
+/// What `kubectl debug --target` does, against a real API server: an
+/// ephemeral container added through the `pods/ephemeralcontainers`
+/// subresource reaches the kubelet as an UPDATE, runs in the pod's
+/// sandbox and in its target's PID namespace (its `ps` shows the target's
+/// `sleep`), shows in `ephemeralContainerStatuses` running then
+/// terminated with its exit code, and is not restarted (upstream
+/// `computePodActions`, `SyncPod` step 5, `getTargetID`,
+/// `convertToAPIContainerStatuses`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_ephemeral_container_debugs_its_target_once() {
+    let Some(node) = ClusterNode::start("e2e-cluster-dbg").await else {
+        return;
+    };
+    node.wait_ready("True", Duration::from_secs(90)).await;
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "debugged", "namespace": "default"},
+        "spec": {
+            "nodeName": node.name,
+            "terminationGracePeriodSeconds": 2,
+            "containers": [{
+                "name": "app",
+                "image": "localhost/busybox:latest",
+                "imagePullPolicy": "Never",
+                "command": ["sleep", "3600"]
+            }]
+        }
+    }))
+    .expect("pod");
+    node.pods()
+        .create(&PostParams::default(), &pod)
+        .await
+        .expect("create debugged");
+    wait_for("debugged Running", Duration::from_secs(90), || async {
+        let p = node.pods().get_opt("debugged").await.ok().flatten()?;
+        (phase(&p) == Some("Running")).then_some(())
+    })
+    .await;
+
+    let patch = serde_json::json!({
+        "spec": {"ephemeralContainers": [{
+            "name": "debug",
+            "image": "localhost/busybox:latest",
+            "imagePullPolicy": "Never",
+            "targetContainerName": "app",
+            "command": ["sh", "-c", "ps -o pid,args; sleep 8; exit 3"],
+            "terminationMessagePolicy": "File"
+        }]}
+    });
+    node.pods()
+        .patch_ephemeral_containers(
+            "debugged",
+            &PatchParams::default(),
+            &Patch::Strategic(&patch),
+        )
+        .await
+        .expect("add the ephemeral container");
+
+    let ephemeral_state = |p: &Pod| {
+        p.status
+            .as_ref()?
+            .ephemeral_container_statuses
+            .as_ref()?
+            .iter()
+            .find(|c| c.name == "debug")
+            .cloned()
+    };
+    let running = wait_for(
+        "debug running in ephemeralContainerStatuses",
+        Duration::from_secs(60),
+        || async {
+            let p = node.pods().get_opt("debugged").await.ok().flatten()?;
+            ephemeral_state(&p).filter(|s| s.state.as_ref().is_some_and(|s| s.running.is_some()))
+        },
+    )
+    .await;
+    assert!(!running.ready, "ephemeral containers are never ready");
+    assert_eq!(running.restart_count, 0);
+
+    // In the pod's sandbox, beside the app.
+    let containers = node.cri.list_containers(None).await.expect("list");
+    let of = |name: &str| {
+        containers
+            .iter()
+            .filter(|c| {
+                c.labels.get("io.kubernetes.pod.name").map(String::as_str) == Some("debugged")
+                    && c.metadata.as_ref().is_some_and(|m| m.name == name)
+            })
+            .map(|c| (c.id.clone(), c.pod_sandbox_id.clone()))
+            .collect::<Vec<_>>()
+    };
+    let (app, debug) = (of("app"), of("debug"));
+    assert_eq!(app.len(), 1, "{app:?}");
+    assert_eq!(debug.len(), 1, "{debug:?}");
+    assert_eq!(app[0].1, debug[0].1, "same sandbox");
+    assert_eq!(
+        running.container_id.as_deref(),
+        Some(format!("containerd://{}", debug[0].0).as_str())
+    );
+
+    // In the target's PID namespace: the app's sleep is PID 1 there.
+    let log = wait_for("debug's ps output", Duration::from_secs(30), || async {
+        container_log(&node, "debugged", "debug").filter(|l| l.contains("sleep 3600"))
+    })
+    .await;
+    assert!(
+        log.lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["1", "sleep", "3600"]),
+        "the target's sleep is not PID 1 in:\n{log}"
+    );
+
+    // It exits 3: terminated with that code, and never restarted.
+    let done = wait_for(
+        "debug terminated in ephemeralContainerStatuses",
+        Duration::from_secs(60),
+        || async {
+            let p = node.pods().get_opt("debugged").await.ok().flatten()?;
+            ephemeral_state(&p)?
+                .state?
+                .terminated
+                .map(|t| (t.exit_code, p))
+        },
+    )
+    .await;
+    assert_eq!(done.0, 3);
+    assert_eq!(phase(&done.1), Some("Running"), "the pod runs on");
+    assert_eq!(condition(&done.1, "Ready").as_deref(), Some("True"));
+    // Several syncs later (housekeeping every 500 ms): still the one run.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let containers = node.cri.list_containers(None).await.expect("list");
+    let debug_runs = containers
+        .iter()
+        .filter(|c| {
+            c.labels.get("io.kubernetes.pod.name").map(String::as_str) == Some("debugged")
+                && c.metadata.as_ref().is_some_and(|m| m.name == "debug")
+        })
+        .count();
+    assert_eq!(debug_runs, 1, "the ephemeral container was restarted");
+    let p = node.pods().get("debugged").await.expect("get debugged");
+    let last = ephemeral_state(&p).expect("status");
+    assert_eq!(last.restart_count, 0);
+    assert_eq!(
+        last.state.and_then(|s| s.terminated).map(|t| t.exit_code),
+        Some(3)
+    );
+    assert_eq!(
+        node.running_containers()
+            .await
+            .get(&("debugged".to_owned(), "app".to_owned())),
+        Some(&app[0].0),
+        "the target was not touched"
+    );
+}

@@ -2,7 +2,7 @@
 //! (upstream `pkg/kubelet/types/pod_update.go`, `pkg/kubelet/container/helpers.go`,
 //! `pkg/kubelet/util/format`).
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Container, EphemeralContainer, Pod};
 
 /// Source name of static pods from files (upstream `kubetypes.FileSource`).
 pub const FILE_SOURCE: &str = "file";
@@ -89,6 +89,70 @@ pub fn is_mirror_pod(pod: &Pod) -> bool {
         .is_some_and(|a| a.contains_key(CONFIG_MIRROR_ANNOTATION))
 }
 
+/// An ephemeral container as the container it describes: every field but
+/// `targetContainerName` (upstream converts `EphemeralContainerCommon`
+/// to `v1.Container`, `pkg/kubelet/kuberuntime/kuberuntime_container.go`
+/// `ephemeralContainerStartSpec`, `pkg/kubelet/kubelet_pods.go`
+/// `convertStatusToAPIStatus`).
+pub fn ephemeral_container_common(ec: &EphemeralContainer) -> Container {
+    // Destructured in full, so that a field added to either type is seen.
+    let EphemeralContainer {
+        args,
+        command,
+        env,
+        env_from,
+        image,
+        image_pull_policy,
+        lifecycle,
+        liveness_probe,
+        name,
+        ports,
+        readiness_probe,
+        resize_policy,
+        resources,
+        restart_policy,
+        restart_policy_rules,
+        security_context,
+        startup_probe,
+        stdin,
+        stdin_once,
+        target_container_name: _,
+        termination_message_path,
+        termination_message_policy,
+        tty,
+        volume_devices,
+        volume_mounts,
+        working_dir,
+    } = ec.clone();
+    Container {
+        args,
+        command,
+        env,
+        env_from,
+        image,
+        image_pull_policy,
+        lifecycle,
+        liveness_probe,
+        name,
+        ports,
+        readiness_probe,
+        resize_policy,
+        resources,
+        restart_policy,
+        restart_policy_rules,
+        security_context,
+        startup_probe,
+        stdin,
+        stdin_once,
+        termination_message_path,
+        termination_message_policy,
+        tty,
+        volume_devices,
+        volume_mounts,
+        working_dir,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,5 +179,22 @@ mod tests {
         assert!(!is_static_pod(&pod(Some(API_SOURCE))));
         assert!(!is_static_pod(&pod(None)));
         assert!(!is_mirror_pod(&pod(Some(FILE_SOURCE))));
+    }
+
+    #[test]
+    fn an_ephemeral_container_is_its_common_part() {
+        let ec = EphemeralContainer {
+            name: "debug".into(),
+            image: Some("busybox".into()),
+            command: Some(vec!["ps".into()]),
+            target_container_name: Some("app".into()),
+            tty: Some(true),
+            ..Default::default()
+        };
+        let c = ephemeral_container_common(&ec);
+        assert_eq!(c.name, "debug");
+        assert_eq!(c.image.as_deref(), Some("busybox"));
+        assert_eq!(c.command, Some(vec!["ps".to_owned()]));
+        assert_eq!(c.tty, Some(true));
     }
 }

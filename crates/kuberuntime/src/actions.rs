@@ -7,9 +7,12 @@
 //! functions of the pod spec and the runtime status, so every rule is unit
 //! tested without a runtime.
 //!
+//! Ephemeral containers to start are chosen by
+//! [`crate::ephemeral::ephemeral_containers_to_start`].
+//!
 //! Not covered yet: restartable init containers (sidecars) are treated as
-//! classic init containers, ephemeral containers are not started, probe
-//! results and in-place resize do not trigger actions.
+//! classic init containers, probe results and in-place resize do not
+//! trigger actions.
 
 use k8s_openapi::api::core::v1::{Container, Pod};
 use kubelet_cri_client::api;
@@ -48,6 +51,9 @@ pub struct PodActions {
     pub containers_to_start: Vec<usize>,
     /// Containers to kill, when the pod itself is not killed.
     pub containers_to_kill: Vec<ContainerToKill>,
+    /// Ephemeral containers to start, as indices into
+    /// `spec.ephemeralContainers` (see [`crate::ephemeral`]).
+    pub ephemeral_containers_to_start: Vec<usize>,
 }
 
 fn restart_policy(pod: &Pod) -> &str {
@@ -248,6 +254,10 @@ pub fn compute_pod_actions_with_probes(
         changes.containers_to_start = to_start;
         return changes;
     }
+
+    // Ephemeral containers may start before initialization is done.
+    changes.ephemeral_containers_to_start =
+        crate::ephemeral::ephemeral_containers_to_start(pod, status);
 
     let (last_init, next_init, init_done) = find_next_init_container_to_run(pod, status);
     if !init_done {

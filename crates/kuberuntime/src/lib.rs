@@ -21,6 +21,9 @@
 //!   command and args. An environment that cannot be made fails only its
 //!   container ([`Error::CreateContainerConfig`], upstream
 //!   `CreateContainerConfigError`).
+//! - [`ephemeral`]: ephemeral containers (`kubectl debug`): started once
+//!   after the sandbox, never restarted, in the PID namespace of their
+//!   target container.
 //! - [`dns`]: the pod's resolver configuration from its `dnsPolicy` and
 //!   `dnsConfig`, `clusterDNS`, `clusterDomain` and the host's
 //!   `resolvConf` (upstream `pkg/kubelet/network/dns`), handed to the
@@ -55,8 +58,7 @@
 //! given to [`RuntimeManager::with_event_recorder`]; without one nothing
 //! is recorded.
 //!
-//! Not built yet: sidecar (restartable init) containers, ephemeral
-//! containers, in-place resize.
+//! Not built yet: sidecar (restartable init) containers, in-place resize.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -100,6 +102,7 @@ pub mod actions;
 pub mod config;
 pub mod credentials;
 pub mod dns;
+pub mod ephemeral;
 pub mod gc;
 pub mod hash;
 pub mod hosts;
@@ -213,6 +216,21 @@ pub enum Error {
         container: String,
         /// Upstream's message (`secret "x" not found`, ...).
         source: Box<ContainerConfigError>,
+    },
+    /// An ephemeral container cannot be made: its target container is
+    /// unknown (`unable to find target container x`), or it sets a field
+    /// the API forbids on one (see [`ephemeral`]). Upstream's
+    /// `ErrCreateContainerConfig`, waiting reason
+    /// `CreateContainerConfigError` with `message`. Only this container
+    /// fails.
+    #[error("pod {pod}: container {container:?}: CreateContainerConfigError: {message}")]
+    EphemeralContainerConfig {
+        /// The pod.
+        pod: String,
+        /// The ephemeral container.
+        container: String,
+        /// Upstream's message.
+        message: String,
     },
     /// CreateContainer failed (upstream `ErrCreateContainer`).
     #[error("pod {pod}: creating container {container:?}: {source}")]

@@ -524,6 +524,37 @@ impl RuntimeManager {
         pod_ips: &[String],
         volumes: &crate::config::PodVolumes,
     ) -> Result<String, Error> {
+        self.start_container_spec(
+            pod,
+            container,
+            container_type,
+            None,
+            sandbox_id,
+            sandbox,
+            status,
+            pod_ips,
+            volumes,
+        )
+        .await
+    }
+
+    /// [`Self::start_container`] of a regular, init or (with `ephemeral`)
+    /// ephemeral container (upstream `startSpec`): an ephemeral one is
+    /// checked first and joins its target's PID namespace (see
+    /// [`crate::ephemeral`]).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn start_container_spec(
+        &self,
+        pod: &Pod,
+        container: &Container,
+        container_type: ContainerType,
+        ephemeral: Option<crate::ephemeral::EphemeralSpec<'_>>,
+        sandbox_id: &str,
+        sandbox: &api::PodSandboxConfig,
+        status: &PodStatus,
+        pod_ips: &[String],
+        volumes: &crate::config::PodVolumes,
+    ) -> Result<String, Error> {
         self.do_backoff(pod, container, status)?;
         // Upstream startContainer: every failure to get the container
         // created is a Warning `Failed` event "Error: <message>".
@@ -537,6 +568,14 @@ impl RuntimeManager {
                 format!("Error: {message}"),
             )
         };
+        if let Some(e) = ephemeral
+            && let Err(e) = crate::ephemeral::validate(pod, e.index, e.container)
+        {
+            if let Some(message) = config_error_message(&e) {
+                failed(message);
+            }
+            return Err(e);
+        }
         let image_ref = match self.ensure_image_exists(pod, container, sandbox).await {
             Ok(r) => r,
             Err(e) => {
@@ -555,6 +594,7 @@ impl RuntimeManager {
                 pod_ips,
                 volumes,
                 &image_ref,
+                ephemeral,
             )
             .await
         {
@@ -582,7 +622,14 @@ impl RuntimeManager {
         pod_ips: &[String],
         volumes: &crate::config::PodVolumes,
         image_ref: &str,
+        ephemeral: Option<crate::ephemeral::EphemeralSpec<'_>>,
     ) -> Result<String, Error> {
+        // Upstream startContainer: the target is resolved once the image is
+        // there.
+        let target = match ephemeral {
+            Some(e) => crate::ephemeral::target_container_id(pod, e.container, status)?,
+            None => None,
+        };
         let restart_count = status
             .find_container_status_by_name(&container.name)
             .map(|s| s.restart_count + 1)
@@ -607,6 +654,9 @@ impl RuntimeManager {
             volumes,
             &self.opts,
         )?;
+        if let Some(target) = &target {
+            crate::ephemeral::set_pid_target(&mut config, target);
+        }
         // Upstream makeMounts: the termination-message file, last.
         if let Some(mount) = volumes
             .pod_dir
@@ -1165,6 +1215,7 @@ fn config_error_message(e: &Error) -> Option<String> {
         | Error::PostStartHook { .. } => None,
         // Upstream records the message alone: `Error: secret "x" not found`.
         Error::CreateContainerConfig { source, .. } => Some(source.to_string()),
+        Error::EphemeralContainerConfig { message, .. } => Some(message.clone()),
         other => Some(other.to_string()),
     }
 }
@@ -1348,6 +1399,27 @@ impl Runtime for RuntimeManager {
         }
         if sandbox_id.is_empty() {
             return result;
+        }
+
+        // Step 5: ephemeral containers, before init containers (upstream:
+        // so that they run even when an init container cannot start).
+        for &i in &actions.ephemeral_containers_to_start {
+            let started = self
+                .start_ephemeral_container(
+                    pod,
+                    i,
+                    &sandbox_id,
+                    &sandbox_config,
+                    status,
+                    &pod_ips,
+                    volumes,
+                )
+                .await;
+            match started {
+                Some(Ok(name)) => result.started_containers.push(name),
+                Some(Err(e)) => result.errors.push(e),
+                None => {}
+            }
         }
 
         let spec = pod.spec.as_ref();

@@ -1,7 +1,8 @@
 //! The events the runtime manager records, with upstream's reasons and
 //! wording, over the in-memory `FakeRuntime` and a recording
 //! `FakeRecorder`: image pulls, container creation and start, failures,
-//! crash-loop back-off, kills, hooks and the sandbox.
+//! crash-loop back-off, kills, hooks and the sandbox; and how ephemeral
+//! containers start (module `ephemeral`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
@@ -584,4 +585,151 @@ async fn an_unreadable_resolver_file_fails_the_sandbox_with_an_event() {
         .collect();
     assert_eq!(failed.len(), 1, "{failed:?}");
     assert!(failed[0].contains("missing-resolv.conf"), "{failed:?}");
+}
+
+/// Ephemeral containers: started once after the sandbox, in their target's
+/// PID namespace, never restarted; a bad one fails alone with its `Failed`
+/// event (upstream `kuberuntime_manager.go` `SyncPod`,
+/// `kuberuntime_container.go` `getTargetID`).
+mod ephemeral {
+    use super::*;
+    use kubelet_container::ContainerType;
+    use kubelet_cri_client::api::NamespaceMode;
+    use kubelet_kuberuntime::ContainerState;
+
+    /// The app container `app` and these ephemeral containers.
+    fn pod(ephemeral: serde_json::Value) -> Pod {
+        let mut p = super::pod(json!([app(BUSYBOX, "IfNotPresent")]));
+        if let Some(spec) = p.spec.as_mut() {
+            spec.ephemeral_containers = serde_json::from_value(ephemeral).unwrap();
+        }
+        p
+    }
+
+    fn debug(name: &str, target: &str) -> serde_json::Value {
+        json!({"name": name, "image": BUSYBOX, "imagePullPolicy": "IfNotPresent",
+               "command": ["ps"], "targetContainerName": target})
+    }
+
+    impl Setup {
+        async fn ids(&self, p: &Pod, name: &str) -> Vec<String> {
+            self.status(p)
+                .await
+                .container_statuses
+                .iter()
+                .filter(|c| c.name == name)
+                .map(|c| c.id.clone())
+                .collect()
+        }
+    }
+
+    #[tokio::test]
+    async fn an_ephemeral_container_runs_once_in_its_targets_pid_namespace() {
+        let s = setup();
+        // The sync that creates the sandbox starts the app only (upstream).
+        let p = pod(json!([debug("debug", "app")]));
+        let r = s.sync(&p).await;
+        assert!(r.errors.is_empty(), "{:?}", r.errors);
+        assert_eq!(r.started_containers, ["app"]);
+        let app = s.ids(&p, "app").await;
+        assert_eq!(app.len(), 1);
+
+        let r = s.sync(&p).await;
+        assert!(r.errors.is_empty(), "{:?}", r.errors);
+        assert_eq!(r.started_containers, ["debug"]);
+        let debug_ids = s.ids(&p, "debug").await;
+        assert_eq!(debug_ids.len(), 1);
+        let config = s.fake.container_config(&debug_ids[0]).unwrap();
+        let ns = config
+            .linux
+            .and_then(|l| l.security_context)
+            .and_then(|s| s.namespace_options)
+            .unwrap();
+        assert_eq!(ns.pid(), NamespaceMode::Target);
+        assert_eq!(ns.target_id, app[0]);
+        assert_eq!(ns.network(), NamespaceMode::Pod);
+        assert_eq!(config.command, ["ps"]);
+        let st = s.status(&p).await;
+        let debug_status = st
+            .container_statuses
+            .iter()
+            .find(|c| c.name == "debug")
+            .unwrap();
+        assert_eq!(debug_status.container_type, ContainerType::Ephemeral);
+        let events: Vec<String> = s.events.take().iter().map(ToString::to_string).collect();
+        assert!(
+            events.contains(&"Normal Started Started container debug".to_owned()),
+            "{events:?}"
+        );
+
+        // Running: nothing to do. Exited (even failed, restartPolicy Always):
+        // never restarted, and the app keeps running.
+        let r = s.sync(&p).await;
+        assert!(r.started_containers.is_empty() && r.errors.is_empty());
+        s.fake.exit_container(&debug_ids[0], 1, "Error").unwrap();
+        for _ in 0..2 {
+            let r = s.sync(&p).await;
+            assert!(r.errors.is_empty(), "{:?}", r.errors);
+            assert!(r.started_containers.is_empty(), "{r:?}");
+            assert!(!r.killed_pod);
+        }
+        assert_eq!(s.ids(&p, "debug").await, debug_ids);
+        let st = s.status(&p).await;
+        assert!(
+            st.container_statuses
+                .iter()
+                .any(|c| c.name == "app" && c.state == ContainerState::Running)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_bad_ephemeral_container_fails_alone_with_a_clear_error() {
+        let s = setup();
+        let p = pod(json!([]));
+        assert!(s.sync(&p).await.errors.is_empty());
+        s.events.take();
+        let mut with_ports = debug("ports", "app");
+        with_ports["ports"] = json!([{"containerPort": 80}]);
+        let p = pod(json!([
+            debug("lost", "nope"),
+            with_ports,
+            debug("good", "app")
+        ]));
+        let r = s.sync(&p).await;
+        assert_eq!(r.started_containers, ["good"], "{r:?}");
+        let messages: Vec<(String, String)> = r
+            .errors
+            .iter()
+            .map(|e| match e {
+                Error::EphemeralContainerConfig {
+                    container, message, ..
+                } => (container.clone(), message.clone()),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            messages,
+            [
+                (
+                    "lost".to_owned(),
+                    "unable to find target container nope".to_owned()
+                ),
+                (
+                    "ports".to_owned(),
+                    "spec.ephemeralContainers[1].ports: Forbidden: cannot be set for an Ephemeral Container"
+                        .to_owned()
+                ),
+            ]
+        );
+        let events: Vec<String> = s.events.take().iter().map(ToString::to_string).collect();
+        assert!(
+            events
+                .contains(&"Warning Failed Error: unable to find target container nope".to_owned()),
+            "{events:?}"
+        );
+        // No runtime container was made for either; the app was not touched.
+        assert!(s.ids(&p, "lost").await.is_empty());
+        assert!(s.ids(&p, "ports").await.is_empty());
+        assert!(!r.killed_pod && r.killed_containers.is_empty());
+    }
 }

@@ -425,7 +425,7 @@ const DNS_POLICIES: [&str; 4] = ["ClusterFirstWithHostNet", "ClusterFirst", "Def
 /// container names (DNS labels, unique across init, regular and ephemeral
 /// containers), images, restart and DNS policies, resource quantities
 /// (parsable, not negative, limits not below requests), volume names and
-/// mounts; and the static pod rule that a static pod may not reference API
+/// mounts, no ephemeral containers; and the static pod rule that a static pod may not reference API
 /// objects (service accounts, secrets, config maps, PVCs, CSI and ephemeral
 /// volumes, projected secrets/config maps/tokens/cluster trust bundles,
 /// resource claims).
@@ -541,6 +541,15 @@ pub fn validate_static_pod(pod: &Pod) -> Vec<String> {
                 &mut errs,
             );
         }
+    }
+    // Upstream ValidatePodCreate: ephemeral containers are only ever added
+    // to a running pod, through the API's `ephemeralcontainers` subresource.
+    if spec
+        .ephemeral_containers
+        .as_ref()
+        .is_some_and(|e| !e.is_empty())
+    {
+        errs.push("spec.ephemeralContainers: Forbidden: cannot be set on create".into());
     }
     for (i, c) in spec.ephemeral_containers.iter().flatten().enumerate() {
         let field = format!("spec.ephemeralContainers[{i}]");
@@ -739,6 +748,19 @@ mod tests {
         // A given UID is kept.
         let with_uid = YAML.replace("name: web\n", "name: web\n  uid: fixed-uid\n");
         assert_eq!(uid(&with_uid, &file(), NODE), "fixed-uid");
+    }
+
+    #[test]
+    fn a_static_pod_has_no_ephemeral_containers() {
+        let data = format!(
+            "{YAML}  ephemeralContainers:\n  - name: debug\n    image: busybox\n    targetContainerName: nginx\n"
+        );
+        let err = decode_static_pod(data.as_bytes(), &file(), NODE).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("spec.ephemeralContainers: Forbidden: cannot be set on create"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -756,6 +756,28 @@ mod tests {
         assert!(m.is_empty());
     }
 
+    // An ephemeral container added through the API's
+    // `pods/ephemeralcontainers` subresource changes the spec: an UPDATE
+    // carrying it, so that the pod worker syncs and starts it (upstream
+    // `checkAndUpdatePod` compares the spec).
+    #[test]
+    fn an_added_ephemeral_container_is_an_update() {
+        let mut m = Merger::new();
+        m.merge(SRC, PodOperation::Set, vec![pod("foo", "new")]);
+        let mut debugged = pod("foo", "new");
+        debugged.spec.as_mut().unwrap().ephemeral_containers =
+            Some(vec![k8s_openapi::api::core::v1::EphemeralContainer {
+                name: "debug".into(),
+                image: Some("busybox".into()),
+                target_container_name: Some("ctr".into()),
+                ..Default::default()
+            }]);
+        let out = m.merge(SRC, PodOperation::Set, vec![debugged]);
+        assert_eq!(ops(&out), [(PodOperation::Update, s(&["foo"]))]);
+        let spec = out.updates[0].pods[0].spec.as_ref().unwrap();
+        assert_eq!(spec.ephemeral_containers.as_ref().unwrap()[0].name, "debug");
+    }
+
     // upstream TestNewPodAddedDelete
     #[test]
     fn graceful_delete() {

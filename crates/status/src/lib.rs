@@ -333,7 +333,8 @@ fn condition(kind: &str, ok: bool, reason: Option<&str>) -> PodCondition {
 }
 
 /// The API status of `pod` from the runtime's view (upstream
-/// `generateAPIPodStatus`). `waiting` gives, per container name, the
+/// `generateAPIPodStatus`), its ephemeral containers' in
+/// `ephemeralContainerStatuses`. `waiting` gives, per container name, the
 /// waiting reason the last sync ran into (`CrashLoopBackOff`,
 /// `ErrImageNeverPull`, ...).
 ///
@@ -372,6 +373,22 @@ pub fn generate_api_pod_status_with(
         .unwrap_or_default()
         .iter()
         .map(|c| container_status(c, rt, reason(c), runtime_name))
+        .collect();
+    // Upstream: each `EphemeralContainerCommon` as a `v1.Container`, with
+    // no probe results (not ready, `started` unset); they count in neither
+    // the phase nor the conditions.
+    let ephemeral: Vec<ContainerStatus> = spec
+        .and_then(|s| s.ephemeral_containers.as_deref())
+        .unwrap_or_default()
+        .iter()
+        .map(|ec| {
+            let c = kubelet_container::pod::ephemeral_container_common(ec);
+            ContainerStatus {
+                ready: false,
+                started: None,
+                ..container_status(&c, rt, reason(&c), runtime_name)
+            }
+        })
         .collect();
     let phase = get_phase(pod, &init, &app);
     let mut probed = PodStatus {
@@ -430,6 +447,7 @@ pub fn generate_api_pod_status_with(
         ]),
         init_container_statuses: (!init.is_empty()).then_some(init),
         container_statuses: Some(app),
+        ephemeral_container_statuses: (!ephemeral.is_empty()).then_some(ephemeral),
         ..Default::default()
     }
 }
@@ -563,6 +581,70 @@ mod tests {
             .find(|c| c.type_ == "Ready")
             .map(|c| c.status);
         assert_eq!(ready.as_deref(), Some("True"));
+    }
+
+    #[test]
+    fn ephemeral_containers_have_their_own_statuses_and_no_say_in_the_phase() {
+        use RtState::*;
+        let mut p = pod("Never", &["a"]);
+        if let Some(spec) = p.spec.as_mut() {
+            spec.ephemeral_containers = Some(vec![
+                k8s_openapi::api::core::v1::EphemeralContainer {
+                    name: "debug".into(),
+                    image: Some("busybox".into()),
+                    target_container_name: Some("a".into()),
+                    ..Default::default()
+                },
+                k8s_openapi::api::core::v1::EphemeralContainer {
+                    name: "later".into(),
+                    image: Some("busybox".into()),
+                    ..Default::default()
+                },
+            ]);
+        }
+        let s = generate_api_pod_status(
+            &p,
+            &rt(&[("a", Running, 0, 1), ("debug", Exited, 3, 1)]),
+            &HashMap::new(),
+            "containerd",
+        );
+        // A failed ephemeral container fails neither the pod nor readiness.
+        assert_eq!(s.phase.as_deref(), Some("Running"));
+        let ready = s
+            .conditions
+            .iter()
+            .flatten()
+            .find(|c| c.type_ == "Ready")
+            .map(|c| c.status.clone());
+        assert_eq!(ready.as_deref(), Some("True"));
+        assert_eq!(s.container_statuses.as_ref().map(Vec::len), Some(1));
+        let eph = s.ephemeral_container_statuses.unwrap_or_default();
+        assert_eq!(eph.len(), 2);
+        let debug = &eph[0];
+        assert_eq!(debug.name, "debug");
+        assert!(!debug.ready);
+        assert_eq!(debug.started, None);
+        assert_eq!(debug.container_id.as_deref(), Some("containerd://debug-1"));
+        let t = debug
+            .state
+            .as_ref()
+            .and_then(|s| s.terminated.as_ref())
+            .expect("terminated");
+        assert_eq!(t.exit_code, 3);
+        let waiting = eph[1]
+            .state
+            .as_ref()
+            .and_then(|s| s.waiting.as_ref())
+            .and_then(|w| w.reason.as_deref());
+        assert_eq!(waiting, Some("ContainerCreating"));
+        // Without ephemeral containers the field stays unset.
+        let s = generate_api_pod_status(
+            &pod("Never", &["a"]),
+            &rt(&[("a", Running, 0, 1)]),
+            &HashMap::new(),
+            "containerd",
+        );
+        assert_eq!(s.ephemeral_container_statuses, None);
     }
 
     #[test]
