@@ -55,8 +55,10 @@
 //! given to [`RuntimeManager::with_event_recorder`]; without one nothing
 //! is recorded.
 //!
-//! Not built yet: sidecar (restartable init) containers, ephemeral
-//! containers, in-place resize.
+//! Sidecars (restartable init containers) run beside the app containers
+//! and stop after them, in reverse order ([`actions`], `KillPod`).
+//!
+//! Not built yet: ephemeral containers, in-place resize.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -109,6 +111,7 @@ pub mod lifecycle;
 pub mod logs;
 mod manager;
 pub mod status;
+mod termination_order;
 
 pub use config::PodVolumes;
 pub use kubelet_container::RuntimeReader;
