@@ -592,14 +592,19 @@ spec:
     s.start(&p).await; // s1
     s.start(&p).await; // i2
     let i2 = id(&s.status(&p).await, "i2");
-    s.rec.fake.exit_container(&i2, 0, "Completed").expect("exit");
+    s.rec
+        .fake
+        .exit_container(&i2, 0, "Completed")
+        .expect("exit");
     s.start(&p).await; // s3
     s.start(&p).await; // a, b
     let st = s.status(&p).await;
     assert_eq!(st.running_containers().count(), 4, "{st:?}");
 
     // Each stop takes 3 s (paused clock).
-    s.rec.fake.set_delay("StopContainer", Duration::from_secs(3));
+    s.rec
+        .fake
+        .set_delay("StopContainer", Duration::from_secs(3));
     let t0 = tokio::time::Instant::now();
     s.kill(Some(&p), &p, None).await;
     let stopped = lock(&s.rec.stopped).clone();
@@ -650,7 +655,9 @@ spec:
     s.start(&p).await;
     s.start(&p).await;
     assert_eq!(s.status(&p).await.running_containers().count(), 2);
-    s.rec.fake.set_delay("StopContainer", Duration::from_secs(3));
+    s.rec
+        .fake
+        .set_delay("StopContainer", Duration::from_secs(3));
     let t0 = tokio::time::Instant::now();
     s.kill(None, &p, None).await;
     assert_eq!(t0.elapsed(), Duration::from_secs(3));

@@ -272,7 +272,10 @@ spec:
   containers:
   - {name: app, image: "localhost/busybox:latest", imagePullPolicy: IfNotPresent}
 "#);
-    let sync = || async { m.sync_pod(&p, &status_of(&m, &p).await, &Default::default()).await };
+    let sync = || async {
+        m.sync_pod(&p, &status_of(&m, &p).await, &Default::default())
+            .await
+    };
     let id = |name: &'static str| {
         let m = &m;
         let p = &p;
@@ -292,7 +295,11 @@ spec:
         .expect("exit");
     assert_eq!(sync().await.started_containers, ["app"]);
     let st = status_of(&m, &p).await;
-    assert_eq!(st.running_containers().count(), 2, "s1 and app run together");
+    assert_eq!(
+        st.running_containers().count(),
+        2,
+        "s1 and app run together"
+    );
     let app = id("app").await;
 
     // The sidecar exits: only it restarts, with a higher count.

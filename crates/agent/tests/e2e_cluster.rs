@@ -1246,10 +1246,16 @@ async fn sidecars_run_beside_the_app_restart_alone_and_stop_last() {
     )
     .await;
     assert_eq!(condition(&ready, "Initialized").as_deref(), Some("True"));
-    assert_eq!(condition(&ready, "ContainersReady").as_deref(), Some("True"));
+    assert_eq!(
+        condition(&ready, "ContainersReady").as_deref(),
+        Some("True")
+    );
     let side = init_status(&ready).expect("sidecar status");
     assert!(
-        side.state.as_ref().and_then(|s| s.running.as_ref()).is_some(),
+        side.state
+            .as_ref()
+            .and_then(|s| s.running.as_ref())
+            .is_some(),
         "{side:?}"
     );
     assert_eq!((side.started, side.ready), (Some(true), true), "{side:?}");
@@ -1263,17 +1269,17 @@ async fn sidecars_run_beside_the_app_restart_alone_and_stop_last() {
         .stop_container(&sidecar_id, Duration::from_secs(5))
         .await
         .expect("stop the sidecar");
-    let restarted = wait_for(
-        "the sidecar restarted",
-        Duration::from_secs(60),
-        || async {
-            let p = node.pods().get_opt("with-sidecar").await.ok().flatten()?;
-            let s = init_status(&p)?;
-            let new_id = node.running_containers().await.get(&key("sidecar")).cloned()?;
-            (s.restart_count >= 1 && new_id != sidecar_id && s.state.as_ref()?.running.is_some())
-                .then_some((p, new_id))
-        },
-    )
+    let restarted = wait_for("the sidecar restarted", Duration::from_secs(60), || async {
+        let p = node.pods().get_opt("with-sidecar").await.ok().flatten()?;
+        let s = init_status(&p)?;
+        let new_id = node
+            .running_containers()
+            .await
+            .get(&key("sidecar"))
+            .cloned()?;
+        (s.restart_count >= 1 && new_id != sidecar_id && s.state.as_ref()?.running.is_some())
+            .then_some((p, new_id))
+    })
     .await;
     let (p, new_sidecar_id) = restarted;
     assert_eq!(
@@ -1315,7 +1321,10 @@ async fn sidecars_run_beside_the_app_restart_alone_and_stop_last() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let app_done = finished.get(&app_id).copied().expect("the app container exited");
+    let app_done = finished
+        .get(&app_id)
+        .copied()
+        .expect("the app container exited");
     let sidecar_done = finished
         .get(&new_sidecar_id)
         .copied()

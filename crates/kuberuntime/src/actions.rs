@@ -773,7 +773,11 @@ mod tests {
         p
     }
 
-    fn init_actions(p: &Pod, st: &PodStatus, probes: Option<&dyn ProbeResults>) -> (PodActions, bool) {
+    fn init_actions(
+        p: &Pod,
+        st: &PodStatus,
+        probes: Option<&dyn ProbeResults>,
+    ) -> (PodActions, bool) {
         let mut a = PodActions::default();
         let done = compute_init_container_actions(p, st, probes, &mut a);
         (a, done)
@@ -801,11 +805,13 @@ mod tests {
         let (a, done) = init_actions(&p, &running(&["s1", "i2"]), None);
         assert_eq!((a.init_containers_to_start, done), (vec![], false));
         let mut st = running(&["s1"]);
-        st.container_statuses.push(cs("i2", ContainerState::Exited, 0));
+        st.container_statuses
+            .push(cs("i2", ContainerState::Exited, 0));
         let (a, done) = init_actions(&p, &st, None);
         assert_eq!((a.init_containers_to_start, done), (vec![2], false));
         // The last init container is a started sidecar: initialized.
-        st.container_statuses.push(cs("s3", ContainerState::Running, 0));
+        st.container_statuses
+            .push(cs("s3", ContainerState::Running, 0));
         let (a, done) = init_actions(&p, &st, None);
         assert_eq!((a.init_containers_to_start, done), (vec![], true));
         assert!(a.containers_to_kill.is_empty() && !a.kill_pod);
@@ -815,14 +821,17 @@ mod tests {
     fn app_containers_start_beside_running_sidecars() {
         let p = sidecar_pod("Always", &["s1", "i2"], &["a", "b"]);
         let mut st = running(&["s1"]);
-        st.container_statuses.push(cs("i2", ContainerState::Exited, 0));
+        st.container_statuses
+            .push(cs("i2", ContainerState::Exited, 0));
         let a = compute_pod_actions(&p, &st);
         assert_eq!(a.containers_to_start, [0, 1]);
         assert!(a.init_containers_to_start.is_empty());
         assert!(a.containers_to_kill.is_empty() && !a.kill_pod);
         // Running together: nothing to do.
-        st.container_statuses.push(cs("a", ContainerState::Running, 0));
-        st.container_statuses.push(cs("b", ContainerState::Running, 0));
+        st.container_statuses
+            .push(cs("a", ContainerState::Running, 0));
+        st.container_statuses
+            .push(cs("b", ContainerState::Running, 0));
         let a = compute_pod_actions(&p, &st);
         assert!(a.containers_to_start.is_empty() && a.init_containers_to_start.is_empty());
         assert!(a.containers_to_kill.is_empty() && !a.kill_pod);
@@ -839,7 +848,11 @@ mod tests {
         let st = running(&["s1"]);
         let none = Probes::default();
         let (a, done) = init_actions(&p, &st, Some(&none));
-        assert_eq!((a.init_containers_to_start, done), (vec![], false), "not run yet");
+        assert_eq!(
+            (a.init_containers_to_start, done),
+            (vec![], false),
+            "not run yet"
+        );
         let unknown = Probes {
             startup: vec![("id-s1".into(), ProbeOutcome::Unknown)],
             ..Default::default()
@@ -894,7 +907,10 @@ mod tests {
             // liveness result is not read for a sidecar without the probe.
             let p = sidecar_pod(policy, &["s1"], &["a"]);
             let a = compute_pod_actions_with_probes(&p, &st, Some(&probes));
-            assert!(a.containers_to_kill.is_empty(), "{policy}: no liveness probe");
+            assert!(
+                a.containers_to_kill.is_empty(),
+                "{policy}: no liveness probe"
+            );
         }
     }
 
@@ -904,7 +920,8 @@ mod tests {
             for code in [0, 1] {
                 let p = sidecar_pod(policy, &["s1"], &["a"]);
                 let mut st = running(&["a"]);
-                st.container_statuses.push(cs("s1", ContainerState::Exited, code));
+                st.container_statuses
+                    .push(cs("s1", ContainerState::Exited, code));
                 let a = compute_pod_actions(&p, &st);
                 assert_eq!(a.init_containers_to_start, [0], "{policy} exit {code}");
                 assert!(!a.kill_pod && a.containers_to_kill.is_empty());
@@ -932,7 +949,10 @@ mod tests {
         });
         let a = compute_pod_actions(&p, &st);
         assert_eq!(a.init_containers_to_start, [0]);
-        assert_eq!(a.containers_to_kill[0].message, "Init container s1 definition changed");
+        assert_eq!(
+            a.containers_to_kill[0].message,
+            "Init container s1 definition changed"
+        );
     }
 
     #[test]
@@ -981,7 +1001,8 @@ mod tests {
     fn a_failed_regular_init_container_after_a_sidecar_kills_the_pod_under_never() {
         let p = sidecar_pod("Never", &["s1", "i2"], &["a"]);
         let mut st = running(&["s1"]);
-        st.container_statuses.push(cs("i2", ContainerState::Exited, 1));
+        st.container_statuses
+            .push(cs("i2", ContainerState::Exited, 1));
         let a = compute_pod_actions(&p, &st);
         assert!(a.kill_pod && a.init_containers_to_start.is_empty());
         assert!(a.containers_to_start.is_empty());

@@ -21,10 +21,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kubelet_container::events::{
     EventRecorder, EventType, NoopRecorder, container_ref, pod_desc, pod_ref, reason,
 };
-use kubelet_container::podres::is_restartable_init;
 use kubelet_container::flowcontrol::{
     Backoff, TokenBucket, crash_loop_key, image_pull_key, system_time_from_unix_nanos,
 };
+use kubelet_container::podres::is_restartable_init;
 use kubelet_cri_client::{ImageService, RuntimeService, api};
 
 use crate::actions::{ProbeResults, compute_pod_actions_with_probes};
@@ -1464,12 +1464,12 @@ impl Runtime for RuntimeManager {
                     || c.state == crate::status::ContainerState::Created
             })
             .collect();
-        let ordering = pod.filter(|p| has_restartable_init_container(p)).map(|p| {
-            TerminationOrdering::new(p, to_kill.iter().map(|c| c.name.as_str()))
-        });
-        let kills = to_kill.iter().map(|c| {
-            self.kill_container_ordered(pod, c, grace_override, "", ordering.as_ref())
-        });
+        let ordering = pod
+            .filter(|p| has_restartable_init_container(p))
+            .map(|p| TerminationOrdering::new(p, to_kill.iter().map(|c| c.name.as_str())));
+        let kills = to_kill
+            .iter()
+            .map(|c| self.kill_container_ordered(pod, c, grace_override, "", ordering.as_ref()));
         let mut first_error = None;
         for r in join_all(kills).await {
             if let Err(e) = r {

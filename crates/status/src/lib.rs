@@ -666,10 +666,19 @@ mod tests {
     fn a_running_sidecar_shows_started_and_ready_and_the_pod_is_ready() {
         use RtState::*;
         let p = sidecar_pod("Always");
-        let rt1 = rt(&[("s", Running, 0, 1), ("i", Exited, 0, 2), ("a", Running, 0, 3)]);
+        let rt1 = rt(&[
+            ("s", Running, 0, 1),
+            ("i", Exited, 0, 2),
+            ("a", Running, 0, 3),
+        ]);
         let s = generate_api_pod_status(&p, &rt1, &HashMap::new(), "containerd");
         let side = &s.init_container_statuses.as_ref().expect("init")[0];
-        assert!(side.state.as_ref().and_then(|x| x.running.as_ref()).is_some());
+        assert!(
+            side.state
+                .as_ref()
+                .and_then(|x| x.running.as_ref())
+                .is_some()
+        );
         assert_eq!((side.started, side.ready), (Some(true), true));
         assert_eq!(s.phase.as_deref(), Some("Running"));
         for kind in ["Initialized", "ContainersReady", "Ready"] {
@@ -678,7 +687,11 @@ mod tests {
         // An unready sidecar makes the pod unready (its readiness probe
         // has not passed, as the prober says through `adjust`).
         let s = generate_api_pod_status_with(&p, &rt1, &HashMap::new(), "containerd", |s| {
-            if let Some(side) = s.init_container_statuses.as_mut().and_then(|v| v.first_mut()) {
+            if let Some(side) = s
+                .init_container_statuses
+                .as_mut()
+                .and_then(|v| v.first_mut())
+            {
                 side.ready = false;
             }
         });
@@ -693,7 +706,11 @@ mod tests {
         let p = sidecar_pod("Always");
         let rt1 = rt(&[("s", Running, 0, 1), ("i", Exited, 0, 2)]);
         let not_started = |s: &mut PodStatus| {
-            if let Some(side) = s.init_container_statuses.as_mut().and_then(|v| v.first_mut()) {
+            if let Some(side) = s
+                .init_container_statuses
+                .as_mut()
+                .and_then(|v| v.first_mut())
+            {
                 side.started = Some(false);
                 side.ready = false;
             }
@@ -716,7 +733,11 @@ mod tests {
     fn a_failed_sidecar_never_fails_the_pod() {
         use RtState::*;
         let p = sidecar_pod("Never");
-        let rt1 = rt(&[("s", Exited, 1, 1), ("i", Exited, 0, 2), ("a", Running, 0, 3)]);
+        let rt1 = rt(&[
+            ("s", Exited, 1, 1),
+            ("i", Exited, 0, 2),
+            ("a", Running, 0, 3),
+        ]);
         let s = generate_api_pod_status(&p, &rt1, &HashMap::new(), "containerd");
         assert_eq!(s.phase.as_deref(), Some("Running"));
         assert_eq!(cond(&s, "Initialized"), "True", "the app container started");
@@ -730,11 +751,19 @@ mod tests {
     fn a_running_sidecar_keeps_a_finished_pod_running_until_it_stops() {
         use RtState::*;
         let p = sidecar_pod("Never");
-        let rt1 = rt(&[("s", Running, 0, 1), ("i", Exited, 0, 2), ("a", Exited, 0, 3)]);
+        let rt1 = rt(&[
+            ("s", Running, 0, 1),
+            ("i", Exited, 0, 2),
+            ("a", Exited, 0, 3),
+        ]);
         let s = generate_api_pod_status(&p, &rt1, &HashMap::new(), "containerd");
         assert_eq!(s.phase.as_deref(), Some("Running"));
         // Stopped with the pod (SIGTERM: 143): the pod succeeded.
-        let rt2 = rt(&[("s", Exited, 143, 1), ("i", Exited, 0, 2), ("a", Exited, 0, 3)]);
+        let rt2 = rt(&[
+            ("s", Exited, 143, 1),
+            ("i", Exited, 0, 2),
+            ("a", Exited, 0, 3),
+        ]);
         let s = generate_api_pod_status(&p, &rt2, &HashMap::new(), "containerd");
         assert_eq!(s.phase.as_deref(), Some("Succeeded"));
         assert_eq!(cond(&s, "Initialized"), "True");
