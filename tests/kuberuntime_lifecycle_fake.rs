@@ -566,24 +566,34 @@ spec:
     assert_eq!(st.container_statuses[0].message, "starting\npanic: boom\n");
 }
 
+/// A pod with a grace period of 30 s whose init containers named `s*` are
+/// sidecars.
+fn sidecar_pod(inits: &[&str], apps: &[&str]) -> Pod {
+    let line = |name: &str| {
+        let sidecar = if name.starts_with('s') {
+            ", restartPolicy: Always"
+        } else {
+            ""
+        };
+        format!(
+            "  - {{name: {name}, image: localhost/busybox:latest, imagePullPolicy: IfNotPresent{sidecar}}}\n"
+        )
+    };
+    pod(&format!(
+        "metadata: {{name: side, namespace: default, uid: uid-side}}\n\
+         spec:\n  terminationGracePeriodSeconds: 30\n  initContainers:\n{}  containers:\n{}",
+        inits.iter().map(|n| line(n)).collect::<String>(),
+        apps.iter().map(|n| line(n)).collect::<String>(),
+    ))
+}
+
 /// Upstream killContainersWithSyncResult with terminationOrdering: app
 /// containers stop first, then the sidecars in reverse order, each after
 /// the ones before it stopped, with what is left of the grace period.
 #[tokio::test(start_paused = true)]
 async fn kill_pod_stops_app_containers_then_sidecars_in_reverse_order() {
     let s = setup();
-    let p = pod(r#"
-metadata: {name: side, namespace: default, uid: uid-side}
-spec:
-  terminationGracePeriodSeconds: 30
-  initContainers:
-  - {name: s1, image: "localhost/busybox:latest", imagePullPolicy: IfNotPresent, restartPolicy: Always}
-  - {name: i2, image: "localhost/busybox:latest", imagePullPolicy: IfNotPresent}
-  - {name: s3, image: "localhost/busybox:latest", imagePullPolicy: IfNotPresent, restartPolicy: Always}
-  containers:
-  - {name: a, image: "localhost/busybox:latest", imagePullPolicy: IfNotPresent}
-  - {name: b, image: "localhost/busybox:latest", imagePullPolicy: IfNotPresent}
-"#);
+    let p = sidecar_pod(&["s1", "i2", "s3"], &["a", "b"]);
     let id = |st: &PodStatus, name: &str| {
         st.find_container_status_by_name(name)
             .map(|c| c.id.clone())
@@ -643,15 +653,7 @@ spec:
 #[tokio::test(start_paused = true)]
 async fn kill_pod_without_the_pod_stops_sidecars_at_once() {
     let s = setup();
-    let p = pod(r#"
-metadata: {name: side, namespace: default, uid: uid-side}
-spec:
-  terminationGracePeriodSeconds: 30
-  initContainers:
-  - {name: s1, image: "localhost/busybox:latest", imagePullPolicy: IfNotPresent, restartPolicy: Always}
-  containers:
-  - {name: a, image: "localhost/busybox:latest", imagePullPolicy: IfNotPresent}
-"#);
+    let p = sidecar_pod(&["s1"], &["a"]);
     s.start(&p).await;
     s.start(&p).await;
     assert_eq!(s.status(&p).await.running_containers().count(), 2);

@@ -740,33 +740,26 @@ mod tests {
         }
     }
 
-    /// A pod whose init containers named `s*` are sidecars.
-    fn sidecar_pod(restart: &str, inits: &[&str], apps: &[&str]) -> Pod {
-        let mut p = pod(restart, inits, apps);
-        for c in p
-            .spec
+    fn init_containers_mut(p: &mut Pod) -> impl Iterator<Item = &mut Container> {
+        p.spec
             .as_mut()
             .and_then(|s| s.init_containers.as_mut())
             .into_iter()
             .flatten()
-        {
-            if c.name.starts_with('s') {
-                c.restart_policy = Some("Always".into());
-            }
+    }
+
+    /// A pod whose init containers named `s*` are sidecars.
+    fn sidecar_pod(restart: &str, inits: &[&str], apps: &[&str]) -> Pod {
+        let mut p = pod(restart, inits, apps);
+        for c in init_containers_mut(&mut p).filter(|c| c.name.starts_with('s')) {
+            c.restart_policy = Some("Always".into());
         }
         p
     }
 
     fn with_probes(mut p: Pod, name: &str, startup: bool, liveness: bool) -> Pod {
         let probe = || k8s_openapi::api::core::v1::Probe::default();
-        for c in p
-            .spec
-            .as_mut()
-            .and_then(|s| s.init_containers.as_mut())
-            .into_iter()
-            .flatten()
-            .filter(|c| c.name == name)
-        {
+        for c in init_containers_mut(&mut p).filter(|c| c.name == name) {
             c.startup_probe = startup.then(probe);
             c.liveness_probe = liveness.then(probe);
         }
