@@ -32,6 +32,7 @@ struct Recording {
     fake: FakeRuntime,
     journal: Arc<Mutex<Vec<String>>>,
     stops: Arc<Mutex<Vec<Duration>>>,
+    stopped: Arc<Mutex<Vec<String>>>,
     log_dir: Arc<Mutex<String>>,
 }
 
@@ -95,7 +96,9 @@ impl RuntimeService for Recording {
     async fn stop_container(&self, id: &str, timeout: Duration) -> Result<()> {
         self.note("StopContainer");
         lock(&self.stops).push(timeout);
-        self.fake.stop_container(id, timeout).await
+        let r = self.fake.stop_container(id, timeout).await;
+        lock(&self.stopped).push(id.to_owned());
+        r
     }
     async fn remove_container(&self, id: &str) -> Result<()> {
         self.fake.remove_container(id).await
@@ -188,6 +191,7 @@ fn setup() -> Setup {
         fake,
         journal: Default::default(),
         stops: Default::default(),
+        stopped: Default::default(),
         log_dir: Default::default(),
     };
     let logs = tempfile::tempdir().expect("tempdir");
@@ -560,4 +564,104 @@ spec:
     s.rec.fake.exit_container(&id, 2, "Error").unwrap();
     let st = s.status(&p).await;
     assert_eq!(st.container_statuses[0].message, "starting\npanic: boom\n");
+}
+
+/// A pod with a grace period of 30 s whose init containers named `s*` are
+/// sidecars.
+fn sidecar_pod(inits: &[&str], apps: &[&str]) -> Pod {
+    let line = |name: &str| {
+        let sidecar = if name.starts_with('s') {
+            ", restartPolicy: Always"
+        } else {
+            ""
+        };
+        format!(
+            "  - {{name: {name}, image: localhost/busybox:latest, imagePullPolicy: IfNotPresent{sidecar}}}\n"
+        )
+    };
+    pod(&format!(
+        "metadata: {{name: side, namespace: default, uid: uid-side}}\n\
+         spec:\n  terminationGracePeriodSeconds: 30\n  initContainers:\n{}  containers:\n{}",
+        inits.iter().map(|n| line(n)).collect::<String>(),
+        apps.iter().map(|n| line(n)).collect::<String>(),
+    ))
+}
+
+/// Upstream killContainersWithSyncResult with terminationOrdering: app
+/// containers stop first, then the sidecars in reverse order, each after
+/// the ones before it stopped, with what is left of the grace period.
+#[tokio::test(start_paused = true)]
+async fn kill_pod_stops_app_containers_then_sidecars_in_reverse_order() {
+    let s = setup();
+    let p = sidecar_pod(&["s1", "i2", "s3"], &["a", "b"]);
+    let id = |st: &PodStatus, name: &str| {
+        st.find_container_status_by_name(name)
+            .map(|c| c.id.clone())
+            .unwrap_or_default()
+    };
+    s.start(&p).await; // s1
+    s.start(&p).await; // i2
+    let i2 = id(&s.status(&p).await, "i2");
+    s.rec
+        .fake
+        .exit_container(&i2, 0, "Completed")
+        .expect("exit");
+    s.start(&p).await; // s3
+    s.start(&p).await; // a, b
+    let st = s.status(&p).await;
+    assert_eq!(st.running_containers().count(), 4, "{st:?}");
+
+    // Each stop takes 3 s (paused clock).
+    s.rec
+        .fake
+        .set_delay("StopContainer", Duration::from_secs(3));
+    let t0 = tokio::time::Instant::now();
+    s.kill(Some(&p), &p, None).await;
+    let stopped = lock(&s.rec.stopped).clone();
+    let names: Vec<&str> = stopped
+        .iter()
+        .map(|i| {
+            ["a", "b", "s1", "s3"]
+                .into_iter()
+                .find(|n| id(&st, n) == *i)
+                .unwrap_or("?")
+        })
+        .collect();
+    assert_eq!(names.len(), 4, "{names:?}");
+    assert_eq!(
+        {
+            let mut apps = names[..2].to_vec();
+            apps.sort_unstable();
+            apps
+        },
+        ["a", "b"],
+        "app containers first: {names:?}"
+    );
+    assert_eq!(names[2..], ["s3", "s1"], "then sidecars in reverse");
+    // Stop timeouts in call order: the app containers 30 s; s3 waited 3 s
+    // for them, s1 another 3 s for s3.
+    assert_eq!(
+        s.rec.stops(),
+        [30, 30, 27, 24].map(Duration::from_secs),
+        "sidecars get the remaining grace period"
+    );
+    assert_eq!(t0.elapsed(), Duration::from_secs(9));
+}
+
+/// Without the pod (rebuilt from labels after a restart) there is no
+/// ordering, as upstream: everything stops at once.
+#[tokio::test(start_paused = true)]
+async fn kill_pod_without_the_pod_stops_sidecars_at_once() {
+    let s = setup();
+    let p = sidecar_pod(&["s1"], &["a"]);
+    s.start(&p).await;
+    s.start(&p).await;
+    assert_eq!(s.status(&p).await.running_containers().count(), 2);
+    s.rec
+        .fake
+        .set_delay("StopContainer", Duration::from_secs(3));
+    let t0 = tokio::time::Instant::now();
+    s.kill(None, &p, None).await;
+    assert_eq!(t0.elapsed(), Duration::from_secs(3));
+    assert_eq!(s.rec.stops(), [30, 30].map(Duration::from_secs));
 }

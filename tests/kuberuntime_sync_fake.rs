@@ -259,6 +259,71 @@ spec:
 }
 
 #[tokio::test]
+async fn sidecars_start_in_order_run_beside_the_app_and_restart_alone() {
+    let (fake, m, _logs) = setup();
+    // restartPolicy Never: the sidecar restarts anyway.
+    let p = pod(r#"
+metadata: {name: side, namespace: default, uid: uid-side}
+spec:
+  restartPolicy: Never
+  initContainers:
+  - {name: s1, image: "localhost/busybox:latest", imagePullPolicy: IfNotPresent, restartPolicy: Always}
+  - {name: i2, image: "localhost/busybox:latest", imagePullPolicy: IfNotPresent}
+  containers:
+  - {name: app, image: "localhost/busybox:latest", imagePullPolicy: IfNotPresent}
+"#);
+    let sync = || async {
+        m.sync_pod(&p, &status_of(&m, &p).await, &Default::default())
+            .await
+    };
+    let id = |name: &'static str| {
+        let m = &m;
+        let p = &p;
+        async move {
+            status_of(m, p)
+                .await
+                .find_container_status_by_name(name)
+                .map(|c| c.id.clone())
+                .unwrap_or_default()
+        }
+    };
+    assert_eq!(sync().await.started_containers, ["s1"]);
+    // s1 runs (no startup probe): i2 starts beside it.
+    assert_eq!(sync().await.started_containers, ["i2"]);
+    assert!(sync().await.started_containers.is_empty(), "i2 runs");
+    fake.exit_container(&id("i2").await, 0, "Completed")
+        .expect("exit");
+    assert_eq!(sync().await.started_containers, ["app"]);
+    let st = status_of(&m, &p).await;
+    assert_eq!(
+        st.running_containers().count(),
+        2,
+        "s1 and app run together"
+    );
+    let app = id("app").await;
+
+    // The sidecar exits: only it restarts, with a higher count.
+    let s1 = id("s1").await;
+    fake.exit_container(&s1, 1, "Error").expect("exit");
+    let r = sync().await;
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert!(!r.killed_pod);
+    assert_eq!(r.started_containers, ["s1"]);
+    let st = status_of(&m, &p).await;
+    let new_s1 = st.find_container_status_by_name("s1").expect("s1");
+    assert_ne!(new_s1.id, s1);
+    assert_eq!(new_s1.restart_count, 1);
+    assert_eq!(new_s1.state, ContainerState::Running);
+    assert_eq!(id("app").await, app, "the app container was left alone");
+
+    // The app container finishes: the pod is done, the sidecar stopped.
+    fake.exit_container(&app, 0, "Completed").expect("exit");
+    let r = sync().await;
+    assert!(r.killed_pod && r.started_containers.is_empty(), "{r:?}");
+    assert_eq!(status_of(&m, &p).await.running_containers().count(), 0);
+}
+
+#[tokio::test]
 async fn the_pre_stop_hook_runs_before_the_container_is_stopped() {
     let (fake, m, _logs) = setup();
     let p = pod(r#"

@@ -220,6 +220,19 @@ impl kubelet_kuberuntime::actions::ProbeResults for ProberResults {
         let id = kubelet_prober::ContainerId::new(self.runtime_name.as_str(), container_id);
         self.prober.startup().get(&id) == Some(kubelet_prober::ProbeResult::Failure)
     }
+
+    fn startup_result(
+        &self,
+        container_id: &str,
+    ) -> Option<kubelet_kuberuntime::actions::ProbeOutcome> {
+        use kubelet_kuberuntime::actions::ProbeOutcome;
+        let id = kubelet_prober::ContainerId::new(self.runtime_name.as_str(), container_id);
+        self.prober.startup().get(&id).map(|r| match r {
+            kubelet_prober::ProbeResult::Success => ProbeOutcome::Success,
+            kubelet_prober::ProbeResult::Failure => ProbeOutcome::Failure,
+            kubelet_prober::ProbeResult::Unknown => ProbeOutcome::Unknown,
+        })
+    }
 }
 
 /// The eviction manager's container reclaim (upstream

@@ -1663,3 +1663,184 @@ async fn an_ephemeral_container_debugs_its_target_once() {
         "the target was not touched"
     );
 }
+
+/// Every container of API pod `pod` the CRI knows, running or exited:
+/// (container name, ID, state, finishedAt in ns).
+async fn pod_containers(node: &ClusterNode, pod: &str) -> Vec<(String, String, i32, i64)> {
+    let mut out = Vec::new();
+    let Ok(list) = node.cri.list_containers(None).await else {
+        return out;
+    };
+    for c in list {
+        if c.labels.get("io.kubernetes.pod.name").map(String::as_str) != Some(pod) {
+            continue;
+        }
+        let Some(name) = c.metadata.as_ref().map(|m| m.name.clone()) else {
+            continue;
+        };
+        let finished = match node.cri.container_status(&c.id, false).await {
+            Ok(r) => r.status.map_or(0, |s| s.finished_at),
+            Err(_) => continue,
+        };
+        out.push((name, c.id.clone(), c.state, finished));
+    }
+    out
+}
+
+/// Native sidecars (KEP-753, upstream `computeInitContainerActions` and
+/// `terminationOrdering`) on a real cluster: the sidecar starts first and
+/// passes its startup probe, then the app container starts; both run,
+/// and the pod is Initialized and Ready with the sidecar's status
+/// `started` and `ready`. A sidecar stopped through the CRI is restarted
+/// alone (its restart count rises, the app container is untouched).
+/// Deleting the pod stops the app container before the sidecar, though
+/// the app container takes 3 s to exit and the sidecar less than 1 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sidecars_run_beside_the_app_restart_alone_and_stop_last() {
+    let Some(node) = ClusterNode::start("e2e-cluster-sidecar").await else {
+        return;
+    };
+    node.wait_ready("True", Duration::from_secs(90)).await;
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "with-sidecar", "namespace": "default"},
+        "spec": {
+            "nodeName": node.name,
+            "terminationGracePeriodSeconds": 20,
+            "initContainers": [{
+                "name": "sidecar",
+                "image": "localhost/busybox:latest",
+                "imagePullPolicy": "Never",
+                "restartPolicy": "Always",
+                "command": ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"],
+                "startupProbe": {"exec": {"command": ["true"]}, "periodSeconds": 1}
+            }],
+            "containers": [{
+                "name": "app",
+                "image": "localhost/busybox:latest",
+                "imagePullPolicy": "Never",
+                "command": ["sh", "-c", "trap 'sleep 3; exit 0' TERM; while true; do sleep 1; done"]
+            }]
+        }
+    }))
+    .expect("pod");
+    node.pods()
+        .create(&PostParams::default(), &pod)
+        .await
+        .expect("create pod");
+
+    let init_status = |p: &Pod| {
+        p.status
+            .as_ref()?
+            .init_container_statuses
+            .as_ref()?
+            .first()
+            .cloned()
+    };
+    let ready = wait_for(
+        "with-sidecar Running and Ready",
+        Duration::from_secs(90),
+        || async {
+            let p = node.pods().get_opt("with-sidecar").await.ok().flatten()?;
+            (phase(&p) == Some("Running") && condition(&p, "Ready").as_deref() == Some("True"))
+                .then_some(p)
+        },
+    )
+    .await;
+    assert_eq!(condition(&ready, "Initialized").as_deref(), Some("True"));
+    assert_eq!(
+        condition(&ready, "ContainersReady").as_deref(),
+        Some("True")
+    );
+    let side = init_status(&ready).expect("sidecar status");
+    assert!(
+        side.state
+            .as_ref()
+            .and_then(|s| s.running.as_ref())
+            .is_some(),
+        "{side:?}"
+    );
+    assert_eq!((side.started, side.ready), (Some(true), true), "{side:?}");
+    let running = node.running_containers().await;
+    let key = |c: &str| ("with-sidecar".to_owned(), c.to_owned());
+    let sidecar_id = running.get(&key("sidecar")).cloned().expect("sidecar runs");
+    let app_id = running.get(&key("app")).cloned().expect("app runs");
+
+    // The sidecar is stopped behind the kubelet's back: only it restarts.
+    node.cri
+        .stop_container(&sidecar_id, Duration::from_secs(5))
+        .await
+        .expect("stop the sidecar");
+    let restarted = wait_for("the sidecar restarted", Duration::from_secs(60), || async {
+        let p = node.pods().get_opt("with-sidecar").await.ok().flatten()?;
+        let s = init_status(&p)?;
+        let new_id = node
+            .running_containers()
+            .await
+            .get(&key("sidecar"))
+            .cloned()?;
+        (s.restart_count >= 1 && new_id != sidecar_id && s.state.as_ref()?.running.is_some())
+            .then_some((p, new_id))
+    })
+    .await;
+    let (p, new_sidecar_id) = restarted;
+    assert_eq!(
+        node.running_containers().await.get(&key("app")),
+        Some(&app_id),
+        "the app container kept running"
+    );
+    let app_status = p
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|v| v.first())
+        .cloned()
+        .expect("app status");
+    assert_eq!(app_status.restart_count, 0);
+    assert!(
+        app_status
+            .container_id
+            .as_deref()
+            .is_some_and(|id| id.ends_with(&app_id)),
+        "{app_status:?}"
+    );
+
+    // Deletion: the app container stops first, then the sidecar.
+    node.pods()
+        .delete("with-sidecar", &DeleteParams::default())
+        .await
+        .expect("delete pod");
+    let mut finished: BTreeMap<String, i64> = BTreeMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while tokio::time::Instant::now() < deadline
+        && !(finished.contains_key(&app_id) && finished.contains_key(&new_sidecar_id))
+    {
+        for (_, id, state, at) in pod_containers(&node, "with-sidecar").await {
+            // CONTAINER_EXITED
+            if state == 2 && at > 0 {
+                finished.insert(id, at);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let app_done = finished
+        .get(&app_id)
+        .copied()
+        .expect("the app container exited");
+    let sidecar_done = finished
+        .get(&new_sidecar_id)
+        .copied()
+        .expect("the sidecar exited");
+    assert!(
+        app_done < sidecar_done,
+        "app finished at {app_done}, sidecar at {sidecar_done}"
+    );
+    wait_for("with-sidecar gone", Duration::from_secs(60), || async {
+        node.pods()
+            .get_opt("with-sidecar")
+            .await
+            .ok()
+            .map(|p| p.is_none())
+            .filter(|gone| *gone)
+    })
+    .await;
+}

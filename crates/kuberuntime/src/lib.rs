@@ -58,7 +58,11 @@
 //! given to [`RuntimeManager::with_event_recorder`]; without one nothing
 //! is recorded.
 //!
-//! Not built yet: sidecar (restartable init) containers, in-place resize.
+//! Sidecars (restartable init containers) run beside the app containers
+//! and stop after them, in reverse order ([`actions`], `KillPod`).
+//! Ephemeral containers start once, in their target's PID namespace.
+//!
+//! Not built yet: in-place resize.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -112,6 +116,7 @@ pub mod lifecycle;
 pub mod logs;
 mod manager;
 pub mod status;
+mod termination_order;
 
 pub use config::PodVolumes;
 pub use kubelet_container::RuntimeReader;

@@ -24,6 +24,7 @@ use kubelet_container::events::{
 use kubelet_container::flowcontrol::{
     Backoff, TokenBucket, crash_loop_key, image_pull_key, system_time_from_unix_nanos,
 };
+use kubelet_container::podres::is_restartable_init;
 use kubelet_cri_client::{ImageService, RuntimeService, api};
 
 use crate::actions::{ProbeResults, compute_pod_actions_with_probes};
@@ -32,6 +33,7 @@ use crate::hash::HashContainer;
 use crate::labels::{self, ContainerType, annotated_container_info, labeled_container_info};
 use crate::lifecycle::{HandlerRunner, make_termination_message_mount, needs_pod_ip};
 use crate::status::{ContainerStatus, PodStatus, RunningContainer, RunningPod, RunningSandbox};
+use crate::termination_order::TerminationOrdering;
 use crate::{Error, PodSyncResult, Runtime, RuntimeReader, pod_name};
 
 /// Upstream `minimumGracePeriodInSeconds`.
@@ -39,6 +41,15 @@ pub const MINIMUM_GRACE_PERIOD: Duration = Duration::from_secs(2);
 
 /// [`MINIMUM_GRACE_PERIOD`] in whole seconds, as upstream counts grace.
 const MINIMUM_GRACE_PERIOD_SECONDS: i64 = 2;
+
+/// Whether the pod has a sidecar (upstream `HasRestartableInitContainer`,
+/// `pkg/kubelet/types/pod_update.go`).
+fn has_restartable_init_container(pod: &Pod) -> bool {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.init_containers.as_ref())
+        .is_some_and(|v| v.iter().any(is_restartable_init))
+}
 
 /// A CRI runtime that serves both halves of the CRI.
 pub trait CriRuntime: RuntimeService + ImageService {}
@@ -917,6 +928,22 @@ impl RuntimeManager {
         grace_override: Option<i64>,
         message: &str,
     ) -> Result<(), Error> {
+        self.kill_container_ordered(pod, container, grace_override, message, None)
+            .await
+    }
+
+    /// [`Self::kill_container`] within a pod's termination `ordering`
+    /// (upstream `killContainer`'s `ordering`): after the preStop hook the
+    /// container waits for its turn, at most its remaining grace period,
+    /// which the wait shortens (in whole seconds, as upstream truncates).
+    async fn kill_container_ordered(
+        &self,
+        pod: Option<&Pod>,
+        container: &RunningContainer,
+        grace_override: Option<i64>,
+        message: &str,
+        ordering: Option<&TerminationOrdering>,
+    ) -> Result<(), Error> {
         let restored = match pod {
             Some(_) => None,
             None => match self.restore_specs_from_container_labels(container).await? {
@@ -968,11 +995,22 @@ impl RuntimeManager {
                 .execute_pre_stop_hook(pod, spec, container, handler, grace)
                 .await;
         }
+        if let Some(o) = ordering
+            && grace > 0
+        {
+            let waited = o.wait_for_turn(&container.name, grace).await;
+            grace -= i64::try_from(waited.as_secs()).unwrap_or(grace);
+        }
         // Always a minimal shutdown window, to avoid needless SIGKILLs.
         let grace = grace.max(MINIMUM_GRACE_PERIOD_SECONDS);
         let timeout = Duration::from_secs(u64::try_from(grace).unwrap_or(2));
         match self.runtime.stop_container(&container.id, timeout).await {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                if let Some(o) = ordering {
+                    o.container_terminated(&container.name);
+                }
+                Ok(())
+            }
             Err(e) if e.is_not_found() => Ok(()),
             Err(source) => Err(Error::KillContainer {
                 container: container.name.clone(),
@@ -1423,8 +1461,9 @@ impl Runtime for RuntimeManager {
         }
 
         let spec = pod.spec.as_ref();
-        // Step 7: the next init container, alone.
-        if let Some(i) = actions.next_init_container_to_start {
+        // Step 6: init containers in order; a regular one failing to start
+        // ends the sync, a sidecar failing to start does not.
+        for &i in &actions.init_containers_to_start {
             let Some(c) = spec
                 .and_then(|s| s.init_containers.as_ref())
                 .and_then(|v| v.get(i))
@@ -1445,9 +1484,13 @@ impl Runtime for RuntimeManager {
                 .await
             {
                 Ok(_) => result.started_containers.push(c.name.clone()),
-                Err(e) => result.errors.push(e),
+                Err(e) => {
+                    result.errors.push(e);
+                    if !is_restartable_init(c) {
+                        return result;
+                    }
+                }
             }
-            return result;
         }
 
         // Step 9: app containers; one failing does not stop the others.
@@ -1482,8 +1525,9 @@ impl Runtime for RuntimeManager {
         grace_override: Option<i64>,
     ) -> Result<(), Error> {
         // Upstream killPodWithSyncResult: all containers in parallel, then
-        // every sandbox.
-        let kills = running
+        // every sandbox; with sidecars, in their termination order
+        // (killContainersWithSyncResult).
+        let to_kill: Vec<&RunningContainer> = running
             .containers
             .iter()
             .filter(|c| {
@@ -1491,7 +1535,13 @@ impl Runtime for RuntimeManager {
                     || c.state == crate::status::ContainerState::Unknown
                     || c.state == crate::status::ContainerState::Created
             })
-            .map(|c| self.kill_container(pod, c, grace_override, ""));
+            .collect();
+        let ordering = pod
+            .filter(|p| has_restartable_init_container(p))
+            .map(|p| TerminationOrdering::new(p, to_kill.iter().map(|c| c.name.as_str())));
+        let kills = to_kill
+            .iter()
+            .map(|c| self.kill_container_ordered(pod, c, grace_override, "", ordering.as_ref()));
         let mut first_error = None;
         for r in join_all(kills).await {
             if let Err(e) = r {

@@ -310,6 +310,9 @@ impl ProbeResults for LivenessFailed {
     fn startup_failed(&self, _: &str) -> bool {
         false
     }
+    fn startup_result(&self, _: &str) -> Option<kubelet_kuberuntime::actions::ProbeOutcome> {
+        Some(kubelet_kuberuntime::actions::ProbeOutcome::Success)
+    }
 }
 
 #[tokio::test]

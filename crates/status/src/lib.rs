@@ -123,6 +123,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kubelet_container::ContainerId;
+use kubelet_container::podres::is_restartable_init;
 use kubelet_container::{ContainerState as RtState, PodStatus as RuntimePodStatus};
 
 /// The pod phases (upstream `v1.PodPhase`).
@@ -240,8 +241,20 @@ fn container_status(
     }
 }
 
-/// The pod phase (upstream `getPhase`).
-pub fn get_phase(pod: &Pod, init: &[ContainerStatus], app: &[ContainerStatus]) -> &'static str {
+/// The pod phase (upstream `getPhase`). `init` and `app` are in spec
+/// order; `pod_has_initialized` says an app container of the pod runs or
+/// was created (upstream `HasAnyActiveRegularContainerStarted`).
+///
+/// Sidecars (restartable init containers) do not count as init
+/// containers: a running one counts as a running container (pending
+/// while not started, unless the pod was initialized), an exited one is
+/// ignored, and their failures never fail the pod.
+pub fn get_phase(
+    pod: &Pod,
+    init: &[ContainerStatus],
+    app: &[ContainerStatus],
+    pod_has_initialized: bool,
+) -> &'static str {
     let policy = restart_policy(pod);
     let spec_inits = pod
         .spec
@@ -250,9 +263,27 @@ pub fn get_phase(pod: &Pod, init: &[ContainerStatus], app: &[ContainerStatus]) -
         .unwrap_or_default();
     let mut pending_init = 0;
     let mut failed_init = 0;
+    let mut pending_sidecars = 0;
+    let mut running_sidecars = 0;
     for (c, s) in spec_inits.iter().zip(init) {
-        let _ = c;
         let st = s.state.as_ref();
+        if is_restartable_init(c) {
+            if st.and_then(|x| x.running.as_ref()).is_some() {
+                if s.started != Some(true) {
+                    pending_sidecars += 1;
+                }
+                running_sidecars += 1;
+            } else if st.and_then(|x| x.terminated.as_ref()).is_none()
+                && s.last_state
+                    .as_ref()
+                    .and_then(|l| l.terminated.as_ref())
+                    .is_none()
+            {
+                // Waiting, never ran.
+                pending_sidecars += 1;
+            }
+            continue;
+        }
         match (
             st.and_then(|x| x.terminated.as_ref()),
             st.and_then(|x| x.running.as_ref()),
@@ -268,7 +299,7 @@ pub fn get_phase(pod: &Pod, init: &[ContainerStatus], app: &[ContainerStatus]) -
     if failed_init > 0 && policy == "Never" {
         return phase::FAILED;
     }
-    let (mut running, mut waiting, mut stopped, mut succeeded) = (0, 0, 0, 0);
+    let (mut running, mut waiting, mut stopped, mut succeeded) = (running_sidecars, 0, 0, 0);
     for s in app {
         let st = s.state.as_ref();
         if st.and_then(|x| x.running.as_ref()).is_some() {
@@ -290,7 +321,10 @@ pub fn get_phase(pod: &Pod, init: &[ContainerStatus], app: &[ContainerStatus]) -
             waiting += 1;
         }
     }
-    if pending_init > 0 && running == 0 && stopped == 0 {
+    if (pending_init > 0 || (pending_sidecars > 0 && !pod_has_initialized))
+        && running == running_sidecars
+        && stopped == 0
+    {
         return phase::PENDING;
     }
     if waiting > 0 {
@@ -390,7 +424,13 @@ pub fn generate_api_pod_status_with(
             }
         })
         .collect();
-    let phase = get_phase(pod, &init, &app);
+    let pod_has_initialized = spec.is_some_and(|s| {
+        s.containers.iter().any(|c| {
+            rt.find_container_status_by_name(&c.name)
+                .is_some_and(|s| matches!(s.state, RtState::Running | RtState::Created))
+        })
+    });
+    let phase = get_phase(pod, &init, &app, pod_has_initialized);
     let mut probed = PodStatus {
         init_container_statuses: Some(init),
         container_statuses: Some(app),
@@ -399,13 +439,29 @@ pub fn generate_api_pod_status_with(
     adjust(&mut probed);
     let init = probed.init_container_statuses.take().unwrap_or_default();
     let app = probed.container_statuses.take().unwrap_or_default();
-    let initialized = init.iter().all(|s| {
-        s.state
-            .as_ref()
-            .and_then(|x| x.terminated.as_ref())
-            .is_some_and(|t| t.exit_code == 0)
-    }) || app.iter().any(|s| s.started == Some(true));
-    let containers_ready = !app.is_empty() && app.iter().all(|s| s.ready);
+    let spec_inits = spec
+        .and_then(|s| s.init_containers.as_deref())
+        .unwrap_or_default();
+    // Upstream GeneratePodInitializedCondition: regular init containers
+    // succeeded and sidecars started, or an app container started, or the
+    // pod succeeded.
+    let initialized = spec_inits.iter().zip(&init).all(|(c, s)| {
+        if is_restartable_init(c) {
+            s.started == Some(true)
+        } else {
+            s.state
+                .as_ref()
+                .and_then(|x| x.terminated.as_ref())
+                .is_some_and(|t| t.exit_code == 0)
+        }
+    }) || app.iter().any(|s| s.started == Some(true))
+        || phase == phase::SUCCEEDED;
+    // Upstream GenerateContainersReadyCondition: sidecars count too.
+    let sidecars_ready = spec_inits
+        .iter()
+        .zip(&init)
+        .all(|(c, s)| !is_restartable_init(c) || s.ready);
+    let containers_ready = !app.is_empty() && app.iter().all(|s| s.ready) && sidecars_ready;
     let sandbox_ready = rt.has_ready_sandbox();
     let terminal = phase == phase::SUCCEEDED || phase == phase::FAILED;
     PodStatus {
@@ -663,5 +719,135 @@ mod tests {
             },
         );
         assert_eq!(later.phase.as_deref(), Some("Succeeded"));
+    }
+
+    fn sidecar_pod(policy: &str) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "default", "uid": "u"},
+            "spec": {
+                "restartPolicy": policy,
+                "initContainers": [
+                    {"name": "s", "image": "busybox", "restartPolicy": "Always"},
+                    {"name": "i", "image": "busybox"}
+                ],
+                "containers": [{"name": "a", "image": "busybox"}]
+            }
+        }))
+        .expect("pod")
+    }
+
+    fn cond<'a>(s: &'a PodStatus, kind: &str) -> &'a str {
+        s.conditions
+            .iter()
+            .flatten()
+            .find(|c| c.type_ == kind)
+            .map_or("", |c| c.status.as_str())
+    }
+
+    #[test]
+    fn a_running_sidecar_shows_started_and_ready_and_the_pod_is_ready() {
+        use RtState::*;
+        let p = sidecar_pod("Always");
+        let rt1 = rt(&[
+            ("s", Running, 0, 1),
+            ("i", Exited, 0, 2),
+            ("a", Running, 0, 3),
+        ]);
+        let s = generate_api_pod_status(&p, &rt1, &HashMap::new(), "containerd");
+        let side = &s.init_container_statuses.as_ref().expect("init")[0];
+        assert!(
+            side.state
+                .as_ref()
+                .and_then(|x| x.running.as_ref())
+                .is_some()
+        );
+        assert_eq!((side.started, side.ready), (Some(true), true));
+        assert_eq!(s.phase.as_deref(), Some("Running"));
+        for kind in ["Initialized", "ContainersReady", "Ready"] {
+            assert_eq!(cond(&s, kind), "True", "{kind}");
+        }
+        // An unready sidecar makes the pod unready (its readiness probe
+        // has not passed, as the prober says through `adjust`).
+        let s = generate_api_pod_status_with(&p, &rt1, &HashMap::new(), "containerd", |s| {
+            if let Some(side) = s
+                .init_container_statuses
+                .as_mut()
+                .and_then(|v| v.first_mut())
+            {
+                side.ready = false;
+            }
+        });
+        assert_eq!(cond(&s, "Initialized"), "True");
+        assert_eq!(cond(&s, "ContainersReady"), "False");
+        assert_eq!(cond(&s, "Ready"), "False");
+    }
+
+    #[test]
+    fn initialization_waits_for_sidecars_to_start() {
+        use RtState::*;
+        let p = sidecar_pod("Always");
+        let rt1 = rt(&[("s", Running, 0, 1), ("i", Exited, 0, 2)]);
+        let not_started = |s: &mut PodStatus| {
+            if let Some(side) = s
+                .init_container_statuses
+                .as_mut()
+                .and_then(|v| v.first_mut())
+            {
+                side.started = Some(false);
+                side.ready = false;
+            }
+        };
+        let s = generate_api_pod_status_with(&p, &rt1, &HashMap::new(), "containerd", not_started);
+        assert_eq!(cond(&s, "Initialized"), "False");
+        assert_eq!(s.phase.as_deref(), Some("Pending"));
+        // Started: initialized, the app container still to be created.
+        let s = generate_api_pod_status(&p, &rt1, &HashMap::new(), "containerd");
+        assert_eq!(cond(&s, "Initialized"), "True");
+        assert_eq!(s.phase.as_deref(), Some("Pending"));
+        // A running regular init container after the sidecar: not yet.
+        let rt2 = rt(&[("s", Running, 0, 1), ("i", Running, 0, 2)]);
+        let s = generate_api_pod_status(&p, &rt2, &HashMap::new(), "containerd");
+        assert_eq!(cond(&s, "Initialized"), "False");
+        assert_eq!(s.phase.as_deref(), Some("Pending"));
+    }
+
+    #[test]
+    fn a_failed_sidecar_never_fails_the_pod() {
+        use RtState::*;
+        let p = sidecar_pod("Never");
+        let rt1 = rt(&[
+            ("s", Exited, 1, 1),
+            ("i", Exited, 0, 2),
+            ("a", Running, 0, 3),
+        ]);
+        let s = generate_api_pod_status(&p, &rt1, &HashMap::new(), "containerd");
+        assert_eq!(s.phase.as_deref(), Some("Running"));
+        assert_eq!(cond(&s, "Initialized"), "True", "the app container started");
+        // A failed regular init container does.
+        let rt2 = rt(&[("s", Running, 0, 1), ("i", Exited, 1, 2)]);
+        let s = generate_api_pod_status(&p, &rt2, &HashMap::new(), "containerd");
+        assert_eq!(s.phase.as_deref(), Some("Failed"));
+    }
+
+    #[test]
+    fn a_running_sidecar_keeps_a_finished_pod_running_until_it_stops() {
+        use RtState::*;
+        let p = sidecar_pod("Never");
+        let rt1 = rt(&[
+            ("s", Running, 0, 1),
+            ("i", Exited, 0, 2),
+            ("a", Exited, 0, 3),
+        ]);
+        let s = generate_api_pod_status(&p, &rt1, &HashMap::new(), "containerd");
+        assert_eq!(s.phase.as_deref(), Some("Running"));
+        // Stopped with the pod (SIGTERM: 143): the pod succeeded.
+        let rt2 = rt(&[
+            ("s", Exited, 143, 1),
+            ("i", Exited, 0, 2),
+            ("a", Exited, 0, 3),
+        ]);
+        let s = generate_api_pod_status(&p, &rt2, &HashMap::new(), "containerd");
+        assert_eq!(s.phase.as_deref(), Some("Succeeded"));
+        assert_eq!(cond(&s, "Initialized"), "True");
     }
 }
