@@ -691,21 +691,13 @@ impl KubeletBuilder {
                 stats,
             )
             .with_pleg(Arc::new(pleg.clone()));
-            let server_config = node_api_server_config(
-                addr,
-                &config,
-                &security,
-                &opts,
-                api.clone(),
-            )
-            .map_err(|source| StartError::NodeApi { addr, source })?;
-            let server = kubelet_server::Server::bind(
-                server_config,
-                Arc::new(host),
-                metrics.clone(),
-            )
-            .await
-            .map_err(|source| StartError::NodeApi { addr, source })?;
+            let server_config =
+                node_api_server_config(addr, &config, &security, &opts, api.clone())
+                    .map_err(|source| StartError::NodeApi { addr, source })?;
+            let server =
+                kubelet_server::Server::bind(server_config, Arc::new(host), metrics.clone())
+                    .await
+                    .map_err(|source| StartError::NodeApi { addr, source })?;
             tracing::info!(address = %server.local_addr(), "node API serving");
             Some(server)
         } else {
@@ -1022,15 +1014,14 @@ fn node_api_server_config(
             ttl,
         )));
     }
-    let authorizer: Arc<dyn auth::Authorizer> =
-        match (security.authorization_webhook, &reviews) {
-            (Some((allowed, denied)), Some(reviews)) => Arc::new(auth::WebhookAuthorizer::new(
-                reviews.clone(),
-                allowed,
-                denied,
-            )),
-            _ => Arc::new(auth::AlwaysAllow),
-        };
+    let authorizer: Arc<dyn auth::Authorizer> = match (security.authorization_webhook, &reviews) {
+        (Some((allowed, denied)), Some(reviews)) => Arc::new(auth::WebhookAuthorizer::new(
+            reviews.clone(),
+            allowed,
+            denied,
+        )),
+        _ => Arc::new(auth::AlwaysAllow),
+    };
     Ok(server_config.tls(tls).auth(kubelet_server::ServerAuth {
         authenticator: Arc::new(authenticator),
         authorizer,

@@ -716,7 +716,8 @@ impl KubeletConfiguration {
             if text.is_empty() {
                 return Ok(std::time::Duration::from_secs(default));
             }
-            kubelet_container::duration::parse_go_duration(text).map_err(|e| invalid(field, e.to_string()))
+            kubelet_container::duration::parse_go_duration(text)
+                .map_err(|e| invalid(field, e.to_string()))
         };
         let token_webhook = self.authentication.webhook.enabled.unwrap_or(cluster);
         if token_webhook && !cluster {
@@ -792,7 +793,13 @@ impl KubeletConfiguration {
             cert_and_key,
             client_ca_file: (!client_ca.is_empty()).then(|| PathBuf::from(client_ca)),
             token_webhook: token_webhook
-                .then(|| ttl("authentication.webhook.cacheTTL", &self.authentication.webhook.cache_ttl, 120))
+                .then(|| {
+                    ttl(
+                        "authentication.webhook.cacheTTL",
+                        &self.authentication.webhook.cache_ttl,
+                        120,
+                    )
+                })
                 .transpose()?,
             anonymous,
             authorization_webhook: if mode == "Webhook" {
@@ -2016,9 +2023,8 @@ mod tests {
     fn the_node_api_is_secured_as_upstream_defaults_say() {
         use std::net::IpAddr;
         use std::time::Duration;
-        let parse = |body: &str| {
-            KubeletConfiguration::from_yaml(&format!("{HEAD}{body}")).expect(body)
-        };
+        let parse =
+            |body: &str| KubeletConfiguration::from_yaml(&format!("{HEAD}{body}")).expect(body);
         // Cluster mode, nothing said: upstream's config file defaults.
         let s = parse("").node_api_security(true).expect("cluster");
         assert!(s.secure && !s.anonymous);
@@ -2041,7 +2047,10 @@ mod tests {
         assert_eq!(e.field, "address");
         // Webhooks need an API server, as upstream ("no client provided").
         for (body, field) in [
-            ("authentication: {webhook: {enabled: true}}\n", "authentication.webhook.enabled"),
+            (
+                "authentication: {webhook: {enabled: true}}\n",
+                "authentication.webhook.enabled",
+            ),
             ("authorization: {mode: Webhook}\n", "authorization.mode"),
         ] {
             let e = parse(body).node_api_security(false).expect_err(body);

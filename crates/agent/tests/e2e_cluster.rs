@@ -1497,9 +1497,16 @@ async fn the_node_api_serves_the_api_server_and_refuses_strangers() {
         .await;
     assert_eq!(status_of(anonymous), 401);
     node.kubectl(&["create", "serviceaccount", "nobody"]);
-    let token = node.kubectl(&["create", "token", "nobody"]).trim().to_owned();
+    let token = node
+        .kubectl(&["create", "token", "nobody"])
+        .trim()
+        .to_owned();
     let nobody = direct(Some(token.clone()));
-    for path in ["/pods", "/containerLogs/default/talker/app", "/stats/summary"] {
+    for path in [
+        "/pods",
+        "/containerLogs/default/talker/app",
+        "/stats/summary",
+    ] {
         let r = nobody
             .request_text(http::Request::get(path).body(Vec::new()).expect("req"))
             .await;

@@ -165,6 +165,36 @@ pub trait RuntimeService: Send + Sync {
         timeout: Duration,
     ) -> Result<ExecSyncResponse>;
 
+    /// Prepares a streaming exec (`Exec`): the URL of the runtime's
+    /// streaming server the client's upgraded connection is proxied to
+    /// (upstream `GetExec`). Runtimes without one answer `Unimplemented`.
+    async fn exec(&self, request: api::ExecRequest) -> Result<String> {
+        let _ = request;
+        Err(Error::Unimplemented {
+            call: Call::new("Exec"),
+            message: "this runtime client has no streaming".into(),
+        })
+    }
+
+    /// Prepares a streaming attach (`Attach`): the streaming server's URL.
+    async fn attach(&self, request: api::AttachRequest) -> Result<String> {
+        let _ = request;
+        Err(Error::Unimplemented {
+            call: Call::new("Attach"),
+            message: "this runtime client has no streaming".into(),
+        })
+    }
+
+    /// Prepares a port forward into a sandbox (`PortForward`): the
+    /// streaming server's URL.
+    async fn port_forward(&self, request: api::PortForwardRequest) -> Result<String> {
+        let _ = request;
+        Err(Error::Unimplemented {
+            call: Call::new("PortForward"),
+            message: "this runtime client has no streaming".into(),
+        })
+    }
+
     /// Resource usage of one container.
     async fn container_stats(&self, container_id: &str) -> Result<ContainerStats>;
 

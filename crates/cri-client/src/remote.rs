@@ -642,6 +642,48 @@ impl RuntimeService for RemoteRuntime {
         .await
     }
 
+    async fn exec(&self, request: api::ExecRequest) -> Result<String> {
+        let mut c = self.runtime.clone();
+        let id = request.container_id.clone();
+        let reply = self
+            .run(
+                "exec",
+                || Call::with_id("Exec", &id),
+                self.timeout(),
+                c.exec(request),
+            )
+            .await?;
+        Ok(reply.url)
+    }
+
+    async fn attach(&self, request: api::AttachRequest) -> Result<String> {
+        let mut c = self.runtime.clone();
+        let id = request.container_id.clone();
+        let reply = self
+            .run(
+                "attach",
+                || Call::with_id("Attach", &id),
+                self.timeout(),
+                c.attach(request),
+            )
+            .await?;
+        Ok(reply.url)
+    }
+
+    async fn port_forward(&self, request: api::PortForwardRequest) -> Result<String> {
+        let mut c = self.runtime.clone();
+        let id = request.pod_sandbox_id.clone();
+        let reply = self
+            .run(
+                "port_forward",
+                || Call::with_id("PortForward", &id),
+                self.timeout(),
+                c.port_forward(request),
+            )
+            .await?;
+        Ok(reply.url)
+    }
+
     async fn container_stats(&self, container_id: &str) -> Result<ContainerStats> {
         let mut c = self.runtime.clone();
         let req = ContainerStatsRequest {

@@ -117,6 +117,7 @@ pub mod logs;
 mod metrics;
 mod router;
 mod server;
+mod stream;
 pub mod tls;
 
 use std::path::PathBuf;
@@ -130,6 +131,7 @@ pub use kubelet_container::stats::Summary;
 pub use metrics::{ContainerStateLabel, Metrics, PodWorkerOperation};
 pub use router::{ROUTES, Route, RouteId, Segment};
 pub use server::{Server, ServerAuth, ServerConfig};
+pub use stream::{StreamLookup, StreamOptions, StreamRequest};
 
 /// The one error type of this crate.
 #[derive(Debug, thiserror::Error)]
@@ -249,4 +251,14 @@ pub trait NodeApi: Send + Sync + 'static {
     /// The stats summary served by `GET /stats/summary` (upstream's
     /// `SummaryProvider.Get`). An error answers `500 Internal Error: ...`.
     async fn stats_summary(&self) -> Result<Summary, Error>;
+
+    /// Prepares a streaming session (`/exec`, `/attach`, `/portForward`)
+    /// with the runtime (upstream `GetExec`, `GetAttach`,
+    /// `GetPortForward`) and answers its streaming URL, which the server
+    /// proxies the client's upgraded connection to. The names have been
+    /// checked as for [`NodeApi::container_log`]. The default refuses.
+    async fn stream_url(&self, request: &StreamRequest) -> StreamLookup {
+        let _ = request;
+        StreamLookup::Failed("streaming is not supported by this kubelet".into())
+    }
 }

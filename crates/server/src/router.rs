@@ -23,6 +23,12 @@ pub enum RouteId {
     ContainerLogs,
     /// `/stats/summary`
     StatsSummary,
+    /// `/exec/{namespace}/{pod}[/{uid}]/{container}`
+    Exec,
+    /// `/attach/{namespace}/{pod}[/{uid}]/{container}`
+    Attach,
+    /// `/portForward/{namespace}/{pod}[/{uid}]`
+    PortForward,
 }
 
 /// One path segment of a route pattern.
@@ -50,9 +56,10 @@ pub struct Route {
 
 const GET_HEAD: &[Method] = &[Method::GET, Method::HEAD];
 
-/// Every route the server answers. Deliberately absent: `/run`, `/exec`,
-/// `/attach`, `/portForward`, `/logs`, `/debug/*`, `/checkpoint`,
-/// `/runningpods`.
+const GET_POST: &[Method] = &[Method::GET, Method::POST];
+
+/// Every route the server answers. Deliberately absent: `/run`, `/logs`,
+/// `/debug/*`, `/checkpoint`, `/runningpods`.
 pub const ROUTES: &[Route] = &[
     Route {
         id: RouteId::Healthz,
@@ -101,6 +108,73 @@ pub const ROUTES: &[Route] = &[
         // Upstream's stats web service registers GET and POST.
         methods: &[Method::GET, Method::HEAD, Method::POST],
         pattern: &[Segment::Lit("stats"), Segment::Lit("summary")],
+    },
+    Route {
+        id: RouteId::Exec,
+        name: "exec",
+        methods: GET_POST,
+        pattern: &[
+            Segment::Lit("exec"),
+            Segment::Param("podNamespace"),
+            Segment::Param("podID"),
+            Segment::Param("containerName"),
+        ],
+    },
+    Route {
+        id: RouteId::Exec,
+        name: "exec",
+        methods: GET_POST,
+        pattern: &[
+            Segment::Lit("exec"),
+            Segment::Param("podNamespace"),
+            Segment::Param("podID"),
+            Segment::Param("uid"),
+            Segment::Param("containerName"),
+        ],
+    },
+    Route {
+        id: RouteId::Attach,
+        name: "attach",
+        methods: GET_POST,
+        pattern: &[
+            Segment::Lit("attach"),
+            Segment::Param("podNamespace"),
+            Segment::Param("podID"),
+            Segment::Param("containerName"),
+        ],
+    },
+    Route {
+        id: RouteId::Attach,
+        name: "attach",
+        methods: GET_POST,
+        pattern: &[
+            Segment::Lit("attach"),
+            Segment::Param("podNamespace"),
+            Segment::Param("podID"),
+            Segment::Param("uid"),
+            Segment::Param("containerName"),
+        ],
+    },
+    Route {
+        id: RouteId::PortForward,
+        name: "portForward",
+        methods: GET_POST,
+        pattern: &[
+            Segment::Lit("portForward"),
+            Segment::Param("podNamespace"),
+            Segment::Param("podID"),
+        ],
+    },
+    Route {
+        id: RouteId::PortForward,
+        name: "portForward",
+        methods: GET_POST,
+        pattern: &[
+            Segment::Lit("portForward"),
+            Segment::Param("podNamespace"),
+            Segment::Param("podID"),
+            Segment::Param("uid"),
+        ],
     },
 ];
 
@@ -191,8 +265,19 @@ mod tests {
         ));
         for p in [
             "/exec/ns/p/c",
+            "/exec/ns/p/uid/c",
             "/attach/ns/p/c",
             "/portForward/ns/p",
+            "/portForward/ns/p/uid",
+        ] {
+            for m in [Method::GET, Method::POST] {
+                assert!(matches!(route(&m, p), Match::Found(..)), "{m} {p}");
+            }
+        }
+        for p in [
+            "/exec/ns/p",
+            "/exec/ns/p/uid/c/x",
+            "/portForward/ns",
             "/run/ns/p/c",
             "/logs/",
             "/debug/pprof/",

@@ -15,7 +15,6 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use tokio::net::TcpListener;
@@ -223,16 +222,15 @@ impl Server {
             state,
         } = self;
         tracing::info!(addr = %local_addr, "serving the node API");
-        let graceful = GracefulShutdown::new();
+        let connections = tokio_util::task::TaskTracker::new();
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
                         let state = state.clone();
-                        let watcher = graceful.watcher();
-                        tokio::spawn(async move {
-                            serve_connection(state, stream, peer, watcher).await;
+                        connections.spawn(async move {
+                            serve_connection(state, stream, peer).await;
                         });
                     }
                     Err(e) => {
@@ -245,9 +243,12 @@ impl Server {
             }
         }
         drop(listener);
+        // Ends log followers and streaming sessions, and asks every
+        // connection to finish its request in flight and close.
         state.shutdown.cancel();
+        connections.close();
         tokio::select! {
-            _ = graceful.shutdown() => tracing::info!("node API stopped"),
+            _ = connections.wait() => tracing::info!("node API stopped"),
             _ = tokio::time::sleep(state.config.shutdown_grace) => {
                 tracing::warn!("node API stopped with requests still in flight");
             }
@@ -259,26 +260,14 @@ impl Server {
 /// One connection: the TLS handshake when configured (bounded by the
 /// header read timeout), then HTTP/1 with the client certificate's user,
 /// if any, for every request on it.
-async fn serve_connection(
-    state: Arc<State>,
-    stream: tokio::net::TcpStream,
-    peer: SocketAddr,
-    watcher: hyper_util::server::graceful::Watcher,
-) {
-    let header_read_timeout = state.config.header_read_timeout;
+async fn serve_connection(state: Arc<State>, stream: tokio::net::TcpStream, peer: SocketAddr) {
     let Some(tls) = state.config.tls.clone() else {
-        let svc = service(state, None);
-        let conn = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(header_read_timeout)
-            .serve_connection(TokioIo::new(stream), svc);
-        if let Err(e) = watcher.watch(conn).await {
-            tracing::debug!(%peer, error = %e, "node API connection ended with an error");
-        }
+        drive(state, None, TokioIo::new(stream), peer).await;
         return;
     };
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    let stream = match tokio::time::timeout(header_read_timeout, acceptor.accept(stream)).await {
+    let timeout = state.config.header_read_timeout;
+    let stream = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             tracing::debug!(%peer, error = %e, "node API TLS handshake failed");
@@ -295,12 +284,31 @@ async fn serve_connection(
         .peer_certificates()
         .and_then(|certs| certs.first())
         .and_then(|leaf| crate::tls::client_certificate_user(leaf.as_ref()));
-    let svc = service(state, user.map(Arc::new));
+    drive(state, user.map(Arc::new), TokioIo::new(stream), peer).await;
+}
+
+/// Serves HTTP/1 (with upgrades, for streaming) on one connection until it
+/// closes, or, once the server shuts down, until its request in flight is
+/// answered.
+async fn drive<I>(state: Arc<State>, user: Option<Arc<UserInfo>>, io: I, peer: SocketAddr)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let shutdown = state.shutdown.clone();
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout)
-        .serve_connection(TokioIo::new(stream), svc);
-    if let Err(e) = watcher.watch(conn).await {
+        .header_read_timeout(state.config.header_read_timeout)
+        .serve_connection(io, service(state, user))
+        .with_upgrades();
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
         tracing::debug!(%peer, error = %e, "node API connection ended with an error");
     }
 }
@@ -423,6 +431,26 @@ async fn handle(
         );
         return refused;
     }
+    let streaming = match router::route(&method, req.uri().path()) {
+        Match::Found(route, params)
+            if matches!(
+                route.id,
+                RouteId::Exec | RouteId::Attach | RouteId::PortForward
+            ) =>
+        {
+            Some((route, params.iter().map(|p| (*p).to_owned()).collect()))
+        }
+        _ => None,
+    };
+    if let Some((route, params)) = streaming {
+        let response = stream_session(&state, route.id, params, req).await;
+        state.metrics.observe_http_request(
+            router::method_bucket(&method),
+            route.name,
+            start.elapsed().as_secs_f64(),
+        );
+        return response;
+    }
     let path = req.uri().path();
     let query = req.uri().query();
     let (response, bucket) = match router::route(&method, path) {
@@ -522,6 +550,80 @@ async fn dispatch(
             }
         }
         RouteId::ContainerLogs => container_logs(state, method, params, query).await,
+        // Served by `stream_session` before dispatch.
+        RouteId::Exec | RouteId::Attach | RouteId::PortForward => {
+            text(StatusCode::NOT_FOUND, "404 page not found\n")
+        }
+    }
+}
+
+/// `/exec`, `/attach`, `/portForward` (upstream `getExec`, `getAttach`,
+/// `getPortForward`): the options, the names, the runtime's streaming URL
+/// from the host, then the upgraded connection proxied to it.
+async fn stream_session(
+    state: &Arc<State>,
+    id: RouteId,
+    params: Vec<String>,
+    req: Request<Incoming>,
+) -> Response<ResponseBody> {
+    use crate::stream::{StreamLookup, StreamRequest};
+    let names: Option<Vec<String>> = params.iter().map(|p| decode(p)).collect();
+    let Some(names) = names.filter(|n| !n.iter().any(|x| bad_name(x))) else {
+        return text(StatusCode::BAD_REQUEST, "invalid name in the path");
+    };
+    let request = if id == RouteId::PortForward {
+        let (namespace, pod, uid) = match names.as_slice() {
+            [ns, pod] => (ns.clone(), pod.clone(), None),
+            [ns, pod, uid] => (ns.clone(), pod.clone(), Some(uid.clone())),
+            _ => return text(StatusCode::NOT_FOUND, "404 page not found\n"),
+        };
+        StreamRequest::PortForward {
+            namespace,
+            pod,
+            uid,
+        }
+    } else {
+        let (options, command) = match crate::stream::options(req.uri().query()) {
+            Ok(x) => x,
+            Err(e) => return text(StatusCode::BAD_REQUEST, e),
+        };
+        let (namespace, pod, uid, container) = match names.as_slice() {
+            [ns, pod, c] => (ns.clone(), pod.clone(), None, c.clone()),
+            [ns, pod, uid, c] => (ns.clone(), pod.clone(), Some(uid.clone()), c.clone()),
+            _ => return text(StatusCode::NOT_FOUND, "404 page not found\n"),
+        };
+        if id == RouteId::Exec {
+            StreamRequest::Exec {
+                namespace,
+                pod,
+                uid,
+                container,
+                command,
+                options,
+            }
+        } else {
+            StreamRequest::Attach {
+                namespace,
+                pod,
+                uid,
+                container,
+                options,
+            }
+        }
+    };
+    match state.host.stream_url(&request).await {
+        StreamLookup::Url(url) => {
+            if !crate::stream::is_upgrade(&req) {
+                return text(StatusCode::BAD_REQUEST, "Upgrade request required");
+            }
+            crate::stream::proxy(req, &url, state.shutdown.clone()).await
+        }
+        StreamLookup::PodNotFound => text(StatusCode::NOT_FOUND, "pod does not exist"),
+        StreamLookup::ContainerNotFound => text(StatusCode::NOT_FOUND, "container not found"),
+        StreamLookup::Failed(message) => {
+            tracing::warn!(?request, %message, "node API streaming request failed");
+            text(StatusCode::INTERNAL_SERVER_ERROR, message)
+        }
     }
 }
 

@@ -21,7 +21,7 @@ use kubelet_container::stats::{
 };
 use kubelet_server::{
     ContainerLog, ContainerStateLabel, Error, LogLookup, Metrics, PodWorkerOperation, Server,
-    ServerConfig, Summary,
+    ServerConfig, StreamLookup, StreamOptions, StreamRequest, Summary,
 };
 
 const GUARD: Duration = Duration::from_secs(20);
@@ -417,7 +417,7 @@ async fn configz_and_stats_summary() {
 }
 
 #[tokio::test]
-async fn unknown_paths_methods_and_streaming_endpoints_are_refused() {
+async fn unknown_paths_and_methods_are_refused() {
     let s = start(FakeHost::default()).await;
     assert_eq!(get(s.addr, "/nope").await.status, 404);
     assert_eq!(get(s.addr, "/").await.status, 404);
@@ -435,10 +435,6 @@ async fn unknown_paths_methods_and_streaming_endpoints_are_refused() {
         405
     );
     for path in [
-        "/exec/default/web/c0?command=sh",
-        "/exec/default/web/uid/c0",
-        "/attach/default/web/c0",
-        "/portForward/default/web",
         "/run/default/web/c0",
         "/logs/",
         "/logs/syslog",
@@ -801,4 +797,125 @@ async fn only_loopback_by_default() {
     )
     .unwrap_err();
     assert!(matches!(err, Error::NonLoopbackAddress(_)));
+}
+
+/// A fake runtime streaming server: answers the upgrade with 101 and
+/// echoes what it reads; reports the request head it got.
+async fn echo_streaming_server() -> (std::net::SocketAddr, tokio::sync::oneshot::Receiver<String>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            s.read_exact(&mut byte).await.unwrap();
+            head.push(byte[0]);
+        }
+        let _ = tx.send(String::from_utf8_lossy(&head).into_owned());
+        s.write_all(
+            b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n\
+              X-Stream-Protocol-Version: v4.channel.k8s.io\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        let mut buf = [0u8; 64];
+        loop {
+            let n = s.read(&mut buf).await.unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            s.write_all(&buf[..n]).await.unwrap();
+        }
+    });
+    (addr, rx)
+}
+
+#[tokio::test]
+async fn streaming_requests_are_checked_then_proxied_to_the_runtime() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host = Arc::new(FakeHost::default());
+    let s = start_with(host.clone(), |c| c).await;
+    // Options first (upstream NewOptions): no stream is a 400.
+    let r = get(s.addr, "/exec/default/web/c0?command=sh").await;
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        r.text(),
+        "you must specify at least 1 of stdin, stdout, stderr"
+    );
+    // Names as for logs.
+    assert_eq!(
+        get(s.addr, "/exec/default/..%2f/c0?stdout=1").await.status,
+        400
+    );
+    // The host's answers.
+    *host.stream.lock().unwrap() = Some(StreamLookup::PodNotFound);
+    let r = get(s.addr, "/attach/default/web/c0?stdout=1").await;
+    assert_eq!((r.status, r.text().as_str()), (404, "pod does not exist"));
+    *host.stream.lock().unwrap() = Some(StreamLookup::Failed("Exec: not found".into()));
+    assert_eq!(get(s.addr, "/portForward/default/web").await.status, 500);
+    // A URL, but not an upgrade request.
+    let (backend, head) = echo_streaming_server().await;
+    *host.stream.lock().unwrap() = Some(StreamLookup::Url(format!("http://{backend}/exec/tok3n")));
+    let r = get(
+        s.addr,
+        "/exec/default/web/uid-1/c0?command=ls&command=-l&stdout=1&tty=1",
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (400, "Upgrade request required")
+    );
+    assert_eq!(
+        host.stream_requests.lock().unwrap().last(),
+        Some(&StreamRequest::Exec {
+            namespace: "default".into(),
+            pod: "web".into(),
+            uid: Some("uid-1".into()),
+            container: "c0".into(),
+            command: vec!["ls".into(), "-l".into()],
+            options: StreamOptions {
+                stdout: true,
+                tty: true,
+                ..StreamOptions::default()
+            },
+        })
+    );
+    // An upgrade: proxied to the runtime's URL, then bytes both ways.
+    let mut tcp = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    tcp.write_all(
+        b"POST /exec/default/web/c0?command=sh&stdin=1&stdout=1 HTTP/1.1\r\nHost: node\r\n\
+          Authorization: Bearer secret-token\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n\
+          X-Stream-Protocol-Version: v4.channel.k8s.io\r\nContent-Length: 0\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head_back = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head_back.ends_with(b"\r\n\r\n") {
+        tcp.read_exact(&mut byte).await.unwrap();
+        head_back.push(byte[0]);
+    }
+    let head_back = String::from_utf8_lossy(&head_back).to_lowercase();
+    assert!(head_back.starts_with("http/1.1 101"), "{head_back}");
+    assert!(
+        head_back.contains("x-stream-protocol-version: v4.channel.k8s.io"),
+        "{head_back}"
+    );
+    let sent = head.await.unwrap();
+    assert!(sent.starts_with("POST /exec/tok3n HTTP/1.1\r\n"), "{sent}");
+    assert!(
+        !sent.to_lowercase().contains("authorization"),
+        "credentials leaked: {sent}"
+    );
+    assert!(sent.to_lowercase().contains("upgrade: spdy/3.1"), "{sent}");
+    tcp.write_all(b"ping").await.unwrap();
+    let mut echo = [0u8; 4];
+    tcp.read_exact(&mut echo).await.unwrap();
+    assert_eq!(&echo, b"ping");
+    drop(tcp);
+    s.stop.cancel();
+    s.join.await.unwrap().unwrap();
 }

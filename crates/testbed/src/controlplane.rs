@@ -227,7 +227,10 @@ impl ControlPlane {
         )
         .map_err(|e| format!("{}: {e}", ext.display()))?;
         let run = |args: &[&std::ffi::OsStr]| {
-            let out = Command::new("openssl").args(args).stdin(Stdio::null()).output();
+            let out = Command::new("openssl")
+                .args(args)
+                .stdin(Stdio::null())
+                .output();
             output_result("openssl", out).map(|_| ())
         };
         let s = |p: &Path| p.as_os_str().to_owned();

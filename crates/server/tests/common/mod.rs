@@ -26,6 +26,9 @@ pub struct FakeHost {
     pub log_lookups: AtomicUsize,
     pub stopped: AtomicBool,
     pub summary: Mutex<Option<Summary>>,
+    /// What `stream_url` answers, and the requests it was asked.
+    pub stream: Mutex<Option<kubelet_server::StreamLookup>>,
+    pub stream_requests: Mutex<Vec<kubelet_server::StreamRequest>>,
 }
 
 #[async_trait]
@@ -55,6 +58,19 @@ impl NodeApi for FakeHost {
     }
     async fn container_running(&self, _id: &str) -> bool {
         !self.stopped.load(Ordering::SeqCst)
+    }
+    async fn stream_url(
+        &self,
+        request: &kubelet_server::StreamRequest,
+    ) -> kubelet_server::StreamLookup {
+        self.stream_requests.lock().unwrap().push(request.clone());
+        self.stream
+            .lock()
+            .unwrap()
+            .clone()
+            .unwrap_or(kubelet_server::StreamLookup::Failed(
+                "streaming is not supported by this kubelet".into(),
+            ))
     }
     async fn stats_summary(&self) -> Result<Summary, Error> {
         self.summary

@@ -1,0 +1,274 @@
+//! `/exec`, `/attach` and `/portForward` (upstream `getExec`, `getAttach`,
+//! `getPortForward` and `proxyStream` in `pkg/kubelet/server/server.go`):
+//! the runtime prepares the session (CRI `Exec`, `Attach`, `PortForward`)
+//! and answers with a URL on its own streaming server; the kubelet proxies
+//! the client's upgraded connection (SPDY/3.1 or WebSocket, whichever the
+//! client asked for: the streaming server negotiates it) to that URL and
+//! then copies bytes both ways until either side closes or the server shuts
+//! down (upstream `proxy.NewUpgradeAwareHandler` with `upgradeRequired`).
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper::body::Incoming;
+use hyper::header::{CONNECTION, HOST, HeaderValue, UPGRADE};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio_util::sync::CancellationToken;
+
+use crate::body::ResponseBody;
+
+/// A streaming session the node API asks the host to prepare.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamRequest {
+    /// `/exec/{namespace}/{pod}[/{uid}]/{container}?command=...`.
+    Exec {
+        /// The pod's namespace.
+        namespace: String,
+        /// The pod's name.
+        pod: String,
+        /// The pod's UID when the path names it.
+        uid: Option<String>,
+        /// The container.
+        container: String,
+        /// The command (`command`, repeated).
+        command: Vec<String>,
+        /// What is streamed.
+        options: StreamOptions,
+    },
+    /// `/attach/{namespace}/{pod}[/{uid}]/{container}`.
+    Attach {
+        /// The pod's namespace.
+        namespace: String,
+        /// The pod's name.
+        pod: String,
+        /// The pod's UID when the path names it.
+        uid: Option<String>,
+        /// The container.
+        container: String,
+        /// What is streamed.
+        options: StreamOptions,
+    },
+    /// `/portForward/{namespace}/{pod}[/{uid}]`.
+    PortForward {
+        /// The pod's namespace.
+        namespace: String,
+        /// The pod's name.
+        pod: String,
+        /// The pod's UID when the path names it.
+        uid: Option<String>,
+    },
+}
+
+/// Which streams a session has (upstream `remotecommand.Options`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StreamOptions {
+    /// `stdin=1`.
+    pub stdin: bool,
+    /// `stdout=1`.
+    pub stdout: bool,
+    /// `stderr=1` (never with a TTY).
+    pub stderr: bool,
+    /// `tty=1`.
+    pub tty: bool,
+}
+
+/// What the host answers for a [`StreamRequest`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamLookup {
+    /// The runtime's streaming URL for the session.
+    Url(String),
+    /// No such pod: `404 pod does not exist`.
+    PodNotFound,
+    /// No such container in the pod: `404`.
+    ContainerNotFound,
+    /// The runtime refused or failed: `500` with this message.
+    Failed(String),
+}
+
+/// The session options of the query (upstream `remotecommandserver.NewOptions`):
+/// `stdin`, `stdout`, `stderr`, `tty` are on when `1`; a TTY has no
+/// separate stderr; at least one stream is needed.
+pub(crate) fn options(query: Option<&str>) -> Result<(StreamOptions, Vec<String>), String> {
+    let mut o = StreamOptions::default();
+    let mut command = Vec::new();
+    for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        match k.as_ref() {
+            "stdin" => o.stdin = v == "1",
+            "stdout" => o.stdout = v == "1",
+            "stderr" => o.stderr = v == "1",
+            "tty" => o.tty = v == "1",
+            "command" => command.push(v.into_owned()),
+            _ => {}
+        }
+    }
+    if o.tty {
+        o.stderr = false;
+    }
+    if !o.stdin && !o.stdout && !o.stderr {
+        return Err("you must specify at least 1 of stdin, stdout, stderr".into());
+    }
+    Ok((o, command))
+}
+
+/// Whether the request asks to upgrade its connection.
+pub(crate) fn is_upgrade(req: &Request<Incoming>) -> bool {
+    let connection_upgrade = req
+        .headers()
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    connection_upgrade && req.headers().contains_key(UPGRADE)
+}
+
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<ResponseBody> {
+    let mut r = Response::new(ResponseBody::full(body));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+/// Proxies the upgrade request `req` to the runtime's streaming `url`.
+/// Only `http://` URLs on the streaming server are followed (containerd's
+/// and CRI-O's default).
+pub(crate) async fn proxy(
+    mut req: Request<Incoming>,
+    url: &str,
+    shutdown: CancellationToken,
+) -> Response<ResponseBody> {
+    let Ok(target) = url.parse::<hyper::Uri>() else {
+        return text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the runtime's streaming URL {url:?} is not a URL"),
+        );
+    };
+    if target.scheme_str() != Some("http") {
+        return text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the runtime's streaming URL {url:?} is not http://"),
+        );
+    }
+    let Some(authority) = target.authority().cloned() else {
+        return text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the runtime's streaming URL {url:?} has no host"),
+        );
+    };
+    let port = authority.port_u16().unwrap_or(80);
+    let backend = match tokio::net::TcpStream::connect((authority.host(), port)).await {
+        Ok(s) => s,
+        Err(e) => {
+            return text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("connecting to the runtime's streaming server: {e}"),
+            );
+        }
+    };
+    let (mut sender, conn) =
+        match hyper::client::conn::http1::handshake(TokioIo::new(backend)).await {
+            Ok(x) => x,
+            Err(e) => {
+                return text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("the runtime's streaming server: {e}"),
+                );
+            }
+        };
+    tokio::spawn(conn.with_upgrades());
+    // The client's request as it came, to the runtime's path, without its
+    // credentials (they were for this server).
+    let path = target
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "/".into());
+    let mut out = Request::builder().method(req.method().clone()).uri(path);
+    for (name, value) in req.headers() {
+        if name == HOST || name == hyper::header::AUTHORIZATION {
+            continue;
+        }
+        out = out.header(name, value);
+    }
+    out = out.header(HOST, authority.as_str());
+    let Ok(out) = out.body(Empty::<Bytes>::new()) else {
+        return text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "building the proxied request",
+        );
+    };
+    let client_upgrade = hyper::upgrade::on(&mut req);
+    let mut answer = match sender.send_request(out).await {
+        Ok(r) => r,
+        Err(e) => {
+            return text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("the runtime's streaming server: {e}"),
+            );
+        }
+    };
+    if answer.status() != StatusCode::SWITCHING_PROTOCOLS {
+        // The runtime's own answer (a bad token, a refused protocol), at
+        // most 64 KiB of it.
+        let status = answer.status();
+        let body = Limited::new(answer.into_body(), 64 << 10)
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        return text(status, body);
+    }
+    let mut response = Response::new(ResponseBody::empty());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    for (name, value) in answer.headers() {
+        response.headers_mut().append(name, value.clone());
+    }
+    let backend_upgrade = hyper::upgrade::on(&mut answer);
+    tokio::spawn(async move {
+        let (client, backend) = match tokio::try_join!(client_upgrade, backend_upgrade) {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::debug!(error = %e, "a streaming upgrade failed");
+                return;
+            }
+        };
+        let mut client = TokioIo::new(client);
+        let mut backend = TokioIo::new(backend);
+        tokio::select! {
+            r = tokio::io::copy_bidirectional(&mut client, &mut backend) => {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "a streaming session ended with an error");
+                }
+            }
+            _ = shutdown.cancelled() => {}
+        }
+    });
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_follow_upstream() {
+        let (o, cmd) = options(Some(
+            "command=sh&command=-c&command=echo%20hi&stdout=1&stderr=1",
+        ))
+        .expect("ok");
+        assert_eq!(cmd, ["sh", "-c", "echo hi"]);
+        assert!(o.stdout && o.stderr && !o.stdin && !o.tty);
+        let (o, _) = options(Some("stdin=1&stdout=1&stderr=1&tty=1")).expect("tty");
+        assert!(o.tty && !o.stderr, "a TTY has no separate stderr");
+        assert!(
+            options(Some("command=ls&stdout=true")).is_err(),
+            "only 1 is on"
+        );
+        assert_eq!(
+            options(None).unwrap_err(),
+            "you must specify at least 1 of stdin, stdout, stderr"
+        );
+    }
+}
