@@ -22,7 +22,7 @@ use kubelet_cri_client::RuntimeService;
 use kubelet_eviction::cgroup_summary::CgroupSummaryProvider;
 use kubelet_kuberuntime::{ContainerState, PodStatus, Runtime};
 use kubelet_podworkers::PodStatusCache;
-use kubelet_server::{ContainerLog, LogLookup, NodeApi};
+use kubelet_server::{ContainerLog, LogLookup, NodeApi, StreamLookup, StreamRequest};
 
 use crate::Kubelet;
 
@@ -226,6 +226,107 @@ where
                 }
             }
             Err(e) => LogLookup::Unavailable(format!("cannot read the container's status: {e}")),
+        }
+    }
+
+    /// Upstream `GetExec`, `GetAttach` (`findContainer`: a running
+    /// container of the pod, found by name and, when the path has it, UID)
+    /// and `GetPortForward` (the pod's ready sandbox), then the CRI's
+    /// `Exec`, `Attach` or `PortForward`.
+    async fn stream_url(&self, request: &StreamRequest) -> StreamLookup {
+        use kubelet_cri_client::api;
+        let (namespace, name, uid) = match request {
+            StreamRequest::Exec {
+                namespace,
+                pod,
+                uid,
+                ..
+            }
+            | StreamRequest::Attach {
+                namespace,
+                pod,
+                uid,
+                ..
+            }
+            | StreamRequest::PortForward {
+                namespace,
+                pod,
+                uid,
+            } => (namespace, pod, uid),
+        };
+        let Some(p) = self.find_pod(namespace, name) else {
+            return StreamLookup::PodNotFound;
+        };
+        let pod_uid = p.metadata.uid.as_deref().unwrap_or_default();
+        if uid.as_deref().is_some_and(|u| u != pod_uid) {
+            return StreamLookup::PodNotFound;
+        }
+        let running = match self.runtime.get_pods(false).await {
+            Ok(pods) => pods.into_iter().find(|r| r.uid == pod_uid),
+            Err(e) => return StreamLookup::Failed(format!("cannot list the runtime's pods: {e}")),
+        };
+        let Some(running) = running else {
+            return StreamLookup::PodNotFound;
+        };
+        let container_id = |container: &str| {
+            running
+                .containers
+                .iter()
+                .find(|c| c.name == container && c.state == ContainerState::Running)
+                .map(|c| c.id.clone())
+        };
+        let url = match request {
+            StreamRequest::Exec {
+                container,
+                command,
+                options,
+                ..
+            } => {
+                let Some(id) = container_id(container) else {
+                    return StreamLookup::ContainerNotFound;
+                };
+                self.cri
+                    .exec(api::ExecRequest {
+                        container_id: id,
+                        cmd: command.clone(),
+                        tty: options.tty,
+                        stdin: options.stdin,
+                        stdout: options.stdout,
+                        stderr: options.stderr,
+                    })
+                    .await
+            }
+            StreamRequest::Attach {
+                container, options, ..
+            } => {
+                let Some(id) = container_id(container) else {
+                    return StreamLookup::ContainerNotFound;
+                };
+                self.cri
+                    .attach(api::AttachRequest {
+                        container_id: id,
+                        stdin: options.stdin,
+                        tty: options.tty,
+                        stdout: options.stdout,
+                        stderr: options.stderr,
+                    })
+                    .await
+            }
+            StreamRequest::PortForward { .. } => {
+                let Some(sandbox) = running.sandboxes.iter().find(|s| s.ready) else {
+                    return StreamLookup::PodNotFound;
+                };
+                self.cri
+                    .port_forward(api::PortForwardRequest {
+                        pod_sandbox_id: sandbox.id.clone(),
+                        port: Vec::new(),
+                    })
+                    .await
+            }
+        };
+        match url {
+            Ok(url) => StreamLookup::Url(url),
+            Err(e) => StreamLookup::Failed(e.to_string()),
         }
     }
 

@@ -1465,6 +1465,25 @@ async fn the_node_api_serves_the_api_server_and_refuses_strangers() {
     })
     .await;
     assert_eq!(logs, "hello-from-talker\n");
+    // kubectl exec: API server -> kubelet /exec, upgraded and proxied to
+    // containerd's streaming server; stdout and stderr come back apart.
+    let out = node.kubectl(&[
+        "exec",
+        "talker",
+        "--",
+        "sh",
+        "-c",
+        "echo out-$((6*7)); echo err >&2",
+    ]);
+    assert_eq!(out, "out-42\n");
+    let failed = node
+        .cp
+        .kubectl(&["exec", "talker", "--", "sh", "-c", "exit 3"])
+        .expect_err("exit 3");
+    assert!(
+        failed.contains("exit code 3") || failed.contains("status 3"),
+        "{failed}"
+    );
     // The node proxy: /pods through the API server.
     let pods = node.kubectl(&[
         "get",

@@ -62,11 +62,11 @@ pub enum StreamRequest {
 /// Which streams a session has (upstream `remotecommand.Options`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StreamOptions {
-    /// `stdin=1`.
+    /// `input=1`.
     pub stdin: bool,
-    /// `stdout=1`.
+    /// `output=1`.
     pub stdout: bool,
-    /// `stderr=1` (never with a TTY).
+    /// `error=1` (never with a TTY).
     pub stderr: bool,
     /// `tty=1`.
     pub tty: bool,
@@ -85,17 +85,18 @@ pub enum StreamLookup {
     Failed(String),
 }
 
-/// The session options of the query (upstream `remotecommandserver.NewOptions`):
-/// `stdin`, `stdout`, `stderr`, `tty` are on when `1`; a TTY has no
-/// separate stderr; at least one stream is needed.
+/// The session options of the query (upstream `remotecommandserver.NewOptions`
+/// with `k8s.io/api/core/v1`'s parameter names): `input`, `output`,
+/// `error`, `tty` are on when `1`; a TTY has no separate stderr; at least
+/// one stream is needed.
 pub(crate) fn options(query: Option<&str>) -> Result<(StreamOptions, Vec<String>), String> {
     let mut o = StreamOptions::default();
     let mut command = Vec::new();
     for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
         match k.as_ref() {
-            "stdin" => o.stdin = v == "1",
-            "stdout" => o.stdout = v == "1",
-            "stderr" => o.stderr = v == "1",
+            "input" => o.stdin = v == "1",
+            "output" => o.stdout = v == "1",
+            "error" => o.stderr = v == "1",
             "tty" => o.tty = v == "1",
             "command" => command.push(v.into_owned()),
             _ => {}
@@ -255,15 +256,15 @@ mod tests {
     #[test]
     fn options_follow_upstream() {
         let (o, cmd) = options(Some(
-            "command=sh&command=-c&command=echo%20hi&stdout=1&stderr=1",
+            "command=sh&command=-c&command=echo%20hi&output=1&error=1",
         ))
         .expect("ok");
         assert_eq!(cmd, ["sh", "-c", "echo hi"]);
         assert!(o.stdout && o.stderr && !o.stdin && !o.tty);
-        let (o, _) = options(Some("stdin=1&stdout=1&stderr=1&tty=1")).expect("tty");
+        let (o, _) = options(Some("input=1&output=1&error=1&tty=1")).expect("tty");
         assert!(o.tty && !o.stderr, "a TTY has no separate stderr");
         assert!(
-            options(Some("command=ls&stdout=true")).is_err(),
+            options(Some("command=ls&output=true")).is_err(),
             "only 1 is on"
         );
         assert_eq!(

@@ -847,12 +847,12 @@ async fn streaming_requests_are_checked_then_proxied_to_the_runtime() {
     );
     // Names as for logs.
     assert_eq!(
-        get(s.addr, "/exec/default/..%2f/c0?stdout=1").await.status,
+        get(s.addr, "/exec/default/..%2f/c0?output=1").await.status,
         400
     );
     // The host's answers.
     *host.stream.lock().unwrap() = Some(StreamLookup::PodNotFound);
-    let r = get(s.addr, "/attach/default/web/c0?stdout=1").await;
+    let r = get(s.addr, "/attach/default/web/c0?output=1").await;
     assert_eq!((r.status, r.text().as_str()), (404, "pod does not exist"));
     *host.stream.lock().unwrap() = Some(StreamLookup::Failed("Exec: not found".into()));
     assert_eq!(get(s.addr, "/portForward/default/web").await.status, 500);
@@ -861,7 +861,7 @@ async fn streaming_requests_are_checked_then_proxied_to_the_runtime() {
     *host.stream.lock().unwrap() = Some(StreamLookup::Url(format!("http://{backend}/exec/tok3n")));
     let r = get(
         s.addr,
-        "/exec/default/web/uid-1/c0?command=ls&command=-l&stdout=1&tty=1",
+        "/exec/default/web/uid-1/c0?command=ls&command=-l&output=1&tty=1",
     )
     .await;
     assert_eq!(
@@ -886,7 +886,7 @@ async fn streaming_requests_are_checked_then_proxied_to_the_runtime() {
     // An upgrade: proxied to the runtime's URL, then bytes both ways.
     let mut tcp = tokio::net::TcpStream::connect(s.addr).await.unwrap();
     tcp.write_all(
-        b"POST /exec/default/web/c0?command=sh&stdin=1&stdout=1 HTTP/1.1\r\nHost: node\r\n\
+        b"POST /exec/default/web/c0?command=sh&input=1&output=1 HTTP/1.1\r\nHost: node\r\n\
           Authorization: Bearer secret-token\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n\
           X-Stream-Protocol-Version: v4.channel.k8s.io\r\nContent-Length: 0\r\n\r\n",
     )
