@@ -338,6 +338,45 @@ fn env_var_name(name: &str) -> String {
     name.replace('-', "_").to_uppercase()
 }
 
+/// Every Secret and ConfigMap `pod` refers to, as the kubelet's secret and
+/// configMap managers register them (upstream `VisitPodSecretNames` and
+/// `VisitPodConfigmapNames`, `pkg/api/v1/pod/util.go`): its
+/// `imagePullSecrets`, its containers' env ([`env_references`]), and its
+/// `secret`, `configMap`, `projected` and CSI (`nodePublishSecretRef`)
+/// volumes. The legacy in-tree volume plugins' secret references are left
+/// out: this kubelet does not run those plugins.
+pub fn pod_object_references(pod: &Pod) -> EnvReferences {
+    let mut refs = env_references(pod);
+    let Some(spec) = pod.spec.as_ref() else {
+        return refs;
+    };
+    for s in spec.image_pull_secrets.iter().flatten() {
+        refs.secrets.insert(s.name.clone());
+    }
+    for volume in spec.volumes.iter().flatten() {
+        if let Some(name) = volume.secret.as_ref().and_then(|s| s.secret_name.clone()) {
+            refs.secrets.insert(name);
+        }
+        if let Some(c) = &volume.config_map {
+            refs.config_maps.insert(c.name.clone());
+        }
+        if let Some(r) = volume.csi.as_ref().and_then(|c| c.node_publish_secret_ref.as_ref()) {
+            refs.secrets.insert(r.name.clone());
+        }
+        for source in volume.projected.iter().flat_map(|p| p.sources.iter().flatten()) {
+            if let Some(s) = &source.secret {
+                refs.secrets.insert(s.name.clone());
+            }
+            if let Some(c) = &source.config_map {
+                refs.config_maps.insert(c.name.clone());
+            }
+        }
+    }
+    refs.secrets.retain(|n| !n.is_empty());
+    refs.config_maps.retain(|n| !n.is_empty());
+    refs
+}
+
 /// Upstream `fieldpath.SplitMaybeSubscriptedPath`: `metadata.labels['k']`
 /// is `("metadata.labels", "k")`.
 pub fn split_maybe_subscripted_path(path: &str) -> Option<(&str, &str)> {
@@ -598,6 +637,36 @@ mod tests {
                 ("PLAIN_SERVICE_PORT".to_owned(), "80".to_owned()),
                 ("PLAIN_PORT".to_owned(), "tcp://10.0.0.1:80".to_owned()),
             ]
+        );
+    }
+
+    #[test]
+    fn pod_object_references_cover_env_volumes_and_pull_secrets() {
+        let p = pod(serde_json::json!({
+            "metadata": {"name": "p"},
+            "spec": {
+                "imagePullSecrets": [{"name": "regcred"}, {"name": ""}],
+                "containers": [{"name": "c", "envFrom": [{"configMapRef": {"name": "env-cm"}}]}],
+                "initContainers": [{"name": "i", "env": [{"name": "X", "valueFrom": {"secretKeyRef": {"name": "init-s", "key": "k"}}}]}],
+                "volumes": [
+                    {"name": "a", "secret": {"secretName": "vol-s"}},
+                    {"name": "b", "configMap": {"name": "vol-cm"}},
+                    {"name": "c", "projected": {"sources": [
+                        {"secret": {"name": "proj-s"}}, {"configMap": {"name": "proj-cm"}},
+                        {"serviceAccountToken": {"path": "t"}}]}},
+                    {"name": "d", "csi": {"driver": "x", "nodePublishSecretRef": {"name": "csi-s"}}},
+                    {"name": "e", "emptyDir": {}}
+                ]
+            }
+        }));
+        let refs = pod_object_references(&p);
+        assert_eq!(
+            refs.secrets.iter().map(String::as_str).collect::<Vec<_>>(),
+            ["csi-s", "init-s", "proj-s", "regcred", "vol-s"]
+        );
+        assert_eq!(
+            refs.config_maps.iter().map(String::as_str).collect::<Vec<_>>(),
+            ["env-cm", "proj-cm", "vol-cm"]
         );
     }
 

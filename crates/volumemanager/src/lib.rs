@@ -52,6 +52,7 @@
 mod api;
 mod api_volumes;
 mod atomic_writer;
+pub mod objcache;
 
 pub use api::{
     ApiObjects, Clock, IssuedToken, KubeApiObjects, ServiceAccountTokenRequest, TokenManager,
@@ -61,6 +62,7 @@ pub use api_volumes::{
     is_api_volume, is_read_only_volume, prepare_api_volumes, prepare_api_volumes_each,
     read_only_volumes,
 };
+pub use objcache::{ChangeDetectionStrategy, ObjectManager, api_objects};
 pub use atomic_writer::{AtomicWriter, DATA_DIR_NAME, FileProjection, Payload, clean_path};
 
 use std::collections::BTreeMap;
