@@ -60,6 +60,7 @@ use kubelet_podworkers::{
 
 pub mod admission;
 pub mod api_env;
+pub mod services;
 pub mod apiclient;
 pub mod builder;
 /// The status manager ([`kubelet_status`]).
@@ -170,6 +171,9 @@ pub struct KubeletConfig {
     /// The node's addresses: each pod's `hostIP`/`hostIPs` (upstream
     /// `kl.GetHostIPs`). Empty: not reported.
     pub node_ips: Vec<std::net::IpAddr>,
+    /// How soon a running pod is synced again (upstream `syncFrequency`,
+    /// 1 minute, jittered by up to half of it).
+    pub sync_frequency: Duration,
 }
 
 /// The runtime name a hand-assembled [`KubeletConfig`] starts with.
@@ -187,6 +191,7 @@ impl KubeletConfig {
             gc_policy: GcPolicy::default(),
             runtime_name: DEFAULT_RUNTIME_NAME.to_owned(),
             node_ips: Vec::new(),
+            sync_frequency: kubelet_podworkers::DEFAULT_RESYNC_INTERVAL,
         }
     }
 }
@@ -225,6 +230,9 @@ pub struct KubeletParts {
     /// Secret, configMap and projected volumes from the API server
     /// (cluster mode).
     pub api_volumes: Option<Arc<kubelet_volumemanager::ApiVolumes>>,
+    /// The cluster's Services, for the containers' service environment
+    /// variables (cluster mode).
+    pub services: Option<services::ServiceLister>,
 }
 
 /// The eviction manager's [`PodKiller`](kubelet_eviction::manager::PodKiller):
@@ -334,6 +342,7 @@ where
             eviction,
             mirror_client,
             api_volumes,
+            services,
         } = parts;
         let (eviction, evictions) = match eviction {
             Some((m, r)) => (Some(m), Some(r)),
@@ -359,8 +368,16 @@ where
         if let Some(volumes) = api_volumes {
             syncer = syncer.with_api_volumes(volumes);
         }
+        if let Some(services) = services {
+            syncer = syncer.with_services(services);
+        }
         let syncer_events = syncer.event_slot();
-        let workers = PodWorkerPool::builder(syncer, cache).build()?;
+        let workers = PodWorkerPool::builder(syncer, cache)
+            .config(kubelet_podworkers::PodWorkersConfig {
+                resync_interval: config.sync_frequency,
+                ..Default::default()
+            })
+            .build()?;
         Ok(Self {
             config,
             runtime,
