@@ -24,7 +24,9 @@
 //! downward API volumes and safe subPath mounts; [`status`] builds API pod
 //! statuses; [`node_api`] serves the kubelet through `kubelet-server`;
 //! [`explain`] predicts what the kubelet will do with a pod; [`config`] reads
-//! `KubeletConfiguration` and upstream's flags.
+//! `KubeletConfiguration` and upstream's flags; [`api_env`] reads the env's
+//! Secrets and ConfigMaps and the pull secrets; [`services`] keeps the
+//! cluster's Services for the service environment variables.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -60,9 +62,9 @@ use kubelet_podworkers::{
 
 pub mod admission;
 pub mod api_env;
-pub mod services;
 pub mod apiclient;
 pub mod builder;
+pub mod services;
 /// The status manager ([`kubelet_status`]).
 pub use kubelet_status as status;
 /// The volume manager ([`kubelet_volumemanager`]).

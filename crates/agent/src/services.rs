@@ -132,7 +132,10 @@ mod tests {
     fn the_lister_answers_once_synced_and_follows_enable_service_links() {
         let (store, mut writer) = reflector::store::<Service>();
         let lister = ServiceLister { store };
-        assert_eq!(lister.service_env(&pod("team", None, false)), ServiceEnv::NotSynced);
+        assert_eq!(
+            lister.service_env(&pod("team", None, false)),
+            ServiceEnv::NotSynced
+        );
         assert_eq!(
             lister.service_env(&pod("team", None, true)),
             ServiceEnv::Vars(vec![]),
@@ -160,7 +163,10 @@ mod tests {
         };
         assert_eq!(
             hosts(lister.service_env(&pod("team", None, false))),
-            ["DB_SERVICE_HOST=10.96.0.7", "KUBERNETES_SERVICE_HOST=10.96.0.1"]
+            [
+                "DB_SERVICE_HOST=10.96.0.7",
+                "KUBERNETES_SERVICE_HOST=10.96.0.1"
+            ]
         );
         assert_eq!(
             hosts(lister.service_env(&pod("team", Some(false), false))),

@@ -1204,15 +1204,19 @@ async fn config_map_edits_reach_mounted_volumes_and_services_reach_env() {
         .spec
         .and_then(|s| s.cluster_ip)
         .expect("a cluster IP");
-    let master_ip = wait_for("the kubernetes service", Duration::from_secs(30), || async {
-        services
-            .get_opt("kubernetes")
-            .await
-            .ok()
-            .flatten()?
-            .spec?
-            .cluster_ip
-    })
+    let master_ip = wait_for(
+        "the kubernetes service",
+        Duration::from_secs(30),
+        || async {
+            services
+                .get_opt("kubernetes")
+                .await
+                .ok()
+                .flatten()?
+                .spec?
+                .cluster_ip
+        },
+    )
     .await;
     let config_maps: Api<ConfigMap> = Api::namespaced(node.admin.clone(), "default");
     let cm = |greeting: &str| -> ConfigMap {
@@ -1252,9 +1256,11 @@ async fn config_map_edits_reach_mounted_volumes_and_services_reach_env() {
         .metadata
         .uid
         .expect("uid");
-    let log = wait_for("cm-watch's environment", Duration::from_secs(90), || async {
-        container_log(&node, "cm-watch", "app").filter(|l| l.contains("HOSTNAME="))
-    })
+    let log = wait_for(
+        "cm-watch's environment",
+        Duration::from_secs(90),
+        || async { container_log(&node, "cm-watch", "app").filter(|l| l.contains("HOSTNAME=")) },
+    )
     .await;
     let lines: Vec<&str> = log.lines().collect();
     for want in [
@@ -1268,7 +1274,10 @@ async fn config_map_edits_reach_mounted_volumes_and_services_reach_env() {
         // The pod's own variable wins over the service's.
         "BACKEND_SERVICE_PORT=mine".to_owned(),
     ] {
-        assert!(lines.contains(&want.as_str()), "{want} not in the env:\n{log}");
+        assert!(
+            lines.contains(&want.as_str()),
+            "{want} not in the env:\n{log}"
+        );
     }
 
     // The mounted file, read in the container.

@@ -8,7 +8,11 @@
 //! of a pod (a snapshot of the objects the pod's env refers to, as
 //! upstream's managers hold them for each registered pod) and hands to the
 //! runtime manager, which stays synchronous while it builds container
-//! configs and never talks to the API server.
+//! configs and never talks to the API server. The service variables
+//! (upstream `envvars.FromServices` and `getServiceEnvVarMap`:
+//! [`from_services`], [`service_env_var_map`]) are made here from the
+//! Services the kubelet's reflector holds, and carried in
+//! [`EnvSources::services`].
 //!
 //! The pure parts of upstream's downward API live here too, for the env
 //! and for `downwardAPI` volumes alike:
@@ -281,9 +285,7 @@ pub fn service_env_var_map<'a>(
 /// each named port, then the Docker link variables (`{SVC}_PORT` for the
 /// first port, and `{SVC}_PORT_{port}_{PROTO}` with `_PROTO`, `_PORT` and
 /// `_ADDR` for each), in that order.
-pub fn from_services<'a>(
-    services: impl IntoIterator<Item = &'a Service>,
-) -> Vec<(String, String)> {
+pub fn from_services<'a>(services: impl IntoIterator<Item = &'a Service>) -> Vec<(String, String)> {
     let mut result = Vec::new();
     for service in services {
         if !is_service_ip_set(service) {
@@ -360,10 +362,18 @@ pub fn pod_object_references(pod: &Pod) -> EnvReferences {
         if let Some(c) = &volume.config_map {
             refs.config_maps.insert(c.name.clone());
         }
-        if let Some(r) = volume.csi.as_ref().and_then(|c| c.node_publish_secret_ref.as_ref()) {
+        if let Some(r) = volume
+            .csi
+            .as_ref()
+            .and_then(|c| c.node_publish_secret_ref.as_ref())
+        {
             refs.secrets.insert(r.name.clone());
         }
-        for source in volume.projected.iter().flat_map(|p| p.sources.iter().flatten()) {
+        for source in volume
+            .projected
+            .iter()
+            .flat_map(|p| p.sources.iter().flatten())
+        {
             if let Some(s) = &source.secret {
                 refs.secrets.insert(s.name.clone());
             }
@@ -582,15 +592,40 @@ mod tests {
     #[test]
     fn from_services_makes_upstreams_variables() {
         let sl = [
-            service("", "foo-bar", "1.2.3.4", serde_json::json!([{"port": 8080, "protocol": "TCP"}])),
-            service("", "abc-123", "5.6.7.8", serde_json::json!([
+            service(
+                "",
+                "foo-bar",
+                "1.2.3.4",
+                serde_json::json!([{"port": 8080, "protocol": "TCP"}]),
+            ),
+            service(
+                "",
+                "abc-123",
+                "5.6.7.8",
+                serde_json::json!([
                 {"name": "u-d-p", "port": 8081, "protocol": "UDP"},
-                {"name": "t-c-p", "port": 8081, "protocol": "TCP"}])),
-            service("", "q-u-u-x", "9.8.7.6", serde_json::json!([
+                {"name": "t-c-p", "port": 8081, "protocol": "TCP"}]),
+            ),
+            service(
+                "",
+                "q-u-u-x",
+                "9.8.7.6",
+                serde_json::json!([
                 {"port": 8082, "protocol": "TCP"},
-                {"name": "8083", "port": 8083, "protocol": "TCP"}])),
-            service("", "svrc-clusterip-none", "None", serde_json::json!([{"port": 8082, "protocol": "TCP"}])),
-            service("", "svrc-clusterip-empty", "", serde_json::json!([{"port": 8082, "protocol": "TCP"}])),
+                {"name": "8083", "port": 8083, "protocol": "TCP"}]),
+            ),
+            service(
+                "",
+                "svrc-clusterip-none",
+                "None",
+                serde_json::json!([{"port": 8082, "protocol": "TCP"}]),
+            ),
+            service(
+                "",
+                "svrc-clusterip-empty",
+                "",
+                serde_json::json!([{"port": 8082, "protocol": "TCP"}]),
+            ),
         ];
         let expected = [
             ("FOO_BAR_SERVICE_HOST", "1.2.3.4"),
@@ -665,7 +700,10 @@ mod tests {
             ["csi-s", "init-s", "proj-s", "regcred", "vol-s"]
         );
         assert_eq!(
-            refs.config_maps.iter().map(String::as_str).collect::<Vec<_>>(),
+            refs.config_maps
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
             ["env-cm", "proj-cm", "vol-cm"]
         );
     }
@@ -675,7 +713,8 @@ mod tests {
     /// master services always, a namespace's own `kubernetes` winning.
     #[test]
     fn the_service_map_takes_the_namespace_and_the_master_services() {
-        let tcp = |port: i32| serde_json::json!([{"name": "https", "port": port, "protocol": "TCP"}]);
+        let tcp =
+            |port: i32| serde_json::json!([{"name": "https", "port": port, "protocol": "TCP"}]);
         let services = [
             service("default", "kubernetes", "1.2.3.1", tcp(443)),
             service("test1", "test", "1.2.3.3", tcp(8083)),
@@ -693,7 +732,10 @@ mod tests {
         let with_links = service_env_var_map(&services, "test1", true);
         assert_eq!(
             names(&with_links),
-            ["KUBERNETES_SERVICE_HOST=1.2.3.1", "TEST_SERVICE_HOST=1.2.3.3"]
+            [
+                "KUBERNETES_SERVICE_HOST=1.2.3.1",
+                "TEST_SERVICE_HOST=1.2.3.3"
+            ]
         );
         assert!(with_links.contains(&("TEST_PORT_8083_TCP_ADDR".into(), "1.2.3.3".into())));
         assert_eq!(
@@ -709,7 +751,10 @@ mod tests {
         // Pods of `default` see all its services with links.
         assert_eq!(
             names(&service_env_var_map(&services, "default", true)),
-            ["KUBERNETES_SERVICE_HOST=1.2.3.1", "NOT_SPECIAL_SERVICE_HOST=1.2.3.8"]
+            [
+                "KUBERNETES_SERVICE_HOST=1.2.3.1",
+                "NOT_SPECIAL_SERVICE_HOST=1.2.3.8"
+            ]
         );
         // Two services making one variable: service `b`'s port variable
         // `B_PORT_1_TCP_PORT` is also `b-port-1-tcp`'s link variable; the
@@ -719,8 +764,17 @@ mod tests {
             service("ns", "b", "10.0.0.1", tcp(1)),
         ];
         let vars = service_env_var_map(&clash, "ns", true);
-        let found: Vec<_> = vars.iter().filter(|(n, _)| n == "B_PORT_1_TCP_PORT").collect();
-        assert_eq!(found, [&("B_PORT_1_TCP_PORT".to_owned(), "tcp://10.0.0.3:3".to_owned())]);
+        let found: Vec<_> = vars
+            .iter()
+            .filter(|(n, _)| n == "B_PORT_1_TCP_PORT")
+            .collect();
+        assert_eq!(
+            found,
+            [&(
+                "B_PORT_1_TCP_PORT".to_owned(),
+                "tcp://10.0.0.3:3".to_owned()
+            )]
+        );
     }
 
     fn pod(value: serde_json::Value) -> Pod {

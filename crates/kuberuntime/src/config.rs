@@ -910,10 +910,7 @@ mod tests {
             .map(|(n, v)| (n.to_owned(), v.to_owned()))
         );
         s.services = ServiceEnv::NotSynced;
-        assert_eq!(
-            env_of(container, &s, &[]),
-            Err(EnvError::ServicesNotSynced)
-        );
+        assert_eq!(env_of(container, &s, &[]), Err(EnvError::ServicesNotSynced));
         assert_eq!(
             EnvError::ServicesNotSynced.to_string(),
             "services have not yet been read at least once, cannot construct envvars"

@@ -325,7 +325,10 @@ impl<T: ManagedObject> ObjectStore<T> for WatchStore<T> {
                     self.backoff,
                 ))),
                 Err(_) => {
-                    tracing::warn!(kind = T::KIND, "no async runtime: the object is read on each lookup");
+                    tracing::warn!(
+                        kind = T::KIND,
+                        "no async runtime: the object is read on each lookup"
+                    );
                     None
                 }
             };
@@ -343,10 +346,10 @@ impl<T: ManagedObject> ObjectStore<T> for WatchStore<T> {
         let k = key(namespace, name);
         if let Some(item) = items.get_mut(&k) {
             item.refs = item.refs.saturating_sub(1);
-            if item.refs == 0 {
-                if let Some(task) = items.remove(&k).and_then(|i| i.task) {
-                    task.abort();
-                }
+            if item.refs == 0
+                && let Some(task) = items.remove(&k).and_then(|i| i.task)
+            {
+                task.abort();
             }
         }
     }
@@ -764,7 +767,10 @@ mod tests {
         .expect("pod")
     }
 
-    fn manager(source: &Arc<Fake<ConfigMap>>, store: Arc<dyn ObjectStore<ConfigMap>>) -> ObjectManager {
+    fn manager(
+        source: &Arc<Fake<ConfigMap>>,
+        store: Arc<dyn ObjectStore<ConfigMap>>,
+    ) -> ObjectManager {
         ObjectManager::new(
             Arc::new(WatchStore::<Secret>::new(Fake::<Secret>::new())),
             store,
@@ -791,7 +797,11 @@ mod tests {
         settle().await;
         assert_eq!(store.references("ns", "shared"), 2);
         assert_eq!(store.references("ns", "only-a"), 1);
-        assert_eq!(source.watches.load(Ordering::SeqCst), 2, "one watch per object");
+        assert_eq!(
+            source.watches.load(Ordering::SeqCst),
+            2,
+            "one watch per object"
+        );
         assert_eq!(source.open(), 2);
         // A pod registered again with other references: the new ones are
         // added, the dropped ones released, the kept ones keep their watch.
@@ -823,21 +833,41 @@ mod tests {
         let store = Arc::new(WatchStore::<ConfigMap>::new(source.clone()));
         let m = manager(&source, store.clone());
         m.register_pod(&pod("a", &["cfg", "absent"]));
-        assert_eq!(value(m.get_config_map("ns", "cfg").await.expect("get")), Some("v1".into()));
+        assert_eq!(
+            value(m.get_config_map("ns", "cfg").await.expect("get")),
+            Some("v1".into())
+        );
         assert_eq!(m.get_config_map("ns", "absent").await.expect("get"), None);
-        assert_eq!(source.gets.load(Ordering::SeqCst), 0, "served by the watches");
+        assert_eq!(
+            source.gets.load(Ordering::SeqCst),
+            0,
+            "served by the watches"
+        );
         source.set("cfg", Some(cm("v2", false)));
         source.set("absent", Some(cm("here", false)));
         settle().await;
-        assert_eq!(value(m.get_config_map("ns", "cfg").await.expect("get")), Some("v2".into()));
-        assert_eq!(value(m.get_config_map("ns", "absent").await.expect("get")), Some("here".into()));
+        assert_eq!(
+            value(m.get_config_map("ns", "cfg").await.expect("get")),
+            Some("v2".into())
+        );
+        assert_eq!(
+            value(m.get_config_map("ns", "absent").await.expect("get")),
+            Some("here".into())
+        );
         source.set("cfg", None);
         settle().await;
-        assert_eq!(m.get_config_map("ns", "cfg").await.expect("get"), None, "deleted");
+        assert_eq!(
+            m.get_config_map("ns", "cfg").await.expect("get"),
+            None,
+            "deleted"
+        );
         assert_eq!(source.gets.load(Ordering::SeqCst), 0);
         // An object no pod refers to is read from the API server.
         source.set("other", Some(cm("o", false)));
-        assert_eq!(value(m.get_config_map("ns", "other").await.expect("get")), Some("o".into()));
+        assert_eq!(
+            value(m.get_config_map("ns", "other").await.expect("get")),
+            Some("o".into())
+        );
         assert_eq!(source.gets.load(Ordering::SeqCst), 1);
         m.shutdown().await;
         assert_eq!(source.open(), 0, "shutdown ends every watch");
@@ -852,9 +882,15 @@ mod tests {
         let m = manager(&source, store);
         m.register_pod(&pod("a", &["cfg"]));
         let started = Instant::now();
-        assert_eq!(value(m.get_config_map("ns", "cfg").await.expect("get")), Some("v1".into()));
+        assert_eq!(
+            value(m.get_config_map("ns", "cfg").await.expect("get")),
+            Some("v1".into())
+        );
         assert_eq!(source.gets.load(Ordering::SeqCst), 1);
-        assert!(started.elapsed() >= Duration::from_secs(1), "waited for the sync first");
+        assert!(
+            started.elapsed() >= Duration::from_secs(1),
+            "waited for the sync first"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -868,18 +904,32 @@ mod tests {
         source.fail("cfg");
         settle().await;
         assert_eq!(source.open(), 0, "the failed stream is dropped");
-        assert_eq!(value(m.get_config_map("ns", "cfg").await.expect("get")), Some("v1".into()));
-        assert_eq!(source.gets.load(Ordering::SeqCst), 0, "the last state still serves");
+        assert_eq!(
+            value(m.get_config_map("ns", "cfg").await.expect("get")),
+            Some("v1".into())
+        );
+        assert_eq!(
+            source.gets.load(Ordering::SeqCst),
+            0,
+            "the last state still serves"
+        );
         // The object changes while no watch runs; after the back-off
         // (800 ms) a new watch lists it.
         source.set("cfg", Some(cm("v2", false)));
         tokio::time::sleep(Duration::from_millis(700)).await;
         settle().await;
-        assert_eq!(source.watches.load(Ordering::SeqCst), 1, "not before the back-off");
+        assert_eq!(
+            source.watches.load(Ordering::SeqCst),
+            1,
+            "not before the back-off"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
         settle().await;
         assert_eq!(source.watches.load(Ordering::SeqCst), 2);
-        assert_eq!(value(m.get_config_map("ns", "cfg").await.expect("get")), Some("v2".into()));
+        assert_eq!(
+            value(m.get_config_map("ns", "cfg").await.expect("get")),
+            Some("v2".into())
+        );
         // Failing again right away: the next delay is the first one again
         // (the watch made progress), then it doubles.
         source.fail("cfg");
@@ -897,7 +947,11 @@ mod tests {
         settle().await;
         tokio::time::sleep(Duration::from_millis(1500)).await;
         settle().await;
-        assert_eq!(source.watches.load(Ordering::SeqCst), 4, "no event since: 1.6 s now");
+        assert_eq!(
+            source.watches.load(Ordering::SeqCst),
+            4,
+            "no event since: 1.6 s now"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
         settle().await;
         assert_eq!(source.watches.load(Ordering::SeqCst), 5);
@@ -911,14 +965,28 @@ mod tests {
         let store = Arc::new(WatchStore::<ConfigMap>::new(source.clone()));
         let m = manager(&source, store.clone());
         m.register_pod(&pod("a", &["frozen"]));
-        assert_eq!(value(m.get_config_map("ns", "frozen").await.expect("get")), Some("v1".into()));
+        assert_eq!(
+            value(m.get_config_map("ns", "frozen").await.expect("get")),
+            Some("v1".into())
+        );
         settle().await;
         assert_eq!(store.running_watches(), 0);
         assert_eq!(source.open(), 0, "its watch ended");
         assert_eq!(store.references("ns", "frozen"), 1);
-        assert_eq!(value(m.get_config_map("ns", "frozen").await.expect("get")), Some("v1".into()));
-        assert_eq!(source.gets.load(Ordering::SeqCst), 0, "served from the cache");
-        assert_eq!(source.watches.load(Ordering::SeqCst), 1, "not watched again");
+        assert_eq!(
+            value(m.get_config_map("ns", "frozen").await.expect("get")),
+            Some("v1".into())
+        );
+        assert_eq!(
+            source.gets.load(Ordering::SeqCst),
+            0,
+            "served from the cache"
+        );
+        assert_eq!(
+            source.watches.load(Ordering::SeqCst),
+            1,
+            "not watched again"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -930,22 +998,41 @@ mod tests {
         let m = manager(&source, store.clone());
         m.register_pod(&pod("a", &["cfg", "frozen"]));
         let gets = || source.gets.load(Ordering::SeqCst);
-        assert_eq!(value(m.get_config_map("ns", "cfg").await.expect("get")), Some("v1".into()));
-        assert_eq!(value(m.get_config_map("ns", "frozen").await.expect("get")), Some("f".into()));
+        assert_eq!(
+            value(m.get_config_map("ns", "cfg").await.expect("get")),
+            Some("v1".into())
+        );
+        assert_eq!(
+            value(m.get_config_map("ns", "frozen").await.expect("get")),
+            Some("f".into())
+        );
         assert_eq!(gets(), 2);
         source.set("cfg", Some(cm("v2", false)));
         tokio::time::sleep(Duration::from_secs(59)).await;
-        assert_eq!(value(m.get_config_map("ns", "cfg").await.expect("get")), Some("v1".into()), "within the TTL");
+        assert_eq!(
+            value(m.get_config_map("ns", "cfg").await.expect("get")),
+            Some("v1".into()),
+            "within the TTL"
+        );
         assert_eq!(gets(), 2);
         tokio::time::sleep(Duration::from_secs(2)).await;
-        assert_eq!(value(m.get_config_map("ns", "cfg").await.expect("get")), Some("v2".into()));
-        assert_eq!(value(m.get_config_map("ns", "frozen").await.expect("get")), Some("f".into()));
+        assert_eq!(
+            value(m.get_config_map("ns", "cfg").await.expect("get")),
+            Some("v2".into())
+        );
+        assert_eq!(
+            value(m.get_config_map("ns", "frozen").await.expect("get")),
+            Some("f".into())
+        );
         assert_eq!(gets(), 3, "immutable objects are not read again");
         // A pod registering invalidates its objects.
         source.set("cfg", Some(cm("v3", false)));
         m.register_pod(&pod("b", &["cfg"]));
         assert_eq!(store.references("ns", "cfg"), 2);
-        assert_eq!(value(m.get_config_map("ns", "cfg").await.expect("get")), Some("v3".into()));
+        assert_eq!(
+            value(m.get_config_map("ns", "cfg").await.expect("get")),
+            Some("v3".into())
+        );
         m.unregister_pod(&pod("a", &[]));
         m.unregister_pod(&pod("b", &[]));
         assert_eq!(store.references("ns", "cfg"), 0);
@@ -957,6 +1044,9 @@ mod tests {
         assert_eq!("Cache".parse(), Ok(ChangeDetectionStrategy::Cache));
         assert_eq!("Get".parse(), Ok(ChangeDetectionStrategy::Get));
         assert!("watch".parse::<ChangeDetectionStrategy>().is_err());
-        assert_eq!(ChangeDetectionStrategy::default(), ChangeDetectionStrategy::Watch);
+        assert_eq!(
+            ChangeDetectionStrategy::default(),
+            ChangeDetectionStrategy::Watch
+        );
     }
 }

@@ -270,10 +270,12 @@ async fn memory_per_watched_config_map_real_control_plane() {
     };
     let kubeconfig =
         kube::config::Kubeconfig::read_from(cp.admin_kubeconfig()).expect("admin kubeconfig");
-    let config =
-        kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
-            .await
-            .expect("admin config");
+    let config = kube::Config::from_custom_kubeconfig(
+        kubeconfig,
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .expect("admin config");
     let client = kube::Client::try_from(config).expect("admin client");
     let api: kube::Api<ConfigMap> = kube::Api::namespaced(client.clone(), "default");
     for i in 0..OBJECTS {
