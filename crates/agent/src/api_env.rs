@@ -5,10 +5,11 @@
 //!
 //! Mirrors upstream's secret and configMap managers as
 //! `makeEnvironmentVariables` and `getPullSecretsForPod`
-//! (`pkg/kubelet/kubelet_pods.go`) use them: each object is read from the
-//! API server (here with a `GET` per sync; upstream watches the objects of
-//! registered pods), a 404 is "not found", and any other failure is that
-//! object's error.
+//! (`pkg/kubelet/kubelet_pods.go`) use them: each object is read through
+//! the kubelet's [`ApiObjects`] (the watch-based managers of
+//! [`kubelet_volumemanager::objcache`] by default, as the node's
+//! `configMapAndSecretChangeDetectionStrategy` says), a missing object is
+//! "not found", and any other failure is that object's error.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -52,14 +53,10 @@ fn secret_data(
         .collect()
 }
 
-/// The pods' pull secrets: read from the API server through `client` in
-/// cluster mode, none for a standalone kubelet (`None`).
-pub fn pull_secrets(client: Option<&kube::Client>) -> Arc<dyn PullSecrets> {
-    Arc::new(ApiPullSecrets {
-        api: client.map(|c| {
-            Arc::new(kubelet_volumemanager::KubeApiObjects::new(c.clone())) as Arc<dyn ApiObjects>
-        }),
-    })
+/// The pods' pull secrets: read through the kubelet's secret manager
+/// `api` in cluster mode, none for a standalone kubelet (`None`).
+pub fn pull_secrets(api: Option<Arc<dyn ApiObjects>>) -> Arc<dyn PullSecrets> {
+    Arc::new(ApiPullSecrets { api })
 }
 
 /// [`PullSecrets`] over the API server: each named secret of type

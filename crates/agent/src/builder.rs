@@ -129,6 +129,11 @@ pub struct BuiltKubelet {
     runtime_name: String,
     api: Option<kube::Client>,
     events_task: Option<kubelet_events::RecorderTask>,
+    /// Cluster mode: the secret and configMap managers (their watches are
+    /// stopped at shutdown).
+    objects: Option<Arc<dyn kubelet_volumemanager::ApiObjects>>,
+    /// Cluster mode: the Service reflector of the service env variables.
+    service_reflector: Option<crate::services::ServiceReflector>,
     /// Cluster mode: the node's registration and status.
     node_status: Option<kubelet_nodestatus::NodeStatusManager>,
     runtime_state: Arc<crate::node_inputs::RuntimeState>,
@@ -424,6 +429,23 @@ impl KubeletBuilder {
                 "Starting kubelet.".into(),
             );
         }
+        // The secret and configMap managers (upstream
+        // `secret.NewWatchingSecretManager` and friends, as
+        // `configMapAndSecretChangeDetectionStrategy` says): the pods'
+        // volumes, env and pull secrets all read through them.
+        let objects = match &api {
+            Some(client) => Some(kubelet_volumemanager::api_objects(
+                config.change_detection_strategy()?,
+                client.clone(),
+            )),
+            None => None,
+        };
+        // The Services of the service env variables (upstream's service
+        // informer); none standalone.
+        let (services, service_reflector) = api
+            .as_ref()
+            .map(|c| crate::services::service_reflector(c.clone()))
+            .unzip();
         let endpoint = config.container_runtime_endpoint.clone();
         let cri = RemoteRuntime::builder(&endpoint)
             .connect_timeout(opts.runtime_connect_timeout)
@@ -496,7 +518,7 @@ impl KubeletBuilder {
             }))
             .with_http_hooks(Arc::new(kubelet_prober::probe::http::HttpProber::new()))
             .with_keyring(node_keyring(&opts.root_dir))
-            .with_pull_secrets(crate::api_env::pull_secrets(api.as_ref()))
+            .with_pull_secrets(crate::api_env::pull_secrets(objects.clone()))
             .with_event_recorder(events.clone()),
         );
         // Upstream checks the host's resolver file against the DNS limits
@@ -646,6 +668,7 @@ impl KubeletBuilder {
                 max_pods: usize::try_from(config.max_pods).unwrap_or(110),
                 runtime_name: runtime_name.clone(),
                 node_ips: node_ips.clone(),
+                sync_frequency: config.sync_period()?,
                 ..KubeletConfig::new(opts.node_name.clone())
             },
             runtime.clone(),
@@ -656,11 +679,10 @@ impl KubeletBuilder {
                 prober: Some(prober.clone()),
                 metrics: Some(metrics.clone()),
                 eviction: Some((eviction, eviction_requests)),
-                api_volumes: api.as_ref().map(|client| {
-                    Arc::new(kubelet_volumemanager::ApiVolumes::new(Arc::new(
-                        kubelet_volumemanager::KubeApiObjects::new(client.clone()),
-                    )))
-                }),
+                api_volumes: objects
+                    .clone()
+                    .map(|o| Arc::new(kubelet_volumemanager::ApiVolumes::new(o))),
+                services,
                 mirror_client: api.as_ref().map(|client| {
                     Arc::new(crate::mirror::ApiMirrorClient::new(
                         client.clone(),
@@ -721,6 +743,8 @@ impl KubeletBuilder {
             runtime_name,
             api,
             events_task,
+            objects,
+            service_reflector,
             node_status,
             runtime_state,
         })
@@ -758,10 +782,15 @@ impl BuiltKubelet {
             runtime_name: _,
             api,
             events_task,
+            objects,
+            service_reflector,
             node_status,
             runtime_state,
         } = self;
         let mut tasks = Tasks::new();
+        if let Some(reflector) = service_reflector {
+            tasks.spawn("services", |stop| reflector.run(stop));
+        }
         if let Some(task) = events_task {
             tasks.spawn("events", |stop| task.run(stop));
         }
@@ -968,6 +997,9 @@ impl BuiltKubelet {
         pod_config.shutdown();
         prober.shutdown();
         tasks.shutdown().await;
+        if let Some(objects) = objects {
+            objects.shutdown().await;
+        }
         Ok(())
     }
 }

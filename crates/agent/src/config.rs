@@ -195,6 +195,14 @@ pub struct KubeletConfiguration {
     pub event_record_qps: i32,
     /// Event write burst (`eventBurst`, 100).
     pub event_burst: i32,
+    /// How a running pod is synced again when nothing happened to it
+    /// (`syncFrequency`, `1m`): the pod workers' resync period, which is
+    /// also how soon a changed Secret or ConfigMap reaches its volumes.
+    pub sync_frequency: String,
+    /// How the kubelet keeps the Secrets and ConfigMaps of its pods
+    /// (`configMapAndSecretChangeDetectionStrategy`): `Watch` (default),
+    /// `Cache` or `Get` (cluster mode).
+    pub config_map_and_secret_change_detection_strategy: String,
     /// Upstream fields of the file that this kubelet ignores as harmless
     /// (see [`UNIMPLEMENTED_FIELDS`]), in name order.
     #[serde(skip)]
@@ -352,6 +360,8 @@ impl Default for KubeletConfiguration {
             provider_id: String::new(),
             event_record_qps: 50,
             event_burst: 100,
+            sync_frequency: "1m".into(),
+            config_map_and_secret_change_detection_strategy: "Watch".into(),
             ignored: Vec::new(),
         }
     }
@@ -951,11 +961,13 @@ impl KubeletConfiguration {
                 &self.node_status_report_frequency,
             ),
             ("httpCheckFrequency", &self.http_check_frequency),
+            ("syncFrequency", &self.sync_frequency),
         ] {
             if positive_duration(field, text)?.is_zero() {
                 return Err(invalid(field, "must be greater than zero"));
             }
         }
+        self.change_detection_strategy()?;
         if self.node_lease_duration_seconds <= 0 {
             return Err(invalid(
                 "nodeLeaseDurationSeconds",
@@ -1025,6 +1037,20 @@ impl KubeletConfiguration {
             "nodeStatusReportFrequency",
             &self.node_status_report_frequency,
         )
+    }
+
+    /// `syncFrequency` as a duration (validated).
+    pub fn sync_period(&self) -> Result<std::time::Duration, ConfigError> {
+        positive_duration("syncFrequency", &self.sync_frequency)
+    }
+
+    /// `configMapAndSecretChangeDetectionStrategy` (validated).
+    pub fn change_detection_strategy(
+        &self,
+    ) -> Result<kubelet_volumemanager::ChangeDetectionStrategy, ConfigError> {
+        self.config_map_and_secret_change_detection_strategy
+            .parse()
+            .map_err(|e: String| invalid("configMapAndSecretChangeDetectionStrategy", e))
     }
 
     /// `httpCheckFrequency` as a duration (validated).
@@ -1226,6 +1252,8 @@ pub const KNOWN_FIELDS: &[&str] = &[
     "providerID",
     "eventRecordQPS",
     "eventBurst",
+    "syncFrequency",
+    "configMapAndSecretChangeDetectionStrategy",
 ];
 
 /// What this kubelet does with an upstream field it does not implement.
@@ -1322,10 +1350,6 @@ fn is_zero_duration(v: &Value) -> bool {
 /// this kubelet does not read. Fields needing an API server are ignored, as
 /// upstream's standalone kubelet ignores them too.
 pub const UNIMPLEMENTED_FIELDS: &[UnimplementedField] = &[
-    ignore(
-        "syncFrequency",
-        "a timing knob: pods are synced on PLEG events and a fixed resync",
-    ),
     ignore(
         "fileCheckFrequency",
         "a timing knob: the file source watches the directory (inotify)",
@@ -1593,10 +1617,6 @@ pub const UNIMPLEMENTED_FIELDS: &[UnimplementedField] = &[
         "containerLogMonitorInterval",
         "a timing knob: logs are checked every 10s",
     ),
-    ignore(
-        "configMapAndSecretChangeDetectionStrategy",
-        "static pods cannot use ConfigMaps or Secrets",
-    ),
     ignore("showHiddenMetricsForVersion", "metrics visibility only"),
     ignore_if(
         "systemReservedCgroup",
@@ -1825,6 +1845,12 @@ mod tests {
             ),
             ("kind: Pod", "kind"),
             ("cpuManagerPolicy: static", "cpuManagerPolicy"),
+            (
+                "configMapAndSecretChangeDetectionStrategy: Poll",
+                "configMapAndSecretChangeDetectionStrategy",
+            ),
+            ("syncFrequency: 0s", "syncFrequency"),
+            ("syncFrequency: soon", "syncFrequency"),
         ];
         for (yaml, field) in cases {
             let err = KubeletConfiguration::from_yaml(yaml)
@@ -2099,7 +2125,7 @@ mod tests {
     #[test]
     fn harmless_upstream_fields_are_ignored_and_listed() {
         let c = KubeletConfiguration::from_yaml(&format!(
-            "{HEAD}serializeImagePulls: true\nenforceNodeAllocatable: [pods]\nhealthzPort: 0\nsyncFrequency: 1m\ncpuCFSQuotaPeriod: 100ms\nlogging: {{format: text}}\npodPidsLimit: 4096\n"
+            "{HEAD}serializeImagePulls: true\nenforceNodeAllocatable: [pods]\nhealthzPort: 0\nsyncFrequency: 1m\nconfigMapAndSecretChangeDetectionStrategy: Cache\ncpuCFSQuotaPeriod: 100ms\nlogging: {{format: text}}\npodPidsLimit: 4096\n"
         ))
         .expect("parse");
         assert_eq!(
@@ -2110,10 +2136,14 @@ mod tests {
                 "healthzPort",
                 "logging",
                 "serializeImagePulls",
-                "syncFrequency",
             ]
         );
         assert_eq!(c.pod_pids_limit, 4096);
+        assert_eq!(c.sync_period(), Ok(std::time::Duration::from_secs(60)));
+        assert_eq!(
+            c.change_detection_strategy(),
+            Ok(kubelet_volumemanager::ChangeDetectionStrategy::Cache)
+        );
         c.check_for_start(&HostFacts {
             memory_cgroup: kubelet_cm::CgroupVersion::V1,
         })

@@ -24,7 +24,9 @@
 //! downward API volumes and safe subPath mounts; [`status`] builds API pod
 //! statuses; [`node_api`] serves the kubelet through `kubelet-server`;
 //! [`explain`] predicts what the kubelet will do with a pod; [`config`] reads
-//! `KubeletConfiguration` and upstream's flags.
+//! `KubeletConfiguration` and upstream's flags; [`api_env`] reads the env's
+//! Secrets and ConfigMaps and the pull secrets; [`services`] keeps the
+//! cluster's Services for the service environment variables.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -62,6 +64,7 @@ pub mod admission;
 pub mod api_env;
 pub mod apiclient;
 pub mod builder;
+pub mod services;
 /// The status manager ([`kubelet_status`]).
 pub use kubelet_status as status;
 /// The volume manager ([`kubelet_volumemanager`]).
@@ -170,6 +173,9 @@ pub struct KubeletConfig {
     /// The node's addresses: each pod's `hostIP`/`hostIPs` (upstream
     /// `kl.GetHostIPs`). Empty: not reported.
     pub node_ips: Vec<std::net::IpAddr>,
+    /// How soon a running pod is synced again (upstream `syncFrequency`,
+    /// 1 minute, jittered by up to half of it).
+    pub sync_frequency: Duration,
 }
 
 /// The runtime name a hand-assembled [`KubeletConfig`] starts with.
@@ -187,6 +193,7 @@ impl KubeletConfig {
             gc_policy: GcPolicy::default(),
             runtime_name: DEFAULT_RUNTIME_NAME.to_owned(),
             node_ips: Vec::new(),
+            sync_frequency: kubelet_podworkers::DEFAULT_RESYNC_INTERVAL,
         }
     }
 }
@@ -225,6 +232,9 @@ pub struct KubeletParts {
     /// Secret, configMap and projected volumes from the API server
     /// (cluster mode).
     pub api_volumes: Option<Arc<kubelet_volumemanager::ApiVolumes>>,
+    /// The cluster's Services, for the containers' service environment
+    /// variables (cluster mode).
+    pub services: Option<services::ServiceLister>,
 }
 
 /// The eviction manager's [`PodKiller`](kubelet_eviction::manager::PodKiller):
@@ -334,6 +344,7 @@ where
             eviction,
             mirror_client,
             api_volumes,
+            services,
         } = parts;
         let (eviction, evictions) = match eviction {
             Some((m, r)) => (Some(m), Some(r)),
@@ -359,8 +370,16 @@ where
         if let Some(volumes) = api_volumes {
             syncer = syncer.with_api_volumes(volumes);
         }
+        if let Some(services) = services {
+            syncer = syncer.with_services(services);
+        }
         let syncer_events = syncer.event_slot();
-        let workers = PodWorkerPool::builder(syncer, cache).build()?;
+        let workers = PodWorkerPool::builder(syncer, cache)
+            .config(kubelet_podworkers::PodWorkersConfig {
+                resync_interval: config.sync_frequency,
+                ..Default::default()
+            })
+            .build()?;
         Ok(Self {
             config,
             runtime,

@@ -1324,6 +1324,81 @@ async fn a_pod_with_a_missing_secret_gets_failed_mount_events_and_does_not_run()
     );
 }
 
+/// [`OneSecret`] that records which pods are registered with it (the
+/// secret and configMap managers' `RegisterPod`/`UnregisterPod`).
+#[derive(Default)]
+struct Registrations(std::sync::Mutex<Vec<String>>);
+
+#[async_trait]
+impl kubelet_volumemanager::ApiObjects for Registrations {
+    async fn get_secret(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<k8s_openapi::api::core::v1::Secret>, kubelet_volumemanager::Error> {
+        OneSecret.get_secret(namespace, name).await
+    }
+
+    async fn get_config_map(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<k8s_openapi::api::core::v1::ConfigMap>, kubelet_volumemanager::Error> {
+        OneSecret.get_config_map(namespace, name).await
+    }
+
+    async fn request_token(
+        &self,
+        request: &kubelet_volumemanager::ServiceAccountTokenRequest,
+    ) -> Result<kubelet_volumemanager::IssuedToken, kubelet_volumemanager::Error> {
+        OneSecret.request_token(request).await
+    }
+
+    fn register_pod(&self, pod: &Pod) {
+        let mut r = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let uid = crate::uid_of(pod);
+        if !r.contains(&uid) {
+            r.push(uid);
+        }
+    }
+
+    fn unregister_pod(&self, pod: &Pod) {
+        let uid = crate::uid_of(pod);
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|u| *u != uid);
+    }
+}
+
+/// Upstream `SyncPod` registers the pod with the secret and configMap
+/// managers (their watches start) and `SyncTerminatedPod` unregisters it.
+#[tokio::test(start_paused = true)]
+async fn pods_are_registered_with_the_object_managers_while_they_run() {
+    let registrations = Arc::new(Registrations::default());
+    let parts = crate::KubeletParts {
+        api_volumes: Some(Arc::new(
+            kubelet_volumemanager::ApiVolumes::new(registrations.clone()).memory_backed(false),
+        )),
+        ..Default::default()
+    };
+    let h = harness_with(110, parts);
+    let registered = || registrations.0.lock().expect("lock").clone();
+    let web = pod_with_secret("web", "present");
+    h.start(&web).await;
+    assert_eq!(registered(), [uid("web")]);
+    h.kubelet.handle_pod_removes(vec![web]);
+    h.until("the removed pod is terminated", async |h| {
+        h.kubelet.workers.is_pod_known_terminated(&uid("web"))
+    })
+    .await;
+    h.until("the pod is unregistered", async |_| registered().is_empty())
+        .await;
+}
+
 /// Upstream `makeEnvironmentVariables` through the syncer: a standalone
 /// kubelet fails only the container whose env refers to a Secret, waiting
 /// with `CreateContainerConfigError` and upstream's message, while the

@@ -43,6 +43,9 @@ pub struct KubeletSyncer {
     node_ips: Vec<std::net::IpAddr>,
     /// Secret, configMap and projected volumes (cluster mode).
     api_volumes: Option<Arc<kubelet_volumemanager::ApiVolumes>>,
+    /// The cluster's Services, for the service environment variables
+    /// (cluster mode).
+    services: Option<crate::services::ServiceLister>,
     /// Where pod events (`FailedMount`) are recorded.
     events: EventSlot,
 }
@@ -131,6 +134,7 @@ impl KubeletSyncer {
             mirror_client: None,
             node_ips: Vec::new(),
             api_volumes: None,
+            services: None,
             events: EventSlot::default(),
         }
     }
@@ -193,6 +197,12 @@ impl KubeletSyncer {
     /// tokens included) from the API server before each sync.
     pub fn with_api_volumes(mut self, volumes: Arc<kubelet_volumemanager::ApiVolumes>) -> Self {
         self.api_volumes = Some(volumes);
+        self
+    }
+
+    /// Gives containers the service environment variables of `services`.
+    pub fn with_services(mut self, services: crate::services::ServiceLister) -> Self {
+        self.services = Some(services);
         self
     }
 
@@ -423,6 +433,9 @@ impl PodSyncer for KubeletSyncer {
         }
         if let Some(api_volumes) = &self.api_volumes {
             api_volumes.forget_pod(pod.metadata.uid.as_deref().unwrap_or_default());
+            // Upstream `SyncTerminatedPod`: once the volumes are gone, the
+            // secret and configMap managers drop the pod's references.
+            api_volumes.api().unregister_pod(pod);
         }
         // Upstream `SyncTerminatedPod` ends with `statusManager.TerminatePod`:
         // the final status, marked finished, which lets the status syncer
@@ -446,6 +459,12 @@ impl KubeletSyncer {
             None => None,
         };
         kubelet_container::env::EnvSources {
+            services: self
+                .services
+                .as_ref()
+                .map_or(kubelet_container::env::ServiceEnv::None, |s| {
+                    s.service_env(pod)
+                }),
             objects,
             host_ips: self.node_ips.iter().map(ToString::to_string).collect(),
             allocatable: self
@@ -490,6 +509,9 @@ impl KubeletSyncer {
         // volume never written keeps the pod waiting below.
         let mut failed_api_volumes = Vec::new();
         if let Some(api_volumes) = &self.api_volumes {
+            // Upstream `SyncPod`: the kubelet's secret and configMap
+            // managers learn what the pod refers to (its watches start).
+            api_volumes.api().register_pod(pod);
             let errors = kubelet_volumemanager::prepare_api_volumes_each(
                 &self.root_dir,
                 pod,

@@ -36,6 +36,8 @@ struct ClusterNode {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
     max_pods: i64,
+    /// The kubelet's `syncFrequency`.
+    sync_frequency: String,
 }
 
 impl ClusterNode {
@@ -47,6 +49,15 @@ impl ClusterNode {
 
     /// [`ClusterNode::start`] with `maxPods: max_pods`.
     async fn start_with(name: &str, max_pods: i64) -> Option<ClusterNode> {
+        Self::start_configured(name, max_pods, "1m").await
+    }
+
+    /// [`ClusterNode::start_with`] with `syncFrequency: sync_frequency`.
+    async fn start_configured(
+        name: &str,
+        max_pods: i64,
+        sync_frequency: &str,
+    ) -> Option<ClusterNode> {
         kubelet_testbed::init_tracing();
         let bed = Testbed::start()?;
         let cp = ControlPlane::start(name)?;
@@ -80,6 +91,7 @@ impl ClusterNode {
             stop: None,
             task: None,
             max_pods,
+            sync_frequency: sync_frequency.to_owned(),
         };
         node.start_kubelet();
         Some(node)
@@ -114,6 +126,7 @@ impl ClusterNode {
             // the tests only read the pods' resolv.conf).
             cluster_dns: vec!["10.96.0.10".into()],
             cluster_domain: "cluster.local".into(),
+            sync_frequency: self.sync_frequency.clone(),
             ..Default::default()
         }
     }
@@ -1867,6 +1880,182 @@ async fn sidecars_run_beside_the_app_restart_alone_and_stop_last() {
             .ok()
             .map(|p| p.is_none())
             .filter(|gone| *gone)
+    })
+    .await;
+}
+
+/// The watch-based configMap manager and the periodic sync together
+/// (upstream: a changed ConfigMap reaches a pod's volume on the pod's
+/// next sync, `syncFrequency` plus jitter, from the manager's watch), and
+/// the service env variables (upstream `getServiceEnvVarMap`): the
+/// master service `kubernetes` and a Service created in the pod's
+/// namespace before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn config_map_edits_reach_mounted_volumes_and_services_reach_env() {
+    use k8s_openapi::api::core::v1::{ConfigMap, Service};
+    const SYNC: Duration = Duration::from_secs(4);
+    let Some(node) = ClusterNode::start_configured("e2e-cluster-objcache", 110, "4s").await else {
+        return;
+    };
+    node.wait_ready("True", Duration::from_secs(90)).await;
+    let pp = PostParams::default();
+    let services: Api<Service> = Api::namespaced(node.admin.clone(), "default");
+    let backend: Service = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "backend"},
+        "spec": {"ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]}
+    }))
+    .expect("service");
+    let backend_ip = services
+        .create(&pp, &backend)
+        .await
+        .expect("create service")
+        .spec
+        .and_then(|s| s.cluster_ip)
+        .expect("a cluster IP");
+    let master_ip = wait_for(
+        "the kubernetes service",
+        Duration::from_secs(30),
+        || async {
+            services
+                .get_opt("kubernetes")
+                .await
+                .ok()
+                .flatten()?
+                .spec?
+                .cluster_ip
+        },
+    )
+    .await;
+    let config_maps: Api<ConfigMap> = Api::namespaced(node.admin.clone(), "default");
+    let cm = |greeting: &str| -> ConfigMap {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "app-config"},
+            "data": {"greeting": greeting}
+        }))
+        .expect("configmap")
+    };
+    config_maps
+        .create(&pp, &cm("hello"))
+        .await
+        .expect("create configmap");
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "cm-watch", "namespace": "default"},
+        "spec": {
+            "nodeName": node.name,
+            "terminationGracePeriodSeconds": 2,
+            "automountServiceAccountToken": false,
+            "volumes": [{"name": "config", "configMap": {"name": "app-config"}}],
+            "containers": [{
+                "name": "app",
+                "image": "localhost/busybox:latest",
+                "imagePullPolicy": "Never",
+                "command": ["sh", "-c", "env | sort; sleep 3600"],
+                "env": [{"name": "BACKEND_SERVICE_PORT", "value": "mine"}],
+                "volumeMounts": [{"name": "config", "mountPath": "/etc/app"}]
+            }]
+        }
+    }))
+    .expect("pod");
+    let uid = node
+        .pods()
+        .create(&pp, &pod)
+        .await
+        .expect("create pod")
+        .metadata
+        .uid
+        .expect("uid");
+    let log = wait_for(
+        "cm-watch's environment",
+        Duration::from_secs(90),
+        || async { container_log(&node, "cm-watch", "app").filter(|l| l.contains("HOSTNAME=")) },
+    )
+    .await;
+    let lines: Vec<&str> = log.lines().collect();
+    for want in [
+        format!("KUBERNETES_SERVICE_HOST={master_ip}"),
+        "KUBERNETES_SERVICE_PORT=443".to_owned(),
+        format!("KUBERNETES_PORT=tcp://{master_ip}:443"),
+        format!("BACKEND_SERVICE_HOST={backend_ip}"),
+        "BACKEND_SERVICE_PORT_HTTP=8080".to_owned(),
+        format!("BACKEND_PORT=tcp://{backend_ip}:8080"),
+        format!("BACKEND_PORT_8080_TCP_ADDR={backend_ip}"),
+        // The pod's own variable wins over the service's.
+        "BACKEND_SERVICE_PORT=mine".to_owned(),
+    ] {
+        assert!(
+            lines.contains(&want.as_str()),
+            "{want} not in the env:\n{log}"
+        );
+    }
+
+    // The mounted file, read in the container.
+    let read_greeting = || async {
+        let id = node
+            .running_containers()
+            .await
+            .get(&("cm-watch".to_owned(), "app".to_owned()))?
+            .clone();
+        let out = node
+            .cri
+            .exec_sync(
+                &id,
+                vec!["cat".into(), "/etc/app/greeting".into()],
+                Duration::from_secs(10),
+            )
+            .await
+            .ok()?;
+        (out.exit_code == 0).then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    assert_eq!(
+        wait_for("the greeting", Duration::from_secs(30), || async {
+            read_greeting().await
+        })
+        .await,
+        "hello"
+    );
+    let data_link = node
+        .root
+        .join("pods")
+        .join(&uid)
+        .join("volumes/kubernetes.io~configmap/config/..data");
+    let before = std::fs::read_link(&data_link).expect("..data is a symlink");
+
+    // The edit: seen by the kubelet's watch, written on the pod's next
+    // periodic sync (syncFrequency 4 s, up to 6 s with the jitter).
+    config_maps
+        .replace("app-config", &pp, &{
+            let mut c = config_maps.get("app-config").await.expect("get configmap");
+            c.data = Some([("greeting".to_owned(), "goodbye".to_owned())].into());
+            c
+        })
+        .await
+        .expect("edit configmap");
+    let edited = std::time::Instant::now();
+    wait_for("the new greeting in the container", SYNC * 5, || async {
+        read_greeting().await.filter(|g| g == "goodbye")
+    })
+    .await;
+    let delay = edited.elapsed();
+    println!("configmap edit reached the container after {delay:?} (syncFrequency {SYNC:?})");
+    assert!(
+        delay <= SYNC * 3 / 2 + Duration::from_secs(3),
+        "the edit took {delay:?}, more than syncFrequency × 1.5 and the write"
+    );
+    let after = std::fs::read_link(&data_link).expect("..data is a symlink");
+    assert_ne!(before, after, "the atomic writer swapped ..data");
+
+    // The pod goes: its references go with it (no watch left behind is
+    // checked by the unit tests; here the pod's volume directory goes).
+    node.pods()
+        .delete("cm-watch", &Default::default())
+        .await
+        .expect("delete pod");
+    wait_for("cm-watch gone", Duration::from_secs(60), || async {
+        node.pods()
+            .get_opt("cm-watch")
+            .await
+            .ok()
+            .map(|p| p.is_none().then_some(()))?
     })
     .await;
 }

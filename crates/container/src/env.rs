@@ -8,7 +8,11 @@
 //! of a pod (a snapshot of the objects the pod's env refers to, as
 //! upstream's managers hold them for each registered pod) and hands to the
 //! runtime manager, which stays synchronous while it builds container
-//! configs and never talks to the API server.
+//! configs and never talks to the API server. The service variables
+//! (upstream `envvars.FromServices` and `getServiceEnvVarMap`:
+//! [`from_services`], [`service_env_var_map`]) are made here from the
+//! Services the kubelet's reflector holds, and carried in
+//! [`EnvSources::services`].
 //!
 //! The pure parts of upstream's downward API live here too, for the env
 //! and for `downwardAPI` volumes alike:
@@ -23,7 +27,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::api::core::v1::{Container, Pod, ResourceFieldSelector};
+use k8s_openapi::api::core::v1::{Container, Pod, ResourceFieldSelector, Service};
 
 use crate::quantity;
 
@@ -64,6 +68,24 @@ pub struct EnvSources {
     /// `resourceFieldRef` to an unset limit of `cpu`, `memory` or
     /// `ephemeral-storage` reads this instead.
     pub allocatable: BTreeMap<String, i64>,
+    /// The service environment variables of the pod (upstream
+    /// `getServiceEnvVarMap`, made by [`service_env_var_map`]).
+    pub services: ServiceEnv,
+}
+
+/// The service environment variables a pod's containers get (upstream
+/// `getServiceEnvVarMap`, `pkg/kubelet/kubelet_pods.go`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ServiceEnv {
+    /// No service lister: no variables (upstream: a kubelet without an
+    /// API server, `serviceLister == nil`).
+    #[default]
+    None,
+    /// The services have not been listed once yet: a pod from the API
+    /// server cannot have its env made (upstream `serviceHasSynced`).
+    NotSynced,
+    /// The variables, in the order [`service_env_var_map`] made them.
+    Vars(Vec<(String, String)>),
 }
 
 /// Why a container's environment cannot be made. The messages are
@@ -133,6 +155,10 @@ pub enum EnvError {
     /// A `resourceFieldRef` the kubelet cannot resolve.
     #[error("{0}")]
     Resource(String),
+    /// The services have not been listed once yet (upstream
+    /// `serviceHasSynced`).
+    #[error("services have not yet been read at least once, cannot construct envvars")]
+    ServicesNotSynced,
     /// `status.hostIP(s)` asked for, and the node's IPs are unknown
     /// (upstream `GetNodeHostIPs`).
     #[error("host IP unknown; known addresses: []")]
@@ -189,6 +215,169 @@ pub fn env_references(pod: &Pod) -> EnvReferences {
                 refs.secrets.insert(s.name.clone());
             }
             if let Some(c) = &from.config_map_key_ref {
+                refs.config_maps.insert(c.name.clone());
+            }
+        }
+    }
+    refs.secrets.retain(|n| !n.is_empty());
+    refs.config_maps.retain(|n| !n.is_empty());
+    refs
+}
+
+/// The services whose variables every pod gets, from the `default`
+/// namespace, whatever its `enableServiceLinks` (upstream `masterServices`).
+pub const MASTER_SERVICES: &[&str] = &["kubernetes"];
+
+/// Upstream `IsServiceIPSet`: a cluster IP that is neither empty nor
+/// `None` (headless).
+pub fn is_service_ip_set(service: &Service) -> bool {
+    service
+        .spec
+        .as_ref()
+        .and_then(|s| s.cluster_ip.as_deref())
+        .is_some_and(|ip| !ip.is_empty() && ip != "None")
+}
+
+/// Upstream `getServiceEnvVarMap` (`pkg/kubelet/kubelet_pods.go`): the
+/// variables of the master services of the `default` namespace (always),
+/// and of the services of `namespace` when `enable_service_links`; a
+/// service of `namespace` wins over a master service of the same name.
+/// Services without a cluster IP are skipped. Upstream returns a map; here
+/// the services are taken in name order and a later variable of the same
+/// name replaces an earlier one in place.
+pub fn service_env_var_map<'a>(
+    services: impl IntoIterator<Item = &'a Service>,
+    namespace: &str,
+    enable_service_links: bool,
+) -> Vec<(String, String)> {
+    let mut by_name: BTreeMap<&str, &Service> = BTreeMap::new();
+    for service in services {
+        if !is_service_ip_set(service) {
+            continue;
+        }
+        let Some(name) = service.metadata.name.as_deref() else {
+            continue;
+        };
+        let ns = service.metadata.namespace.as_deref().unwrap_or_default();
+        if ns == "default" && MASTER_SERVICES.contains(&name) {
+            by_name.entry(name).or_insert(service);
+        } else if ns == namespace && enable_service_links {
+            by_name.insert(name, service);
+        }
+    }
+    let mut vars: Vec<(String, String)> = Vec::new();
+    let mut index: std::collections::HashMap<String, usize> = Default::default();
+    for (name, value) in from_services(by_name.into_values()) {
+        match index.get(&name) {
+            Some(&i) => vars[i].1 = value,
+            None => {
+                index.insert(name.clone(), vars.len());
+                vars.push((name, value));
+            }
+        }
+    }
+    vars
+}
+
+/// Upstream `envvars.FromServices` (`pkg/kubelet/envvars/envvars.go`): for
+/// each service with a cluster IP, `{SVC}_SERVICE_HOST`,
+/// `{SVC}_SERVICE_PORT` (the first port), `{SVC}_SERVICE_PORT_{NAME}` for
+/// each named port, then the Docker link variables (`{SVC}_PORT` for the
+/// first port, and `{SVC}_PORT_{port}_{PROTO}` with `_PROTO`, `_PORT` and
+/// `_ADDR` for each), in that order.
+pub fn from_services<'a>(services: impl IntoIterator<Item = &'a Service>) -> Vec<(String, String)> {
+    let mut result = Vec::new();
+    for service in services {
+        if !is_service_ip_set(service) {
+            continue;
+        }
+        let Some(spec) = service.spec.as_ref() else {
+            continue;
+        };
+        let ip = spec.cluster_ip.as_deref().unwrap_or_default();
+        let prefix = env_var_name(service.metadata.name.as_deref().unwrap_or_default());
+        let ports = spec.ports.as_deref().unwrap_or_default();
+        result.push((format!("{prefix}_SERVICE_HOST"), ip.to_owned()));
+        // Validation gives a service with a cluster IP at least one port.
+        let Some(first) = ports.first() else {
+            continue;
+        };
+        let port_var = format!("{prefix}_SERVICE_PORT");
+        result.push((port_var.clone(), first.port.to_string()));
+        for port in ports {
+            if let Some(name) = port.name.as_deref().filter(|n| !n.is_empty()) {
+                result.push((
+                    format!("{port_var}_{}", env_var_name(name)),
+                    port.port.to_string(),
+                ));
+            }
+        }
+        // Docker-compatible link variables (upstream `makeLinkVariables`).
+        for (i, port) in ports.iter().enumerate() {
+            let protocol = port
+                .protocol
+                .as_deref()
+                .filter(|p| !p.is_empty())
+                .unwrap_or("TCP");
+            let lower = protocol.to_lowercase();
+            let url = format!("{lower}://{ip}:{}", port.port);
+            if i == 0 {
+                result.push((format!("{prefix}_PORT"), url.clone()));
+            }
+            let port_prefix = format!("{prefix}_PORT_{}_{}", port.port, protocol.to_uppercase());
+            result.push((port_prefix.clone(), url));
+            result.push((format!("{port_prefix}_PROTO"), lower));
+            result.push((format!("{port_prefix}_PORT"), port.port.to_string()));
+            result.push((format!("{port_prefix}_ADDR"), ip.to_owned()));
+        }
+    }
+    result
+}
+
+/// Upstream `makeEnvVariableName`: upper case, `-` as `_` (upstream
+/// leaves dots and leading digits as they are).
+fn env_var_name(name: &str) -> String {
+    name.replace('-', "_").to_uppercase()
+}
+
+/// Every Secret and ConfigMap `pod` refers to, as the kubelet's secret and
+/// configMap managers register them (upstream `VisitPodSecretNames` and
+/// `VisitPodConfigmapNames`, `pkg/api/v1/pod/util.go`): its
+/// `imagePullSecrets`, its containers' env ([`env_references`]), and its
+/// `secret`, `configMap`, `projected` and CSI (`nodePublishSecretRef`)
+/// volumes. The legacy in-tree volume plugins' secret references are left
+/// out: this kubelet does not run those plugins.
+pub fn pod_object_references(pod: &Pod) -> EnvReferences {
+    let mut refs = env_references(pod);
+    let Some(spec) = pod.spec.as_ref() else {
+        return refs;
+    };
+    for s in spec.image_pull_secrets.iter().flatten() {
+        refs.secrets.insert(s.name.clone());
+    }
+    for volume in spec.volumes.iter().flatten() {
+        if let Some(name) = volume.secret.as_ref().and_then(|s| s.secret_name.clone()) {
+            refs.secrets.insert(name);
+        }
+        if let Some(c) = &volume.config_map {
+            refs.config_maps.insert(c.name.clone());
+        }
+        if let Some(r) = volume
+            .csi
+            .as_ref()
+            .and_then(|c| c.node_publish_secret_ref.as_ref())
+        {
+            refs.secrets.insert(r.name.clone());
+        }
+        for source in volume
+            .projected
+            .iter()
+            .flat_map(|p| p.sources.iter().flatten())
+        {
+            if let Some(s) = &source.secret {
+                refs.secrets.insert(s.name.clone());
+            }
+            if let Some(c) = &source.config_map {
                 refs.config_maps.insert(c.name.clone());
             }
         }
@@ -390,6 +579,203 @@ fn unsupported(resource: &str) -> EnvError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn service(namespace: &str, name: &str, ip: &str, ports: serde_json::Value) -> Service {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"selector": {"bar": "baz"}, "clusterIP": ip, "ports": ports}
+        }))
+        .expect("service")
+    }
+
+    /// Upstream `envvars_test.go` `TestFromServices`.
+    #[test]
+    fn from_services_makes_upstreams_variables() {
+        let sl = [
+            service(
+                "",
+                "foo-bar",
+                "1.2.3.4",
+                serde_json::json!([{"port": 8080, "protocol": "TCP"}]),
+            ),
+            service(
+                "",
+                "abc-123",
+                "5.6.7.8",
+                serde_json::json!([
+                {"name": "u-d-p", "port": 8081, "protocol": "UDP"},
+                {"name": "t-c-p", "port": 8081, "protocol": "TCP"}]),
+            ),
+            service(
+                "",
+                "q-u-u-x",
+                "9.8.7.6",
+                serde_json::json!([
+                {"port": 8082, "protocol": "TCP"},
+                {"name": "8083", "port": 8083, "protocol": "TCP"}]),
+            ),
+            service(
+                "",
+                "svrc-clusterip-none",
+                "None",
+                serde_json::json!([{"port": 8082, "protocol": "TCP"}]),
+            ),
+            service(
+                "",
+                "svrc-clusterip-empty",
+                "",
+                serde_json::json!([{"port": 8082, "protocol": "TCP"}]),
+            ),
+        ];
+        let expected = [
+            ("FOO_BAR_SERVICE_HOST", "1.2.3.4"),
+            ("FOO_BAR_SERVICE_PORT", "8080"),
+            ("FOO_BAR_PORT", "tcp://1.2.3.4:8080"),
+            ("FOO_BAR_PORT_8080_TCP", "tcp://1.2.3.4:8080"),
+            ("FOO_BAR_PORT_8080_TCP_PROTO", "tcp"),
+            ("FOO_BAR_PORT_8080_TCP_PORT", "8080"),
+            ("FOO_BAR_PORT_8080_TCP_ADDR", "1.2.3.4"),
+            ("ABC_123_SERVICE_HOST", "5.6.7.8"),
+            ("ABC_123_SERVICE_PORT", "8081"),
+            ("ABC_123_SERVICE_PORT_U_D_P", "8081"),
+            ("ABC_123_SERVICE_PORT_T_C_P", "8081"),
+            ("ABC_123_PORT", "udp://5.6.7.8:8081"),
+            ("ABC_123_PORT_8081_UDP", "udp://5.6.7.8:8081"),
+            ("ABC_123_PORT_8081_UDP_PROTO", "udp"),
+            ("ABC_123_PORT_8081_UDP_PORT", "8081"),
+            ("ABC_123_PORT_8081_UDP_ADDR", "5.6.7.8"),
+            ("ABC_123_PORT_8081_TCP", "tcp://5.6.7.8:8081"),
+            ("ABC_123_PORT_8081_TCP_PROTO", "tcp"),
+            ("ABC_123_PORT_8081_TCP_PORT", "8081"),
+            ("ABC_123_PORT_8081_TCP_ADDR", "5.6.7.8"),
+            ("Q_U_U_X_SERVICE_HOST", "9.8.7.6"),
+            ("Q_U_U_X_SERVICE_PORT", "8082"),
+            ("Q_U_U_X_SERVICE_PORT_8083", "8083"),
+            ("Q_U_U_X_PORT", "tcp://9.8.7.6:8082"),
+            ("Q_U_U_X_PORT_8082_TCP", "tcp://9.8.7.6:8082"),
+            ("Q_U_U_X_PORT_8082_TCP_PROTO", "tcp"),
+            ("Q_U_U_X_PORT_8082_TCP_PORT", "8082"),
+            ("Q_U_U_X_PORT_8082_TCP_ADDR", "9.8.7.6"),
+            ("Q_U_U_X_PORT_8083_TCP", "tcp://9.8.7.6:8083"),
+            ("Q_U_U_X_PORT_8083_TCP_PROTO", "tcp"),
+            ("Q_U_U_X_PORT_8083_TCP_PORT", "8083"),
+            ("Q_U_U_X_PORT_8083_TCP_ADDR", "9.8.7.6"),
+        ]
+        .map(|(n, v)| (n.to_owned(), v.to_owned()));
+        assert_eq!(from_services(&sl), expected);
+        // No protocol is TCP.
+        let plain = service("", "plain", "10.0.0.1", serde_json::json!([{"port": 80}]));
+        assert_eq!(
+            from_services([&plain])[..3],
+            [
+                ("PLAIN_SERVICE_HOST".to_owned(), "10.0.0.1".to_owned()),
+                ("PLAIN_SERVICE_PORT".to_owned(), "80".to_owned()),
+                ("PLAIN_PORT".to_owned(), "tcp://10.0.0.1:80".to_owned()),
+            ]
+        );
+    }
+
+    #[test]
+    fn pod_object_references_cover_env_volumes_and_pull_secrets() {
+        let p = pod(serde_json::json!({
+            "metadata": {"name": "p"},
+            "spec": {
+                "imagePullSecrets": [{"name": "regcred"}, {"name": ""}],
+                "containers": [{"name": "c", "envFrom": [{"configMapRef": {"name": "env-cm"}}]}],
+                "initContainers": [{"name": "i", "env": [{"name": "X", "valueFrom": {"secretKeyRef": {"name": "init-s", "key": "k"}}}]}],
+                "volumes": [
+                    {"name": "a", "secret": {"secretName": "vol-s"}},
+                    {"name": "b", "configMap": {"name": "vol-cm"}},
+                    {"name": "c", "projected": {"sources": [
+                        {"secret": {"name": "proj-s"}}, {"configMap": {"name": "proj-cm"}},
+                        {"serviceAccountToken": {"path": "t"}}]}},
+                    {"name": "d", "csi": {"driver": "x", "nodePublishSecretRef": {"name": "csi-s"}}},
+                    {"name": "e", "emptyDir": {}}
+                ]
+            }
+        }));
+        let refs = pod_object_references(&p);
+        assert_eq!(
+            refs.secrets.iter().map(String::as_str).collect::<Vec<_>>(),
+            ["csi-s", "init-s", "proj-s", "regcred", "vol-s"]
+        );
+        assert_eq!(
+            refs.config_maps
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+            ["env-cm", "proj-cm", "vol-cm"]
+        );
+    }
+
+    /// Upstream `kubelet_pods_test.go` `TestMakeEnvironmentVariables`'s
+    /// service cases: the namespace's services with service links, the
+    /// master services always, a namespace's own `kubernetes` winning.
+    #[test]
+    fn the_service_map_takes_the_namespace_and_the_master_services() {
+        let tcp =
+            |port: i32| serde_json::json!([{"name": "https", "port": port, "protocol": "TCP"}]);
+        let services = [
+            service("default", "kubernetes", "1.2.3.1", tcp(443)),
+            service("test1", "test", "1.2.3.3", tcp(8083)),
+            service("test2", "test", "1.2.3.4", tcp(8084)),
+            service("test1", "headless", "None", tcp(80)),
+            service("kubernetes", "kubernetes", "1.2.3.6", tcp(8086)),
+            service("default", "not-special", "1.2.3.8", tcp(8088)),
+        ];
+        let names = |vars: &[(String, String)]| -> Vec<String> {
+            vars.iter()
+                .filter(|(n, _)| n.ends_with("_SERVICE_HOST"))
+                .map(|(n, v)| format!("{n}={v}"))
+                .collect()
+        };
+        let with_links = service_env_var_map(&services, "test1", true);
+        assert_eq!(
+            names(&with_links),
+            [
+                "KUBERNETES_SERVICE_HOST=1.2.3.1",
+                "TEST_SERVICE_HOST=1.2.3.3"
+            ]
+        );
+        assert!(with_links.contains(&("TEST_PORT_8083_TCP_ADDR".into(), "1.2.3.3".into())));
+        assert_eq!(
+            names(&service_env_var_map(&services, "test1", false)),
+            ["KUBERNETES_SERVICE_HOST=1.2.3.1"]
+        );
+        // The namespace `kubernetes` has its own `kubernetes` service: it
+        // wins over the master one.
+        assert_eq!(
+            names(&service_env_var_map(&services, "kubernetes", true)),
+            ["KUBERNETES_SERVICE_HOST=1.2.3.6"]
+        );
+        // Pods of `default` see all its services with links.
+        assert_eq!(
+            names(&service_env_var_map(&services, "default", true)),
+            [
+                "KUBERNETES_SERVICE_HOST=1.2.3.1",
+                "NOT_SPECIAL_SERVICE_HOST=1.2.3.8"
+            ]
+        );
+        // Two services making one variable: service `b`'s port variable
+        // `B_PORT_1_TCP_PORT` is also `b-port-1-tcp`'s link variable; the
+        // later service by name wins, and the name appears once.
+        let clash = [
+            service("ns", "b-port-1-tcp", "10.0.0.3", tcp(3)),
+            service("ns", "b", "10.0.0.1", tcp(1)),
+        ];
+        let vars = service_env_var_map(&clash, "ns", true);
+        let found: Vec<_> = vars
+            .iter()
+            .filter(|(n, _)| n == "B_PORT_1_TCP_PORT")
+            .collect();
+        assert_eq!(
+            found,
+            [&(
+                "B_PORT_1_TCP_PORT".to_owned(),
+                "tcp://10.0.0.3:3".to_owned()
+            )]
+        );
+    }
 
     fn pod(value: serde_json::Value) -> Pod {
         serde_json::from_value(value).expect("pod")

@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 use kubelet_container::ContainerResources;
 use kubelet_container::env::{
-    EnvError, EnvSources, Lookup, container_resource_value, convert_downward_api_field_label,
-    extract_field_path_as_string,
+    EnvError, EnvSources, Lookup, ServiceEnv, container_resource_value,
+    convert_downward_api_field_label, extract_field_path_as_string,
 };
 use kubelet_cri_client::api;
 
@@ -384,6 +384,12 @@ fn fetched<'a, T>(
 ///    `secretKeyRef` or `configMapKeyRef`; an `optional` reference to a
 ///    missing object or key leaves the variable out.
 ///
+/// 3. then the service variables of `sources.services` (upstream
+///    `getServiceEnvVarMap`) whose names the container does not set: the
+///    pod's own env wins. `$(VAR)` in step 2 also reads them. While the
+///    services have not been listed once, the env cannot be made
+///    ([`EnvError::ServicesNotSynced`]).
+///
 /// The result keeps the order in which names were first set (upstream
 /// returns them in map order). Secrets and ConfigMaps come from
 /// `sources.objects`; without an API server (`None`) any reference to one
@@ -397,6 +403,11 @@ pub fn container_env(
     opts: &ConfigOptions,
 ) -> Result<Vec<(String, String)>, EnvError> {
     let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let service_env: &[(String, String)] = match &sources.services {
+        ServiceEnv::None => &[],
+        ServiceEnv::NotSynced => return Err(EnvError::ServicesNotSynced),
+        ServiceEnv::Vars(vars) => vars,
+    };
     let mut env = OrderedEnv::default();
     let objects = sources.objects.as_ref();
     let secret = |name: &str| fetched(objects.map(|o| &o.secrets), "secret", namespace, name);
@@ -443,10 +454,14 @@ pub fn container_env(
             }
         }
     }
+    // `$(VAR)` reads the container's variables, then the services'
+    // (upstream `expansion.MappingFuncFor(tmpEnv, serviceEnv)`).
+    let mut scope: HashMap<String, String> = service_env.iter().cloned().collect();
+    scope.extend(env.lookup.iter().map(|(k, v)| (k.clone(), v.clone())));
     for var in container.env.iter().flatten() {
         let literal = var.value.as_deref().unwrap_or_default();
         let value = if !literal.is_empty() {
-            expand(literal, &env.lookup)
+            expand(literal, &scope)
         } else if let Some(from) = &var.value_from {
             if let Some(f) = &from.field_ref {
                 pod_field_value(
@@ -501,7 +516,14 @@ pub fn container_env(
         } else {
             String::new()
         };
+        scope.insert(var.name.clone(), value.clone());
         env.set(var.name.clone(), value);
+    }
+    // Then the service variables the container does not set itself.
+    for (name, value) in service_env {
+        if !env.lookup.contains_key(name) {
+            env.set(name.clone(), value.clone());
+        }
     }
     Ok(env.vars)
 }
@@ -905,7 +927,47 @@ mod tests {
             }),
             host_ips: vec!["192.0.2.10".into(), "2001:db8::10".into()],
             allocatable: [("cpu".to_owned(), 4000), ("memory".to_owned(), 8 << 30)].into(),
+            services: ServiceEnv::None,
         }
+    }
+
+    /// Upstream `TestMakeEnvironmentVariables` ("api server = Y, kubelet =
+    /// Y"): the pod's env wins over a service variable, `$(VAR)` reads the
+    /// service variables, the other service variables come after the
+    /// pod's; services not yet listed fail the container.
+    #[test]
+    fn service_variables_come_after_the_pods_own() {
+        let container = serde_json::json!({"name": "c", "env": [
+            {"name": "FOO", "value": "BAR"},
+            {"name": "TEST_SERVICE_HOST", "value": "1.2.3.3"},
+            {"name": "URL", "value": "http://$(KUBERNETES_SERVICE_HOST):$(KUBERNETES_SERVICE_PORT)"}
+        ]});
+        let mut s = sources();
+        s.services = ServiceEnv::Vars(vec![
+            ("KUBERNETES_SERVICE_HOST".into(), "1.2.3.1".into()),
+            ("KUBERNETES_SERVICE_PORT".into(), "8081".into()),
+            ("TEST_SERVICE_HOST".into(), "9.9.9.9".into()),
+            ("TEST_SERVICE_PORT".into(), "8083".into()),
+        ]);
+        let env = env_of(container.clone(), &s, &[]).expect("env");
+        assert_eq!(
+            env,
+            [
+                ("FOO", "BAR"),
+                ("TEST_SERVICE_HOST", "1.2.3.3"),
+                ("URL", "http://1.2.3.1:8081"),
+                ("KUBERNETES_SERVICE_HOST", "1.2.3.1"),
+                ("KUBERNETES_SERVICE_PORT", "8081"),
+                ("TEST_SERVICE_PORT", "8083"),
+            ]
+            .map(|(n, v)| (n.to_owned(), v.to_owned()))
+        );
+        s.services = ServiceEnv::NotSynced;
+        assert_eq!(env_of(container, &s, &[]), Err(EnvError::ServicesNotSynced));
+        assert_eq!(
+            EnvError::ServicesNotSynced.to_string(),
+            "services have not yet been read at least once, cannot construct envvars"
+        );
     }
 
     fn env_of(

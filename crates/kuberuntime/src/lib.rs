@@ -17,8 +17,10 @@
 //!   `envFrom` and `valueFrom` of Secrets and ConfigMaps (from the
 //!   `EnvSources` snapshot in [`PodVolumes`]; a standalone kubelet has
 //!   none), every downward API `fieldRef`, `resourceFieldRef` with limits
-//!   defaulted to the node's allocatable, and `$(VAR)` expansion in values,
-//!   command and args. An environment that cannot be made fails only its
+//!   defaulted to the node's allocatable, the service variables
+//!   (`{SVC}_SERVICE_HOST`, Docker links; upstream `getServiceEnvVarMap`,
+//!   also from the snapshot) after the container's own, and `$(VAR)`
+//!   expansion in values, command and args. An environment that cannot be made fails only its
 //!   container ([`Error::CreateContainerConfig`], upstream
 //!   `CreateContainerConfigError`).
 //! - [`ephemeral`]: ephemeral containers (`kubectl debug`): started once

@@ -78,6 +78,18 @@ pub trait ApiObjects: Send + Sync {
         &self,
         request: &ServiceAccountTokenRequest,
     ) -> Result<IssuedToken, Error>;
+
+    /// The pod is synced: keep what it refers to at hand (upstream
+    /// `Manager.RegisterPod` of the secret and configMap managers). A
+    /// `GET` per lookup keeps nothing: the default does nothing.
+    fn register_pod(&self, _pod: &k8s_openapi::api::core::v1::Pod) {}
+
+    /// The pod terminated: drop what only it referred to (upstream
+    /// `UnregisterPod`).
+    fn unregister_pod(&self, _pod: &k8s_openapi::api::core::v1::Pod) {}
+
+    /// Stops every background task (watches) and waits for each.
+    async fn shutdown(&self) {}
 }
 
 /// [`ApiObjects`] over a `kube::Client`: `GET` of secrets and config maps

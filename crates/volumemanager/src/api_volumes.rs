@@ -11,19 +11,20 @@
 //! secrets and tokens never reach the node's disk; configMap volumes are
 //! plain directories (upstream wraps them in a disk emptyDir).
 //!
-//! Change detection: the objects are read again on every call, that is on
-//! every pod sync (upstream's `Get` strategy of
-//! `configMapAndSecretChangeDetectionStrategy`; upstream's default is
-//! `Watch`, which serves them from per-object watches). A changed object is
-//! written atomically; an unchanged one writes nothing.
+//! Change detection: the volumes are written again on every pod sync
+//! (upstream's volume manager remounts them every `syncFrequency`), from
+//! what [`ApiObjects`] answers: in a kubelet, the secret and configMap
+//! managers of [`objcache`](crate::objcache) (per-object watches by
+//! default, as `configMapAndSecretChangeDetectionStrategy` says). A
+//! changed object is written atomically (a new `..data`); an unchanged one
+//! writes nothing.
 //!
 //! Not done: `fsGroup` and file ownership (`SetVolumeOwnership`; files are
 //! owned by the kubelet's user, and a token file keeps the projection's
 //! mode instead of upstream's 0600 under `fsGroup`), the
 //! `clusterTrustBundle` and `podCertificate` projections (refused with an
 //! error naming them), the nested mount points of upstream
-//! `MakeNestedMountpoints`, the volume size metrics, and skipping the
-//! re-read of immutable objects.
+//! `MakeNestedMountpoints`, and the volume size metrics.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -23,8 +23,10 @@
 //!
 //! 1. in cluster mode, [`prepare_api_volumes`] (async) reads the secrets and
 //!    config maps and requests the service account tokens the pod's
-//!    volumes need (through an [`ApiObjects`], e.g. [`KubeApiObjects`] over
-//!    a `kube::Client`, held by an [`ApiVolumes`] with its
+//!    volumes need (through an [`ApiObjects`]: the watch-based or TTL
+//!    [`ObjectManager`] of [`objcache`], upstream's secret and configMap
+//!    managers, or [`KubeApiObjects`], a `GET` per lookup; held by an
+//!    [`ApiVolumes`] with its
 //!    [`TokenManager`]) and writes them with the [`AtomicWriter`]
 //!    (upstream `pkg/volume/util/atomic_writer.go`): files appear as
 //!    `key -> ..data/key` symlinks and an update swaps `..data`, so readers
@@ -55,6 +57,7 @@
 mod api;
 mod api_volumes;
 mod atomic_writer;
+pub mod objcache;
 
 pub use api::{
     ApiObjects, Clock, IssuedToken, KubeApiObjects, ServiceAccountTokenRequest, TokenManager,
@@ -65,6 +68,7 @@ pub use api_volumes::{
     read_only_volumes,
 };
 pub use atomic_writer::{AtomicWriter, DATA_DIR_NAME, FileProjection, Payload, clean_path};
+pub use objcache::{ChangeDetectionStrategy, ObjectManager, api_objects};
 
 use std::collections::BTreeMap;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
