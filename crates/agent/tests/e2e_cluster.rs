@@ -22,6 +22,12 @@ use kubelet_agent::standalone::{self, StandaloneOptions};
 use kubelet_cri_client::{RemoteRuntime, RuntimeService};
 use kubelet_testbed::{ControlPlane, NodeNet, Testbed, wait_for};
 
+/// At most this many control planes with their kubelets at once: ten of
+/// them on a 2-core machine slow the control planes past their own
+/// timeouts (the pod garbage collector deletes the pods of a Node missing
+/// for 40 s, which a re-registration under that load can exceed).
+static SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(3);
+
 /// A kubelet in this process, registered with a control plane.
 struct ClusterNode {
     name: String,
@@ -38,6 +44,9 @@ struct ClusterNode {
     max_pods: i64,
     /// The kubelet's `syncFrequency`.
     sync_frequency: String,
+    /// Held until everything above is stopped (see [`SLOTS`]); dropped
+    /// last.
+    _slot: tokio::sync::SemaphorePermit<'static>,
 }
 
 impl ClusterNode {
@@ -58,6 +67,7 @@ impl ClusterNode {
         max_pods: i64,
         sync_frequency: &str,
     ) -> Option<ClusterNode> {
+        let slot = SLOTS.acquire().await.expect("the slots are never closed");
         kubelet_testbed::init_tracing();
         let bed = Testbed::start()?;
         let cp = ControlPlane::start(name)?;
@@ -79,6 +89,7 @@ impl ClusterNode {
         .expect("admin config");
         let admin = kube::Client::try_from(config).expect("admin client");
         let mut node = ClusterNode {
+            _slot: slot,
             name: name.to_owned(),
             bed,
             cp,
