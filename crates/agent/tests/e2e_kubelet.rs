@@ -1317,8 +1317,15 @@ async fn node_api_serves_pods_metrics_logs_health_and_stats() {
         .and_then(|p| p.iter().find(|p| p["podRef"]["name"] == full.as_str()))
         .unwrap_or_else(|| panic!("pod missing: {body}"));
     assert_eq!(pod["podRef"]["uid"], st.uid.as_str());
-    let (code, _) = node.get("/exec/default/x/app").await;
-    assert_eq!(code, 404);
+    // Streaming: a pod that does not exist, and a real exec without the
+    // connection upgrade (the runtime gave a URL, the proxy needs the
+    // upgrade: upstream's answers).
+    let (code, body) = node.get("/exec/default/x/app?command=ls&output=1").await;
+    assert_eq!((code, body.as_str()), (404, "pod does not exist"));
+    let (code, body) = node
+        .get(&format!("/exec/default/{full}/app?command=true&output=1"))
+        .await;
+    assert_eq!((code, body.as_str()), (400, "Upgrade request required"));
 }
 
 fn api_pod(name: &str, spec: serde_json::Value) -> k8s_openapi::api::core::v1::Pod {
