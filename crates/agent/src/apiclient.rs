@@ -66,13 +66,48 @@ pub async fn client_from_kubeconfig(
         }
     };
     let bucket = TokenBucket::new(qps, burst).map_err(|e| err(e.to_string()))?;
-    let builder = kube::client::ClientBuilder::try_from(config).map_err(|e| err(e.to_string()))?;
-    Ok(builder
-        .with_layer(&RateLimitLayer {
-            bucket: Arc::new(bucket),
-            observer,
-        })
-        .build())
+    let rate_limit = RateLimitLayer {
+        bucket: Arc::new(bucket),
+        observer,
+    };
+    http2_client(config, rate_limit).map_err(|e| err(e.to_string()))
+}
+
+/// kube-rs's client stack (base URI, authentication, extra headers) over a
+/// connection that speaks HTTP/2 when the API server offers it, as
+/// client-go does: every request and watch of the kubelet shares one
+/// connection instead of one TLS connection per open watch (kube-rs's
+/// default client is HTTP/1.1 only), with client-go's health check pings
+/// (`ReadIdleTimeout` 30 s, `PingTimeout` 15 s) ending a dead connection.
+fn http2_client(
+    config: kube::Config,
+    rate_limit: RateLimitLayer,
+) -> Result<kube::Client, kube::Error> {
+    use kube::client::ConfigExt;
+    // ALPN (`h2`, `http/1.1`) is set by `enable_all_versions`.
+    let tls = config.rustls_client_config()?;
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(config.connect_timeout);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_all_versions()
+        .wrap_connector(http);
+    let client: hyper_util::client::legacy::Client<_, kube::client::Body> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .timer(hyper_util::rt::TokioTimer::new())
+            .http2_keep_alive_interval(std::time::Duration::from_secs(30))
+            .http2_keep_alive_timeout(std::time::Duration::from_secs(15))
+            .build(https);
+    let service = tower::ServiceBuilder::new()
+        .layer(rate_limit)
+        .layer(config.base_uri_layer())
+        .option_layer(config.auth_layer()?)
+        .layer(config.extra_headers_layer()?)
+        .map_err(tower::BoxError::from)
+        .service(client);
+    Ok(kube::Client::new(service, config.default_namespace))
 }
 
 /// A tower layer that makes each request wait for a token.

@@ -59,6 +59,19 @@ pub fn init_tracing() {
         .try_init();
 }
 
+/// This process's resident set in bytes (`VmRSS` of `/proc/self/status`;
+/// 0 when it cannot be read), for memory measures.
+pub fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,11 +11,11 @@
 //!   objects are cached by the watch-based manager (a fake watcher: no API
 //!   read is timed), first set-up of 300 pods and 300 resyncs of one pod,
 //!   p50/p99. Directories, not tmpfs (`memory_backed(false)`): no mount.
-//! - `memory_per_watched_config_map_*`: the process's RSS growth for 200
-//!   watched ConfigMaps of 10 KiB each, per object, against a fake watcher
-//!   (the cache alone) and against the test bed's real control plane (the
-//!   kube-rs watches included; needs `/opt/kubelet-testbed`, root; `CI=true`
-//!   fails instead of skipping when it is missing).
+//! - `memory_per_watched_config_map_fake_watcher`: the process's RSS
+//!   growth for 200 watched ConfigMaps of 10 KiB each, per object, against
+//!   a fake watcher (the cache alone). The same against the test bed's
+//!   control plane, through the kubelet's API client, is
+//!   `crates/agent/tests/api_watch_memory.rs`.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -23,11 +23,9 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
-use kubelet_volumemanager::objcache::{
-    ChangeDetectionStrategy, ObjectSource, ObjectStream, WatchStore,
-};
+use kubelet_volumemanager::objcache::{ObjectSource, ObjectStream, WatchStore};
 use kubelet_volumemanager::{
-    ApiObjects, ApiVolumes, Error, KubeApiObjects, ObjectManager, VolumeContext, api_objects,
+    ApiObjects, ApiVolumes, Error, KubeApiObjects, ObjectManager, VolumeContext,
     prepare_api_volumes,
 };
 use serde_json::json;
@@ -187,18 +185,10 @@ async fn volume_set_up_with_cached_objects() {
     manager.shutdown().await;
 }
 
-/// The process's resident set in bytes (`VmRSS`).
-fn rss() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
-}
+use kubelet_testbed::rss_bytes as rss;
 
+// The same measure against the test bed's control plane, through the
+// kubelet's own API client, is `crates/agent/tests/api_watch_memory.rs`.
 const OBJECTS: usize = 200;
 const OBJECT_SIZE: usize = 10 * 1024;
 
@@ -257,41 +247,6 @@ async fn memory_per_watched_config_map_fake_watcher() {
     let (per_object, synced) = rss_growth_per_object(&manager).await;
     println!(
         "fake watcher: {OBJECTS} ConfigMaps of {OBJECT_SIZE} B: RSS +{per_object} B per watched object ({:.2}x the object), synced in {synced:?}",
-        per_object as f64 / OBJECT_SIZE as f64
-    );
-    manager.shutdown().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a measure: run with --ignored --nocapture"]
-async fn memory_per_watched_config_map_real_control_plane() {
-    let Some(cp) = kubelet_testbed::ControlPlane::start("objcache-measure") else {
-        return;
-    };
-    let kubeconfig =
-        kube::config::Kubeconfig::read_from(cp.admin_kubeconfig()).expect("admin kubeconfig");
-    let config = kube::Config::from_custom_kubeconfig(
-        kubeconfig,
-        &kube::config::KubeConfigOptions::default(),
-    )
-    .await
-    .expect("admin config");
-    let client = kube::Client::try_from(config).expect("admin client");
-    let api: kube::Api<ConfigMap> = kube::Api::namespaced(client.clone(), "default");
-    for i in 0..OBJECTS {
-        let c: ConfigMap = serde_json::from_value(json!({
-            "metadata": {"name": format!("big-{i}")},
-            "data": {"payload": "x".repeat(OBJECT_SIZE)}
-        }))
-        .expect("configmap");
-        api.create(&Default::default(), &c).await.expect("create");
-    }
-    // Warm the client (its connection, TLS) before the first reading.
-    api.get("big-0").await.expect("get");
-    let manager = api_objects(ChangeDetectionStrategy::Watch, client);
-    let (per_object, synced) = rss_growth_per_object(manager.as_ref()).await;
-    println!(
-        "real control plane (kube-rs watches): {OBJECTS} ConfigMaps of {OBJECT_SIZE} B: RSS +{per_object} B per watched object ({:.2}x the object), synced in {synced:?}",
         per_object as f64 / OBJECT_SIZE as f64
     );
     manager.shutdown().await;
