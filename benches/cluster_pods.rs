@@ -22,7 +22,9 @@
 //!   instant minus the instant its create request was sent.
 //! - **API requests**: [`SETTLE`] after the last pod is Running, the
 //!   kubelet's `rest_client_requests_total{code,host,method}` is read from
-//!   its `/metrics` (plain HTTP on `127.0.0.1:--port`), and again
+//!   its `/metrics` (plain HTTP on `127.0.0.1:--port`: the round's
+//!   kubelet serves anonymous requests with `AlwaysAllow` on loopback, so
+//!   the bench reads it without credentials), and again
 //!   [`WINDOW`] later: requests per minute, in all and by method.
 //! - **RSS**: the kubelet's `VmRSS` (`/proc/<pid>/status`) at the end of
 //!   that window, with the pods running.
@@ -256,7 +258,10 @@ impl Bench {
              evictionHard: {{memory.available: 100Mi}}\n\
              imageGCHighThresholdPercent: 100\n\
              clusterDNS: [10.96.0.10]\n\
-             clusterDomain: cluster.local\n",
+             clusterDomain: cluster.local\n\
+             address: 127.0.0.1\n\
+             authentication: {{anonymous: {{enabled: true}}, webhook: {{enabled: false}}}}\n\
+             authorization: {{mode: AlwaysAllow}}\n",
             self.bed.cgroup_root(),
             self.bed.log_dir().display()
         )

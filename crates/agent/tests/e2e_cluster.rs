@@ -1034,18 +1034,26 @@ async fn env_reads_secrets_config_maps_and_the_node_address() {
     .await;
     assert_eq!(reason, "CreateContainerConfigError");
     assert_eq!(message, r#"secret "late" not found"#);
-    let events = node.kubectl(&[
-        "get",
-        "events",
-        "--field-selector",
-        "involvedObject.name=env-late,reason=Failed",
-        "-o",
-        "jsonpath={.items[*].message}",
-    ]);
-    assert!(
-        events.contains(r#"Error: secret "late" not found"#),
-        "events: {events}"
-    );
+    // Events are written apart from the status (their own client and rate
+    // limit): the Failed event may land a moment after the status.
+    wait_for(
+        "the Failed event of env-late",
+        Duration::from_secs(30),
+        || async {
+            let events = node.kubectl(&[
+                "get",
+                "events",
+                "--field-selector",
+                "involvedObject.name=env-late,reason=Failed",
+                "-o",
+                "jsonpath={.items[*].message}",
+            ]);
+            events
+                .contains(r#"Error: secret "late" not found"#)
+                .then_some(())
+        },
+    )
+    .await;
 
     // The secret appears: the next sync starts the container.
     secrets

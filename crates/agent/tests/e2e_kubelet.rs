@@ -44,6 +44,7 @@ impl Node {
         tweak: impl Fn(&mut KubeletConfiguration) + Send + Sync + 'static,
         api: bool,
     ) -> Option<Node> {
+        kubelet_testbed::init_tracing();
         let bed = Testbed::start()?;
         let manifests = bed.dir().join("manifests");
         let root = bed.dir().join("root");
@@ -657,9 +658,13 @@ async fn a_restarted_kubelet_restarts_no_container() {
     node.start_kubelet();
     // Let the new kubelet sync every pod and run housekeeping a few times.
     let uid = node.pod("twins").await.expect("twins").uid;
+    // Usually within a few seconds; about one run in five under load the
+    // new kubelet's first Running status for this pod came only after 30 s
+    // (not reproduced with tracing on, not yet explained): up to one
+    // resync period (60 s) plus its jitter is waited for.
     wait_for(
         "the new kubelet's status",
-        Duration::from_secs(30),
+        Duration::from_secs(100),
         || async { node.phase(&uid).filter(|p| p == "Running") },
     )
     .await;
