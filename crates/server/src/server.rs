@@ -337,7 +337,7 @@ fn check_loopback(config: &ServerConfig, addr: SocketAddr) -> Result<(), Error> 
     Ok(())
 }
 
-fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<ResponseBody> {
+pub(crate) fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<ResponseBody> {
     with_type(status, TEXT_PLAIN, ResponseBody::full(body))
 }
 

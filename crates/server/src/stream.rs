@@ -10,12 +10,13 @@
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Incoming;
-use hyper::header::{CONNECTION, HOST, HeaderValue, UPGRADE};
+use hyper::header::{CONNECTION, HOST, UPGRADE};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio_util::sync::CancellationToken;
 
 use crate::body::ResponseBody;
+use crate::server::text;
 
 /// A streaming session the node API asks the host to prepare.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,16 +122,6 @@ pub(crate) fn is_upgrade(req: &Request<Incoming>) -> bool {
         .flat_map(|v| v.split(','))
         .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
     connection_upgrade && req.headers().contains_key(UPGRADE)
-}
-
-fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<ResponseBody> {
-    let mut r = Response::new(ResponseBody::full(body));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        hyper::header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    r
 }
 
 /// Proxies the upgrade request `req` to the runtime's streaming `url`.
