@@ -431,18 +431,15 @@ async fn handle(
         );
         return refused;
     }
-    let streaming = match router::route(&method, req.uri().path()) {
-        Match::Found(route, params)
-            if matches!(
-                route.id,
-                RouteId::Exec | RouteId::Attach | RouteId::PortForward
-            ) =>
-        {
-            Some((route, params.iter().map(|p| (*p).to_owned()).collect()))
-        }
-        _ => None,
-    };
-    if let Some((route, params)) = streaming {
+    let matched = router::route(&method, req.uri().path());
+    if let Match::Found(route, params) = &matched
+        && matches!(
+            route.id,
+            RouteId::Exec | RouteId::Attach | RouteId::PortForward
+        )
+    {
+        let route: &'static router::Route = route;
+        let params = params.iter().map(|p| (*p).to_owned()).collect();
         let response = stream_session(&state, route.id, params, req).await;
         state.metrics.observe_http_request(
             router::method_bucket(&method),
@@ -453,7 +450,7 @@ async fn handle(
     }
     let path = req.uri().path();
     let query = req.uri().query();
-    let (response, bucket) = match router::route(&method, path) {
+    let (response, bucket) = match matched {
         Match::Found(route, params) => (
             dispatch(&state, route.id, &method, &params, query).await,
             route.name,
