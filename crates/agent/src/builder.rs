@@ -496,6 +496,45 @@ impl KubeletBuilder {
         let prober = Arc::new(
             kubelet_prober::Manager::builder(Arc::new(cri.clone()), opts.statuses.clone())
                 .event_recorder(events.clone())
+                .on_probe({
+                    // `/metrics/probes` (upstream `worker.doProbe`).
+                    let metrics = metrics.clone();
+                    move |ev| {
+                        let probe_type = ev.probe_type.to_string();
+                        let labels = kubelet_server::ProbeLabels {
+                            probe_type: &probe_type,
+                            container: ev.container,
+                            pod: ev.pod_name,
+                            namespace: ev.namespace,
+                            pod_uid: ev.pod_uid,
+                        };
+                        let result = match ev.result {
+                            kubelet_prober::ProbeResult::Success => {
+                                kubelet_server::ProbeResultLabel::Successful
+                            }
+                            kubelet_prober::ProbeResult::Failure => {
+                                kubelet_server::ProbeResultLabel::Failed
+                            }
+                            kubelet_prober::ProbeResult::Unknown => {
+                                kubelet_server::ProbeResultLabel::Unknown
+                            }
+                        };
+                        metrics.observe_probe(&labels, result, ev.duration.as_secs_f64());
+                    }
+                })
+                .on_worker_stop({
+                    let metrics = metrics.clone();
+                    move |w| {
+                        let probe_type = w.probe_type.to_string();
+                        metrics.forget_probe(&kubelet_server::ProbeLabels {
+                            probe_type: &probe_type,
+                            container: w.container,
+                            pod: w.pod_name,
+                            namespace: w.namespace,
+                            pod_uid: w.pod_uid,
+                        });
+                    }
+                })
                 .build()
                 .map_err(StartError::Prober)?,
         );

@@ -20,9 +20,9 @@ use k8s_openapi::api::core::v1::Pod;
 use kubelet_container::stats::{self as api, SummaryProvider};
 use kubelet_cri_client::RuntimeService;
 use kubelet_eviction::cgroup_summary::CgroupSummaryProvider;
-use kubelet_kuberuntime::{ContainerState, PodStatus, Runtime};
+use kubelet_kuberuntime::{ContainerState, PodStatus, RunningPod, Runtime};
 use kubelet_podworkers::PodStatusCache;
-use kubelet_server::{ContainerLog, LogLookup, NodeApi, StreamLookup, StreamRequest};
+use kubelet_server::{ContainerLog, LogLookup, NodeApi, RunOutcome, StreamLookup, StreamRequest};
 
 use crate::Kubelet;
 
@@ -128,6 +128,44 @@ where
                 && p.metadata.name.as_deref() == Some(name)
         })
     }
+
+    /// The runtime's view of pod `namespace/name` (upstream `findContainer`
+    /// starts here): the pod must be known to the kubelet, have the UID
+    /// the path names (if any), and be in the runtime.
+    async fn running_pod(
+        &self,
+        namespace: &str,
+        name: &str,
+        uid: Option<&str>,
+    ) -> Result<RunningPod, PodMiss> {
+        let p = self.find_pod(namespace, name).ok_or(PodMiss::NotFound)?;
+        let pod_uid = p.metadata.uid.as_deref().unwrap_or_default();
+        if uid.is_some_and(|u| u != pod_uid) {
+            return Err(PodMiss::NotFound);
+        }
+        let pods = self
+            .runtime
+            .get_pods(false)
+            .await
+            .map_err(|e| PodMiss::Runtime(format!("cannot list the runtime's pods: {e}")))?;
+        pods.into_iter()
+            .find(|r| r.uid == pod_uid)
+            .ok_or(PodMiss::NotFound)
+    }
+}
+
+/// Why [`KubeletNodeApi::running_pod`] found no pod.
+enum PodMiss {
+    NotFound,
+    Runtime(String),
+}
+
+/// The ID of the running container named `name`.
+fn running_container_id(pod: &RunningPod, name: &str) -> Option<String> {
+    pod.containers
+        .iter()
+        .find(|c| c.name == name && c.state == ContainerState::Running)
+        .map(|c| c.id.clone())
 }
 
 #[async_trait]
@@ -254,27 +292,12 @@ where
                 uid,
             } => (namespace, pod, uid),
         };
-        let Some(p) = self.find_pod(namespace, name) else {
-            return StreamLookup::PodNotFound;
+        let running = match self.running_pod(namespace, name, uid.as_deref()).await {
+            Ok(r) => r,
+            Err(PodMiss::NotFound) => return StreamLookup::PodNotFound,
+            Err(PodMiss::Runtime(e)) => return StreamLookup::Failed(e),
         };
-        let pod_uid = p.metadata.uid.as_deref().unwrap_or_default();
-        if uid.as_deref().is_some_and(|u| u != pod_uid) {
-            return StreamLookup::PodNotFound;
-        }
-        let running = match self.runtime.get_pods(false).await {
-            Ok(pods) => pods.into_iter().find(|r| r.uid == pod_uid),
-            Err(e) => return StreamLookup::Failed(format!("cannot list the runtime's pods: {e}")),
-        };
-        let Some(running) = running else {
-            return StreamLookup::PodNotFound;
-        };
-        let container_id = |container: &str| {
-            running
-                .containers
-                .iter()
-                .find(|c| c.name == container && c.state == ContainerState::Running)
-                .map(|c| c.id.clone())
-        };
+        let container_id = |container: &str| running_container_id(&running, container);
         let url = match request {
             StreamRequest::Exec {
                 container,
@@ -327,6 +350,50 @@ where
         match url {
             Ok(url) => StreamLookup::Url(url),
             Err(e) => StreamLookup::Failed(e.to_string()),
+        }
+    }
+
+    /// Upstream `RunInContainer` (`pkg/kubelet/kubelet_pods.go`): the
+    /// running container found as for `GetExec`, then the CRI's `ExecSync`
+    /// without a timeout; stdout then stderr, as upstream's
+    /// `kubeGenericRuntimeManager.RunInContainer`. A non-zero exit is an
+    /// error carrying the output, as upstream's `CodeExitError`.
+    async fn run_in_container(
+        &self,
+        namespace: &str,
+        pod: &str,
+        uid: Option<&str>,
+        container: &str,
+        command: &[String],
+    ) -> RunOutcome {
+        let id = match self.running_pod(namespace, pod, uid).await {
+            Ok(running) => running_container_id(&running, container),
+            Err(PodMiss::NotFound) => return RunOutcome::PodNotFound,
+            Err(PodMiss::Runtime(e)) => return RunOutcome::Failed(e),
+        };
+        let Some(id) = id else {
+            return RunOutcome::Failed(format!("container not found ({container:?})"));
+        };
+        match self
+            .cri
+            .exec_sync(&id, command.to_vec(), std::time::Duration::ZERO)
+            .await
+        {
+            Ok(reply) => {
+                let mut output = reply.stdout;
+                output.extend_from_slice(&reply.stderr);
+                if reply.exit_code == 0 {
+                    RunOutcome::Output(output)
+                } else {
+                    RunOutcome::Failed(format!(
+                        "command '{}' exited with {}: {}",
+                        command.join(" "),
+                        reply.exit_code,
+                        String::from_utf8_lossy(&output)
+                    ))
+                }
+            }
+            Err(e) => RunOutcome::Failed(e.to_string()),
         }
     }
 

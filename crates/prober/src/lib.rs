@@ -70,7 +70,9 @@
 //!
 //! - A probe's own `terminationGracePeriodSeconds` is not read: a container
 //!   killed for a failed probe gets the pod's grace period.
-//! - Metrics are left to the [`ManagerBuilder::on_probe`] hook.
+//! - Metrics are left to the [`ManagerBuilder::on_probe`] and
+//!   [`ManagerBuilder::on_worker_stop`] hooks (the kubelet counts
+//!   `prober_probe_total` through them).
 //! - Probes may target any host (the `host` field), as upstream; the
 //!   kubelet does not keep them from reaching the node's network
 //!   (upstream issue 81129).
@@ -86,7 +88,8 @@ mod worker;
 
 pub use error::Error;
 pub use manager::{
-    Clock, Manager, ManagerBuilder, ProbeEvent, StatusProvider, SystemClock, TokioClock,
+    Clock, Manager, ManagerBuilder, ProbeEvent, ProbeWorkerStopped, StatusProvider, SystemClock,
+    TokioClock,
 };
 pub use prober::{DEFAULT_KUBE_VERSION, MAX_PROBE_RETRIES, ProbeTiming, ProbeType, Prober};
 pub use results::{ContainerId, ProbeResult};

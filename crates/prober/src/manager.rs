@@ -91,6 +91,25 @@ pub struct ProbeEvent<'a> {
 
 type Observer = Arc<dyn Fn(&ProbeEvent<'_>) + Send + Sync>;
 
+/// A probe worker that stopped (its pod or container went away, or the pod
+/// finished), so that metrics can drop its series as upstream's worker
+/// deletes its `prober_probe_total` label sets on exit.
+#[derive(Clone, Copy, Debug)]
+pub struct ProbeWorkerStopped<'a> {
+    /// The probe's type.
+    pub probe_type: ProbeType,
+    /// The pod's name.
+    pub pod_name: &'a str,
+    /// The pod's namespace.
+    pub namespace: &'a str,
+    /// The pod's UID.
+    pub pod_uid: &'a str,
+    /// The container probed.
+    pub container: &'a str,
+}
+
+type StopObserver = Arc<dyn Fn(&ProbeWorkerStopped<'_>) + Send + Sync>;
+
 /// Identifies a worker (upstream `probeKey`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct ProbeKey {
@@ -110,6 +129,7 @@ pub(crate) struct Shared {
     pub(crate) jitter: bool,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) observer: Option<Observer>,
+    pub(crate) stop_observer: Option<StopObserver>,
     workers: Mutex<HashMap<ProbeKey, WorkerHandle>>,
     known_pods: Mutex<HashSet<String>>,
     next_id: AtomicU64,
@@ -176,6 +196,7 @@ pub struct ManagerBuilder {
     clock: Arc<dyn Clock>,
     kube_version: String,
     observer: Option<Observer>,
+    stop_observer: Option<StopObserver>,
     handle: Option<Handle>,
     liveness: Option<Arc<results::Manager>>,
     readiness: Option<Arc<results::Manager>>,
@@ -219,6 +240,16 @@ impl ManagerBuilder {
     /// `prober_probe_total`.
     pub fn on_probe(mut self, f: impl Fn(&ProbeEvent<'_>) + Send + Sync + 'static) -> Self {
         self.observer = Some(Arc::new(f));
+        self
+    }
+
+    /// Called when a probe worker stops, e.g. to delete its
+    /// `prober_probe_total` series.
+    pub fn on_worker_stop(
+        mut self,
+        f: impl Fn(&ProbeWorkerStopped<'_>) + Send + Sync + 'static,
+    ) -> Self {
+        self.stop_observer = Some(Arc::new(f));
         self
     }
 
@@ -278,6 +309,7 @@ impl ManagerBuilder {
             jitter: self.jitter,
             clock: self.clock,
             observer: self.observer,
+            stop_observer: self.stop_observer,
             workers: Mutex::new(HashMap::new()),
             known_pods: Mutex::new(HashSet::new()),
             next_id: AtomicU64::new(0),
@@ -348,6 +380,7 @@ impl Manager {
             clock: Arc::new(SystemClock),
             kube_version: DEFAULT_KUBE_VERSION.to_owned(),
             observer: None,
+            stop_observer: None,
             handle: None,
             liveness: None,
             readiness: None,

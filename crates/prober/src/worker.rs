@@ -322,6 +322,15 @@ impl Drop for Worker {
         if let Some(id) = &self.container_id {
             self.results.remove(id);
         }
+        if let Some(observer) = &self.shared.stop_observer {
+            observer(&crate::manager::ProbeWorkerStopped {
+                probe_type: self.probe_type,
+                pod_name: self.pod.metadata.name.as_deref().unwrap_or_default(),
+                namespace: self.pod.metadata.namespace.as_deref().unwrap_or_default(),
+                pod_uid: &self.key.pod_uid,
+                container: &self.container.name,
+            });
+        }
         self.shared.remove_worker(&self.key, self.id);
     }
 }

@@ -190,6 +190,8 @@ async fn manager_turns_liveness_to_failure_after_failure_threshold_periods() {
     let provider = move |uid: &str| (uid == "uid-1").then(|| status.clone());
     let probed = Arc::new(AtomicUsize::new(0));
     let p = probed.clone();
+    let stopped = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let st = stopped.clone();
     let manager = Manager::builder(Arc::new(fake.clone()), Arc::new(provider))
         .jitter(false)
         .clock(Arc::new(TokioClock::new(SystemTime::now())))
@@ -197,6 +199,11 @@ async fn manager_turns_liveness_to_failure_after_failure_threshold_periods() {
             assert_eq!(ev.probe_type, ProbeType::Liveness);
             assert_eq!(ev.pod_uid, "uid-1");
             p.fetch_add(1, Ordering::SeqCst);
+        })
+        .on_worker_stop(move |w| {
+            st.lock()
+                .unwrap()
+                .push((w.probe_type, w.pod_uid.to_owned(), w.container.to_owned()));
         })
         .build()
         .unwrap();
@@ -240,10 +247,15 @@ async fn manager_turns_liveness_to_failure_after_failure_threshold_periods() {
     assert_eq!(execs.load(Ordering::SeqCst), 6);
 
     // Removing the pod ends the worker and forgets the result.
+    assert!(stopped.lock().unwrap().is_empty());
     manager.remove_pod(&pod);
     tokio::time::sleep(Duration::from_secs(11)).await;
     assert_eq!(manager.worker_count(), 0);
     assert_eq!(manager.liveness().get(&cid), None);
+    let stopped = stopped.lock().unwrap().clone();
+    assert_eq!(stopped.len(), 1, "{stopped:?}");
+    assert_eq!(stopped[0].0, ProbeType::Liveness);
+    assert_eq!(stopped[0].1, "uid-1");
 }
 
 #[tokio::test(start_paused = true)]

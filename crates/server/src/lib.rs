@@ -1,6 +1,8 @@
 //! The kubelet's node API: the HTTPS server that answers `/healthz`, `/pods`,
-//! `/metrics`, `/configz`, `/containerLogs/{namespace}/{pod}/{container}` and
-//! `/stats/summary`.
+//! `/metrics`, `/metrics/resource`, `/metrics/probes`, `/configz`,
+//! `/containerLogs/{namespace}/{pod}/{container}`, `/stats/summary`, and the
+//! streaming and command endpoints `/exec`, `/attach`, `/portForward` and
+//! `/run`.
 //!
 //! Upstream this is `pkg/kubelet/server/server.go` (the handlers),
 //! `pkg/kubelet/server/stats/` (the summary API; its types, upstream
@@ -25,7 +27,9 @@
 //! | [`NodeApi::kubelet_config`] | `GET /configz` | `configz.InstallHandler` |
 //! | [`NodeApi::container_log`] | `GET /containerLogs/...` | `GetKubeletContainerLogs` |
 //! | [`NodeApi::container_running`] | when `follow=true` stops | `isContainerRunning` in `logs.go` |
-//! | [`NodeApi::stats_summary`] | `GET /stats/summary` | `SummaryProvider.Get` |
+//! | [`NodeApi::stats_summary`] | `GET /stats/summary`, `GET /metrics/resource` | `SummaryProvider.Get`, `GetCPUAndMemoryStats` |
+//! | [`NodeApi::stream_url`] | `/exec`, `/attach`, `/portForward` | `GetExec`, `GetAttach`, `GetPortForward` |
+//! | [`NodeApi::run_in_container`] | `POST /run/...` | `RunInContainer` |
 //!
 //! # Metrics
 //!
@@ -33,7 +37,11 @@
 //! upstream's names, types, labels and buckets, plus the process metrics read
 //! from `/proc/self`. The agent keeps a clone and records into it with cheap
 //! methods such as [`Metrics::observe_pod_worker_duration`]; `/metrics`
-//! renders it in the Prometheus text format 0.0.4.
+//! renders it in the Prometheus text format 0.0.4. `/metrics/probes` serves
+//! the prober's own registry ([`Metrics::observe_probe`]:
+//! `prober_probe_total`, `prober_probe_duration_seconds`), and
+//! `/metrics/resource` the CPU and memory figures metrics-server scrapes,
+//! rendered from the stats summary on each request.
 //!
 //! # Security
 //!
@@ -46,11 +54,12 @@
 //! and authorized (`403`) before it is routed, as upstream's
 //! `InstallAuthFilter`; such a server may bind any address. Without both it
 //! is **loopback only**: [`Server::bind`] refuses a non-loopback address
-//! unless [`ServerConfig::allow_non_loopback`] is set. The streaming and
-//! code execution endpoints (`/run`, `/exec`, `/attach`, `/portForward`),
-//! the host log browser `/logs`, `/debug/pprof`, `/checkpoint` and
-//! `/runningpods` are deliberately absent: they answer `404` like any
-//! unknown path (after authorization, as upstream). Routes live in one
+//! unless [`ServerConfig::allow_non_loopback`] is set. The host log browser
+//! `/logs`, `/debug/pprof`, `/checkpoint` and `/runningpods` are
+//! deliberately absent: they answer `404` like any unknown path (after
+//! authorization, as upstream). The streaming endpoints proxy the client's
+//! upgraded connection to the runtime's streaming server without its
+//! `Authorization` header. Routes live in one
 //! explicit table ([`ROUTES`]); unknown paths and methods are never used as
 //! metric labels. Container log files are opened without following
 //! symlinks (`O_NOFOLLOW` on the file and its directory) and must be
@@ -69,9 +78,10 @@
 //!   file (every [`ServerConfig::log_poll_interval`]) instead of using
 //!   inotify; at most [`ServerConfig::max_log_streams`] streams run at once.
 //! - Not served: `/stats` (cAdvisor), `/stats/container`,
-//!   `/metrics/cadvisor`, `/metrics/resource`, `/metrics/probes`, `/statusz`,
-//!   `/flagz`; not recorded: `kubelet_http_inflight_requests` and the many
-//!   other kubelet metrics beyond those listed on [`Metrics`].
+//!   `/metrics/cadvisor`, `/statusz`, `/flagz`, and the swap series of
+//!   `/metrics/resource` (the summary has no swap figures); not recorded:
+//!   `kubelet_http_inflight_requests` and the many other kubelet metrics
+//!   beyond those listed on [`Metrics`].
 //!
 //! # Example
 //!
@@ -115,6 +125,7 @@ mod body;
 mod healthz;
 pub mod logs;
 mod metrics;
+mod resource_metrics;
 mod router;
 mod server;
 mod stream;
@@ -128,7 +139,9 @@ use k8s_openapi::api::core::v1::Pod;
 
 pub use healthz::{HEALTHZ_CHECKS, HealthCheck};
 pub use kubelet_container::stats::Summary;
-pub use metrics::{ContainerStateLabel, Metrics, PodWorkerOperation};
+pub use metrics::{
+    ContainerStateLabel, Metrics, PodWorkerOperation, ProbeLabels, ProbeResultLabel,
+};
 pub use router::{ROUTES, Route, RouteId, Segment};
 pub use server::{Server, ServerAuth, ServerConfig};
 pub use stream::{StreamLookup, StreamOptions, StreamRequest};
@@ -184,6 +197,20 @@ pub enum LogLookup {
     /// `previous=true` and no previous instance): `400` with this message, as
     /// upstream's `GetKubeletContainerLogs` errors.
     Unavailable(String),
+}
+
+/// What the host answers for `POST /run/...` ([`NodeApi::run_in_container`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RunOutcome {
+    /// The command ran and exited 0: its stdout, then its stderr.
+    Output(Vec<u8>),
+    /// No pod with that namespace and name (and UID, when given):
+    /// `404 pod does not exist`.
+    PodNotFound,
+    /// No running container of that name, a runtime error, or the command
+    /// exited non-zero (upstream's `command '...' exited with N: ...`):
+    /// `500` with this message.
+    Failed(String),
 }
 
 /// A container log file, as the agent knows it.
@@ -260,5 +287,22 @@ pub trait NodeApi: Send + Sync + 'static {
     async fn stream_url(&self, request: &StreamRequest) -> StreamLookup {
         let _ = request;
         StreamLookup::Failed("streaming is not supported by this kubelet".into())
+    }
+
+    /// Runs `command` to completion in the running container `container`
+    /// of pod `namespace/pod` (and UID `uid` when the path names one) and
+    /// answers its output, for `POST /run/...` (upstream `RunInContainer`:
+    /// CRI `ExecSync` without a timeout). The names have been checked as
+    /// for [`NodeApi::container_log`]. The default refuses.
+    async fn run_in_container(
+        &self,
+        namespace: &str,
+        pod: &str,
+        uid: Option<&str>,
+        container: &str,
+        command: &[String],
+    ) -> RunOutcome {
+        let _ = (namespace, pod, uid, container, command);
+        RunOutcome::Failed("running commands is not supported by this kubelet".into())
     }
 }

@@ -99,6 +99,9 @@ pub struct Metrics {
     rest_client_requests: CounterVec,
     http_requests: CounterVec,
     http_requests_duration: HistogramVec,
+    probes: Registry,
+    probe_total: CounterVec,
+    probe_duration: HistogramVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -230,6 +233,36 @@ impl Metrics {
             prometheus::process_collector::ProcessCollector::for_self(),
         ))?;
 
+        // The prober's own registry, served by `/metrics/probes` (upstream
+        // `InstallAuthNotRequiredHandlers`: `prober.ProberResults`,
+        // `prober.ProberDuration` and the process start time).
+        let probes = Registry::new();
+        let probe_total = CounterVec::new(
+            Opts::new(
+                "probe_total",
+                "[BETA] Cumulative number of a liveness, readiness or startup probe for a container by result.",
+            )
+            .subsystem("prober"),
+            &["probe_type", "result", "container", "pod", "namespace", "pod_uid"],
+        )?;
+        let probe_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "probe_duration_seconds",
+                "[ALPHA] Duration in seconds for a probe response.",
+            )
+            .subsystem("prober")
+            .buckets(DEF_BUCKETS.to_vec()),
+            &["probe_type", "container", "pod", "namespace"],
+        )?;
+        let start_time = Gauge::with_opts(Opts::new(
+            "process_start_time_seconds",
+            "[ALPHA] Start time of the process since unix epoch in seconds.",
+        ))?;
+        start_time.set(process_start_time_seconds());
+        probes.register(Box::new(probe_total.clone()))?;
+        probes.register(Box::new(probe_duration.clone()))?;
+        probes.register(Box::new(start_time))?;
+
         // Show every running_containers series from the start, as upstream
         // sets them all on each relist.
         for state in [
@@ -258,6 +291,9 @@ impl Metrics {
             rest_client_requests,
             http_requests,
             http_requests_duration,
+            probes,
+            probe_total,
+            probe_duration,
         })
     }
 
@@ -348,17 +384,148 @@ impl Metrics {
             .observe(seconds);
     }
 
+    /// One probe that ran (upstream `worker.doProbe`):
+    /// `prober_probe_total{probe_type,result,container,pod,namespace,pod_uid}`
+    /// and, for a successful or unknown result, `prober_probe_duration_seconds`.
+    /// `probe_type` is `Liveness`, `Readiness` or `Startup`; `result` is
+    /// `successful`, `failed` or `unknown`. The names come from the pods of
+    /// this node; [`Metrics::forget_probe`] drops them with the worker.
+    pub fn observe_probe(&self, probe: &ProbeLabels<'_>, result: ProbeResultLabel, seconds: f64) {
+        self.probe_total
+            .with_label_values(&[
+                probe.probe_type,
+                result.as_str(),
+                probe.container,
+                probe.pod,
+                probe.namespace,
+                probe.pod_uid,
+            ])
+            .inc();
+        if result != ProbeResultLabel::Failed {
+            self.probe_duration
+                .with_label_values(&[
+                    probe.probe_type,
+                    probe.container,
+                    probe.pod,
+                    probe.namespace,
+                ])
+                .observe(seconds);
+        }
+    }
+
+    /// A probe worker stopped: its series go away, as upstream's worker
+    /// deletes its label sets when it exits (so pod churn does not grow the
+    /// registry).
+    pub fn forget_probe(&self, probe: &ProbeLabels<'_>) {
+        for result in [
+            ProbeResultLabel::Successful,
+            ProbeResultLabel::Failed,
+            ProbeResultLabel::Unknown,
+        ] {
+            let _ = self.probe_total.remove_label_values(&[
+                probe.probe_type,
+                result.as_str(),
+                probe.container,
+                probe.pod,
+                probe.namespace,
+                probe.pod_uid,
+            ]);
+        }
+        let _ = self.probe_duration.remove_label_values(&[
+            probe.probe_type,
+            probe.container,
+            probe.pod,
+            probe.namespace,
+        ]);
+    }
+
+    /// The prober registry (`/metrics/probes`) in the text format 0.0.4.
+    pub fn encode_probes(&self) -> Result<String, Error> {
+        encode(&self.probes)
+    }
+
     /// The registry in the Prometheus text format 0.0.4 (content type
     /// [`Metrics::CONTENT_TYPE`]).
     pub fn encode(&self) -> Result<String, Error> {
-        let families = self.registry.gather();
-        let mut buf = Vec::with_capacity(16 * 1024);
-        TextEncoder::new().encode(&families, &mut buf)?;
-        String::from_utf8(buf).map_err(|e| Error::Host(format!("metrics are not UTF-8: {e}")))
+        encode(&self.registry)
     }
 
     /// `text/plain; version=0.0.4`.
     pub const CONTENT_TYPE: &'static str = prometheus::TEXT_FORMAT;
+}
+
+fn encode(registry: &Registry) -> Result<String, Error> {
+    let families = registry.gather();
+    let mut buf = Vec::with_capacity(16 * 1024);
+    TextEncoder::new().encode(&families, &mut buf)?;
+    String::from_utf8(buf).map_err(|e| Error::Host(format!("metrics are not UTF-8: {e}")))
+}
+
+/// When this process started, in seconds since the epoch: from
+/// `/proc/self/stat` (field 22, in clock ticks since boot) and the boot
+/// time of `/proc/stat`, as component-base's `RegisterProcessStartTime`;
+/// the current time if either cannot be read.
+fn process_start_time_seconds() -> f64 {
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or_default()
+    };
+    let read = || -> Option<f64> {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // The command may contain spaces: fields are counted after its `)`.
+        let after = stat.rsplit_once(')')?.1;
+        let ticks: f64 = after.split_whitespace().nth(19)?.parse().ok()?;
+        let boot: f64 = std::fs::read_to_string("/proc/stat")
+            .ok()?
+            .lines()
+            .find_map(|l| l.strip_prefix("btime "))?
+            .trim()
+            .parse()
+            .ok()?;
+        // USER_HZ is 100 on every Linux architecture the kubelet runs on.
+        Some(boot + ticks / 100.0)
+    };
+    read().unwrap_or_else(now)
+}
+
+/// The labels of one probe worker, for [`Metrics::observe_probe`].
+#[derive(Clone, Copy, Debug)]
+pub struct ProbeLabels<'a> {
+    /// `Liveness`, `Readiness` or `Startup`.
+    pub probe_type: &'a str,
+    /// The container's name.
+    pub container: &'a str,
+    /// The pod's name.
+    pub pod: &'a str,
+    /// The pod's namespace.
+    pub namespace: &'a str,
+    /// The pod's UID.
+    pub pod_uid: &'a str,
+}
+
+/// The `result` label of `prober_probe_total` (upstream's
+/// `probeResultSuccessful`, `probeResultFailed`, `probeResultUnknown`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProbeResultLabel {
+    /// `successful`
+    Successful,
+    /// `failed`
+    Failed,
+    /// `unknown`
+    Unknown,
+}
+
+impl ProbeResultLabel {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProbeResultLabel::Successful => "successful",
+            ProbeResultLabel::Failed => "failed",
+            ProbeResultLabel::Unknown => "unknown",
+        }
+    }
 }
 
 #[cfg(test)]
@@ -389,5 +556,42 @@ mod tests {
             "kubelet_runtime_operations_duration_seconds_bucket{{operation_type=\"run_podsandbox\",le=\"{last}\"}} 1"
         )));
         assert!(text.contains("kubelet_running_containers{container_state=\"exited\"} 0"));
+        assert!(
+            !text.contains("prober_probe_total"),
+            "probes have their own endpoint"
+        );
+    }
+
+    #[test]
+    fn probe_series_are_recorded_then_forgotten_with_their_worker() {
+        let m = Metrics::new().unwrap();
+        let web = ProbeLabels {
+            probe_type: "Readiness",
+            container: "app",
+            pod: "web",
+            namespace: "default",
+            pod_uid: "u1",
+        };
+        m.observe_probe(&web, ProbeResultLabel::Successful, 0.01);
+        m.observe_probe(&web, ProbeResultLabel::Failed, 0.02);
+        m.observe_probe(&web, ProbeResultLabel::Failed, 0.02);
+        let text = m.encode_probes().unwrap();
+        assert!(text.contains(
+            "prober_probe_total{container=\"app\",namespace=\"default\",pod=\"web\",pod_uid=\"u1\",probe_type=\"Readiness\",result=\"failed\"} 2"
+        ), "{text}");
+        assert!(text.contains("# HELP prober_probe_total [BETA] "), "{text}");
+        // Failures are not timed, as upstream.
+        assert!(text.contains(
+            "prober_probe_duration_seconds_count{container=\"app\",namespace=\"default\",pod=\"web\",probe_type=\"Readiness\"} 1"
+        ), "{text}");
+        let start = text
+            .lines()
+            .find_map(|l| l.strip_prefix("process_start_time_seconds "))
+            .and_then(|v| v.parse::<f64>().ok())
+            .expect("process_start_time_seconds");
+        assert!(start > 1.6e9, "{start}");
+        m.forget_probe(&web);
+        let text = m.encode_probes().unwrap();
+        assert!(!text.contains("pod=\"web\""), "{text}");
     }
 }

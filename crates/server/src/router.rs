@@ -29,6 +29,12 @@ pub enum RouteId {
     Attach,
     /// `/portForward/{namespace}/{pod}[/{uid}]`
     PortForward,
+    /// `/run/{namespace}/{pod}[/{uid}]/{container}`
+    Run,
+    /// `/metrics/resource`
+    MetricsResource,
+    /// `/metrics/probes`
+    MetricsProbes,
 }
 
 /// One path segment of a route pattern.
@@ -58,8 +64,8 @@ const GET_HEAD: &[Method] = &[Method::GET, Method::HEAD];
 
 const GET_POST: &[Method] = &[Method::GET, Method::POST];
 
-/// Every route the server answers. Deliberately absent: `/run`, `/logs`,
-/// `/debug/*`, `/checkpoint`, `/runningpods`.
+/// Every route the server answers. Deliberately absent: `/logs`,
+/// `/debug/*`, `/checkpoint`, `/runningpods`, `/metrics/cadvisor`.
 pub const ROUTES: &[Route] = &[
     Route {
         id: RouteId::Healthz,
@@ -84,6 +90,18 @@ pub const ROUTES: &[Route] = &[
         name: "metrics",
         methods: GET_HEAD,
         pattern: &[Segment::Lit("metrics")],
+    },
+    Route {
+        id: RouteId::MetricsResource,
+        name: "metrics/resource",
+        methods: GET_HEAD,
+        pattern: &[Segment::Lit("metrics"), Segment::Lit("resource")],
+    },
+    Route {
+        id: RouteId::MetricsProbes,
+        name: "metrics/probes",
+        methods: GET_HEAD,
+        pattern: &[Segment::Lit("metrics"), Segment::Lit("probes")],
     },
     Route {
         id: RouteId::Configz,
@@ -174,6 +192,30 @@ pub const ROUTES: &[Route] = &[
             Segment::Param("podNamespace"),
             Segment::Param("podID"),
             Segment::Param("uid"),
+        ],
+    },
+    // Upstream `getRun`: POST only.
+    Route {
+        id: RouteId::Run,
+        name: "run",
+        methods: &[Method::POST],
+        pattern: &[
+            Segment::Lit("run"),
+            Segment::Param("podNamespace"),
+            Segment::Param("podID"),
+            Segment::Param("containerName"),
+        ],
+    },
+    Route {
+        id: RouteId::Run,
+        name: "run",
+        methods: &[Method::POST],
+        pattern: &[
+            Segment::Lit("run"),
+            Segment::Param("podNamespace"),
+            Segment::Param("podID"),
+            Segment::Param("uid"),
+            Segment::Param("containerName"),
         ],
     },
 ];
@@ -278,7 +320,7 @@ mod tests {
             "/exec/ns/p",
             "/exec/ns/p/uid/c/x",
             "/portForward/ns",
-            "/run/ns/p/c",
+            "/run/ns/p",
             "/logs/",
             "/debug/pprof/",
             "/pods/",
@@ -291,13 +333,24 @@ mod tests {
             route(&Method::GET, "/containerLogs/ns/p"),
             Match::NotFound
         ));
+        for p in ["/run/ns/p/c", "/run/ns/p/uid/c"] {
+            assert!(matches!(route(&Method::POST, p), Match::Found(r, _) if r.id == RouteId::Run));
+            assert!(matches!(route(&Method::GET, p), Match::MethodNotAllowed(_)));
+        }
+        for (p, id) in [
+            ("/metrics/resource", RouteId::MetricsResource),
+            ("/metrics/probes", RouteId::MetricsProbes),
+        ] {
+            assert!(matches!(route(&Method::GET, p), Match::Found(r, _) if r.id == id));
+        }
     }
 
     #[test]
     fn every_route_has_a_fixed_bucket_name() {
         for r in ROUTES {
             assert!(!r.name.is_empty());
-            assert!(r.methods.contains(&Method::GET));
+            // Only upstream's POST-only `/run` has no GET.
+            assert!(r.methods.contains(&Method::GET) || r.id == RouteId::Run);
             assert!(matches!(r.pattern.first(), Some(Segment::Lit(_))));
         }
         assert_eq!(

@@ -547,6 +547,26 @@ async fn dispatch(
             }
         }
         RouteId::ContainerLogs => container_logs(state, method, params, query).await,
+        RouteId::Run => run_in_container(state, params, query).await,
+        RouteId::MetricsResource => {
+            // Upstream's collector asks for CPU and memory only, and
+            // answers a scrape error, not a failed request, when it cannot.
+            let summary = match state.host.stats_summary().await {
+                Ok(s) => Some(s.cpu_and_memory_only()),
+                Err(e) => {
+                    tracing::error!(error = %e, "no summary for the resource metrics endpoint");
+                    None
+                }
+            };
+            match crate::resource_metrics::render(summary.as_ref()) {
+                Ok(s) => with_type(StatusCode::OK, Metrics::CONTENT_TYPE, ResponseBody::full(s)),
+                Err(e) => internal(&e),
+            }
+        }
+        RouteId::MetricsProbes => match state.metrics.encode_probes() {
+            Ok(s) => with_type(StatusCode::OK, Metrics::CONTENT_TYPE, ResponseBody::full(s)),
+            Err(e) => internal(&e),
+        },
         // Served by `stream_session` before dispatch.
         RouteId::Exec | RouteId::Attach | RouteId::PortForward => {
             text(StatusCode::NOT_FOUND, "404 page not found\n")
@@ -666,6 +686,46 @@ fn decode(segment: &str) -> Option<String> {
         .decode_utf8()
         .ok()
         .map(|c| c.into_owned())
+}
+
+/// `POST /run/{namespace}/{pod}[/{uid}]/{container}?cmd=...` (upstream
+/// `getRun`): the command, split on single spaces as upstream's
+/// `strings.Split`, runs to completion in the container (CRI `ExecSync`)
+/// and its stdout then stderr are the body, served as `application/json`
+/// as upstream's `writeJSONResponse` does whatever the bytes are.
+async fn run_in_container(
+    state: &Arc<State>,
+    params: &[&str],
+    query: Option<&str>,
+) -> Response<ResponseBody> {
+    let names: Option<Vec<String>> = params.iter().map(|p| decode(p)).collect();
+    let Some(names) = names.filter(|n| !n.iter().any(|x| bad_name(x))) else {
+        return text(StatusCode::BAD_REQUEST, "invalid name in the path");
+    };
+    let (namespace, pod, uid, container) = match names.as_slice() {
+        [ns, pod, c] => (ns, pod, None, c),
+        [ns, pod, uid, c] => (ns, pod, Some(uid.as_str()), c),
+        _ => return text(StatusCode::NOT_FOUND, "404 page not found\n"),
+    };
+    let cmd = form_urlencoded::parse(query.unwrap_or("").as_bytes())
+        .find(|(k, _)| k == "cmd")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default();
+    let command: Vec<String> = cmd.split(' ').map(str::to_owned).collect();
+    match state
+        .host
+        .run_in_container(namespace, pod, uid, container, &command)
+        .await
+    {
+        crate::RunOutcome::Output(bytes) => {
+            with_type(StatusCode::OK, APPLICATION_JSON, ResponseBody::full(bytes))
+        }
+        crate::RunOutcome::PodNotFound => text(StatusCode::NOT_FOUND, "pod does not exist"),
+        crate::RunOutcome::Failed(message) => {
+            tracing::info!(namespace, pod, container, %message, "node API run failed");
+            text(StatusCode::INTERNAL_SERVER_ERROR, message)
+        }
+    }
 }
 
 /// A name that must not reach the host: empty, or with `/`, `..` or NUL.

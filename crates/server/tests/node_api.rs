@@ -435,7 +435,6 @@ async fn unknown_paths_and_methods_are_refused() {
         405
     );
     for path in [
-        "/run/default/web/c0",
         "/logs/",
         "/logs/syslog",
         "/debug/pprof/",
@@ -918,4 +917,196 @@ async fn streaming_requests_are_checked_then_proxied_to_the_runtime() {
     drop(tcp);
     s.stop.cancel();
     s.join.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn run_executes_through_the_host_and_refuses_what_upstream_refuses() {
+    let s = start(FakeHost::default()).await;
+    *s.host.run.lock().unwrap() = Some(kubelet_server::RunOutcome::Output(b"hi\n".to_vec()));
+    let r = request(s.addr, Method::POST, "/run/default/web/c0?cmd=echo%20hi").await;
+    assert_eq!((r.status, r.text().as_str()), (200, "hi\n"));
+    assert_eq!(r.headers["content-type"], "application/json");
+    let r = request(s.addr, Method::POST, "/run/default/web/uid-1/c0?cmd=ls").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        s.host.run_requests.lock().unwrap().clone(),
+        vec![
+            (
+                "default".into(),
+                "web".into(),
+                None,
+                "c0".into(),
+                vec!["echo".into(), "hi".into()]
+            ),
+            (
+                "default".into(),
+                "web".into(),
+                Some("uid-1".into()),
+                "c0".into(),
+                vec!["ls".into()]
+            ),
+        ]
+    );
+    // Upstream registers POST only.
+    let r = get(s.addr, "/run/default/web/c0?cmd=ls").await;
+    assert_eq!(r.status, 405);
+    assert_eq!(r.headers["allow"], "POST");
+    // Unsafe names never reach the host.
+    for path in [
+        "/run/default/..%2F/c0?cmd=ls",
+        "/run/default/web/a%00b?cmd=ls",
+    ] {
+        assert_eq!(
+            request(s.addr, Method::POST, path).await.status,
+            400,
+            "{path}"
+        );
+    }
+    assert_eq!(s.host.run_requests.lock().unwrap().len(), 2);
+    *s.host.run.lock().unwrap() = Some(kubelet_server::RunOutcome::PodNotFound);
+    let r = request(s.addr, Method::POST, "/run/default/gone/c0?cmd=ls").await;
+    assert_eq!((r.status, r.text().as_str()), (404, "pod does not exist"));
+    *s.host.run.lock().unwrap() = Some(kubelet_server::RunOutcome::Failed(
+        "command 'false' exited with 1: ".into(),
+    ));
+    let r = request(s.addr, Method::POST, "/run/default/web/c0?cmd=false").await;
+    assert_eq!(r.status, 500);
+    assert!(r.text().contains("exited with 1"), "{}", r.text());
+}
+
+/// `/metrics/resource` parsed by a Prometheus text parser, checked for the
+/// series metrics-server's decoder reads (`pkg/scraper/client/resource/
+/// decode.go`: the node's and each container's CPU and working set, with
+/// their sample timestamps, and the containers' start times).
+#[tokio::test]
+async fn metrics_resource_serves_what_metrics_server_reads() {
+    let s = start(FakeHost::default()).await;
+    // No summary: still a 200, with the scrape error set (upstream's
+    // collector answers the error as a metric).
+    let r = get(s.addr, "/metrics/resource").await;
+    assert_eq!(r.status, 200);
+    assert!(
+        r.text().lines().any(|l| l == "resource_scrape_error 1"),
+        "{}",
+        r.text()
+    );
+
+    let t = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        k8s_openapi::jiff::Timestamp::from_second(1_700_000_000).unwrap(),
+    );
+    let cpu = |ns: u64| CpuStats {
+        time: Some(t.clone()),
+        usage_nano_cores: Some(5),
+        usage_core_nano_seconds: Some(ns),
+    };
+    let mem = |b: u64| MemoryStats {
+        time: Some(t.clone()),
+        working_set_bytes: Some(b),
+        ..MemoryStats::default()
+    };
+    *s.host.summary.lock().unwrap() = Some(Summary {
+        node: NodeStats {
+            node_name: "node-1".into(),
+            cpu: Some(cpu(3_500_000_000)),
+            memory: Some(mem(1 << 30)),
+            ..NodeStats::default()
+        },
+        pods: vec![PodStats {
+            pod_ref: PodReference {
+                name: "web".into(),
+                namespace: "default".into(),
+                uid: "u1".into(),
+            },
+            containers: vec![ContainerStats {
+                name: "app".into(),
+                start_time: Some(t.clone()),
+                cpu: Some(cpu(1_000_000_000)),
+                memory: Some(mem(4096)),
+                rootfs: Some(FsStats::default()),
+                ..ContainerStats::default()
+            }],
+            cpu: Some(cpu(1_500_000_000)),
+            memory: Some(mem(8192)),
+            ..PodStats::default()
+        }],
+    });
+    let r = get(s.addr, "/metrics/resource").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.headers["content-type"], Metrics::CONTENT_TYPE);
+    let scrape = prometheus_parse::Scrape::parse(r.text().lines().map(|l| Ok(l.to_owned())))
+        .expect("the Prometheus text parser reads it");
+    let find = |name: &str, container: Option<&str>| {
+        scrape
+            .samples
+            .iter()
+            .find(|x| {
+                x.metric == name && container.is_none_or(|c| x.labels.get("container") == Some(c))
+            })
+            .unwrap_or_else(|| panic!("{name} missing in\n{}", r.text()))
+    };
+    let value = |x: &prometheus_parse::Sample| match x.value {
+        prometheus_parse::Value::Counter(v)
+        | prometheus_parse::Value::Gauge(v)
+        | prometheus_parse::Value::Untyped(v) => v,
+        ref other => panic!("unexpected {other:?}"),
+    };
+    let node_cpu = find("node_cpu_usage_seconds_total", None);
+    assert_eq!(value(node_cpu), 3.5);
+    assert!(matches!(
+        node_cpu.value,
+        prometheus_parse::Value::Counter(_)
+    ));
+    assert_eq!(node_cpu.timestamp.timestamp(), 1_700_000_000, "sample time");
+    assert_eq!(
+        value(find("node_memory_working_set_bytes", None)),
+        (1u64 << 30) as f64
+    );
+    let c = find("container_cpu_usage_seconds_total", Some("app"));
+    assert_eq!(value(c), 1.0);
+    assert_eq!(c.labels.get("pod"), Some("web"));
+    assert_eq!(c.labels.get("namespace"), Some("default"));
+    assert_eq!(
+        value(find("container_memory_working_set_bytes", Some("app"))),
+        4096.0
+    );
+    assert_eq!(
+        value(find("container_start_time_seconds", Some("app"))),
+        1.7e9
+    );
+    assert_eq!(value(find("pod_cpu_usage_seconds_total", None)), 1.5);
+    assert_eq!(value(find("pod_memory_working_set_bytes", None)), 8192.0);
+    assert_eq!(value(find("resource_scrape_error", None)), 0.0);
+    // Only CPU and memory: no filesystem figure leaks into it.
+    assert!(!r.text().contains("fs"), "{}", r.text());
+}
+
+#[tokio::test]
+async fn metrics_probes_serves_the_prober_registry() {
+    let s = start(FakeHost::default()).await;
+    let probe = kubelet_server::ProbeLabels {
+        probe_type: "Liveness",
+        container: "app",
+        pod: "web",
+        namespace: "default",
+        pod_uid: "u1",
+    };
+    s.metrics
+        .observe_probe(&probe, kubelet_server::ProbeResultLabel::Successful, 0.003);
+    let r = get(s.addr, "/metrics/probes").await;
+    assert_eq!(r.status, 200);
+    let (types, samples) = parse_prometheus(r.text().as_str());
+    assert_eq!(types["prober_probe_total"], "counter");
+    assert_eq!(types["prober_probe_duration_seconds"], "histogram");
+    assert!(types.contains_key("process_start_time_seconds"));
+    assert!(samples.iter().any(|(n, l, v)| n == "prober_probe_total"
+        && l.get("result").map(String::as_str) == Some("successful")
+        && l.get("probe_type").map(String::as_str) == Some("Liveness")
+        && *v == 1.0));
+    // And not on /metrics.
+    assert!(
+        !get(s.addr, "/metrics")
+            .await
+            .text()
+            .contains("prober_probe_total")
+    );
 }

@@ -29,7 +29,13 @@ pub struct FakeHost {
     /// What `stream_url` answers, and the requests it was asked.
     pub stream: Mutex<Option<kubelet_server::StreamLookup>>,
     pub stream_requests: Mutex<Vec<kubelet_server::StreamRequest>>,
+    /// What `run_in_container` answers, and what it was asked.
+    pub run: Mutex<Option<kubelet_server::RunOutcome>>,
+    pub run_requests: Mutex<Vec<RunCall>>,
 }
+
+/// One `run_in_container` call: namespace, pod, uid, container, command.
+pub type RunCall = (String, String, Option<String>, String, Vec<String>);
 
 #[async_trait]
 impl NodeApi for FakeHost {
@@ -71,6 +77,27 @@ impl NodeApi for FakeHost {
             .unwrap_or(kubelet_server::StreamLookup::Failed(
                 "streaming is not supported by this kubelet".into(),
             ))
+    }
+    async fn run_in_container(
+        &self,
+        namespace: &str,
+        pod: &str,
+        uid: Option<&str>,
+        container: &str,
+        command: &[String],
+    ) -> kubelet_server::RunOutcome {
+        self.run_requests.lock().unwrap().push((
+            namespace.into(),
+            pod.into(),
+            uid.map(str::to_owned),
+            container.into(),
+            command.to_vec(),
+        ));
+        self.run
+            .lock()
+            .unwrap()
+            .clone()
+            .unwrap_or(kubelet_server::RunOutcome::PodNotFound)
     }
     async fn stats_summary(&self) -> Result<Summary, Error> {
         self.summary
