@@ -2079,3 +2079,420 @@ async fn config_map_edits_reach_mounted_volumes_and_services_reach_env() {
     })
     .await;
 }
+
+/// A `kubectl` child with the admin kubeconfig, its stdin and stdout piped.
+fn kubectl_child(node: &ClusterNode, args: &[&str]) -> std::process::Child {
+    std::process::Command::new(node.cp.kubectl_path())
+        .arg("--kubeconfig")
+        .arg(node.cp.admin_kubeconfig())
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("kubectl {args:?}: {e}"))
+}
+
+/// Lines of a child's stdout, each with when it arrived, on a thread.
+fn lines_of(
+    child: &mut std::process::Child,
+) -> std::sync::mpsc::Receiver<(std::time::Instant, String)> {
+    use std::io::BufRead;
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send((std::time::Instant::now(), line)).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// The next line that contains `want`, within `limit`.
+fn next_line_with(
+    lines: &std::sync::mpsc::Receiver<(std::time::Instant, String)>,
+    want: &str,
+    limit: Duration,
+) -> (std::time::Instant, String) {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match lines.recv_timeout(left) {
+            Ok((at, line)) if line.contains(want) => return (at, line),
+            Ok(_) => {}
+            Err(e) => panic!("no line with {want:?} within {limit:?}: {e}"),
+        }
+    }
+}
+
+/// Stops a kubectl child and reaps it.
+fn stop_child(mut child: std::process::Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// What users do with `kubectl` against a node, through the API server and
+/// this kubelet's node API (upstream `pkg/kubelet/server/server.go`):
+/// `logs -f` while lines are written, `exec` with stdin, `attach` to a
+/// container's stdin and stdout, `port-forward` to a busybox httpd, `run -i
+/// --rm`, and `/run`, `/metrics/resource` and `/metrics/probes` through the
+/// node proxy. Then the refusals a namespaced user meets: with
+/// `pods/exec` in its own namespace only, the kubelet answers 403 to its
+/// exec into a pod of another namespace (node subresources are
+/// cluster-scoped, so no namespaced role can grant them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kubectl_streams_through_the_node_api() {
+    use std::io::Write;
+    let Some(node) = ClusterNode::start("e2e-cluster-kctl").await else {
+        return;
+    };
+    node.wait_ready("True", Duration::from_secs(90)).await;
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "streams", "namespace": "default"},
+        "spec": {
+            "nodeName": node.name,
+            "terminationGracePeriodSeconds": 1,
+            "containers": [
+                {
+                    "name": "ticker",
+                    "image": "localhost/busybox:latest",
+                    "imagePullPolicy": "Never",
+                    "command": ["sh", "-c",
+                        "i=0; while true; do echo tick-$i-$(date +%s); i=$((i+1)); sleep 1; done"]
+                },
+                {
+                    "name": "echo",
+                    "image": "localhost/busybox:latest",
+                    "imagePullPolicy": "Never",
+                    "stdin": true,
+                    "command": ["sh", "-c", "while read l; do echo echo-$l; done"]
+                },
+                {
+                    "name": "web",
+                    "image": "localhost/busybox:latest",
+                    "imagePullPolicy": "Never",
+                    "command": ["sh", "-c",
+                        "mkdir -p /www && echo served-by-httpd > /www/index.html && exec httpd -f -p 8080 -h /www"],
+                    "readinessProbe": {"exec": {"command": ["true"]}, "periodSeconds": 1}
+                }
+            ]
+        }
+    }))
+    .expect("pod");
+    node.pods()
+        .create(&PostParams::default(), &pod)
+        .await
+        .expect("create streams");
+    wait_for("streams Ready", Duration::from_secs(90), || async {
+        let p = node.pods().get_opt("streams").await.ok().flatten()?;
+        (condition(&p, "Ready").as_deref() == Some("True")).then_some(())
+    })
+    .await;
+
+    // kubectl logs -f: lines arrive while they are written, a second apart
+    // (what was written before the follow started comes at once).
+    let unix_now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs()
+    };
+    let tick = |line: &str| -> (u64, u64) {
+        let mut parts = line.trim().split('-').skip(1);
+        let n = parts.next().and_then(|n| n.parse().ok());
+        let ts = parts.next().and_then(|n| n.parse().ok());
+        n.zip(ts).unwrap_or_else(|| panic!("bad tick {line:?}"))
+    };
+    let started = unix_now();
+    let mut follow = kubectl_child(&node, &["logs", "-f", "streams", "-c", "ticker"]);
+    let lines = lines_of(&mut follow);
+    let (a, n) = loop {
+        let (at, line) = next_line_with(&lines, "tick-", Duration::from_secs(30));
+        let (n, written) = tick(&line);
+        if written >= started + 2 {
+            break (at, n);
+        }
+    };
+    let (b, line) = next_line_with(&lines, &format!("tick-{}-", n + 2), Duration::from_secs(15));
+    assert!(
+        b.duration_since(a) >= Duration::from_millis(1200),
+        "two ticks written 2 s apart arrived {:?} apart: not streamed",
+        b.duration_since(a)
+    );
+    let (_, written) = tick(&line);
+    let now = unix_now();
+    assert!(
+        now.saturating_sub(written) <= 5,
+        "a line written at {written} arrived at {now}"
+    );
+    assert!(follow.try_wait().expect("wait").is_none(), "logs -f ended");
+    stop_child(follow);
+
+    // kubectl exec: the pod's hostname, and stdin with -i.
+    assert_eq!(
+        node.kubectl(&[
+            "exec",
+            "streams",
+            "-c",
+            "ticker",
+            "--",
+            "sh",
+            "-c",
+            "echo $HOSTNAME"
+        ]),
+        "streams\n"
+    );
+    let mut exec = kubectl_child(
+        &node,
+        &[
+            "exec",
+            "-i",
+            "streams",
+            "-c",
+            "ticker",
+            "--",
+            "sh",
+            "-c",
+            "tr a-z A-Z",
+        ],
+    );
+    exec.stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"shout from stdin\n")
+        .expect("write stdin");
+    let out = exec.wait_with_output().expect("exec -i");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "SHOUT FROM STDIN\n");
+
+    // kubectl attach -i: to the echo container's own stdin and stdout.
+    let mut attach = kubectl_child(&node, &["attach", "-i", "streams", "-c", "echo"]);
+    let lines = lines_of(&mut attach);
+    let mut stdin = attach.stdin.take().expect("stdin");
+    // The session may take a moment to be wired: say it until it answers.
+    let got = wait_for("attach echoes", Duration::from_secs(30), || {
+        let _ = stdin.write_all(b"marco\n");
+        let _ = stdin.flush();
+        let got = lines
+            .recv_timeout(Duration::from_secs(1))
+            .ok()
+            .filter(|(_, l)| l.contains("echo-marco"))
+            .map(|(_, l)| l);
+        async move { got }
+    })
+    .await;
+    assert_eq!(got, "echo-marco");
+    drop(stdin);
+    stop_child(attach);
+
+    // kubectl port-forward to busybox httpd in the pod.
+    let mut forward = kubectl_child(&node, &["port-forward", "pod/streams", ":8080"]);
+    let lines = lines_of(&mut forward);
+    let (_, line) = next_line_with(
+        &lines,
+        "Forwarding from 127.0.0.1:",
+        Duration::from_secs(30),
+    );
+    let port: u16 = line
+        .trim_start_matches("Forwarding from 127.0.0.1:")
+        .split(' ')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("port in {line:?}"));
+    let body = wait_for(
+        "httpd through port-forward",
+        Duration::from_secs(20),
+        || async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .ok()?;
+            s.write_all(b"GET /index.html HTTP/1.0\r\nHost: pod\r\n\r\n")
+                .await
+                .ok()?;
+            let mut buf = Vec::new();
+            s.read_to_end(&mut buf).await.ok()?;
+            let text = String::from_utf8_lossy(&buf).into_owned();
+            text.contains("served-by-httpd").then_some(text)
+        },
+    )
+    .await;
+    assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
+    stop_child(forward);
+
+    // kubectl run -it --rm, on a terminal (`script` gives kubectl a pty):
+    // scheduled here, attached with a TTY, then deleted.
+    let command = format!(
+        "{} --kubeconfig {} run oneshot -it --rm --restart=Never \
+         --image=localhost/busybox:latest --image-pull-policy=Never \
+         -- sh -c 'read x; echo ran-$x-$(tty)'",
+        node.cp.kubectl_path().display(),
+        node.cp.admin_kubeconfig().display()
+    );
+    let mut run = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("script");
+    let lines = lines_of(&mut run);
+    let mut stdin = run.stdin.take().expect("stdin");
+    let (_, line) = wait_for("kubectl run -it answers", Duration::from_secs(90), || {
+        let _ = stdin.write_all(b"abc\n");
+        let _ = stdin.flush();
+        let got = lines
+            .recv_timeout(Duration::from_secs(1))
+            .ok()
+            .filter(|(_, l)| l.contains("ran-abc-"));
+        async move { got }
+    })
+    .await;
+    assert!(line.contains("ran-abc-/dev/pts/"), "not a TTY: {line:?}");
+    let _ = run.wait();
+    drop(stdin);
+    wait_for("oneshot deleted", Duration::from_secs(60), || async {
+        node.pods()
+            .get_opt("oneshot")
+            .await
+            .ok()
+            .and_then(|p| p.is_none().then_some(()))
+    })
+    .await;
+
+    // Through the node proxy: /run, /metrics/resource, /metrics/probes.
+    let proxy = |path: &str| format!("/api/v1/nodes/{}/proxy{path}", node.name);
+    let ran = node
+        .admin
+        .request_text(
+            http::Request::post(proxy("/run/default/streams/ticker?cmd=echo%20run-works"))
+                .body(Vec::new())
+                .expect("req"),
+        )
+        .await
+        .expect("POST /run");
+    assert_eq!(ran, "run-works\n");
+    let resource = wait_for(
+        "the pod in /metrics/resource",
+        Duration::from_secs(60),
+        || async {
+            let text = node
+                .cp
+                .kubectl(&["get", "--raw", &proxy("/metrics/resource")])
+                .ok()?;
+            text.lines()
+                .any(|l| {
+                    l.starts_with("container_memory_working_set_bytes{")
+                        && l.contains("container=\"ticker\"")
+                        && l.contains("pod=\"streams\"")
+                })
+                .then_some(text)
+        },
+    )
+    .await;
+    for name in [
+        "node_cpu_usage_seconds_total",
+        "node_memory_working_set_bytes",
+        "container_cpu_usage_seconds_total",
+        "container_start_time_seconds",
+        "pod_memory_working_set_bytes",
+    ] {
+        assert!(
+            resource.lines().any(|l| l.starts_with(name)),
+            "{name} missing:\n{resource}"
+        );
+    }
+    let probes = node.kubectl(&["get", "--raw", &proxy("/metrics/probes")]);
+    assert!(
+        probes.lines().any(|l| l.starts_with("prober_probe_total{")
+            && l.contains("container=\"web\"")
+            && l.contains("probe_type=\"Readiness\"")
+            && l.contains("result=\"successful\"")),
+        "{probes}"
+    );
+
+    // A namespaced user: pods/exec in team-a only. The API server refuses
+    // its exec into default; straight to the kubelet, 403 too.
+    node.kubectl(&["create", "namespace", "team-a"]);
+    node.kubectl(&["-n", "team-a", "create", "serviceaccount", "dev"]);
+    node.kubectl(&[
+        "-n",
+        "team-a",
+        "create",
+        "role",
+        "exec",
+        "--verb=get,create",
+        "--resource=pods,pods/exec",
+    ]);
+    node.kubectl(&[
+        "-n",
+        "team-a",
+        "create",
+        "rolebinding",
+        "dev-exec",
+        "--role=exec",
+        "--serviceaccount=team-a:dev",
+    ]);
+    let token = node
+        .kubectl(&["-n", "team-a", "create", "token", "dev"])
+        .trim()
+        .to_owned();
+    let dev_kubeconfig = node.root.join("dev.kubeconfig");
+    std::fs::write(
+        &dev_kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {}\n    certificate-authority: {}\nusers:\n- name: dev\n  user:\n    token: {token}\ncontexts:\n- name: dev\n  context: {{cluster: c, user: dev}}\ncurrent-context: dev\n",
+            node.cp.server(),
+            node.cp.ca_cert().display()
+        ),
+    )
+    .expect("dev kubeconfig");
+    assert!(
+        node.cp
+            .kubectl_as(
+                &dev_kubeconfig,
+                &["-n", "team-a", "auth", "can-i", "create", "pods/exec"]
+            )
+            .is_ok_and(|o| o.trim() == "yes"),
+        "dev may exec in team-a"
+    );
+    let refused = node
+        .cp
+        .kubectl_as(
+            &dev_kubeconfig,
+            &["exec", "streams", "-c", "ticker", "--", "id"],
+        )
+        .expect_err("exec into default");
+    assert!(refused.contains("forbidden"), "{refused}");
+    let mut config = kube::Config::new(
+        format!("https://{}:{}", node.net.address(), node.port)
+            .parse()
+            .expect("url"),
+    );
+    config.accept_invalid_certs = true;
+    config.auth_info.token = Some(token.into());
+    let dev = kube::Client::try_from(config).expect("client");
+    for (method, path) in [
+        ("POST", "/exec/default/streams/ticker?command=id&output=1"),
+        ("POST", "/run/default/streams/ticker?cmd=id"),
+        ("GET", "/portForward/default/streams"),
+        ("GET", "/containerLogs/default/streams/ticker"),
+    ] {
+        let req = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .body(Vec::new())
+            .expect("req");
+        match dev.request_text(req).await {
+            Err(kube::Error::Api(e)) => assert_eq!(e.code, 403, "{method} {path}"),
+            other => panic!("{method} {path}: {other:?}"),
+        }
+    }
+}
