@@ -181,14 +181,11 @@ async fn start(anonymous: bool) -> (Bed, Ca, Arc<Access>) {
     )
 }
 
-/// A GET over TLS with an optional client certificate and bearer token:
-/// the status and body, or the connection error.
-async fn get(
+/// A TLS connection to the bed, with an optional client certificate.
+async fn tls_connect(
     bed: &Bed,
     cert: Option<&(String, String)>,
-    token: Option<&str>,
-    path: &str,
-) -> Result<(StatusCode, String), String> {
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
     let mut roots = rustls::RootCertStore::empty();
     roots
         .add(CertificateDer::from_pem_slice(bed.server_ca.as_bytes()).unwrap())
@@ -210,10 +207,21 @@ async fn get(
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let tcp = TcpStream::connect(bed.addr).await.unwrap();
     let name = ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into());
-    let stream = connector
+    connector
         .connect(name, tcp)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())
+}
+
+/// A GET over TLS with an optional client certificate and bearer token:
+/// the status and body, or the connection error.
+async fn get(
+    bed: &Bed,
+    cert: Option<&(String, String)>,
+    token: Option<&str>,
+    path: &str,
+) -> Result<(StatusCode, String), String> {
+    let stream = tls_connect(bed, cert).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| e.to_string())?;
@@ -369,4 +377,104 @@ async fn tls_and_auth_allow_any_address_and_without_them_loopback_only() {
     )
     .await
     .expect("TLS and auth");
+}
+
+/// This process's resident set, from `/proc/self/status`.
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap()
+        * 1024
+}
+
+/// A thousand connections that never say a word (slowloris) do not keep a
+/// legitimate request from being answered, and cost little memory; a
+/// 100 MiB request body is never read into memory: the answer comes while
+/// the body is still being sent. Each connection is its own task, and a
+/// silent one is dropped after the header read timeout (which also bounds
+/// the TLS handshake).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_and_huge_bodies_starve_nothing() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (bed, client_ca, _) = start(false).await;
+    let alice = client_cert(&client_ca, "alice", &["system:masters"], false);
+    // Warm up (the first TLS set-up allocates its tables).
+    assert_eq!(
+        get(&bed, Some(&alice), None, "/pods").await.unwrap().0,
+        StatusCode::OK
+    );
+    let before = rss_bytes();
+    let mut silent = Vec::new();
+    for _ in 0..1000 {
+        silent.push(TcpStream::connect(bed.addr).await.unwrap());
+    }
+    // Half of them start a TLS handshake and stall: a few bytes of a
+    // record header, then nothing.
+    for s in silent.iter_mut().step_by(2) {
+        s.write_all(&[0x16, 0x03, 0x01]).await.unwrap();
+    }
+    let started = std::time::Instant::now();
+    let (status, body) = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        get(&bed, Some(&alice), None, "/pods"),
+    )
+    .await
+    .expect("answered while 1000 connections hang")
+    .unwrap();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    let grown = rss_bytes().saturating_sub(before);
+    assert!(
+        grown < 48 << 20,
+        "1000 silent connections grew the RSS by {grown} bytes"
+    );
+
+    // 100 MiB announced and streamed to a route that takes no body.
+    let stream = tls_connect(&bed, Some(&alice)).await.unwrap();
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    const SIZE: u64 = 100 << 20;
+    let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = sent.clone();
+    let writer = tokio::spawn(async move {
+        wr.write_all(
+            format!("POST /stats/summary HTTP/1.1\r\nHost: node\r\nContent-Length: {SIZE}\r\n\r\n")
+                .as_bytes(),
+        )
+        .await?;
+        let chunk = vec![b'x'; 64 << 10];
+        while counter.load(Ordering::SeqCst) < SIZE {
+            wr.write_all(&chunk).await?;
+            counter.fetch_add(chunk.len() as u64, Ordering::SeqCst);
+        }
+        Ok::<_, std::io::Error>(())
+    });
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while !head.ends_with(b"\r\n\r\n") {
+            rd.read_exact(&mut byte).await.unwrap();
+            head.push(byte[0]);
+        }
+    })
+    .await
+    .expect("an answer before the body is sent");
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let at_answer = sent.load(Ordering::SeqCst);
+    assert!(head.starts_with("HTTP/1.1 "), "{head}");
+    assert!(
+        at_answer < SIZE,
+        "the body was read to its end ({at_answer} bytes) before the answer"
+    );
+    writer.abort();
+    let grown = rss_bytes().saturating_sub(before);
+    assert!(
+        grown < 64 << 20,
+        "the RSS grew by {grown} bytes (silent connections and a 100 MiB body)"
+    );
+    drop(silent);
+    bed.stop.cancel();
+    bed.task.await.unwrap();
 }
