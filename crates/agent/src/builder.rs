@@ -751,7 +751,8 @@ impl KubeletBuilder {
                 opts.node_name.clone(),
                 stats,
             )
-            .with_pleg(Arc::new(pleg.clone()));
+            .with_pleg(Arc::new(pleg.clone()))
+            .with_pod_cache(cache.clone());
             let server_config =
                 node_api_server_config(addr, &config, &security, &opts, api.clone())
                     .map_err(|source| StartError::NodeApi { addr, source })?;

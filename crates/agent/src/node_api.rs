@@ -42,6 +42,9 @@ where
     last_cpu: std::sync::Mutex<Option<(Instant, u64)>>,
     /// The PLEG, for the `pleg` check of `/healthz`.
     pleg: Option<Arc<dyn kubelet_pleg::PodLifecycleEventGenerator>>,
+    /// The PLEG's pod cache, to find a session's container without a
+    /// runtime round trip.
+    pod_cache: Option<Arc<kubelet_container::PodCache>>,
 }
 
 impl<C> std::fmt::Debug for KubeletNodeApi<C>
@@ -79,7 +82,19 @@ where
             started: SystemTime::now(),
             last_cpu: std::sync::Mutex::new(None),
             pleg: None,
+            pod_cache: None,
         }
+    }
+
+    /// Finds the containers of `/exec`, `/attach`, `/portForward` and
+    /// `/run` in `cache` (the PLEG's) first, and asks the runtime only
+    /// when the cache has no such running container or the runtime refuses
+    /// the one it names (it may have just exited). Upstream lists the
+    /// runtime's pods on every request (`findContainer`); the cache spares
+    /// two CRI calls per session.
+    pub fn with_pod_cache(mut self, cache: Arc<kubelet_container::PodCache>) -> Self {
+        self.pod_cache = Some(cache);
+        self
     }
 
     /// Serves the health of `pleg` as the `pleg` check of `/healthz`.
@@ -137,11 +152,18 @@ where
         namespace: &str,
         name: &str,
         uid: Option<&str>,
+        fresh: bool,
     ) -> Result<RunningPod, PodMiss> {
         let p = self.find_pod(namespace, name).ok_or(PodMiss::NotFound)?;
         let pod_uid = p.metadata.uid.as_deref().unwrap_or_default();
         if uid.is_some_and(|u| u != pod_uid) {
             return Err(PodMiss::NotFound);
+        }
+        if !fresh
+            && let Some(cache) = &self.pod_cache
+            && let Ok(status) = cache.get(pod_uid)
+        {
+            return Ok(status.to_running_pod());
         }
         let pods = self
             .runtime
@@ -166,6 +188,143 @@ fn running_container_id(pod: &RunningPod, name: &str) -> Option<String> {
         .iter()
         .find(|c| c.name == name && c.state == ContainerState::Running)
         .map(|c| c.id.clone())
+}
+
+impl<C> KubeletNodeApi<C>
+where
+    C: PodStatusCache<Status = Arc<PodStatus>> + Send + Sync + 'static,
+{
+    /// One attempt of `stream_url`: the pod and container from the cache,
+    /// or with `fresh` from the runtime, then the CRI's streaming call.
+    async fn stream_url_once(&self, request: &StreamRequest, fresh: bool) -> StreamLookup {
+        use kubelet_cri_client::api;
+        let (namespace, name, uid) = match request {
+            StreamRequest::Exec {
+                namespace,
+                pod,
+                uid,
+                ..
+            }
+            | StreamRequest::Attach {
+                namespace,
+                pod,
+                uid,
+                ..
+            }
+            | StreamRequest::PortForward {
+                namespace,
+                pod,
+                uid,
+            } => (namespace, pod, uid),
+        };
+        let running = match self
+            .running_pod(namespace, name, uid.as_deref(), fresh)
+            .await
+        {
+            Ok(r) => r,
+            Err(PodMiss::NotFound) => return StreamLookup::PodNotFound,
+            Err(PodMiss::Runtime(e)) => return StreamLookup::Failed(e),
+        };
+        let container_id = |container: &str| running_container_id(&running, container);
+        let url = match request {
+            StreamRequest::Exec {
+                container,
+                command,
+                options,
+                ..
+            } => {
+                let Some(id) = container_id(container) else {
+                    return StreamLookup::ContainerNotFound;
+                };
+                self.cri
+                    .exec(api::ExecRequest {
+                        container_id: id,
+                        cmd: command.clone(),
+                        tty: options.tty,
+                        stdin: options.stdin,
+                        stdout: options.stdout,
+                        stderr: options.stderr,
+                    })
+                    .await
+            }
+            StreamRequest::Attach {
+                container, options, ..
+            } => {
+                let Some(id) = container_id(container) else {
+                    return StreamLookup::ContainerNotFound;
+                };
+                self.cri
+                    .attach(api::AttachRequest {
+                        container_id: id,
+                        stdin: options.stdin,
+                        tty: options.tty,
+                        stdout: options.stdout,
+                        stderr: options.stderr,
+                    })
+                    .await
+            }
+            StreamRequest::PortForward { .. } => {
+                let Some(sandbox) = running.sandboxes.iter().find(|s| s.ready) else {
+                    return StreamLookup::PodNotFound;
+                };
+                self.cri
+                    .port_forward(api::PortForwardRequest {
+                        pod_sandbox_id: sandbox.id.clone(),
+                        port: Vec::new(),
+                    })
+                    .await
+            }
+        };
+        match url {
+            Ok(url) => StreamLookup::Url(url),
+            Err(e) => StreamLookup::Failed(e.to_string()),
+        }
+    }
+
+    /// One attempt of `run_in_container`; `Err` is a failure before the
+    /// command ran (no such container, or the runtime refused), worth one
+    /// more attempt with a fresh view of the runtime.
+    async fn run_once(
+        &self,
+        namespace: &str,
+        pod: &str,
+        uid: Option<&str>,
+        container: &str,
+        command: &[String],
+        fresh: bool,
+    ) -> Result<RunOutcome, RunOutcome> {
+        let id = match self.running_pod(namespace, pod, uid, fresh).await {
+            Ok(running) => running_container_id(&running, container),
+            Err(PodMiss::NotFound) => return Err(RunOutcome::PodNotFound),
+            Err(PodMiss::Runtime(e)) => return Err(RunOutcome::Failed(e)),
+        };
+        let Some(id) = id else {
+            return Err(RunOutcome::Failed(format!(
+                "container not found ({container:?})"
+            )));
+        };
+        match self
+            .cri
+            .exec_sync(&id, command.to_vec(), std::time::Duration::ZERO)
+            .await
+        {
+            Ok(reply) => {
+                let mut output = reply.stdout;
+                output.extend_from_slice(&reply.stderr);
+                Ok(if reply.exit_code == 0 {
+                    RunOutcome::Output(output)
+                } else {
+                    RunOutcome::Failed(format!(
+                        "command '{}' exited with {}: {}",
+                        command.join(" "),
+                        reply.exit_code,
+                        String::from_utf8_lossy(&output)
+                    ))
+                })
+            }
+            Err(e) => Err(RunOutcome::Failed(e.to_string())),
+        }
+    }
 }
 
 #[async_trait]
@@ -272,84 +431,11 @@ where
     /// and `GetPortForward` (the pod's ready sandbox), then the CRI's
     /// `Exec`, `Attach` or `PortForward`.
     async fn stream_url(&self, request: &StreamRequest) -> StreamLookup {
-        use kubelet_cri_client::api;
-        let (namespace, name, uid) = match request {
-            StreamRequest::Exec {
-                namespace,
-                pod,
-                uid,
-                ..
-            }
-            | StreamRequest::Attach {
-                namespace,
-                pod,
-                uid,
-                ..
-            }
-            | StreamRequest::PortForward {
-                namespace,
-                pod,
-                uid,
-            } => (namespace, pod, uid),
-        };
-        let running = match self.running_pod(namespace, name, uid.as_deref()).await {
-            Ok(r) => r,
-            Err(PodMiss::NotFound) => return StreamLookup::PodNotFound,
-            Err(PodMiss::Runtime(e)) => return StreamLookup::Failed(e),
-        };
-        let container_id = |container: &str| running_container_id(&running, container);
-        let url = match request {
-            StreamRequest::Exec {
-                container,
-                command,
-                options,
-                ..
-            } => {
-                let Some(id) = container_id(container) else {
-                    return StreamLookup::ContainerNotFound;
-                };
-                self.cri
-                    .exec(api::ExecRequest {
-                        container_id: id,
-                        cmd: command.clone(),
-                        tty: options.tty,
-                        stdin: options.stdin,
-                        stdout: options.stdout,
-                        stderr: options.stderr,
-                    })
-                    .await
-            }
-            StreamRequest::Attach {
-                container, options, ..
-            } => {
-                let Some(id) = container_id(container) else {
-                    return StreamLookup::ContainerNotFound;
-                };
-                self.cri
-                    .attach(api::AttachRequest {
-                        container_id: id,
-                        stdin: options.stdin,
-                        tty: options.tty,
-                        stdout: options.stdout,
-                        stderr: options.stderr,
-                    })
-                    .await
-            }
-            StreamRequest::PortForward { .. } => {
-                let Some(sandbox) = running.sandboxes.iter().find(|s| s.ready) else {
-                    return StreamLookup::PodNotFound;
-                };
-                self.cri
-                    .port_forward(api::PortForwardRequest {
-                        pod_sandbox_id: sandbox.id.clone(),
-                        port: Vec::new(),
-                    })
-                    .await
-            }
-        };
-        match url {
-            Ok(url) => StreamLookup::Url(url),
-            Err(e) => StreamLookup::Failed(e.to_string()),
+        match self.stream_url_once(request, false).await {
+            StreamLookup::Url(url) => StreamLookup::Url(url),
+            // From the cache, a miss or a refusal may be staleness.
+            _ if self.pod_cache.is_some() => self.stream_url_once(request, true).await,
+            other => other,
         }
     }
 
@@ -366,34 +452,16 @@ where
         container: &str,
         command: &[String],
     ) -> RunOutcome {
-        let id = match self.running_pod(namespace, pod, uid).await {
-            Ok(running) => running_container_id(&running, container),
-            Err(PodMiss::NotFound) => return RunOutcome::PodNotFound,
-            Err(PodMiss::Runtime(e)) => return RunOutcome::Failed(e),
-        };
-        let Some(id) = id else {
-            return RunOutcome::Failed(format!("container not found ({container:?})"));
-        };
         match self
-            .cri
-            .exec_sync(&id, command.to_vec(), std::time::Duration::ZERO)
+            .run_once(namespace, pod, uid, container, command, false)
             .await
         {
-            Ok(reply) => {
-                let mut output = reply.stdout;
-                output.extend_from_slice(&reply.stderr);
-                if reply.exit_code == 0 {
-                    RunOutcome::Output(output)
-                } else {
-                    RunOutcome::Failed(format!(
-                        "command '{}' exited with {}: {}",
-                        command.join(" "),
-                        reply.exit_code,
-                        String::from_utf8_lossy(&output)
-                    ))
-                }
-            }
-            Err(e) => RunOutcome::Failed(e.to_string()),
+            Ok(outcome) => outcome,
+            Err(_) if self.pod_cache.is_some() => self
+                .run_once(namespace, pod, uid, container, command, true)
+                .await
+                .unwrap_or_else(|e| e),
+            Err(e) => e,
         }
     }
 

@@ -1473,3 +1473,172 @@ async fn memory_pressure_evicts_the_pod_over_its_request_and_rejects_best_effort
     let steady_status = node.status_by_uid("api-steady").await.expect("steady");
     assert!(running(&steady_status, "app"));
 }
+
+/// One exec session over WebSocket (`v4.channel.k8s.io`, as kubectl's
+/// fallback and containerd's streaming server speak it): connect, then
+/// read frames until the server closes. The v4 error channel (3) carries
+/// the exit status; a `Success` status is required.
+async fn ws_exec(url: &str) -> Duration {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let started = Instant::now();
+    let mut request = url.into_client_request().expect("ws request");
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "v4.channel.k8s.io".parse().expect("header"),
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .unwrap_or_else(|e| panic!("ws connect {url}: {e}"));
+    let mut status = String::new();
+    while let Some(msg) = ws.next().await {
+        match msg {
+            Ok(tokio_tungstenite::tungstenite::Message::Binary(b)) if b.first() == Some(&3) => {
+                status.push_str(&String::from_utf8_lossy(&b[1..]));
+            }
+            Ok(tokio_tungstenite::tungstenite::Message::Close(_)) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    assert!(
+        status.contains("Success"),
+        "exec status {status:?} from {url}"
+    );
+    started.elapsed()
+}
+
+fn percentile(mut v: Vec<Duration>, p: f64) -> Duration {
+    v.sort();
+    v[((v.len() as f64 * p).ceil() as usize).saturating_sub(1)]
+}
+
+/// Issue 15's measures of the node API's streaming, against the runtime's
+/// own streaming server in the same run:
+/// - `exec -- true`: a WebSocket session through the kubelet's `/exec`
+///   (which asks the CRI for the session and proxies to it) against the
+///   same session asked of the CRI and opened straight on containerd's
+///   streaming server; alternated, 30 of each;
+/// - `/containerLogs` of 10 MiB of output: throughput through the kubelet
+///   (which parses the CRI log format) against reading the log file.
+///
+/// `CI=true cargo test --release -p kubelet-agent --test e2e_kubelet -- --ignored --nocapture streaming_measure`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement; run by hand"]
+async fn streaming_measure() {
+    let Some(node) = Node::start_with(|c| c.container_log_max_size = "200Mi".into(), false).await
+    else {
+        return;
+    };
+    const LOG_BYTES: usize = 10 << 20;
+    node.write(
+        "talk.yaml",
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: talk}}\nspec:\n  containers:\n  - name: app\n    image: localhost/busybox:latest\n    imagePullPolicy: Never\n    command: [sh, -c, 'yes 0123456789012345678901234567890123456789012345678901234567890123456789 | head -c {LOG_BYTES}; echo; echo log-done; exec sleep 3600']\n"
+        ),
+    );
+    let full = format!("talk-{NODE}");
+    let path = format!("/containerLogs/default/{full}/app");
+    wait_for("the node API", Duration::from_secs(30), || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", node.api_port))
+            .await
+            .ok()
+            .map(drop)
+    })
+    .await;
+    wait_for("all the log written", Duration::from_secs(120), || async {
+        let (code, body) = node.get(&path).await;
+        (code == 200 && body.ends_with("log-done\n")).then_some(())
+    })
+    .await;
+    let container_id = node
+        .pod("talk")
+        .await
+        .and_then(|p| p.containers.into_iter().find(|c| c.name == "app"))
+        .map(|c| c.id)
+        .expect("the container");
+
+    // exec -- true, alternated.
+    let mut direct = Vec::new();
+    let mut kubelet = Vec::new();
+    let via_kubelet = format!(
+        "ws://127.0.0.1:{}/exec/default/{full}/app?command=true&output=1&error=1",
+        node.api_port
+    );
+    for i in 0..32 {
+        let t = Instant::now();
+        let url = node
+            .cri
+            .exec(kubelet_cri_client::api::ExecRequest {
+                container_id: container_id.clone(),
+                cmd: vec!["true".into()],
+                stdout: true,
+                stderr: true,
+                ..Default::default()
+            })
+            .await
+            .expect("CRI Exec");
+        let url = url.replacen("http://", "ws://", 1);
+        ws_exec(&url).await;
+        let d = t.elapsed();
+        let k = ws_exec(&via_kubelet).await;
+        // The first two of each warm connections and caches.
+        if i >= 2 {
+            direct.push(d);
+            kubelet.push(k);
+        }
+    }
+    let (d50, k50) = (
+        percentile(direct.clone(), 0.5),
+        percentile(kubelet.clone(), 0.5),
+    );
+    let (d90, k90) = (percentile(direct, 0.9), percentile(kubelet, 0.9));
+    println!(
+        "exec -- true, 30 each: direct to the CRI p50 {d50:?} p90 {d90:?}; through the kubelet p50 {k50:?} p90 {k90:?}; the kubelet adds {:?} at p50",
+        k50.saturating_sub(d50)
+    );
+
+    // 10 MiB of logs.
+    let file = node
+        .bed
+        .log_dir()
+        .read_dir()
+        .expect("pod logs dir")
+        .filter_map(Result::ok)
+        .find(|e| e.file_name().to_string_lossy().contains(&full))
+        .map(|e| e.path().join("app/0.log"))
+        .expect("the log file");
+    let mut read = Vec::new();
+    let mut served = Vec::new();
+    let mut size = (0, 0);
+    for _ in 0..5 {
+        let t = Instant::now();
+        let raw = std::fs::read(&file).expect("read the log file");
+        read.push(t.elapsed());
+        let t = Instant::now();
+        let body = {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut s = tokio::net::TcpStream::connect(("127.0.0.1", node.api_port))
+                .await
+                .expect("connect");
+            s.write_all(format!("GET {path} HTTP/1.0\r\nHost: node\r\n\r\n").as_bytes())
+                .await
+                .expect("request");
+            let mut body = Vec::with_capacity(raw.len());
+            s.read_to_end(&mut body).await.expect("response");
+            body
+        };
+        served.push(t.elapsed());
+        assert!(body.starts_with(b"HTTP/1.0 200 OK"));
+        assert!(body.ends_with(b"log-done\n"));
+        size = (raw.len(), body.len());
+    }
+    let mib = |bytes: usize, d: Duration| bytes as f64 / (1 << 20) as f64 / d.as_secs_f64();
+    let (r, s) = (percentile(read, 0.5), percentile(served, 0.5));
+    println!(
+        "logs: the file {} bytes read in {r:?} ({:.0} MiB/s); /containerLogs {} bytes (the payload and a response head) in {s:?} ({:.0} MiB/s)",
+        size.0,
+        mib(size.0, r),
+        size.1,
+        mib(size.1, s)
+    );
+}
