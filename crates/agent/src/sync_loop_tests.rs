@@ -180,7 +180,7 @@ struct Harness {
     /// Where PLEG events go when the sync loop runs (`run`); without it,
     /// [`Harness::relist`] calls `handle_event` itself.
     loop_events: Mutex<Option<mpsc::Sender<String>>>,
-    kubelet: Kubelet<Arc<PodCache>>,
+    kubelet: Arc<Kubelet<Arc<PodCache>>>,
     root: tempfile::TempDir,
     _logs: tempfile::TempDir,
 }
@@ -219,7 +219,8 @@ fn harness_configured(
     config.root_dir = root.path().to_path_buf();
     config.max_pods = max_pods;
     configure(&mut config);
-    let kubelet = Kubelet::with_parts(config, runtime.clone(), cache, parts).expect("kubelet");
+    let kubelet =
+        Arc::new(Kubelet::with_parts(config, runtime.clone(), cache, parts).expect("kubelet"));
     Harness {
         fake,
         runtime,
@@ -1283,8 +1284,8 @@ async fn a_pod_with_a_missing_secret_gets_failed_mount_events_and_does_not_run()
     };
     let mut h = harness_with(110, parts);
     let events = Arc::new(kubelet_container::events::FakeRecorder::new());
-    let kubelet = h.kubelet;
-    h.kubelet = kubelet.with_event_recorder(events.clone());
+    let kubelet = Arc::into_inner(h.kubelet).expect("the harness's only reference");
+    h.kubelet = Arc::new(kubelet.with_event_recorder(events.clone()));
 
     let missing = pod_with_secret("missing", "gone");
     let present = pod_with_secret("present", "present");
@@ -1463,5 +1464,112 @@ async fn a_container_whose_env_cannot_be_made_waits_with_create_container_config
             .any(|kv| kv.key == "HOST_IP" && kv.value == "192.0.2.7"),
         "{:?}",
         config.envs
+    );
+}
+
+// ---- the node API host (upstream findContainer, RunInContainer) ----
+
+/// `/run` finds the container in the PLEG's cache without asking the
+/// runtime; when the cache names a container the runtime no longer has
+/// (it is stale), the runtime is asked and the command runs in the live
+/// container. A command that fails is not run twice.
+#[tokio::test(start_paused = true)]
+async fn node_api_sessions_use_the_cache_then_the_runtime_when_it_is_stale() {
+    use kubelet_server::{NodeApi, RunOutcome};
+    let h = harness(110);
+    let web = pod("web", "Always", 1);
+    let id = uid("web");
+    h.start(&web).await;
+    let live = h.container_id(&id, "app").await;
+    let runs = Arc::new(Mutex::new(Vec::new()));
+    let seen = runs.clone();
+    h.fake.set_exec_handler(move |container, cmd| {
+        seen.lock().expect("runs").push(container.to_owned());
+        kubelet_cri_client::api::ExecSyncResponse {
+            stdout: container.as_bytes().to_vec(),
+            exit_code: if cmd.first().map(String::as_str) == Some("false") {
+                1
+            } else {
+                0
+            },
+            ..Default::default()
+        }
+    });
+    let cache = Arc::new(PodCache::new());
+    let api = crate::node_api::KubeletNodeApi::new(
+        h.kubelet.clone(),
+        h.runtime.clone(),
+        Arc::new(h.fake.clone()),
+        serde_json::json!({}),
+        "node-1",
+        kubelet_eviction::cgroup_summary::CgroupSummaryProvider::default(),
+    )
+    .with_pod_cache(cache.clone());
+    let status = h
+        .runtime
+        .get_pod_status(&id, "web", "default")
+        .await
+        .expect("status");
+    cache.set(
+        &id,
+        Ok(Arc::new(status.clone())),
+        tokio::time::Instant::now(),
+    );
+    let lists = |h: &Harness| {
+        h.fake
+            .calls()
+            .into_iter()
+            .filter(|c| c.starts_with("List"))
+            .count()
+    };
+
+    // Fresh cache: no runtime listing.
+    h.fake.clear_calls();
+    let run = |cmd: &str| {
+        let api = &api;
+        let cmd = vec![cmd.to_owned()];
+        async move {
+            api.run_in_container("default", "web", None, "app", &cmd)
+                .await
+        }
+    };
+    assert_eq!(
+        run("echo").await,
+        RunOutcome::Output(live.clone().into_bytes())
+    );
+    assert_eq!(lists(&h), 0, "{:?}", h.fake.calls());
+
+    // A stale cache: its container is gone from the runtime.
+    let mut stale = status.clone();
+    for c in &mut stale.container_statuses {
+        c.id = "gone".into();
+    }
+    cache.set(&id, Ok(Arc::new(stale)), tokio::time::Instant::now());
+    h.fake.clear_calls();
+    assert_eq!(
+        run("echo").await,
+        RunOutcome::Output(live.clone().into_bytes())
+    );
+    assert!(lists(&h) > 0, "the runtime was asked: {:?}", h.fake.calls());
+
+    // A command that fails ran once, and its failure is the answer.
+    cache.set(&id, Ok(Arc::new(status)), tokio::time::Instant::now());
+    runs.lock().expect("runs").clear();
+    match run("false").await {
+        RunOutcome::Failed(m) => assert!(m.contains("exited with 1"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(runs.lock().expect("runs").len(), 1);
+
+    // No such pod, and a UID that is not the pod's.
+    assert_eq!(
+        api.run_in_container("default", "nope", None, "app", &[])
+            .await,
+        RunOutcome::PodNotFound
+    );
+    assert_eq!(
+        api.run_in_container("default", "web", Some("other-uid"), "app", &[])
+            .await,
+        RunOutcome::PodNotFound
     );
 }
