@@ -844,10 +844,23 @@ async fn streaming_requests_are_checked_then_proxied_to_the_runtime() {
         r.text(),
         "you must specify at least 1 of stdin, stdout, stderr"
     );
-    // Names as for logs.
-    assert_eq!(
-        get(s.addr, "/exec/default/..%2f/c0?output=1").await.status,
-        400
+    // Names as for logs, in every parameter of every streaming route.
+    for path in [
+        "/exec/default/..%2f/c0?output=1",
+        "/exec/%2e%2e/web/c0?output=1",
+        "/exec/default/web/a%2Fb/c0?output=1",
+        "/exec/default/web/uid/..?output=1",
+        "/attach/default/web/a%00b?output=1",
+        "/attach/..%2F..%2Fetc/web/c0?output=1",
+        "/portForward/default/..",
+        "/portForward/default/web/%2e%2e%2fuid",
+        "/portForward/a%2Fb/web",
+    ] {
+        assert_eq!(get(s.addr, path).await.status, 400, "{path}");
+    }
+    assert!(
+        host.stream_requests.lock().unwrap().is_empty(),
+        "the host was asked about an unsafe name"
     );
     // The host's answers.
     *host.stream.lock().unwrap() = Some(StreamLookup::PodNotFound);

@@ -284,6 +284,20 @@ async fn only_authenticated_and_authorized_requests_are_served() {
         Ok(StatusCode::FORBIDDEN),
         "logs need nodes/proxy"
     );
+    for path in [
+        "/exec/default/web/c0?command=id&output=1",
+        "/attach/default/web/c0?output=1",
+        "/portForward/default/web",
+        "/metrics/resource",
+    ] {
+        assert_eq!(
+            get(&bed, None, Some("bob-token"), path)
+                .await
+                .map(|(s, _)| s),
+            Ok(StatusCode::FORBIDDEN),
+            "{path}: bob may read nodes/stats only"
+        );
+    }
     // A token the API server rejects, or cannot review: 401.
     for t in ["stolen", "down"] {
         assert_eq!(
