@@ -335,6 +335,21 @@ impl FakeRuntime {
             .push_back(after);
     }
 
+    /// How many injected errors and hangs still wait for their call.
+    pub fn pending_injections(&self) -> usize {
+        let state = self.state();
+        state.errors.values().map(VecDeque::len).sum::<usize>()
+            + state.hangs.values().map(VecDeque::len).sum::<usize>()
+    }
+
+    /// Forgets the injected errors and hangs that have not fired yet (a
+    /// call already waiting in a hang goes on waiting).
+    pub fn clear_injections(&self) {
+        let mut state = self.state();
+        state.errors.clear();
+        state.hangs.clear();
+    }
+
     /// Simulates the runtime restarting (containerd killed and started
     /// again): every sandbox and container keeps its state, as containerd's
     /// do across a restart, but each call waiting in a delay or a hang at
@@ -1615,10 +1630,12 @@ mod tests {
     async fn a_hang_times_out_once_and_a_restart_fails_only_the_call_in_flight() {
         let rt = FakeRuntime::new();
         rt.inject_hang("ListPodSandbox", Duration::from_secs(120));
+        assert_eq!(rt.pending_injections(), 1);
         let start = tokio::time::Instant::now();
         let err = rt.list_pod_sandbox(None).await.expect_err("hung");
         assert!(matches!(err, Error::DeadlineExceeded { .. }), "{err:?}");
         assert_eq!(start.elapsed(), Duration::from_secs(120));
+        assert_eq!(rt.pending_injections(), 0);
         rt.list_pod_sandbox(None).await.expect("one-shot");
 
         let id = rt.run_pod_sandbox(sandbox("a"), "").await.expect("run");
