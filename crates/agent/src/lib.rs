@@ -657,7 +657,13 @@ where
                 None => std::future::pending().await,
             }
         }
-        let mut housekeeping = tokio::time::interval(self.config.housekeeping_period);
+        // Upstream `time.NewTicker(housekeepingPeriod)`: the first tick comes
+        // one period after the loop starts, not at once (tokio's `interval`
+        // would tick at once, racing the sources' first updates).
+        let mut housekeeping = tokio::time::interval_at(
+            tokio::time::Instant::now() + self.config.housekeeping_period,
+            self.config.housekeeping_period,
+        );
         housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut gc = tokio::time::interval_at(
             tokio::time::Instant::now() + self.config.container_gc_period,
