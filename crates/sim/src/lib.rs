@@ -43,7 +43,12 @@
 //!   running container and no ready sandbox once its grace period plus
 //!   [`TERMINATION_BOUND`] has passed, counted from its deletion or, if
 //!   later, from the end of the faults that may hold a kill up (an injected
-//!   hang, until it has fired and ended; a kubelet restart).
+//!   hang, until it has fired and ended; a kubelet restart). By the same
+//!   deadline, a deleted API pod must no longer be one the kubelet says
+//!   "could have running containers" (else it would stay Terminating in the
+//!   API for ever, upstream's kubernetes#51835); once it says so, the
+//!   simulation removes the pod from its source, as the API server does
+//!   after the status manager's final delete.
 //! - [`Invariant::TerminalNeverRegresses`]: once the kubelet reported a
 //!   pod `Succeeded` or `Failed`, it never reports another phase, and the
 //!   runtime never creates a container for it again.
@@ -1170,23 +1175,40 @@ impl Sim {
     /// API pods deleted and no longer possibly running leave their source
     /// (the status manager's final delete, upstream `canBeDeleted`); one
     /// still there past its bound is removed by force.
-    fn finish_deletions(&mut self) {
-        let Some(inc) = &self.inc else { return };
+    fn finish_deletions(&mut self) -> Result<(), Box<Failure>> {
+        let Some(inc) = &self.inc else { return Ok(()) };
         let now = self.now();
+        let horizon = self.fault_horizon.max(self.last_restart);
         let mut changed = false;
+        let mut stuck = None;
         for slot in &mut self.slots {
             let Some(live) = &slot.live else { continue };
             let Some(at) = live.deleting else { continue };
-            let done = !inc.kubelet.could_have_running_containers(&live.uid);
-            let forced = now > at + Duration::from_secs(300);
-            if done || forced {
+            if !inc.kubelet.could_have_running_containers(&live.uid) {
                 slot.live = None;
                 changed = true;
+                continue;
+            }
+            // Upstream's "stuck Terminating" (kubernetes#51835): the kubelet
+            // never says the pod's containers are all gone, so the API
+            // server never deletes it.
+            let grace = Duration::from_secs(u64::try_from(live.grace).unwrap_or(0));
+            if now > (at + grace).max(horizon) + TERMINATION_BOUND {
+                stuck = Some((live.uid.clone(), at, live.grace));
             }
         }
         if changed {
             self.push_sources();
         }
+        if let Some((uid, at, grace)) = stuck {
+            return Err(self.failure(
+                Invariant::GonePodTerminated,
+                format!(
+                    "pod {uid} deleted at {at:?} (grace {grace}s): the kubelet still says it could have running containers at {now:?}"
+                ),
+            ));
+        }
+        Ok(())
     }
 
     fn run_all(&mut self) -> Result<Trace, Box<Failure>> {
@@ -1219,7 +1241,7 @@ impl Sim {
             self.apply(&action)?;
             let dt = Duration::from_millis(self.rng.range(200, 2000));
             self.advance(dt);
-            self.finish_deletions();
+            self.finish_deletions()?;
             self.check()?;
             self.step_hashes.push(self.hash);
             if self.config.quiet_every > 0 && self.step.is_multiple_of(self.config.quiet_every) {
@@ -1513,7 +1535,7 @@ impl Sim {
             let d = left.min(Duration::from_secs(1));
             self.advance(d);
             left -= d;
-            self.finish_deletions();
+            self.finish_deletions()?;
             self.check()?;
         }
         let mut waited = Duration::ZERO;
@@ -1529,7 +1551,7 @@ impl Sim {
             }
             self.advance(Duration::from_secs(1));
             waited += Duration::from_secs(1);
-            self.finish_deletions();
+            self.finish_deletions()?;
             self.check()?;
         }
     }
