@@ -774,6 +774,9 @@ impl Sim {
             .unwrap_or(&"Always");
         let containers = 1 + self.rng.below(2);
         let with_init = self.rng.percent(20);
+        // A sidecar: a restartable init container (upstream
+        // `SidecarContainers`), running beside the app containers.
+        let with_sidecar = self.rng.percent(15);
         let image = IMAGES[self.rng.index(IMAGES.len())];
         let s = &mut self.slots[slot];
         s.generation += 1;
@@ -798,8 +801,17 @@ impl Sim {
             "terminationGracePeriodSeconds": grace,
             "containers": (0..containers).map(|i| container(format!("c{i}"))).collect::<Vec<_>>(),
         });
+        let mut inits = Vec::new();
         if with_init {
-            spec["initContainers"] = serde_json::json!([container("init".into())]);
+            inits.push(container("init".into()));
+        }
+        if with_sidecar {
+            let mut sidecar = container("sidecar".into());
+            sidecar["restartPolicy"] = serde_json::json!("Always");
+            inits.push(sidecar);
+        }
+        if !inits.is_empty() {
+            spec["initContainers"] = serde_json::Value::Array(inits);
         }
         let value = serde_json::json!({
             "apiVersion": "v1",
@@ -1626,11 +1638,19 @@ fn init_rerun_refused(pod: &Pod, status: &k8s_openapi::api::core::v1::PodStatus)
     if policy == "Always" {
         return false;
     }
-    status.init_container_statuses.iter().flatten().any(|c| {
-        c.state
+    let restartable = |name: &str| {
+        pod.spec
             .as_ref()
-            .and_then(|s| s.terminated.as_ref())
-            .is_some_and(|t| t.exit_code == 0 || policy == "Never")
+            .and_then(|s| s.init_containers.as_ref())
+            .and_then(|i| i.iter().find(|c| c.name == name))
+            .is_some_and(|c| c.restart_policy.as_deref() == Some("Always"))
+    };
+    status.init_container_statuses.iter().flatten().any(|c| {
+        !restartable(&c.name)
+            && c.state
+                .as_ref()
+                .and_then(|s| s.terminated.as_ref())
+                .is_some_and(|t| t.exit_code == 0 || policy == "Never")
     })
 }
 
