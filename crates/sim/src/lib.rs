@@ -1060,6 +1060,18 @@ impl Sim {
                 }
             }
             Action::KubeletRestart => {
+                // The API server holds what the status manager's syncer last
+                // wrote: a restarted kubelet reads its API pods' statuses
+                // back (static pods' come from their manifests, as upstream).
+                if let Some(inc) = &self.inc {
+                    for slot in self.slots.iter_mut().filter(|s| !s.is_static) {
+                        if let Some(live) = &mut slot.live
+                            && let Some(status) = inc.kubelet.statuses().get(&live.uid)
+                        {
+                            live.pod.status = Some(status);
+                        }
+                    }
+                }
                 self.stop_kubelet();
                 let at = self.clock.elapsed();
                 self.last_restart = at;
