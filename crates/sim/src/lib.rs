@@ -113,7 +113,8 @@
 //! seeded only with `--cfg tokio_unstable`), the kubelet's `HashMap`s
 //! iterate in a per-process order, and so two wake-ups at one virtual
 //! instant, or two tasks meeting one injected fault, may go either way.
-//! So a run is *not* an exact function of its seed: measured with
+//! So a run is *not* an exact function of its seed: measured (before the
+//! sidecar pods were added) with
 //! `determinism_rate` (below), 23 of seeds 1–30 replayed to the identical
 //! trace, and the others parted after step 61 at the earliest.
 //! [`Trace::step_hashes`] tells where two runs part.
@@ -141,7 +142,9 @@
 //! ```
 //!
 //! `cargo test -p kubelet-sim --test seeds node_hour -- --ignored --nocapture`
-//! simulates an hour of a 110-pod node and prints its steps and speed;
+//! simulates an hour of a 110-pod node and prints its steps and speed
+//! (seed 1: 2,771 steps for the hour plus the final quiet check, 3,756 s
+//! of virtual time; 14 s in a release build, 69 s in a debug one);
 //! `SIM_SEEDS=30 cargo test -p kubelet-sim --test seeds determinism_rate -- --ignored --nocapture`
 //! runs seeds twice and prints which replayed exactly.
 //!
@@ -162,6 +165,12 @@
 //!   collected, cleaned up) got `restartCount` 0 and no `lastState`;
 //!   upstream keeps them from the old status;
 //!   `a_container_gone_from_the_runtime_keeps_its_old_restart_count_or_terminated_status`.
+//!
+//! Open, not yet explained: with seed 925 (release build, every run so
+//! far) a static pod whose container the kubelet restarted at 64 s of
+//! virtual time, its PLEG event then lost, is not synced again for over
+//! 100 s (no status, no resync), though its worker should resync within
+//! `syncFrequency` plus jitter (90 s): the quiet comparison fails.
 //!
 //! Found and not fixed: housekeeping removes terminated pods' sandboxes
 //! inline (`cleanup_pod` in `handle_pod_cleanups`), so a hung
@@ -1607,7 +1616,15 @@ impl Sim {
                     )
                 })
                 .collect();
-            let Some(status) = inc.kubelet.statuses().get(uid) else {
+            // Without a status of the kubelet's own (a pod it was given
+            // terminal after a restart), what is reported is what the API
+            // server holds.
+            let Some(status) = inc
+                .kubelet
+                .statuses()
+                .get(uid)
+                .or_else(|| live.pod.status.clone().filter(|_| !slot.is_static))
+            else {
                 out.push(format!("pod {uid} has no status"));
                 continue;
             };
