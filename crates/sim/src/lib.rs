@@ -113,10 +113,10 @@
 //! seeded only with `--cfg tokio_unstable`), the kubelet's `HashMap`s
 //! iterate in a per-process order, and so two wake-ups at one virtual
 //! instant, or two tasks meeting one injected fault, may go either way.
-//! So a run is *not* an exact function of its seed: measured (before the
-//! sidecar pods were added) with
-//! `determinism_rate` (below), 23 of seeds 1–30 replayed to the identical
-//! trace, and the others parted after step 61 at the earliest.
+//! So a run is *not* an exact function of its seed: measured with
+//! `determinism_rate` (below, release build), 21 of seeds 1–30 replayed to
+//! the identical trace; the others parted at step 61 (just after the first
+//! quiet point) at the earliest, or only in the final quiet check.
 //! [`Trace::step_hashes`] tells where two runs part.
 //!
 //! A failing seed prints itself ([`Failure`]'s `Display`) with the command

@@ -148,3 +148,14 @@ fn determinism_rate() {
         "{same} of {n} seeds replayed to the same trace; differing (seed, first step that differs): {differ:?}"
     );
 }
+
+/// Seed 925: an open failure (see the crate docs, "What it found"): a pod
+/// is not synced again for over 100 s after a lost lifecycle event. Kept as
+/// a fixed seed until it is explained and fixed.
+#[test]
+#[ignore = "open: seed 925 breaks QuietStatusMatchesRuntime, not yet explained"]
+fn open_seed_925_a_pod_not_resynced_after_a_lost_event() {
+    if let Err(f) = run(925, &SimConfig::ci()) {
+        panic!("{f}");
+    }
+}
