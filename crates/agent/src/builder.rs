@@ -1021,12 +1021,15 @@ impl BuiltKubelet {
             );
             tasks.spawn("status sync", |stop| sync.run(stop));
         }
+        // Upstream `NewSourcesReady(podCfg.SeenAllSources)`: ready once the
+        // sync loop handled an update of every source.
         let ready_config = pod_config.clone();
+        let ready_kubelet = kubelet.clone();
         kubelet
             .run(
                 updates,
                 events_rx,
-                Box::new(move || ready_config.sources_ready()),
+                Box::new(move || ready_config.seen_all_sources(&ready_kubelet.sources_seen())),
                 shutdown,
             )
             .await;

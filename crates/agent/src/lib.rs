@@ -297,6 +297,9 @@ where
     /// When the sync loop last went round (upstream `syncLoopMonitor`, read
     /// by `/healthz/syncloop`).
     sync_loop_entered: Mutex<Option<std::time::Instant>>,
+    /// The sources whose updates the kubelet has handled (upstream
+    /// `kl.sourcesReady`'s seen set).
+    sources_seen: Mutex<HashSet<String>>,
     eviction: Option<Arc<kubelet_eviction::manager::Manager>>,
     evictions: Mutex<Option<EvictionRequests>>,
     /// The Node as last registered or updated (cluster mode): its taints
@@ -393,6 +396,7 @@ where
             prober,
             metrics,
             sync_loop_entered: Mutex::new(None),
+            sources_seen: Mutex::new(HashSet::new()),
             eviction,
             evictions: Mutex::new(evictions),
             node: None,
@@ -549,7 +553,7 @@ where
         &self,
         updates: PodUpdates,
         events: tokio::sync::mpsc::Receiver<String>,
-        sources_ready: Box<dyn Fn() -> bool + Send + Sync>,
+        sources_ready: Box<dyn Fn() -> bool + Send + Sync + '_>,
         shutdown: impl Future<Output = ()>,
     ) {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -637,7 +641,7 @@ where
         &self,
         mut updates: PodUpdates,
         mut events: tokio::sync::mpsc::Receiver<String>,
-        sources_ready: Box<dyn Fn() -> bool + Send + Sync>,
+        sources_ready: Box<dyn Fn() -> bool + Send + Sync + '_>,
         shutdown: impl Future<Output = ()>,
     ) {
         let mut evictions = self
@@ -653,7 +657,13 @@ where
                 None => std::future::pending().await,
             }
         }
-        let mut housekeeping = tokio::time::interval(self.config.housekeeping_period);
+        // Upstream `time.NewTicker(housekeepingPeriod)`: the first tick comes
+        // one period after the loop starts, not at once (tokio's `interval`
+        // would tick at once, racing the sources' first updates).
+        let mut housekeeping = tokio::time::interval_at(
+            tokio::time::Instant::now() + self.config.housekeeping_period,
+            self.config.housekeeping_period,
+        );
         housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut gc = tokio::time::interval_at(
             tokio::time::Instant::now() + self.config.container_gc_period,
@@ -722,9 +732,11 @@ where
         }
     }
 
-    /// Dispatches one config update (upstream `syncLoopIteration`).
+    /// Dispatches one config update (upstream `syncLoopIteration`), then
+    /// counts its source as seen ([`Kubelet::sources_seen`]).
     pub fn handle_update(&self, update: PodUpdate) {
         tracing::debug!(op = %update.op, source = %update.source, pods = update.pods.len(), "pod config update");
+        let source = update.source;
         match update.op {
             PodOperation::Add => self.handle_pod_additions(update.pods),
             PodOperation::Update | PodOperation::Delete => self.handle_pod_updates(update.pods),
@@ -732,6 +744,27 @@ where
             PodOperation::Reconcile => self.handle_pod_reconcile(update.pods),
             PodOperation::Set => tracing::warn!("SET updates are not supported (as upstream)"),
         }
+        // Upstream `kl.sourcesReady.AddSource(u.Source)`, only once the
+        // handler ran: "It is important that this takes place only after
+        // kubelet calls the update handler to process the update to ensure
+        // the internal pod cache is up-to-date" (`pkg/kubelet/kubelet.go`).
+        self.sources_seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(source);
+    }
+
+    /// The sources whose updates this kubelet has handled. Give it to
+    /// `PodConfig::seen_all_sources` to decide whether every source is
+    /// ready (upstream `config.NewSourcesReady(podCfg.SeenAllSources)`):
+    /// the merger alone having seen a source is not enough, since its
+    /// pods may still wait in the update channel, and housekeeping would
+    /// then kill them as unknown.
+    pub fn sources_seen(&self) -> HashSet<String> {
+        self.sources_seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Upstream `HandlePodAdditions`: oldest first, admitted, then created.

@@ -865,6 +865,90 @@ async fn the_loop_cleans_up_only_once_its_sources_are_ready_and_applies_removes(
     assert!(h.runtime_pod(&orphan_uid).await.is_none());
 }
 
+/// Upstream `syncLoopIteration` marks a source seen only after the update
+/// handler ran ("to ensure the internal pod cache is up-to-date"). Found by
+/// the simulation (`kubelet-sim`, seed 36): a restarted kubelet whose
+/// sources had already handed the merger their pods, ADDs still queued in
+/// the update channel, took the merger's word that the sources were ready
+/// (`PodConfig::sources_ready`), and its housekeeping killed every running
+/// pod as unknown whenever it ran before the queued update.
+#[tokio::test(start_paused = true)]
+async fn a_restarted_kubelet_kills_no_pod_its_sources_gave_it_before_handling_them() {
+    let web = pod("web", "Always", 1);
+    let id = uid("web");
+    // A harness whose runtime runs `web`, started by the kubelet before the
+    // restart, and whose source gave the merger `web` already.
+    async fn restarted(web: &Pod, id: &str) -> (Harness, PodConfig, kubelet_podconfig::PodUpdates) {
+        let h = harness(110);
+        let status = h
+            .runtime
+            .get_pod_status(id, "web", "default")
+            .await
+            .expect("status");
+        let r = h
+            .runtime
+            .inner
+            .sync_pod(web, &status, &Default::default())
+            .await;
+        assert!(r.errors.is_empty(), "{:?}", r.errors);
+        let (pod_config, updates) = PodConfig::builder("node-1").start();
+        let source = pod_config.channel("test");
+        source.set(vec![web.clone()]).await.expect("config runs");
+        while !pod_config.sources_ready() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        (h, pod_config, updates)
+    }
+
+    // What the merger alone says is not enough: cleaning up on its word,
+    // before the queued ADD is handled, kills the desired pod.
+    let (h, _config, _updates) = restarted(&web, &id).await;
+    h.kubelet.handle_pod_cleanups().await;
+    h.relist(false).await;
+    assert!(!h.runtime.kills(&id).is_empty(), "{:?}", h.runtime.ops());
+
+    // The kubelet's own seen sources say "not yet" until it handled them.
+    let (h, pod_config, mut updates) = restarted(&web, &id).await;
+    assert!(h.kubelet.sources_seen().is_empty());
+    assert!(!pod_config.seen_all_sources(&h.kubelet.sources_seen()));
+    let update = updates.recv().await.expect("the queued ADD");
+    h.kubelet.handle_update(update);
+    assert!(pod_config.seen_all_sources(&h.kubelet.sources_seen()));
+    h.kubelet.handle_pod_cleanups().await;
+    h.relist(true).await;
+    assert!(h.runtime.kills(&id).is_empty(), "{:?}", h.runtime.ops());
+    assert!(h.is_running(&id).await);
+}
+
+/// Upstream's housekeeping ticker (`time.NewTicker`) first ticks one period
+/// after the sync loop starts; tokio's `interval` would tick at once, before
+/// the sources' first updates are handled.
+#[tokio::test(start_paused = true)]
+async fn housekeeping_first_runs_one_period_after_the_loop_starts() {
+    let h = harness(110);
+    let (_pod_config, updates) = PodConfig::builder("node-1").start();
+    let (_events_tx, events_rx) = mpsc::channel(1000);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    h.fake.clear_calls();
+    let test = async {
+        tokio::time::sleep(crate::HOUSEKEEPING_PERIOD - Duration::from_millis(10)).await;
+        assert_eq!(h.fake.calls(), Vec::<&str>::new(), "housekeeping ran early");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(
+            h.fake.calls().contains(&"ListPodSandbox"),
+            "housekeeping lists the runtime's pods: {:?}",
+            h.fake.calls()
+        );
+        stop_tx.send(()).expect("the loop runs");
+    };
+    tokio::join!(
+        h.kubelet.run(updates, events_rx, Box::new(|| true), async {
+            let _ = stop_rx.await;
+        }),
+        test
+    );
+}
+
 /// A container manager that admits nothing but `admit` says so, with
 /// `refusal`, and does nothing else.
 struct RefusingCm {

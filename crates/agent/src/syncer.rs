@@ -260,7 +260,14 @@ impl KubeletSyncer {
         waiting: &HashMap<String, String>,
         messages: &HashMap<String, String>,
     ) -> String {
+        let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+        // Upstream `generateAPIPodStatus` starts from the status manager's
+        // status, else the pod's.
+        let old = self.statuses.get(uid).or_else(|| pod.status.clone());
         let mut api = generate_api_pod_status_with(pod, status, waiting, &self.runtime_name, |s| {
+            if let Some(old) = &old {
+                crate::status::apply_old_container_statuses(s, old, status);
+            }
             if let Some(prober) = &self.prober {
                 prober.update_pod_status(pod, s);
             }
@@ -294,7 +301,6 @@ impl KubeletSyncer {
                 api.pod_ips = Some(ips.iter().map(|ip| PodIP { ip: ip.clone() }).collect());
             }
         }
-        let uid = pod.metadata.uid.as_deref().unwrap_or_default();
         if let Some(metrics) = &self.metrics {
             let mut seen = self
                 .first_seen

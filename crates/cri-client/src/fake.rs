@@ -95,15 +95,26 @@ struct State {
     pulls: Vec<(String, Option<AuthConfig>)>,
     errors: HashMap<String, VecDeque<Error>>,
     delays: HashMap<String, Duration>,
+    /// One-shot hangs: the next call of the method waits this long, then
+    /// fails with `DeadlineExceeded` (a client's request timeout).
+    hangs: HashMap<String, VecDeque<Duration>>,
     malformed: HashSet<String>,
     next_id: u64,
     next_ip: u32,
 }
 
+/// A wall clock for the fake's timestamps: Unix nanoseconds.
+type WallClock = dyn Fn() -> i64 + Send + Sync;
+
 struct Inner {
     state: Mutex<State>,
     events: broadcast::Sender<ContainerEventResponse>,
     exec: Mutex<Option<Arc<ExecHandler>>>,
+    /// Where timestamps come from (`None`: the system clock).
+    clock: Mutex<Option<Arc<WallClock>>>,
+    /// Bumped by [`FakeRuntime::restart`]: calls waiting in a delay or a
+    /// hang when it changes fail with `Unavailable`.
+    restarts: tokio::sync::watch::Sender<u64>,
 }
 
 /// An in-memory CRI runtime implementing [`RuntimeService`] and
@@ -166,6 +177,8 @@ impl FakeRuntime {
                 }),
                 events,
                 exec: Mutex::new(None),
+                clock: Mutex::new(None),
+                restarts: tokio::sync::watch::Sender::new(0),
             }),
         }
     }
@@ -177,17 +190,51 @@ impl FakeRuntime {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Records the call, then applies any injected delay and error.
+    /// The fake's now, in Unix nanoseconds: its [`FakeRuntime::set_wall_clock`]
+    /// clock, or the system's.
+    fn now(&self) -> i64 {
+        let clock = self
+            .inner
+            .clock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        match clock {
+            Some(clock) => clock(),
+            None => now_nanos(),
+        }
+    }
+
+    /// Records the call, then applies any injected hang, delay and error.
+    /// A [`FakeRuntime::restart`] while the call waits fails it with
+    /// `Unavailable`, as a runtime restart breaks the calls in flight.
     async fn enter(&self, method: &'static str) -> Result<()> {
-        let (delay, error) = {
+        let (delay, hang, error) = {
             let mut state = self.state();
             state.calls.push(method);
             let delay = state.delays.get(method).copied();
+            let hang = state.hangs.get_mut(method).and_then(VecDeque::pop_front);
             let error = state.errors.get_mut(method).and_then(VecDeque::pop_front);
-            (delay, error)
+            (delay, hang, error)
         };
-        if let Some(delay) = delay {
-            tokio::time::sleep(delay).await;
+        let wait = delay.unwrap_or_default() + hang.unwrap_or_default();
+        if !wait.is_zero() {
+            let mut restarts = self.inner.restarts.subscribe();
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                _ = restarts.changed() => {
+                    return Err(Error::Unavailable {
+                        call: Call::new(method),
+                        message: "the runtime restarted during the call".into(),
+                    });
+                }
+            }
+        }
+        if hang.is_some() {
+            return Err(Error::DeadlineExceeded {
+                call: Call::new(method),
+                message: format!("context deadline exceeded after {wait:?}"),
+            });
         }
         match error {
             Some(e) => Err(e),
@@ -214,7 +261,7 @@ impl FakeRuntime {
             ContainerEventResponse {
                 container_id: container_id.to_owned(),
                 container_event_type: kind as i32,
-                created_at: now_nanos(),
+                created_at: self.now(),
                 pod_sandbox_status: state
                     .sandboxes
                     .get(&sandbox_id)
@@ -276,6 +323,82 @@ impl FakeRuntime {
         }
     }
 
+    /// The next call of `method` hangs for `after`, then fails with
+    /// `DeadlineExceeded`, as a call to a hung runtime ends when the
+    /// client's request timeout (upstream `runtimeRequestTimeout`, 2 min)
+    /// expires. Several hangs queue up, one per call.
+    pub fn inject_hang(&self, method: &str, after: Duration) {
+        self.state()
+            .hangs
+            .entry(method.to_owned())
+            .or_default()
+            .push_back(after);
+    }
+
+    /// How many injected errors and hangs still wait for their call.
+    pub fn pending_injections(&self) -> usize {
+        let state = self.state();
+        state.errors.values().map(VecDeque::len).sum::<usize>()
+            + state.hangs.values().map(VecDeque::len).sum::<usize>()
+    }
+
+    /// Forgets the injected errors and hangs that have not fired yet (a
+    /// call already waiting in a hang goes on waiting).
+    pub fn clear_injections(&self) {
+        let mut state = self.state();
+        state.errors.clear();
+        state.hangs.clear();
+    }
+
+    /// Simulates the runtime restarting (containerd killed and started
+    /// again): every sandbox and container keeps its state, as containerd's
+    /// do across a restart, but each call waiting in a delay or a hang at
+    /// that moment fails with `Unavailable`: only the calls in flight are
+    /// lost.
+    pub fn restart(&self) {
+        self.inner.restarts.send_modify(|n| *n += 1);
+    }
+
+    /// Takes every timestamp (creation, start, finish, events) from `clock`,
+    /// Unix nanoseconds, instead of the system clock: a simulation on
+    /// tokio's paused clock gives the fake the same virtual time the
+    /// kubelet's backoffs read.
+    pub fn set_wall_clock(&self, clock: impl Fn() -> i64 + Send + Sync + 'static) {
+        *self
+            .inner
+            .clock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(clock));
+    }
+
+    /// Every sandbox as an unfiltered `ListPodSandbox` would list it, read
+    /// without a call: not recorded, never delayed or failed by an
+    /// injection. For tests that check the runtime's state while faults
+    /// are injected.
+    pub fn inspect_sandboxes(&self) -> Vec<PodSandbox> {
+        self.state()
+            .sandboxes
+            .values()
+            .map(|sb| PodSandbox {
+                state: sb.state as i32,
+                ..sb.listed.clone()
+            })
+            .collect()
+    }
+
+    /// Every container as an unfiltered `ListContainers` would list it,
+    /// read without a call, like [`FakeRuntime::inspect_sandboxes`].
+    pub fn inspect_containers(&self) -> Vec<Container> {
+        self.state()
+            .containers
+            .values()
+            .map(|c| Container {
+                state: c.state as i32,
+                ..c.listed.clone()
+            })
+            .collect()
+    }
+
     /// When served over a socket, `method` answers an empty (default) reply
     /// message, as a broken runtime might.
     pub fn inject_malformed_reply(&self, method: &str) {
@@ -315,7 +438,7 @@ impl FakeRuntime {
                 ));
             }
             c.state = ContainerState::ContainerExited;
-            c.finished_at = now_nanos();
+            c.finished_at = self.now();
             c.exit_code = exit_code;
             c.reason = reason.to_owned();
         }
@@ -350,18 +473,18 @@ impl FakeRuntime {
             .map(|c| c.config.clone())
     }
 
-    fn stop_container_locked(state: &mut State, id: &str) -> bool {
+    fn stop_container_locked(state: &mut State, id: &str, now: i64) -> bool {
         match state.containers.get_mut(id) {
             Some(c) if c.state == ContainerState::ContainerRunning => {
                 c.state = ContainerState::ContainerExited;
-                c.finished_at = now_nanos();
+                c.finished_at = now;
                 c.exit_code = 137;
                 c.reason = "Error".into();
                 true
             }
             Some(c) if c.state == ContainerState::ContainerCreated => {
                 c.state = ContainerState::ContainerExited;
-                c.finished_at = now_nanos();
+                c.finished_at = now;
                 c.exit_code = 0;
                 c.reason = "Created container was stopped".into();
                 true
@@ -583,7 +706,7 @@ impl RuntimeService for FakeRuntime {
                 let n = state.next_ip;
                 format!("10.88.{}.{}", (n >> 8) & 0xff, n & 0xff)
             };
-            let created_at = now_nanos();
+            let created_at = self.now();
             let listed = PodSandbox {
                 id: id.clone(),
                 metadata: config.metadata.clone(),
@@ -613,6 +736,7 @@ impl RuntimeService for FakeRuntime {
 
     async fn stop_pod_sandbox(&self, pod_sandbox_id: &str) -> Result<()> {
         self.enter("StopPodSandbox").await?;
+        let now = self.now();
         let stopped = {
             let mut state = self.state();
             let Some(sb) = state.sandboxes.get_mut(pod_sandbox_id) else {
@@ -629,7 +753,7 @@ impl RuntimeService for FakeRuntime {
                 .map(|(id, _)| id.clone())
                 .collect();
             ids.into_iter()
-                .filter(|id| Self::stop_container_locked(&mut state, id))
+                .filter(|id| Self::stop_container_locked(&mut state, id, now))
                 .collect::<Vec<_>>()
         };
         for id in stopped {
@@ -759,7 +883,7 @@ impl RuntimeService for FakeRuntime {
             }
             let id = Self::new_id(&mut state);
             let resources = config.linux.as_ref().and_then(|l| l.resources.clone());
-            let created_at = now_nanos();
+            let created_at = self.now();
             let listed = Container {
                 id: id.clone(),
                 pod_sandbox_id: pod_sandbox_id.to_owned(),
@@ -811,7 +935,7 @@ impl RuntimeService for FakeRuntime {
                 ));
             }
             c.state = ContainerState::ContainerRunning;
-            c.started_at = now_nanos();
+            c.started_at = self.now();
         }
         self.emit(container_id, ContainerEventType::ContainerStartedEvent);
         Ok(())
@@ -819,6 +943,7 @@ impl RuntimeService for FakeRuntime {
 
     async fn stop_container(&self, container_id: &str, _timeout: Duration) -> Result<()> {
         self.enter("StopContainer").await?;
+        let now = self.now();
         let stopped = {
             let mut state = self.state();
             if !state.containers.contains_key(container_id) {
@@ -827,7 +952,7 @@ impl RuntimeService for FakeRuntime {
                     "container",
                 ));
             }
-            Self::stop_container_locked(&mut state, container_id)
+            Self::stop_container_locked(&mut state, container_id, now)
         };
         if stopped {
             self.emit(container_id, ContainerEventType::ContainerStoppedEvent);
@@ -1499,6 +1624,48 @@ mod tests {
             }),
             ..Default::default()
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hang_times_out_once_and_a_restart_fails_only_the_call_in_flight() {
+        let rt = FakeRuntime::new();
+        rt.inject_hang("ListPodSandbox", Duration::from_secs(120));
+        assert_eq!(rt.pending_injections(), 1);
+        let start = tokio::time::Instant::now();
+        let err = rt.list_pod_sandbox(None).await.expect_err("hung");
+        assert!(matches!(err, Error::DeadlineExceeded { .. }), "{err:?}");
+        assert_eq!(start.elapsed(), Duration::from_secs(120));
+        assert_eq!(rt.pending_injections(), 0);
+        rt.list_pod_sandbox(None).await.expect("one-shot");
+
+        let id = rt.run_pod_sandbox(sandbox("a"), "").await.expect("run");
+        rt.inject_hang("StopPodSandbox", Duration::from_secs(120));
+        let stop = rt.stop_pod_sandbox(&id);
+        let restart = async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            rt.restart();
+        };
+        let (stopped, ()) = tokio::join!(stop, restart);
+        assert!(
+            matches!(stopped, Err(Error::Unavailable { .. })),
+            "{stopped:?}"
+        );
+        assert_eq!(start.elapsed(), Duration::from_secs(121));
+        // The restart lost nothing but that call: the sandbox is still ready.
+        let listed = rt.list_pod_sandbox(None).await.expect("list");
+        assert_eq!(listed[0].state, PodSandboxState::SandboxReady as i32);
+    }
+
+    #[tokio::test]
+    async fn timestamps_come_from_the_wall_clock_set() {
+        let rt = FakeRuntime::new();
+        rt.set_wall_clock(|| 42_000);
+        let id = rt.run_pod_sandbox(sandbox("a"), "").await.expect("run");
+        let listed = rt.list_pod_sandbox(None).await.expect("list");
+        assert_eq!(
+            (listed[0].id.as_str(), listed[0].created_at),
+            (id.as_str(), 42_000)
+        );
     }
 
     #[tokio::test]

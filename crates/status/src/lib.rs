@@ -366,6 +366,41 @@ fn condition(kind: &str, ok: bool, reason: Option<&str>) -> PodCondition {
     }
 }
 
+/// Upstream `convertToAPIContainerStatuses`' defaults from the old status
+/// (`pkg/kubelet/kubelet_pods.go`): a container the runtime holds no
+/// record of keeps, from `old` (the status manager's last status, else the
+/// pod's own), its whole old status if that had terminated, else its
+/// `restartCount` and `lastState`. Without it a restart count went back to
+/// 0 once garbage collection or a pod's cleanup removed its containers.
+pub fn apply_old_container_statuses(
+    status: &mut PodStatus,
+    old: &PodStatus,
+    rt: &RuntimePodStatus,
+) {
+    let apply = |new: &mut Vec<ContainerStatus>, old: Option<&Vec<ContainerStatus>>| {
+        for c in new.iter_mut() {
+            if rt.container_statuses.iter().any(|s| s.name == c.name) {
+                continue;
+            }
+            let Some(o) = old.and_then(|o| o.iter().find(|o| o.name == c.name)) else {
+                continue;
+            };
+            if o.state.as_ref().is_some_and(|s| s.terminated.is_some()) {
+                *c = o.clone();
+            } else {
+                c.restart_count = o.restart_count;
+                c.last_state = o.last_state.clone();
+            }
+        }
+    };
+    if let Some(new) = status.container_statuses.as_mut() {
+        apply(new, old.container_statuses.as_ref());
+    }
+    if let Some(new) = status.init_container_statuses.as_mut() {
+        apply(new, old.init_container_statuses.as_ref());
+    }
+}
+
 /// The API status of `pod` from the runtime's view (upstream
 /// `generateAPIPodStatus`), its ephemeral containers' in
 /// `ephemeralContainerStatuses`. `waiting` gives, per container name, the
@@ -563,6 +598,47 @@ mod tests {
     fn phase_of(policy: &str, apps: &[&str], cs: &[(&str, RtState, i32, i64)]) -> String {
         let s = generate_api_pod_status(&pod(policy, apps), &rt(cs), &HashMap::new(), "containerd");
         s.phase.unwrap_or_default()
+    }
+
+    #[test]
+    fn a_container_gone_from_the_runtime_keeps_its_old_restart_count_or_terminated_status() {
+        use RtState::*;
+        let p = pod("Always", &["a", "b"]);
+        let old = generate_api_pod_status(
+            &p,
+            &rt(&[("a", Running, 0, 3), ("b", Exited, 1, 2)]),
+            &HashMap::new(),
+            "containerd",
+        );
+        // Both containers removed from the runtime (garbage collection, the
+        // pod's cleanup): a fresh status knows nothing of them.
+        let empty = rt(&[]);
+        let mut s = generate_api_pod_status(&p, &empty, &HashMap::new(), "containerd");
+        let counts = |s: &PodStatus| -> Vec<i32> {
+            s.container_statuses
+                .iter()
+                .flatten()
+                .map(|c| c.restart_count)
+                .collect()
+        };
+        assert_eq!(counts(&s), [0, 0]);
+        apply_old_container_statuses(&mut s, &old, &empty);
+        assert_eq!(counts(&s), [3, 2]);
+        let cs = s.container_statuses.as_deref().unwrap_or_default();
+        assert!(
+            cs[0].state.as_ref().is_some_and(|st| st.waiting.is_some()),
+            "a running container's state is not kept: {:?}",
+            cs[0].state
+        );
+        assert_eq!(
+            cs[1],
+            old.container_statuses.as_deref().unwrap_or_default()[1]
+        );
+        // A container the runtime still holds is the runtime's.
+        let held = rt(&[("a", Running, 0, 5)]);
+        let mut s = generate_api_pod_status(&p, &held, &HashMap::new(), "containerd");
+        apply_old_container_statuses(&mut s, &old, &held);
+        assert_eq!(counts(&s), [5, 2]);
     }
 
     #[test]

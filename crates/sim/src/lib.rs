@@ -1,0 +1,1839 @@
+//! A deterministic simulation of the whole kubelet (issue 18, part 1).
+//!
+//! The real sync loop ([`kubelet_agent::Kubelet`]), the real pod workers,
+//! the real pod config merger (`kubelet-podconfig`, two channel sources:
+//! `file` for static pods and `api` for API pods), the real runtime manager
+//! (`kubelet-kuberuntime`, with its crash-loop backoff and container garbage
+//! collection), the core crate's `PodCache` kept by the real generic PLEG
+//! (`kubelet-pleg`, relisting every second), and the real status manager, all
+//! over the in-memory [`FakeRuntime`] on tokio's paused clock. One `u64`
+//! seed drives a SplitMix64 generator ([`rng::Rng`]) that decides, step
+//! after step:
+//!
+//! - pod arrivals, spec updates (an API pod's image; a static pod's
+//!   manifest, which gives it a new UID under the same full name, as
+//!   upstream's file source does) and deletions (a static pod's manifest
+//!   removed; an API pod deleted gracefully, then removed from its source
+//!   once the kubelet can have no running container left, as the status
+//!   manager's deletion handshake does);
+//! - container exits: code 0 (`Completed`), 1 (`Error`), 137 (`OOMKilled`);
+//! - runtime faults: a failed call (`Unavailable`), a hung call that ends
+//!   with `DeadlineExceeded` after 5–150 s (a client's request timeout), a
+//!   runtime restart (calls in flight fail, nothing else is lost:
+//!   [`FakeRuntime::restart`]), a sandbox that dies (not ready), lost PLEG
+//!   events (the next few lifecycle events never reach the sync loop);
+//! - kubelet restarts: the old kubelet's tokio runtime is dropped, which ends
+//!   every one of its tasks mid-call as a killed process ends, and a fresh
+//!   kubelet is built whose state comes only from the fake runtime, its
+//!   pod directory and its sources (which give it the current pods again),
+//!   as after a real restart. Each incarnation runs on its own paused
+//!   current-thread runtime; [`clock::SimClock`] carries virtual time
+//!   across them and is the clock of the fake's timestamps and of the
+//!   kubelet's backoffs, so crash-loop backoff runs on virtual time.
+//!
+//! Between steps virtual time advances 0.2–2 s (the runtime auto-advances
+//! through every timer: PLEG relists, housekeeping, resyncs, backoffs).
+//!
+//! # Invariants
+//!
+//! Checked after every step ([`Invariant`]):
+//!
+//! - [`Invariant::OneReadySandbox`]: no pod has two ready sandboxes.
+//! - [`Invariant::GonePodTerminated`]: a pod deleted or removed has no
+//!   running container and no ready sandbox once its grace period plus
+//!   [`TERMINATION_BOUND`] has passed, counted from its deletion or, if
+//!   later, from the end of the faults that may hold a kill up (an injected
+//!   hang, until it has fired and ended; a kubelet restart). By the same
+//!   deadline, a deleted API pod must no longer be one the kubelet says
+//!   "could have running containers" (else it would stay Terminating in the
+//!   API for ever, upstream's kubernetes#51835); once it says so, the
+//!   simulation removes the pod from its source, as the API server does
+//!   after the status manager's final delete.
+//! - [`Invariant::TerminalNeverRegresses`]: once the kubelet reported a
+//!   pod `Succeeded` or `Failed`, it never reports another phase, and the
+//!   runtime never creates a container for it again.
+//! - [`Invariant::RestartCountNeverDecreases`]: a container's
+//!   `restartCount` in the kubelet's status never goes down, across kubelet
+//!   restarts and garbage collection. Narrowed for init containers, which
+//!   are followed per sandbox attempt: upstream's `purgeInitContainers`
+//!   removes them (and their logs) when the sandbox is recreated, so a sync
+//!   that fails between the purge and the restart leaves nothing to count
+//!   from, upstream as here.
+//! - [`Invariant::StaticFullNameExclusive`]: two static pods with one full
+//!   name never have running containers at once. Narrowed: a pod that was
+//!   running when the kubelet restarted and that the sources no longer hold
+//!   is left out. The new kubelet knows it only as an orphan runtime pod,
+//!   starts the new UID at once and kills the orphan at its next
+//!   housekeeping; upstream's pod workers likewise gate static pod starts
+//!   only on the static pods they know (`allowStaticPodStart`). Such a pod
+//!   must still be gone in time ([`Invariant::GonePodTerminated`]).
+//! - [`Invariant::RestartKeepsRunning`]: a container running in a ready
+//!   sandbox when the kubelet restarted, whose pod's spec was applied, keeps
+//!   running unless the simulation touched its pod since (an exit, an
+//!   update, a deletion, a dead sandbox).
+//!
+//! And at quiet points (every [`SimConfig::quiet_every`] steps and at the
+//! end: armed faults are cleared, then virtual time runs until every fault
+//! in progress is over, then the kubelet has [`QUIET_PATIENCE`] to settle):
+//!
+//! - [`Invariant::QuietStatusMatchesRuntime`]: for every pod the sources
+//!   hold, the containers the kubelet reports running are exactly those
+//!   the fake runtime runs, with the same IDs. Narrowed: a pod whose
+//!   restart policy is not `Always` and whose status shows an init
+//!   container terminated (exit 0, or any exit under `Never`) is left out,
+//!   since the status manager refuses, as upstream's
+//!   `checkContainerStateTransition` does, every status in which that init
+//!   container runs again after its sandbox was recreated.
+//!
+//! Not checked, and why:
+//!
+//! - memory pressure and evictions: the eviction manager reads node stats
+//!   through a `SummaryProvider` over cgroups; the fake runtime has no
+//!   stats to give it, so the simulation does not drive it (nor admission
+//!   under pressure).
+//! - probes: no simulated pod has probes yet (the prober's exec probes
+//!   would go through `FakeRuntime::set_exec_handler`).
+//! - the API status sync (`kubelet-status`'s syncer against an API server)
+//!   and mirror pods: there is no API server; the invariants read the
+//!   status manager's cache, which is what the syncer would write.
+//! - lost container events of the evented PLEG: the simulation runs the
+//!   generic PLEG (relist), as the builder does when the runtime has no
+//!   event stream; "lost events" are lifecycle events dropped between the
+//!   PLEG and the sync loop.
+//!
+//! # Determinism and replay
+//!
+//! Every decision comes from the seeded generator over state read in a
+//! fixed order (the fake's `BTreeMap`s, sorted lists); one current-thread
+//! runtime runs at a time on a paused clock; the pod workers' jitter has a
+//! fixed seed. The simulation's container GC and housekeeping periods
+//! ([`GC_PERIOD`], [`HOUSEKEEPING_PERIOD`]) are set off the whole seconds
+//! the PLEG relists on. What is not seeded is inside the kubelet: tokio's
+//! `select!` polls ready branches in a random order (its generator can be
+//! seeded only with `--cfg tokio_unstable`), the kubelet's `HashMap`s
+//! iterate in a per-process order, and so two wake-ups at one virtual
+//! instant, or two tasks meeting one injected fault, may go either way.
+//! So a run is *not* an exact function of its seed: measured with
+//! `determinism_rate` (below, release build), 21 of seeds 1–30 replayed to
+//! the identical trace; the others parted at step 61 (just after the first
+//! quiet point) at the earliest, or only in the final quiet check.
+//! [`Trace::step_hashes`] tells where two runs part.
+//!
+//! A failing seed prints itself ([`Failure`]'s `Display`) with the command
+//! that replays it; `SIM_REPEAT=20` runs it up to 20 times, stopping at the
+//! first failure, for the failures that need a given interleaving:
+//!
+//! ```text
+//! SIM_SEED=<seed> cargo test -p kubelet-sim --test seeds replay -- --nocapture
+//! SIM_SEED=<seed> SIM_REPEAT=20 SIM_LOG=info SIM_PRINT_ACTIONS=1 cargo test -p kubelet-sim --test seeds replay -- --nocapture
+//! ```
+//!
+//! (`SIM_LOG` takes a `tracing` filter for the kubelet's logs,
+//! `SIM_PRINT_ACTIONS` prints each step, `SIM_WATCH_UID=<uid>` prints that
+//! pod's status and runtime containers after each step, `SIM_STATE_LOG=<file>`
+//! appends the hashed state of each step to a file, `SIM_STEPS` changes the
+//! number of steps.)
+//!
+//! `cargo test -p kubelet-sim` runs `SIM_SEEDS` seeds (default in
+//! `tests/seeds.rs`) from `SIM_FIRST_SEED` (default 1); the long run is
+//!
+//! ```text
+//! SIM_SEEDS=100000 cargo test --release -p kubelet-sim --test seeds many_seeds -- --nocapture
+//! ```
+//!
+//! `cargo test -p kubelet-sim --test seeds node_hour -- --ignored --nocapture`
+//! simulates an hour of a 110-pod node and prints its steps and speed
+//! (seed 1: 2,771 steps for the hour plus the final quiet check, 3,756 s
+//! of virtual time; 14 s in a release build, 69 s in a debug one);
+//! `SIM_SEEDS=30 cargo test -p kubelet-sim --test seeds determinism_rate -- --ignored --nocapture`
+//! runs seeds twice and prints which replayed exactly.
+//!
+//! # What it found
+//!
+//! Each with a regression test in the crate at fault:
+//!
+//! - `kubelet-agent`: the sync loop took the pod config merger's word that
+//!   every source was ready, while their first pods still waited in the
+//!   update channel: a restarted kubelet's housekeeping killed the running
+//!   pods it was about to be given (upstream marks a source seen only
+//!   after its update was handled). `Kubelet::sources_seen`;
+//!   `a_restarted_kubelet_kills_no_pod_its_sources_gave_it_before_handling_them`.
+//! - `kubelet-agent`: housekeeping ticked at once when the loop started
+//!   (tokio's `interval`), where upstream's ticker first ticks after a
+//!   period; `housekeeping_first_runs_one_period_after_the_loop_starts`.
+//! - `kubelet-status`: a container the runtime no longer held (garbage
+//!   collected, cleaned up) got `restartCount` 0 and no `lastState`;
+//!   upstream keeps them from the old status;
+//!   `a_container_gone_from_the_runtime_keeps_its_old_restart_count_or_terminated_status`.
+//!
+//! Open, not yet explained: with seed 925 (release build, every run so
+//! far) a static pod whose container the kubelet restarted at 64 s of
+//! virtual time, its PLEG event then lost, is not synced again for over
+//! 100 s (no status, no resync), though its worker should resync within
+//! `syncFrequency` plus jitter (90 s): the quiet comparison fails.
+//!
+//! Found and not fixed: housekeeping removes terminated pods' sandboxes
+//! inline (`cleanup_pod` in `handle_pod_cleanups`), so a hung
+//! `RemovePodSandbox` stalls the whole sync loop (config updates, lifecycle
+//! events) until the call times out; upstream removes them in the container
+//! garbage collector's own goroutine. The simulation bounds deletions by
+//! the hang's end, so it tolerates this stall rather than flags it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use kubelet_agent::{Kubelet, KubeletConfig};
+use kubelet_container::flowcontrol::Backoff;
+use kubelet_cri_client::{Error as CriError, FakeRuntime, api};
+use kubelet_kuberuntime::RuntimeManager;
+use kubelet_kuberuntime::config::ConfigOptions;
+use kubelet_pleg::{
+    GenericPleg, PlegConfig, PodCache, PodLifecycleEventGenerator, PodLifecycleEventType,
+};
+use kubelet_podconfig::{PodConfig, SourceSink};
+
+pub mod clock;
+pub mod rng;
+
+use clock::SimClock;
+use rng::Rng;
+
+/// The two images pods run; an API pod's update switches between them.
+pub const IMAGES: [&str; 2] = ["localhost/busybox:latest", "localhost/busybox:v2"];
+/// How long after its grace period a deleted pod may still run.
+pub const TERMINATION_BOUND: Duration = Duration::from_secs(60);
+/// How long, at a quiet point, the kubelet has to make its status match
+/// the runtime: a lost lifecycle event is made up for by the pod's next
+/// periodic sync, within `syncFrequency` (1 min) plus its jitter (up to
+/// half of it), as upstream.
+pub const QUIET_PATIENCE: Duration = Duration::from_secs(100);
+/// The node's name.
+pub const NODE: &str = "sim-node";
+/// Container garbage collection's period in the simulation (upstream 1 min).
+pub const GC_PERIOD: Duration = Duration::from_millis(60_310);
+/// Housekeeping's period in the simulation (upstream 2 s).
+pub const HOUSEKEEPING_PERIOD: Duration = Duration::from_millis(2_030);
+/// The longest injected hang, after which the call fails with
+/// `DeadlineExceeded` (upstream's `runtimeRequestTimeout` is 2 min).
+pub const MAX_HANG: Duration = Duration::from_secs(150);
+
+const STATIC_SOURCE: &str = "file";
+const API_SOURCE: &str = "api";
+
+/// CRI methods the faults hit.
+const FAULT_METHODS: [&str; 12] = [
+    "RunPodSandbox",
+    "StopPodSandbox",
+    "RemovePodSandbox",
+    "PodSandboxStatus",
+    "ListPodSandbox",
+    "CreateContainer",
+    "StartContainer",
+    "StopContainer",
+    "RemoveContainer",
+    "ListContainers",
+    "ContainerStatus",
+    "ImageStatus",
+];
+
+/// What one simulation run does.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// Pod names (slots): at most this many pods exist at once; about a
+    /// quarter of them are static pods.
+    pub slots: usize,
+    /// Steps to run.
+    pub steps: usize,
+    /// Inject runtime faults and lost events.
+    pub faults: bool,
+    /// Restart the kubelet now and then.
+    pub kubelet_restarts: bool,
+    /// Check the quiet invariant every this many steps (and at the end);
+    /// `0`: only at the end.
+    pub quiet_every: usize,
+    /// Stop at this much virtual time, whatever `steps` says (`None`: no
+    /// limit).
+    pub until: Option<Duration>,
+}
+
+impl SimConfig {
+    /// The CI run's size: a small node, every kind of event.
+    pub fn ci() -> Self {
+        Self {
+            slots: 6,
+            steps: 120,
+            faults: true,
+            kubelet_restarts: true,
+            quiet_every: 60,
+            until: None,
+        }
+    }
+
+    /// A full node: 110 pod slots for one simulated hour.
+    pub fn node_hour() -> Self {
+        Self {
+            slots: 110,
+            steps: usize::MAX,
+            faults: true,
+            kubelet_restarts: true,
+            quiet_every: 600,
+            until: Some(Duration::from_secs(3600)),
+        }
+    }
+}
+
+/// The invariants the simulation checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Invariant {
+    /// No pod has two ready sandboxes.
+    OneReadySandbox,
+    /// A deleted pod is fully terminated within its grace period plus a bound.
+    GonePodTerminated,
+    /// A terminal status never regresses, and a terminal pod never runs again.
+    TerminalNeverRegresses,
+    /// Restart counts never decrease.
+    RestartCountNeverDecreases,
+    /// Static pods with one full name never run at once.
+    StaticFullNameExclusive,
+    /// A kubelet restart restarts no running container.
+    RestartKeepsRunning,
+    /// Once quiet, the reported status is what the runtime holds.
+    QuietStatusMatchesRuntime,
+    /// The simulation itself could not go on (a runtime could not be built).
+    Harness,
+}
+
+/// A broken invariant, with what is needed to replay it.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    /// The seed of the run.
+    pub seed: u64,
+    /// The step after which the invariant was found broken.
+    pub step: usize,
+    /// Virtual time then.
+    pub at: Duration,
+    /// Which invariant.
+    pub invariant: Invariant,
+    /// What was seen.
+    pub detail: String,
+    /// The last actions before it, oldest first.
+    pub recent: Vec<String>,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "seed {} broke {:?} after step {} (virtual {:?}): {}",
+            self.seed, self.invariant, self.step, self.at, self.detail
+        )?;
+        writeln!(f, "last actions:")?;
+        for a in &self.recent {
+            writeln!(f, "  {a}")?;
+        }
+        write!(
+            f,
+            "replay: SIM_SEED={} cargo test -p kubelet-sim --test seeds replay -- --nocapture",
+            self.seed
+        )
+    }
+}
+
+impl std::error::Error for Failure {}
+
+/// What a run that held every invariant did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trace {
+    /// FNV-1a over every action and the state after each step.
+    pub hash: u64,
+    /// Steps run.
+    pub steps: usize,
+    /// Virtual time simulated.
+    pub virtual_time: Duration,
+    /// How many times each kind of action ran, by name.
+    pub actions: BTreeMap<&'static str, usize>,
+    /// The hash after each step, to find where two runs part.
+    pub step_hashes: Vec<u64>,
+}
+
+/// One thing the simulation does in a step.
+#[derive(Debug, Clone)]
+enum Action {
+    Idle,
+    Add {
+        slot: usize,
+    },
+    Update {
+        slot: usize,
+    },
+    Delete {
+        slot: usize,
+    },
+    Exit {
+        uid: String,
+        container: String,
+        code: i32,
+    },
+    InjectError {
+        method: &'static str,
+    },
+    InjectHang {
+        method: &'static str,
+        secs: u64,
+    },
+    RuntimeRestart,
+    SandboxNotReady {
+        sandbox: String,
+    },
+    LoseEvents {
+        n: u32,
+    },
+    KubeletRestart,
+}
+
+impl Action {
+    fn kind(&self) -> &'static str {
+        match self {
+            Action::Idle => "idle",
+            Action::Add { .. } => "add",
+            Action::Update { .. } => "update",
+            Action::Delete { .. } => "delete",
+            Action::Exit { .. } => "exit",
+            Action::InjectError { .. } => "error",
+            Action::InjectHang { .. } => "hang",
+            Action::RuntimeRestart => "runtime-restart",
+            Action::SandboxNotReady { .. } => "sandbox-not-ready",
+            Action::LoseEvents { .. } => "lose-events",
+            Action::KubeletRestart => "kubelet-restart",
+        }
+    }
+}
+
+/// A pod the sources hold.
+#[derive(Debug, Clone)]
+struct Live {
+    pod: Pod,
+    uid: String,
+    grace: i64,
+    /// When an API pod was deleted (it stays in its source until done).
+    deleting: Option<Duration>,
+}
+
+#[derive(Debug, Clone)]
+struct Slot {
+    name: String,
+    is_static: bool,
+    generation: u32,
+    live: Option<Live>,
+}
+
+/// A pod deleted or removed: it must be gone by `deadline_base + grace +`
+/// [`TERMINATION_BOUND`].
+#[derive(Debug, Clone)]
+struct Gone {
+    at: Duration,
+    grace: i64,
+}
+
+/// One kubelet: its own runtime and every part.
+struct Incarnation {
+    kubelet: Arc<Kubelet<Arc<PodCache>>>,
+    file: SourceSink,
+    api: SourceSink,
+    _config: PodConfig,
+    lost_events: Arc<AtomicU32>,
+    /// Dropped last: ends every task of this kubelet.
+    rt: tokio::runtime::Runtime,
+}
+
+/// A simulation run.
+pub struct Sim {
+    seed: u64,
+    config: SimConfig,
+    rng: Rng,
+    fake: FakeRuntime,
+    clock: SimClock,
+    root: tempfile::TempDir,
+    logs: tempfile::TempDir,
+    slots: Vec<Slot>,
+    gone: BTreeMap<String, Gone>,
+    /// Until when injected faults may still hold a call up.
+    fault_horizon: Duration,
+    /// When the kubelet last restarted.
+    last_restart: Duration,
+    /// Phase reported terminal, by UID, with when it was first seen (wall
+    /// nanoseconds).
+    terminal: BTreeMap<String, (String, i64)>,
+    /// Highest restart count seen, by (UID, container).
+    restarts: BTreeMap<(String, String), i32>,
+    /// Containers running at the last kubelet restart: (UID, container ID).
+    running_at_restart: BTreeSet<(String, String)>,
+    /// Pods the simulation touched since the last kubelet restart.
+    disturbed: BTreeSet<String>,
+    /// Pods with running containers at a kubelet restart that the sources
+    /// no longer held: the new kubelet knows them only as orphans.
+    orphans_at_restart: BTreeSet<String>,
+    recent: Vec<String>,
+    hash: u64,
+    step_hashes: Vec<u64>,
+    step: usize,
+    actions: BTreeMap<&'static str, usize>,
+    inc: Option<Incarnation>,
+}
+
+impl fmt::Debug for Sim {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sim")
+            .field("seed", &self.seed)
+            .field("step", &self.step)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Runs the simulation of `seed` with `config`.
+///
+/// # Errors
+/// The first broken invariant, as a [`Failure`] that names the seed.
+pub fn run(seed: u64, config: &SimConfig) -> Result<Trace, Box<Failure>> {
+    let mut sim = Sim::new(seed, config.clone())?;
+    let result = sim.run_all();
+    sim.shutdown();
+    result
+}
+
+fn fnv(hash: u64, bytes: &[u8]) -> u64 {
+    bytes.iter().fold(hash, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+fn label<'a>(labels: &'a std::collections::HashMap<String, String>, key: &str) -> &'a str {
+    labels.get(key).map(String::as_str).unwrap_or_default()
+}
+
+fn is_terminal_phase(phase: Option<&str>) -> bool {
+    matches!(phase, Some("Succeeded" | "Failed"))
+}
+
+impl Sim {
+    /// A simulation of `seed`, its kubelet built and its first pods added.
+    ///
+    /// # Errors
+    /// [`Invariant::Harness`] when a runtime or directory cannot be made.
+    pub fn new(seed: u64, config: SimConfig) -> Result<Self, Box<Failure>> {
+        let harness = |detail: String| {
+            Box::new(Failure {
+                seed,
+                step: 0,
+                at: Duration::ZERO,
+                invariant: Invariant::Harness,
+                detail,
+                recent: Vec::new(),
+            })
+        };
+        let fake = FakeRuntime::new();
+        for image in IMAGES {
+            fake.add_image(image);
+        }
+        let clock = SimClock::new();
+        {
+            let clock = clock.clone();
+            fake.set_wall_clock(move || clock.wall_nanos());
+        }
+        let root = tempfile::tempdir().map_err(|e| harness(format!("root dir: {e}")))?;
+        let logs = tempfile::tempdir().map_err(|e| harness(format!("logs dir: {e}")))?;
+        let slots = (0..config.slots)
+            .map(|i| {
+                let is_static = i % 4 == 3;
+                Slot {
+                    name: if is_static {
+                        format!("static-{i}-{NODE}")
+                    } else {
+                        format!("pod-{i}")
+                    },
+                    is_static,
+                    generation: 0,
+                    live: None,
+                }
+            })
+            .collect();
+        let mut sim = Self {
+            seed,
+            config,
+            rng: Rng::new(seed),
+            fake,
+            clock,
+            root,
+            logs,
+            slots,
+            gone: BTreeMap::new(),
+            fault_horizon: Duration::ZERO,
+            last_restart: Duration::ZERO,
+            terminal: BTreeMap::new(),
+            restarts: BTreeMap::new(),
+            running_at_restart: BTreeSet::new(),
+            disturbed: BTreeSet::new(),
+            orphans_at_restart: BTreeSet::new(),
+            recent: Vec::new(),
+            hash: 0xcbf2_9ce4_8422_2325,
+            step_hashes: Vec::new(),
+            step: 0,
+            actions: BTreeMap::new(),
+            inc: None,
+        };
+        sim.start_kubelet().map_err(harness)?;
+        Ok(sim)
+    }
+
+    fn failure(&self, invariant: Invariant, detail: String) -> Box<Failure> {
+        Box::new(Failure {
+            seed: self.seed,
+            step: self.step,
+            at: self.now(),
+            invariant,
+            detail,
+            recent: self.recent.clone(),
+        })
+    }
+
+    fn now(&self) -> Duration {
+        match &self.inc {
+            Some(inc) => {
+                let _guard = inc.rt.enter();
+                self.clock.elapsed()
+            }
+            None => self.clock.elapsed(),
+        }
+    }
+
+    /// Builds a kubelet on a fresh paused runtime: everything it knows comes
+    /// from the fake runtime, its root directory and its sources.
+    fn start_kubelet(&mut self) -> Result<(), String> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .map_err(|e| format!("tokio runtime: {e}"))?;
+        let fake = self.fake.clone();
+        let clock = self.clock.clone();
+        let root = self.root.path().to_path_buf();
+        let logs = self.logs.path().to_path_buf();
+        let lost_events = Arc::new(AtomicU32::new(0));
+        let lost = lost_events.clone();
+        let (kubelet, file, api, config) = rt.block_on(async move {
+            clock.attach();
+            let opts = ConfigOptions {
+                pod_logs_dir: logs,
+                node_name: NODE.into(),
+                resolv_conf: None,
+                ..ConfigOptions::new(Arc::new(kubelet_cm::StaticResources::default()))
+            };
+            let sim_clock: Arc<dyn kubelet_container::flowcontrol::Clock> = Arc::new(clock);
+            let manager = Arc::new(RuntimeManager::new(Arc::new(fake), opts).with_backoffs(
+                Arc::new(Backoff::crash_loop().clock(sim_clock.clone())),
+                Arc::new(Backoff::image_pull().clock(sim_clock)),
+            ));
+            let cache = Arc::new(PodCache::new());
+            let pleg = GenericPleg::new(manager.clone(), cache.clone(), PlegConfig::default());
+            let mut pleg_events = pleg
+                .watch()
+                .ok_or_else(|| "the PLEG's events were taken".to_owned())?;
+            let mut config = KubeletConfig::new(NODE);
+            config.root_dir = root;
+            // Off the whole seconds the PLEG relists and housekeeping tick on
+            // (upstream: 1 s, 2 s, 1 min, all from the same start): two
+            // timers due at one virtual instant wake the sync loop's
+            // `select!`, whose choice is not seeded, and which of them meets
+            // an injected fault first would then vary from run to run.
+            config.container_gc_period = GC_PERIOD;
+            config.housekeeping_period = HOUSEKEEPING_PERIOD;
+            let kubelet = Kubelet::new(config, manager.clone(), cache)
+                .map_err(|e| format!("kubelet: {e}"))?
+                .with_container_gc(manager);
+            let kubelet = Arc::new(kubelet);
+            let (pod_config, updates) = PodConfig::builder(NODE).start();
+            let file = pod_config.channel(STATIC_SOURCE);
+            let api = pod_config.channel(API_SOURCE);
+            let (events_tx, events_rx) = tokio::sync::mpsc::channel(1000);
+            // The PLEG's events reach the sync loop, but for those the
+            // simulation loses.
+            tokio::spawn(async move {
+                while let Some(e) = pleg_events.recv().await {
+                    if e.kind == PodLifecycleEventType::ContainerRemoved {
+                        continue;
+                    }
+                    if lost
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                        .is_ok()
+                    {
+                        continue;
+                    }
+                    if events_tx.send(e.pod_uid).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            pleg.start().map_err(|e| format!("PLEG: {e}"))?;
+            // The PLEG stops when dropped: keep it with the loop.
+            // As the builder does: ready once the loop handled an update of
+            // every source.
+            let ready_config = pod_config.clone();
+            let ready_kubelet = kubelet.clone();
+            let k = kubelet.clone();
+            tokio::spawn(async move {
+                let _pleg = pleg;
+                k.run(
+                    updates,
+                    events_rx,
+                    Box::new(move || ready_config.seen_all_sources(&ready_kubelet.sources_seen())),
+                    std::future::pending(),
+                )
+                .await;
+            });
+            Ok::<_, String>((kubelet, file, api, pod_config))
+        })?;
+        self.inc = Some(Incarnation {
+            kubelet,
+            file,
+            api,
+            _config: config,
+            lost_events,
+            rt,
+        });
+        // The sources hand the new kubelet every current pod.
+        self.push_sources();
+        Ok(())
+    }
+
+    /// Ends the current kubelet as a SIGKILL would.
+    fn stop_kubelet(&mut self) {
+        if let Some(inc) = self.inc.take() {
+            {
+                let _guard = inc.rt.enter();
+                self.clock.detach();
+            }
+            let Incarnation {
+                kubelet,
+                file,
+                api,
+                _config,
+                lost_events,
+                rt,
+            } = inc;
+            // Tasks first (they hold the kubelet), then what is left.
+            drop(rt);
+            drop((kubelet, file, api, _config, lost_events));
+        }
+    }
+
+    fn shutdown(&mut self) {
+        self.stop_kubelet();
+    }
+
+    /// Gives both sources their whole current state (upstream sources send
+    /// SETs; the merger turns them into ADD, UPDATE, DELETE and REMOVE).
+    fn push_sources(&self) {
+        let Some(inc) = &self.inc else { return };
+        let mut statics = Vec::new();
+        let mut apis = Vec::new();
+        for slot in &self.slots {
+            if let Some(live) = &slot.live {
+                if slot.is_static {
+                    statics.push(live.pod.clone());
+                } else {
+                    apis.push(live.pod.clone());
+                }
+            }
+        }
+        inc.rt.block_on(async {
+            // The config's task runs as long as the runtime: a send fails
+            // only if it is gone, which the next check would show.
+            let _ = inc.file.set(statics).await;
+            let _ = inc.api.set(apis).await;
+        });
+    }
+
+    /// Advances virtual time by `d`, every task of the kubelet running.
+    fn advance(&self, d: Duration) {
+        if let Some(inc) = &self.inc {
+            inc.rt.block_on(async move { tokio::time::sleep(d).await });
+        }
+    }
+
+    fn make_pod(&mut self, slot: usize) -> Live {
+        let now_nanos = {
+            let Some(inc) = &self.inc else {
+                return self.make_pod_at(slot, 0);
+            };
+            let _guard = inc.rt.enter();
+            self.clock.wall_nanos()
+        };
+        self.make_pod_at(slot, now_nanos)
+    }
+
+    fn make_pod_at(&mut self, slot: usize, now_nanos: i64) -> Live {
+        let grace = *self.rng.pick(&[0i64, 1, 2, 5, 30]).unwrap_or(&30);
+        let policy = *self
+            .rng
+            .pick(&["Always", "Always", "OnFailure", "Never"])
+            .unwrap_or(&"Always");
+        let containers = 1 + self.rng.below(2);
+        let with_init = self.rng.percent(20);
+        // A sidecar: a restartable init container (upstream
+        // `SidecarContainers`), running beside the app containers.
+        let with_sidecar = self.rng.percent(15);
+        let image = IMAGES[self.rng.index(IMAGES.len())];
+        let s = &mut self.slots[slot];
+        s.generation += 1;
+        let uid = format!("{}-g{}", s.name, s.generation);
+        let namespace = if s.is_static {
+            "kube-system"
+        } else {
+            "default"
+        };
+        let container = |name: String| {
+            serde_json::json!({
+                "name": name,
+                "image": image,
+                "imagePullPolicy": "IfNotPresent",
+                "command": ["sleep", "3600"],
+            })
+        };
+        let created = k8s_openapi::jiff::Timestamp::from_nanosecond(i128::from(now_nanos))
+            .unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
+        let mut spec = serde_json::json!({
+            "restartPolicy": policy,
+            "terminationGracePeriodSeconds": grace,
+            "containers": (0..containers).map(|i| container(format!("c{i}"))).collect::<Vec<_>>(),
+        });
+        let mut inits = Vec::new();
+        if with_init {
+            inits.push(container("init".into()));
+        }
+        if with_sidecar {
+            let mut sidecar = container("sidecar".into());
+            sidecar["restartPolicy"] = serde_json::json!("Always");
+            inits.push(sidecar);
+        }
+        if !inits.is_empty() {
+            spec["initContainers"] = serde_json::Value::Array(inits);
+        }
+        let value = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": s.name,
+                "namespace": namespace,
+                "uid": uid,
+                "creationTimestamp": created.to_string(),
+            },
+            "spec": spec,
+            "status": {"phase": "Pending"},
+        });
+        // The JSON above is a valid pod by construction.
+        let pod: Pod = serde_json::from_value(value).unwrap_or_default();
+        Live {
+            pod,
+            uid,
+            grace,
+            deleting: None,
+        }
+    }
+
+    /// Chooses the next action from the seed and the current state.
+    fn choose(&mut self) -> Action {
+        let faults = u64::from(self.config.faults);
+        let restarts = u64::from(self.config.kubelet_restarts);
+        let weights = [
+            20,         // idle
+            15,         // add
+            6,          // update
+            8,          // delete
+            15,         // exit
+            5 * faults, // error
+            2 * faults, // hang
+            faults,     // runtime restart
+            2 * faults, // sandbox not ready
+            2 * faults, // lose events
+            restarts,   // kubelet restart
+        ];
+        match self.rng.weighted(&weights) {
+            1 => {
+                let free: Vec<usize> = (0..self.slots.len())
+                    .filter(|i| self.slots[*i].live.is_none())
+                    .collect();
+                match self.rng.pick(&free) {
+                    Some(slot) => Action::Add { slot: *slot },
+                    None => Action::Idle,
+                }
+            }
+            2 | 3 => {
+                let update = self.rng.below(2) == 0;
+                let live: Vec<usize> = (0..self.slots.len())
+                    .filter(|i| {
+                        self.slots[*i]
+                            .live
+                            .as_ref()
+                            .is_some_and(|l| l.deleting.is_none())
+                    })
+                    .collect();
+                match self.rng.pick(&live) {
+                    Some(slot) if update => Action::Update { slot: *slot },
+                    Some(slot) => Action::Delete { slot: *slot },
+                    None => Action::Idle,
+                }
+            }
+            4 => {
+                let running: Vec<(String, String)> = self
+                    .fake
+                    .inspect_containers()
+                    .into_iter()
+                    .filter(|c| c.state == api::ContainerState::ContainerRunning as i32)
+                    .map(|c| {
+                        (
+                            label(&c.labels, kubelet_kuberuntime::labels::POD_UID).to_owned(),
+                            c.id,
+                        )
+                    })
+                    .collect();
+                let code = *self.rng.pick(&[0, 1, 137]).unwrap_or(&1);
+                match self.rng.pick(&running) {
+                    Some((uid, id)) => Action::Exit {
+                        uid: uid.clone(),
+                        container: id.clone(),
+                        code,
+                    },
+                    None => Action::Idle,
+                }
+            }
+            5 => Action::InjectError {
+                method: FAULT_METHODS[self.rng.index(FAULT_METHODS.len())],
+            },
+            6 => Action::InjectHang {
+                method: FAULT_METHODS[self.rng.index(FAULT_METHODS.len())],
+                secs: self.rng.range(5, MAX_HANG.as_secs()),
+            },
+            7 => Action::RuntimeRestart,
+            8 => {
+                let ready: Vec<String> = self
+                    .fake
+                    .inspect_sandboxes()
+                    .into_iter()
+                    .filter(|s| s.state == api::PodSandboxState::SandboxReady as i32)
+                    .map(|s| s.id)
+                    .collect();
+                match self.rng.pick(&ready) {
+                    Some(id) => Action::SandboxNotReady {
+                        sandbox: id.clone(),
+                    },
+                    None => Action::Idle,
+                }
+            }
+            9 => Action::LoseEvents {
+                n: u32::try_from(self.rng.range(1, 5)).unwrap_or(1),
+            },
+            10 => Action::KubeletRestart,
+            _ => Action::Idle,
+        }
+    }
+
+    fn apply(&mut self, action: &Action) -> Result<(), Box<Failure>> {
+        let now = self.now();
+        match action {
+            Action::Idle => {}
+            Action::Add { slot } => {
+                let live = self.make_pod(*slot);
+                self.slots[*slot].live = Some(live);
+                self.push_sources();
+            }
+            Action::Update { slot } => {
+                let is_static = self.slots[*slot].is_static;
+                if is_static {
+                    // A changed manifest: a new UID under the same full name.
+                    if let Some(old) = self.slots[*slot].live.take() {
+                        self.disturbed.insert(old.uid.clone());
+                        self.gone.insert(
+                            old.uid,
+                            Gone {
+                                at: now,
+                                grace: old.grace,
+                            },
+                        );
+                    }
+                    let live = self.make_pod(*slot);
+                    self.slots[*slot].live = Some(live);
+                } else if let Some(live) = &mut self.slots[*slot].live {
+                    // An API pod's image (a mutable field).
+                    if let Some(c) = live
+                        .pod
+                        .spec
+                        .as_mut()
+                        .and_then(|s| s.containers.first_mut())
+                    {
+                        let next = if c.image.as_deref() == Some(IMAGES[0]) {
+                            IMAGES[1]
+                        } else {
+                            IMAGES[0]
+                        };
+                        c.image = Some(next.into());
+                    }
+                    self.disturbed.insert(live.uid.clone());
+                }
+                self.push_sources();
+            }
+            Action::Delete { slot } => {
+                let is_static = self.slots[*slot].is_static;
+                if is_static {
+                    if let Some(old) = self.slots[*slot].live.take() {
+                        self.disturbed.insert(old.uid.clone());
+                        self.gone.insert(
+                            old.uid,
+                            Gone {
+                                at: now,
+                                grace: old.grace,
+                            },
+                        );
+                    }
+                } else {
+                    let wall = self.clock_wall(now);
+                    let Some(live) = &mut self.slots[*slot].live else {
+                        return Ok(());
+                    };
+                    let ts = k8s_openapi::jiff::Timestamp::from_nanosecond(i128::from(wall))
+                        .unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
+                    live.pod.metadata.deletion_timestamp =
+                        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(ts));
+                    live.pod.metadata.deletion_grace_period_seconds = Some(live.grace);
+                    live.deleting = Some(now);
+                    self.disturbed.insert(live.uid.clone());
+                    self.gone.insert(
+                        live.uid.clone(),
+                        Gone {
+                            at: now,
+                            grace: live.grace,
+                        },
+                    );
+                }
+                self.push_sources();
+            }
+            Action::Exit {
+                uid,
+                container,
+                code,
+            } => {
+                let reason = match code {
+                    0 => "Completed",
+                    137 => "OOMKilled",
+                    _ => "Error",
+                };
+                self.disturbed.insert(uid.clone());
+                // It may have stopped since it was chosen: nothing to do.
+                let _ = self.fake.exit_container(container, *code, reason);
+            }
+            Action::InjectError { method } => {
+                self.fake.inject_error(
+                    method,
+                    CriError::Unavailable {
+                        call: kubelet_cri_client::Call::new(method),
+                        message: "injected by the simulation".into(),
+                    },
+                );
+                self.fault_horizon = self.fault_horizon.max(now + Duration::from_secs(1));
+            }
+            Action::InjectHang { method, secs } => {
+                self.fake.inject_hang(method, Duration::from_secs(*secs));
+                // The hang starts at the method's next call, which may come
+                // late: the horizon is generous.
+                self.fault_horizon = self.fault_horizon.max(now + Duration::from_secs(*secs));
+            }
+            Action::RuntimeRestart => self.fake.restart(),
+            Action::SandboxNotReady { sandbox } => {
+                if let Some(sb) = self
+                    .fake
+                    .inspect_sandboxes()
+                    .into_iter()
+                    .find(|s| &s.id == sandbox)
+                    && let Some(meta) = sb.metadata
+                {
+                    self.disturbed.insert(meta.uid);
+                }
+                let _ = self.fake.set_sandbox_not_ready(sandbox);
+            }
+            Action::LoseEvents { n } => {
+                if let Some(inc) = &self.inc {
+                    inc.lost_events.fetch_add(*n, Ordering::SeqCst);
+                }
+            }
+            Action::KubeletRestart => {
+                // The API server holds what the status manager's syncer last
+                // wrote: a restarted kubelet reads its API pods' statuses
+                // back (static pods' come from their manifests, as upstream).
+                if let Some(inc) = &self.inc {
+                    for slot in self.slots.iter_mut().filter(|s| !s.is_static) {
+                        if let Some(live) = &mut slot.live
+                            && let Some(status) = inc.kubelet.statuses().get(&live.uid)
+                        {
+                            live.pod.status = Some(status);
+                        }
+                    }
+                }
+                self.stop_kubelet();
+                let at = self.clock.elapsed();
+                self.last_restart = at;
+                self.disturbed.clear();
+                // Containers of a dead (not ready) sandbox are rightly
+                // restarted with a new one: only those of ready sandboxes
+                // must keep running.
+                let ready: BTreeSet<String> = self
+                    .fake
+                    .inspect_sandboxes()
+                    .into_iter()
+                    .filter(|s| s.state == api::PodSandboxState::SandboxReady as i32)
+                    .map(|s| s.id)
+                    .collect();
+                // Nor must a container whose spec changed and is still to be
+                // applied (its image differs from the pod's): the new
+                // kubelet rightly restarts it.
+                let desired: BTreeMap<(String, String), String> = self
+                    .slots
+                    .iter()
+                    .filter_map(|s| s.live.as_ref())
+                    .filter(|l| l.deleting.is_none())
+                    .flat_map(|l| {
+                        let spec = l.pod.spec.as_ref();
+                        spec.map(|s| s.containers.clone())
+                            .unwrap_or_default()
+                            .into_iter()
+                            .chain(
+                                spec.and_then(|s| s.init_containers.clone())
+                                    .unwrap_or_default(),
+                            )
+                            .map(|c| ((l.uid.clone(), c.name), c.image.unwrap_or_default()))
+                            .collect::<Vec<_>>()
+                    })
+                    .collect();
+                let held: BTreeSet<String> = self
+                    .slots
+                    .iter()
+                    .filter_map(|s| s.live.as_ref())
+                    .map(|l| l.uid.clone())
+                    .collect();
+                self.orphans_at_restart.extend(
+                    self.fake
+                        .inspect_containers()
+                        .into_iter()
+                        .filter(|c| c.state == api::ContainerState::ContainerRunning as i32)
+                        .map(|c| label(&c.labels, kubelet_kuberuntime::labels::POD_UID).to_owned())
+                        .filter(|uid| !held.contains(uid)),
+                );
+                self.running_at_restart = self
+                    .fake
+                    .inspect_containers()
+                    .into_iter()
+                    .filter(|c| {
+                        let key = (
+                            label(&c.labels, kubelet_kuberuntime::labels::POD_UID).to_owned(),
+                            label(&c.labels, kubelet_kuberuntime::labels::CONTAINER_NAME)
+                                .to_owned(),
+                        );
+                        let image = c
+                            .image
+                            .as_ref()
+                            .map(|i| i.image.as_str())
+                            .unwrap_or_default();
+                        c.state == api::ContainerState::ContainerRunning as i32
+                            && ready.contains(&c.pod_sandbox_id)
+                            && desired.get(&key).is_some_and(|d| d == image)
+                    })
+                    .map(|c| {
+                        (
+                            label(&c.labels, kubelet_kuberuntime::labels::POD_UID).to_owned(),
+                            c.id,
+                        )
+                    })
+                    .collect();
+                self.start_kubelet()
+                    .map_err(|e| self.failure(Invariant::Harness, e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The action as the trace hashes it: a container or sandbox by its
+    /// pod, name and attempt rather than its runtime ID.
+    fn canonical(&self, action: &Action) -> String {
+        match action {
+            Action::Exit {
+                container, code, ..
+            } => {
+                let what = self
+                    .fake
+                    .inspect_containers()
+                    .into_iter()
+                    .find(|c| &c.id == container)
+                    .map(|c| {
+                        let (name, attempt) = c
+                            .metadata
+                            .as_ref()
+                            .map(|m| (m.name.clone(), m.attempt))
+                            .unwrap_or_default();
+                        let uid = label(&c.labels, kubelet_kuberuntime::labels::POD_UID);
+                        format!("{uid} {name} {attempt}")
+                    });
+                format!("{} exit {what:?} {code}", self.step)
+            }
+            Action::SandboxNotReady { sandbox } => {
+                let what = self
+                    .fake
+                    .inspect_sandboxes()
+                    .into_iter()
+                    .find(|s| &s.id == sandbox)
+                    .and_then(|s| s.metadata)
+                    .map(|m| (m.uid, m.attempt));
+                format!("{} sandbox-not-ready {what:?}", self.step)
+            }
+            other => format!("{} {other:?}", self.step),
+        }
+    }
+
+    fn clock_wall(&self, at: Duration) -> i64 {
+        let d = Duration::from_secs(clock::EPOCH_SECS) + at;
+        i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
+    }
+
+    /// API pods deleted and no longer possibly running leave their source
+    /// (the status manager's final delete, upstream `canBeDeleted`); one
+    /// still there past its bound is removed by force.
+    fn finish_deletions(&mut self) -> Result<(), Box<Failure>> {
+        let Some(inc) = &self.inc else { return Ok(()) };
+        let now = self.now();
+        let horizon = self.fault_horizon.max(self.last_restart);
+        let mut changed = false;
+        let mut stuck = None;
+        for slot in &mut self.slots {
+            let Some(live) = &slot.live else { continue };
+            let Some(at) = live.deleting else { continue };
+            if !inc.kubelet.could_have_running_containers(&live.uid) {
+                slot.live = None;
+                changed = true;
+                continue;
+            }
+            // Upstream's "stuck Terminating" (kubernetes#51835): the kubelet
+            // never says the pod's containers are all gone, so the API
+            // server never deletes it.
+            let grace = Duration::from_secs(u64::try_from(live.grace).unwrap_or(0));
+            if now > (at + grace).max(horizon) + TERMINATION_BOUND {
+                stuck = Some((live.uid.clone(), at, live.grace));
+            }
+        }
+        if changed {
+            self.push_sources();
+        }
+        if let Some((uid, at, grace)) = stuck {
+            return Err(self.failure(
+                Invariant::GonePodTerminated,
+                format!(
+                    "pod {uid} deleted at {at:?} (grace {grace}s): the kubelet still says it could have running containers at {now:?}"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn run_all(&mut self) -> Result<Trace, Box<Failure>> {
+        // Half the slots start with a pod.
+        for slot in 0..self.slots.len() {
+            if self.rng.percent(50) {
+                let live = self.make_pod(slot);
+                self.slots[slot].live = Some(live);
+            }
+        }
+        self.push_sources();
+        while self.step < self.config.steps {
+            if let Some(until) = self.config.until
+                && self.now() >= until
+            {
+                break;
+            }
+            self.step += 1;
+            let action = self.choose();
+            *self.actions.entry(action.kind()).or_default() += 1;
+            let line = format!("step {} at {:?}: {action:?}", self.step, self.now());
+            self.hash = fnv(self.hash, self.canonical(&action).as_bytes());
+            if std::env::var_os("SIM_PRINT_ACTIONS").is_some() {
+                eprintln!("{line}");
+            }
+            self.recent.push(line);
+            if self.recent.len() > 25 {
+                self.recent.remove(0);
+            }
+            self.apply(&action)?;
+            let dt = Duration::from_millis(self.rng.range(200, 2000));
+            self.advance(dt);
+            self.finish_deletions()?;
+            self.check()?;
+            self.step_hashes.push(self.hash);
+            if self.config.quiet_every > 0 && self.step.is_multiple_of(self.config.quiet_every) {
+                self.quiet()?;
+            }
+        }
+        self.quiet()?;
+        Ok(Trace {
+            hash: self.hash,
+            steps: self.step,
+            virtual_time: self.now(),
+            actions: self.actions.clone(),
+            step_hashes: self.step_hashes.clone(),
+        })
+    }
+
+    /// The invariants checked after every step.
+    fn check(&mut self) -> Result<(), Box<Failure>> {
+        let Some(inc) = &self.inc else { return Ok(()) };
+        let now = self.now();
+        // An injected hang waits for its method's next call, which may come
+        // late: until it has fired, it may still hold anything up for as
+        // long as the longest hang.
+        if self.fake.pending_injections() > 0 {
+            self.fault_horizon = self.fault_horizon.max(now + MAX_HANG);
+        }
+        let wall_now = self.clock_wall(now);
+        let sandboxes = self.fake.inspect_sandboxes();
+        let containers = self.fake.inspect_containers();
+        let running = |c: &api::Container| c.state == api::ContainerState::ContainerRunning as i32;
+        let uid_of = |c: &api::Container| -> String {
+            label(&c.labels, kubelet_kuberuntime::labels::POD_UID).to_owned()
+        };
+
+        // The state, into the trace.
+        // Without the runtime's IDs, which number objects in the order the
+        // pod workers' calls happened to reach the runtime; sorted.
+        let mut lines: Vec<String> = Vec::new();
+        for s in &sandboxes {
+            let (uid, attempt) = s
+                .metadata
+                .as_ref()
+                .map(|m| (m.uid.as_str(), m.attempt))
+                .unwrap_or_default();
+            lines.push(format!("s {uid} {attempt} {};", s.state));
+        }
+        for c in &containers {
+            let (name, attempt) = c
+                .metadata
+                .as_ref()
+                .map(|m| (m.name.as_str(), m.attempt))
+                .unwrap_or_default();
+            lines.push(format!("c {} {name} {attempt} {};", uid_of(c), c.state));
+        }
+        lines.sort();
+        let mut state = lines.concat();
+
+        // One ready sandbox per pod.
+        let mut ready: BTreeMap<&str, usize> = BTreeMap::new();
+        for s in &sandboxes {
+            if s.state == api::PodSandboxState::SandboxReady as i32
+                && let Some(m) = &s.metadata
+            {
+                *ready.entry(m.uid.as_str()).or_default() += 1;
+            }
+        }
+        if let Some((uid, n)) = ready.iter().find(|(_, n)| **n > 1) {
+            return Err(self.failure(
+                Invariant::OneReadySandbox,
+                format!("pod {uid} has {n} ready sandboxes"),
+            ));
+        }
+
+        // Gone pods are terminated in time.
+        let horizon = self.fault_horizon.max(self.last_restart);
+        for (uid, gone) in &self.gone {
+            let grace = Duration::from_secs(u64::try_from(gone.grace).unwrap_or(0));
+            let deadline = (gone.at + grace).max(horizon) + TERMINATION_BOUND;
+            if now <= deadline {
+                continue;
+            }
+            let still: Vec<&str> = containers
+                .iter()
+                .filter(|c| running(c) && uid_of(c) == *uid)
+                .map(|c| c.id.as_str())
+                .collect();
+            let ready_sandbox = ready.contains_key(uid.as_str());
+            if !still.is_empty() || ready_sandbox {
+                return Err(self.failure(
+                    Invariant::GonePodTerminated,
+                    format!(
+                        "pod {uid} deleted at {:?} (grace {}s) still has running containers {still:?}, ready sandbox {ready_sandbox}, at {now:?}",
+                        gone.at, gone.grace
+                    ),
+                ));
+            }
+        }
+
+        // Statuses: terminal phases and restart counts.
+        let mut uids: BTreeSet<String> = self.gone.keys().cloned().collect();
+        uids.extend(
+            self.slots
+                .iter()
+                .filter_map(|s| s.live.as_ref().map(|l| l.uid.clone())),
+        );
+        let watch = std::env::var("SIM_WATCH_UID").ok();
+        for uid in &uids {
+            let Some(status) = inc.kubelet.statuses().get(uid) else {
+                continue;
+            };
+            if watch.as_deref() == Some(uid.as_str()) {
+                let cs: Vec<String> = status
+                    .container_statuses
+                    .iter()
+                    .flatten()
+                    .chain(status.init_container_statuses.iter().flatten())
+                    .map(|c| {
+                        let st = c.state.as_ref();
+                        let letter = if st.and_then(|s| s.running.as_ref()).is_some() {
+                            "R".to_owned()
+                        } else if let Some(t) = st.and_then(|s| s.terminated.as_ref()) {
+                            format!("T{}", t.exit_code)
+                        } else {
+                            "W".to_owned()
+                        };
+                        format!("{}:{letter}:rc{}", c.name, c.restart_count)
+                    })
+                    .collect();
+                let rt: Vec<String> = containers
+                    .iter()
+                    .filter(|c| uid_of(c) == *uid)
+                    .map(|c| {
+                        let (n, a) = c
+                            .metadata
+                            .as_ref()
+                            .map(|m| (m.name.as_str(), m.attempt))
+                            .unwrap_or_default();
+                        format!("{}:{n}#{a}:{}", c.id.get(56..).unwrap_or(&c.id), c.state)
+                    })
+                    .collect();
+                eprintln!(
+                    "step {} {uid}: {:?} {cs:?} runtime {rt:?}",
+                    self.step, status.phase
+                );
+            }
+            let phase = status.phase.clone().unwrap_or_default();
+            state.push_str(&format!("p {uid} {phase};"));
+            if let Some((was, _)) = self.terminal.get(uid)
+                && !is_terminal_phase(Some(&phase))
+            {
+                return Err(self.failure(
+                    Invariant::TerminalNeverRegresses,
+                    format!("pod {uid} was reported {was}, now {phase}"),
+                ));
+            }
+            if is_terminal_phase(Some(&phase)) {
+                self.terminal
+                    .entry(uid.clone())
+                    .or_insert((phase.clone(), wall_now));
+            }
+            // Upstream `purgeInitContainers` removes a pod's init
+            // containers (and `removeContainerLog` their logs) when its
+            // sandbox is recreated; a sync that fails between the purge and
+            // the restart leaves nothing to count from, so an init
+            // container's count may start again with each sandbox: an init
+            // container's count is followed per sandbox attempt, that of the
+            // sandbox of the container its status names (a status the
+            // runtime holds no container for is not followed).
+            let inits = status.init_container_statuses.iter().flatten();
+            for (cs, init) in status
+                .container_statuses
+                .iter()
+                .flatten()
+                .map(|c| (c, false))
+                .chain(inits.map(|c| (c, true)))
+            {
+                state.push_str(&format!("r {} {};", cs.name, cs.restart_count));
+                let name = if init {
+                    let id = cs.container_id.as_deref().unwrap_or_default();
+                    let id = id.split_once("://").map(|(_, i)| i).unwrap_or(id);
+                    let attempt = containers
+                        .iter()
+                        .find(|c| c.id == id)
+                        .and_then(|c| sandboxes.iter().find(|s| s.id == c.pod_sandbox_id))
+                        .and_then(|s| s.metadata.as_ref())
+                        .map(|m| m.attempt);
+                    let Some(attempt) = attempt else { continue };
+                    format!("{}@{attempt}", cs.name)
+                } else {
+                    cs.name.clone()
+                };
+                let key = (uid.clone(), name);
+                let max = *self.restarts.entry(key.clone()).or_insert(cs.restart_count);
+                if cs.restart_count < max {
+                    return Err(self.failure(
+                        Invariant::RestartCountNeverDecreases,
+                        format!(
+                            "container {} of pod {uid}: restartCount {} after {}",
+                            cs.name, cs.restart_count, max
+                        ),
+                    ));
+                }
+                self.restarts.insert(key, cs.restart_count);
+            }
+        }
+        for c in &containers {
+            if let Some((phase, since)) = self.terminal.get(&uid_of(c))
+                && c.created_at > *since
+            {
+                return Err(self.failure(
+                    Invariant::TerminalNeverRegresses,
+                    format!(
+                        "pod {} was reported {phase}, then container {} ({:?}) was created",
+                        uid_of(c),
+                        c.id,
+                        c.metadata.as_ref().map(|m| &m.name)
+                    ),
+                ));
+            }
+        }
+
+        // Static pods: one full name, one running pod.
+        let mut by_name: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
+        // Known divergence, shared with upstream: a static pod whose old
+        // UID was still running when the kubelet restarted (its manifest
+        // changed just before, or while the kubelet was down) is only an
+        // orphan runtime pod to the new kubelet, which starts the new UID
+        // at once and kills the orphan at its next housekeeping; upstream's
+        // pod workers likewise gate static pod starts only on the static
+        // pods they know. Such an orphan is left out here (it must still be
+        // gone within its bound: `GonePodTerminated`).
+        for c in containers.iter().filter(|c| running(c)) {
+            if self.orphans_at_restart.contains(&uid_of(c)) {
+                continue;
+            }
+            let name = label(&c.labels, kubelet_kuberuntime::labels::POD_NAME).to_owned();
+            if !name.starts_with("static-") {
+                continue;
+            }
+            let ns = label(&c.labels, kubelet_kuberuntime::labels::POD_NAMESPACE).to_owned();
+            by_name.entry((ns, name)).or_default().insert(uid_of(c));
+        }
+        if let Some(((ns, name), uids)) = by_name.iter().find(|(_, u)| u.len() > 1) {
+            return Err(self.failure(
+                Invariant::StaticFullNameExclusive,
+                format!("static pod {name}_{ns} runs as {uids:?} at once"),
+            ));
+        }
+
+        // A kubelet restart restarted nothing running.
+        for (uid, id) in &self.running_at_restart {
+            if self.disturbed.contains(uid) || self.gone.contains_key(uid) {
+                continue;
+            }
+            let still = containers.iter().any(|c| &c.id == id && running(c));
+            if !still {
+                return Err(self.failure(
+                    Invariant::RestartKeepsRunning,
+                    format!(
+                        "container {id} of pod {uid} ran at the kubelet restart at {:?} and no longer runs",
+                        self.last_restart
+                    ),
+                ));
+            }
+        }
+
+        self.hash = fnv(self.hash, state.as_bytes());
+        if let Some(path) = std::env::var_os("SIM_STATE_LOG") {
+            use std::io::Write;
+            if let Ok(mut f) = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+            {
+                let _ = writeln!(f, "{} {:?} {state}", self.step, self.now());
+            }
+        }
+        Ok(())
+    }
+
+    /// Lets every fault pass, then gives the kubelet [`QUIET_PATIENCE`] to
+    /// report exactly what the runtime holds.
+    fn quiet(&mut self) -> Result<(), Box<Failure>> {
+        // Quiet: no new fault, and none armed.
+        self.fake.clear_injections();
+        let now = self.now();
+        let settle = self.fault_horizon.max(now) - now + Duration::from_secs(5);
+        // In one-second steps, so the per-step checks still run.
+        let mut left = settle;
+        while !left.is_zero() {
+            let d = left.min(Duration::from_secs(1));
+            self.advance(d);
+            left -= d;
+            self.finish_deletions()?;
+            self.check()?;
+        }
+        let mut waited = Duration::ZERO;
+        loop {
+            let mismatches = self.mismatches();
+            if mismatches.is_empty() {
+                return Ok(());
+            }
+            if waited >= QUIET_PATIENCE {
+                return Err(
+                    self.failure(Invariant::QuietStatusMatchesRuntime, mismatches.join("; "))
+                );
+            }
+            self.advance(Duration::from_secs(1));
+            waited += Duration::from_secs(1);
+            self.finish_deletions()?;
+            self.check()?;
+        }
+    }
+
+    /// Where the kubelet's status and the runtime disagree, for the pods the
+    /// sources hold.
+    fn mismatches(&self) -> Vec<String> {
+        let Some(inc) = &self.inc else {
+            return Vec::new();
+        };
+        let containers = self.fake.inspect_containers();
+        let mut out = Vec::new();
+        for slot in &self.slots {
+            let Some(live) = &slot.live else { continue };
+            if live.deleting.is_some() {
+                continue;
+            }
+            let uid = &live.uid;
+            let runtime_running: BTreeMap<String, String> = containers
+                .iter()
+                .filter(|c| {
+                    c.state == api::ContainerState::ContainerRunning as i32
+                        && label(&c.labels, kubelet_kuberuntime::labels::POD_UID) == uid
+                })
+                .map(|c| {
+                    (
+                        label(&c.labels, kubelet_kuberuntime::labels::CONTAINER_NAME).to_owned(),
+                        c.id.clone(),
+                    )
+                })
+                .collect();
+            // Without a status of the kubelet's own (a pod it was given
+            // terminal after a restart), what is reported is what the API
+            // server holds.
+            let Some(status) = inc
+                .kubelet
+                .statuses()
+                .get(uid)
+                .or_else(|| live.pod.status.clone().filter(|_| !slot.is_static))
+            else {
+                out.push(format!("pod {uid} has no status"));
+                continue;
+            };
+            let reported: BTreeMap<String, String> = status
+                .container_statuses
+                .iter()
+                .flatten()
+                .chain(status.init_container_statuses.iter().flatten())
+                .filter(|cs| cs.state.as_ref().is_some_and(|s| s.running.is_some()))
+                .map(|cs| {
+                    let id = cs.container_id.as_deref().unwrap_or_default();
+                    let id = id.split_once("://").map(|(_, i)| i).unwrap_or(id);
+                    (cs.name.clone(), id.to_owned())
+                })
+                .collect();
+            if reported != runtime_running && !init_rerun_refused(&live.pod, &status) {
+                out.push(format!(
+                    "pod {uid}: reported running {reported:?}, runtime runs {runtime_running:?}"
+                ));
+            }
+        }
+        out
+    }
+}
+
+/// Upstream `checkContainerStateTransition` (`pkg/kubelet/status`) refuses a
+/// status in which a non-restartable init container that terminated (with
+/// exit code 0, or under `restartPolicy: Never`) runs again, unless the
+/// pod's policy is `Always`. A pod whose sandbox is recreated runs its init
+/// containers again, so until they terminate again its status keeps their
+/// old, terminated state: the status manager (here as upstream) holds the
+/// whole status back. Known and shared with upstream, such a pod is left
+/// out of the quiet comparison.
+fn init_rerun_refused(pod: &Pod, status: &k8s_openapi::api::core::v1::PodStatus) -> bool {
+    let policy = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.restart_policy.as_deref())
+        .unwrap_or("Always");
+    if policy == "Always" {
+        return false;
+    }
+    let restartable = |name: &str| {
+        pod.spec
+            .as_ref()
+            .and_then(|s| s.init_containers.as_ref())
+            .and_then(|i| i.iter().find(|c| c.name == name))
+            .is_some_and(|c| c.restart_policy.as_deref() == Some("Always"))
+    };
+    status.init_container_statuses.iter().flatten().any(|c| {
+        !restartable(&c.name)
+            && c.state
+                .as_ref()
+                .and_then(|s| s.terminated.as_ref())
+                .is_some_and(|t| t.exit_code == 0 || policy == "Never")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kubelet_cri_client::RuntimeService;
+
+    fn small() -> SimConfig {
+        SimConfig {
+            slots: 4,
+            steps: 10,
+            faults: false,
+            kubelet_restarts: false,
+            quiet_every: 0,
+            until: None,
+        }
+    }
+
+    /// A sim with its first pods running.
+    fn settled() -> Sim {
+        let mut sim = Sim::new(7, small()).unwrap_or_else(|f| panic!("{f}"));
+        for slot in 0..sim.slots.len() {
+            let live = sim.make_pod(slot);
+            sim.slots[slot].live = Some(live);
+        }
+        sim.push_sources();
+        sim.advance(Duration::from_secs(5));
+        sim.check().unwrap_or_else(|f| panic!("{f}"));
+        sim
+    }
+
+    /// Runs a sandbox (and a running container in it) for `uid` behind the
+    /// kubelet's back.
+    fn run_behind_the_kubelets_back(sim: &Sim, uid: &str, name: &str, ns: &str, attempt: u32) {
+        let fake = sim.fake.clone();
+        let (uid, name, ns) = (uid.to_owned(), name.to_owned(), ns.to_owned());
+        let labels: std::collections::HashMap<String, String> = [
+            (kubelet_kuberuntime::labels::POD_UID.to_owned(), uid.clone()),
+            (
+                kubelet_kuberuntime::labels::POD_NAME.to_owned(),
+                name.clone(),
+            ),
+            (
+                kubelet_kuberuntime::labels::POD_NAMESPACE.to_owned(),
+                ns.clone(),
+            ),
+            (
+                kubelet_kuberuntime::labels::CONTAINER_NAME.to_owned(),
+                "c0".to_owned(),
+            ),
+        ]
+        .into();
+        let inc = sim.inc.as_ref().unwrap_or_else(|| panic!("a kubelet runs"));
+        inc.rt.block_on(async move {
+            let sandbox = fake
+                .run_pod_sandbox(
+                    api::PodSandboxConfig {
+                        metadata: Some(api::PodSandboxMetadata {
+                            name,
+                            namespace: ns,
+                            uid,
+                            attempt,
+                        }),
+                        labels: labels.clone(),
+                        ..Default::default()
+                    },
+                    "",
+                )
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            let config = api::ContainerConfig {
+                metadata: Some(api::ContainerMetadata {
+                    name: "c0".into(),
+                    attempt: 0,
+                }),
+                image: Some(api::ImageSpec {
+                    image: IMAGES[0].into(),
+                    ..Default::default()
+                }),
+                labels,
+                ..Default::default()
+            };
+            let id = fake
+                .create_container(&sandbox, config, api::PodSandboxConfig::default())
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            fake.start_container(&id)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        });
+    }
+
+    #[test]
+    fn a_second_ready_sandbox_breaks_one_ready_sandbox() {
+        let mut sim = settled();
+        let live = sim.slots[0].live.clone().unwrap_or_else(|| panic!("a pod"));
+        let name = live.pod.metadata.name.clone().unwrap_or_default();
+        run_behind_the_kubelets_back(&sim, &live.uid, &name, "default", 42);
+        let f = sim.check().expect_err("two ready sandboxes");
+        assert_eq!(f.invariant, Invariant::OneReadySandbox, "{f}");
+        assert!(f.to_string().contains("SIM_SEED=7 cargo test"), "{f}");
+    }
+
+    #[test]
+    fn two_running_generations_of_a_static_pod_break_full_name_exclusivity() {
+        let mut sim = settled();
+        let slot = sim.slots.iter().position(|s| s.is_static).unwrap_or(3);
+        let name = sim.slots[slot].name.clone();
+        run_behind_the_kubelets_back(&sim, &format!("{name}-g99"), &name, "kube-system", 0);
+        let f = sim.check().expect_err("two generations running");
+        assert_eq!(f.invariant, Invariant::StaticFullNameExclusive, "{f}");
+    }
+
+    #[test]
+    fn a_gone_pod_still_running_past_its_bound_breaks_gone_pod_terminated() {
+        let mut sim = settled();
+        // A pod the kubelet never knew, recorded as deleted long ago.
+        run_behind_the_kubelets_back(&sim, "ghost", "ghost", "default", 0);
+        sim.gone.insert(
+            "ghost".into(),
+            Gone {
+                at: Duration::ZERO,
+                grace: 0,
+            },
+        );
+        sim.fault_horizon = Duration::ZERO;
+        sim.advance(TERMINATION_BOUND);
+        // Housekeeping kills the unknown pod: the kubelet holds the invariant.
+        sim.check().unwrap_or_else(|f| panic!("{f}"));
+        // Behind the kubelet's back again, too late to be killed in time.
+        run_behind_the_kubelets_back(&sim, "ghost", "ghost", "default", 1);
+        let f = sim.check().expect_err("the ghost runs");
+        assert_eq!(f.invariant, Invariant::GonePodTerminated, "{f}");
+    }
+
+    #[test]
+    fn a_running_pod_reported_otherwise_breaks_the_quiet_comparison() {
+        let sim = settled();
+        assert_eq!(sim.mismatches(), Vec::<String>::new());
+        let live = sim.slots[0].live.clone().unwrap_or_else(|| panic!("a pod"));
+        let running = sim
+            .fake
+            .inspect_containers()
+            .into_iter()
+            .find(|c| {
+                label(&c.labels, kubelet_kuberuntime::labels::POD_UID) == live.uid
+                    && c.state == api::ContainerState::ContainerRunning as i32
+            })
+            .unwrap_or_else(|| panic!("a running container"));
+        // The process exits and no time passes: the kubelet cannot know yet.
+        sim.fake
+            .exit_container(&running.id, 1, "Error")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(sim.mismatches().len(), 1, "{:?}", sim.mismatches());
+    }
+}
