@@ -141,7 +141,8 @@ debian_mirror_line() {
 
 build_busybox() {
 	local conf src tarball
-	if [ -x "$OUT/busybox" ] && "$OUT/busybox" 2>&1 | grep -q '^BusyBox v' &&
+	# (Not `busybox | grep -q`: with pipefail, grep's early exit fails the pipe.)
+	if [ -x "$OUT/busybox" ] && [[ "$("$OUT/busybox" 2>&1 || true)" == "BusyBox v"* ]] &&
 		[ "$(cat "$OUT/.busybox-stamp" 2>/dev/null)" = "$(sed -n '/^build_busybox()/,/^}/p' "$0" | sha256sum)" ]; then
 		log "vanilla busybox already in $OUT"
 		return 0
