@@ -255,6 +255,30 @@ pub struct VolumeContext {
     pub allocatable_milli_cpu: Option<i64>,
 }
 
+/// The permission bits of an emptyDir's directory (upstream `perm` in
+/// `pkg/volume/emptydir/empty_dir.go`): anyone may write, whatever user
+/// the containers run as.
+pub const EMPTY_DIR_PERM: u32 = 0o777;
+
+/// Creates an emptyDir's directory with [`EMPTY_DIR_PERM`], whatever the
+/// kubelet's umask (upstream `emptyDir.setupDir` in
+/// `pkg/volume/emptydir/empty_dir.go`: `MkdirAll`, then a `chmod` of the
+/// permission bits when they differ, keeping the setgid bit).
+pub fn setup_empty_dir(path: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(path).map_err(io(path))?;
+    let mode = std::fs::symlink_metadata(path)
+        .map_err(io(path))?
+        .permissions()
+        .mode();
+    if mode & 0o777 != EMPTY_DIR_PERM {
+        let keep = mode & 0o2000;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(EMPTY_DIR_PERM | keep))
+            .map_err(io(path))?;
+    }
+    Ok(())
+}
+
 /// Creates the pod's directories and volumes; returns what the runtime
 /// mounts, with the [`SafeSubpaths`] that prepare `subPath` mounts when
 /// each container is created.
@@ -285,7 +309,7 @@ pub fn prepare_pod_volumes(
         }
         let path = if let Some(empty) = &v.empty_dir {
             let p = dir.join("volumes/kubernetes.io~empty-dir").join(&v.name);
-            std::fs::create_dir_all(&p).map_err(io(&p))?;
+            setup_empty_dir(&p)?;
             if empty.medium.as_deref() == Some("Memory") {
                 let size = memory_volume_size(pod, empty.size_limit.as_ref(), ctx);
                 mount_tmpfs(&p, size, &mut mounts)?;
@@ -872,6 +896,25 @@ pub fn pod_dirs(root: &Path) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn empty_dir_is_world_writable_whatever_the_umask() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let p = tmp.path().join("vol");
+        // As if created under umask 022 by an earlier sync.
+        std::fs::create_dir(&p).expect("mkdir");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o2755)).expect("chmod");
+        setup_empty_dir(&p).expect("setup");
+        let mode = std::fs::metadata(&p).expect("stat").permissions().mode();
+        assert_eq!(mode & 0o7777, 0o2777, "0777 and the setgid bit kept");
+        let fresh = tmp.path().join("a/b");
+        setup_empty_dir(&fresh).expect("setup");
+        let mode = std::fs::metadata(&fresh)
+            .expect("stat")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, EMPTY_DIR_PERM);
+    }
     use super::*;
 
     fn pod(json: serde_json::Value) -> Pod {
