@@ -622,8 +622,12 @@ fn field_value(pod: &Pod, path: &str) -> Option<String> {
     })
 }
 
-/// Upstream `resource.ExtractContainerResourceValue`: limits default to node
-/// allocatable; the value is divided by the divisor (default 1) and rounded up.
+/// Upstream `fieldpath.ExtractResourceValueByContainerNameAndNodeAllocatable`
+/// (`pkg/api/v1/resource/helpers.go`, called by the downwardAPI volume
+/// plugin's `CollectData`): limits default to node allocatable; the value is
+/// divided by the divisor (`1` when unset or zero, as the API server
+/// defaults it to `0`) and rounded up. The one implementation is the
+/// environment's ([`kubelet_container::env::container_resource_value`]).
 fn resource_value(
     pod: &Pod,
     r: &k8s_openapi::api::core::v1::ResourceFieldSelector,
@@ -636,40 +640,14 @@ fn resource_value(
         .iter()
         .chain(spec.init_containers.iter().flatten())
         .find(|c| c.name == name)?;
-    let res = c.resources.as_ref();
-    let (kind, resource) = r.resource.split_once('.')?;
-    let list = match kind {
-        "limits" => res.and_then(|r| r.limits.as_ref()),
-        "requests" => res.and_then(|r| r.requests.as_ref()),
-        _ => return None,
-    };
-    let q = list.and_then(|l| l.get(resource)).map(|q| q.0.as_str());
-    let divisor = r.divisor.as_ref().map(|d| d.0.as_str()).unwrap_or("1");
-    match resource {
-        "cpu" => {
-            let milli = match q {
-                Some(q) => kubelet_container::quantity::milli_value(q).ok()?,
-                None if kind == "limits" => ctx.allocatable_milli_cpu?,
-                None => 0,
-            };
-            let d = kubelet_container::quantity::milli_value(divisor)
-                .ok()
-                .filter(|d| *d > 0)?;
-            Some(((milli + d - 1) / d).to_string())
-        }
-        "memory" | "ephemeral-storage" => {
-            let v = match q {
-                Some(q) => kubelet_container::quantity::value(q).ok()?,
-                None if kind == "limits" && resource == "memory" => ctx.allocatable_memory?,
-                None => 0,
-            };
-            let d = kubelet_container::quantity::value(divisor)
-                .ok()
-                .filter(|d| *d > 0)?;
-            Some(((v + d - 1) / d).to_string())
-        }
-        _ => None,
-    }
+    let allocatable: BTreeMap<String, i64> = [
+        ("cpu", ctx.allocatable_milli_cpu),
+        ("memory", ctx.allocatable_memory),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| Some((k.to_owned(), v?)))
+    .collect();
+    kubelet_container::env::container_resource_value(r, pod, c, &allocatable).ok()
 }
 
 // ---------------------------------------------------------------- subPath
@@ -896,6 +874,7 @@ pub fn pod_dirs(root: &Path) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
+
     #[test]
     fn empty_dir_is_world_writable_whatever_the_umask() {
         use std::os::unix::fs::PermissionsExt;
@@ -980,7 +959,9 @@ mod tests {
                     {"path": "sub/labels", "fieldRef": {"fieldPath": "metadata.labels"}},
                     {"path": "mem", "resourceFieldRef": {"containerName": "c", "resource": "limits.memory", "divisor": "1Mi"}},
                     {"path": "cpu", "resourceFieldRef": {"containerName": "c", "resource": "requests.cpu"}},
-                    {"path": "cpulimit", "resourceFieldRef": {"containerName": "c", "resource": "limits.cpu", "divisor": "1m"}}
+                    {"path": "cpulimit", "resourceFieldRef": {"containerName": "c", "resource": "limits.cpu", "divisor": "1m"}},
+                    {"path": "cpu0", "resourceFieldRef": {"containerName": "c", "resource": "limits.cpu", "divisor": "0"}},
+                    {"path": "mem0", "resourceFieldRef": {"containerName": "c", "resource": "requests.memory", "divisor": "0"}}
                 ]}}]
             }
         }));
@@ -996,6 +977,10 @@ mod tests {
         assert_eq!(read("mem"), "64");
         assert_eq!(read("cpu"), "1", "250m rounds up to 1 CPU");
         assert_eq!(read("cpulimit"), "2000", "no limit: node allocatable");
+        // The API server defaults an unset divisor to "0": it means 1
+        // (upstream common/storage/downwardapi_volume.go's default-limit specs).
+        assert_eq!(read("cpu0"), "2", "node allocatable in whole CPUs");
+        assert_eq!(read("mem0"), "0", "no request");
         // Mounted read-only whatever the container's volumeMounts say.
         assert!(v.read_only.contains("info"), "{:?}", v.read_only);
         let bad = pod(serde_json::json!({
