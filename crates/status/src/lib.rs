@@ -168,10 +168,18 @@ fn restart_policy(pod: &Pod) -> &str {
 }
 
 /// One container's API status from the runtime's newest record of it.
+/// The waiting reason of a container not created yet (upstream
+/// `kubecontainer.ContainerCreating`, `pkg/kubelet/kuberuntime`).
+pub const CONTAINER_CREATING: &str = "ContainerCreating";
+/// The waiting reason of an app container while its pod's init containers
+/// run (upstream `PodInitializing`, `pkg/kubelet/kubelet_pods.go`).
+pub const POD_INITIALIZING: &str = "PodInitializing";
+
 fn container_status(
     c: &Container,
     rt: &RuntimePodStatus,
     waiting_reason: Option<&str>,
+    default_waiting: &str,
     runtime_name: &str,
 ) -> ContainerStatus {
     let mut statuses = rt.container_statuses.iter().filter(|s| s.name == c.name);
@@ -210,7 +218,7 @@ fn container_status(
         _ => (
             ContainerState {
                 waiting: Some(ContainerStateWaiting {
-                    reason: Some(waiting_reason.unwrap_or("ContainerCreating").to_owned()),
+                    reason: Some(waiting_reason.unwrap_or(default_waiting).to_owned()),
                     message: None,
                 }),
                 ..Default::default()
@@ -400,13 +408,21 @@ pub fn generate_api_pod_status_with(
         .and_then(|s| s.init_containers.as_deref())
         .unwrap_or_default()
         .iter()
-        .map(|c| container_status(c, rt, reason(c), runtime_name))
+        .map(|c| container_status(c, rt, reason(c), CONTAINER_CREATING, runtime_name))
         .collect();
+    // Upstream `convertToAPIContainerStatuses`: app containers of a pod
+    // with init containers wait in `PodInitializing` until created.
+    let has_init = spec.is_some_and(|s| s.init_containers.as_ref().is_some_and(|i| !i.is_empty()));
+    let app_default = if has_init {
+        POD_INITIALIZING
+    } else {
+        CONTAINER_CREATING
+    };
     let app: Vec<ContainerStatus> = spec
         .map(|s| s.containers.as_slice())
         .unwrap_or_default()
         .iter()
-        .map(|c| container_status(c, rt, reason(c), runtime_name))
+        .map(|c| container_status(c, rt, reason(c), app_default, runtime_name))
         .collect();
     // Upstream: each `EphemeralContainerCommon` as a `v1.Container`, with
     // no probe results (not ready, `started` unset); they count in neither
@@ -420,7 +436,7 @@ pub fn generate_api_pod_status_with(
             ContainerStatus {
                 ready: false,
                 started: None,
-                ..container_status(&c, rt, reason(&c), runtime_name)
+                ..container_status(&c, rt, reason(&c), CONTAINER_CREATING, runtime_name)
             }
         })
         .collect();
@@ -563,6 +579,42 @@ mod tests {
     fn phase_of(policy: &str, apps: &[&str], cs: &[(&str, RtState, i32, i64)]) -> String {
         let s = generate_api_pod_status(&pod(policy, apps), &rt(cs), &HashMap::new(), "containerd");
         s.phase.unwrap_or_default()
+    }
+
+    /// Upstream `convertToAPIContainerStatuses` (`kubelet_pods.go`), checked
+    /// by the [NodeConformance] spec "should not start app containers if
+    /// init containers fail on a RestartAlways pod"
+    /// (`common/node/init_container.go`).
+    #[test]
+    fn app_containers_wait_in_pod_initializing_behind_init_containers() {
+        let mut p = pod("Always", &["run1"]);
+        p.spec.as_mut().expect("spec").init_containers = Some(vec![Container {
+            name: "init1".into(),
+            ..Default::default()
+        }]);
+        let s = generate_api_pod_status(
+            &p,
+            &rt(&[("init1", RtState::Exited, 1, 1)]),
+            &HashMap::new(),
+            "containerd",
+        );
+        let reason = |cs: &Option<Vec<ContainerStatus>>| {
+            cs.as_ref().expect("statuses")[0]
+                .state
+                .as_ref()
+                .and_then(|s| s.waiting.as_ref())
+                .and_then(|w| w.reason.clone())
+        };
+        assert_eq!(
+            reason(&s.container_statuses).as_deref(),
+            Some(POD_INITIALIZING)
+        );
+        // Without init containers: ContainerCreating.
+        let s = generate_api_pod_status(&pod("Always", &["run1"]), &rt(&[]), &HashMap::new(), "c");
+        assert_eq!(
+            reason(&s.container_statuses).as_deref(),
+            Some(CONTAINER_CREATING)
+        );
     }
 
     #[test]
