@@ -878,7 +878,16 @@ where
                     .insert(kubelet_container::pod::pod_full_name(&pod), Arc::new(pod));
                 continue;
             }
-            self.pod_map().insert(uid_of(&pod), Arc::new(pod));
+            // Upstream `HandlePodReconcile`: a status change from the API
+            // that leaves the Ready condition at odds with the readiness
+            // gates (another writer set a gate's condition) syncs the pod
+            // now, not at its next periodic sync.
+            let reconcile = kubelet_status::need_to_reconcile_pod_readiness(&pod);
+            let pod = Arc::new(pod);
+            self.pod_map().insert(uid_of(&pod), Arc::clone(&pod));
+            if reconcile {
+                self.dispatch(UpdatePodOptions::sync(pod));
+            }
         }
     }
 

@@ -374,6 +374,89 @@ fn condition(kind: &str, ok: bool, reason: Option<&str>) -> PodCondition {
     }
 }
 
+/// The reason of a `Ready` condition held back by readiness gates (upstream
+/// `ReadinessGatesNotReady`, `pkg/kubelet/status/generate.go`).
+pub const READINESS_GATES_NOT_READY: &str = "ReadinessGatesNotReady";
+
+/// The `Ready` condition (upstream `GeneratePodReadyCondition`,
+/// `pkg/kubelet/status/generate.go`): not ready with `unready_reason` while
+/// the containers are not; else not ready with
+/// [`READINESS_GATES_NOT_READY`] while a readiness gate of the spec has no
+/// `True` condition of its type in the pod's status (conditions written by
+/// others through the API, which the status manager keeps).
+pub fn pod_ready_condition(
+    pod: &Pod,
+    containers_ready: bool,
+    unready_reason: &str,
+) -> PodCondition {
+    if !containers_ready {
+        return condition("Ready", false, Some(unready_reason));
+    }
+    let conditions = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_deref())
+        .unwrap_or_default();
+    let unready: Vec<String> = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.readiness_gates.as_deref())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|gate| {
+            let kind = &gate.condition_type;
+            match conditions.iter().find(|c| &c.type_ == kind) {
+                None => Some(format!(
+                    "corresponding condition of pod readiness gate {kind:?} does not exist."
+                )),
+                Some(c) if c.status != "True" => Some(format!(
+                    "the status of pod readiness gate {kind:?} is not \"True\", but {}",
+                    c.status
+                )),
+                Some(_) => None,
+            }
+        })
+        .collect();
+    if unready.is_empty() {
+        return condition("Ready", true, None);
+    }
+    PodCondition {
+        message: Some(unready.join(", ")),
+        ..condition("Ready", false, Some(READINESS_GATES_NOT_READY))
+    }
+}
+
+/// Whether the API's `Ready` condition of `pod` disagrees with its
+/// readiness gates (upstream `NeedToReconcilePodReadiness`,
+/// `pkg/kubelet/status/status_manager.go`): a pod with gates whose
+/// status, as the API server has it, has a `Ready` condition of another
+/// status or message than the gates and its `ContainersReady` condition
+/// give. The kubelet then syncs the pod at once (upstream
+/// `HandlePodReconcile`) rather than at its next periodic sync.
+pub fn need_to_reconcile_pod_readiness(pod: &Pod) -> bool {
+    let has_gates = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.readiness_gates.as_ref())
+        .is_some_and(|g| !g.is_empty());
+    if !has_gates {
+        return false;
+    }
+    let conditions = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_deref())
+        .unwrap_or_default();
+    let Some(current) = conditions.iter().find(|c| c.type_ == "Ready") else {
+        return false;
+    };
+    let containers_ready = conditions
+        .iter()
+        .any(|c| c.type_ == "ContainersReady" && c.status == "True");
+    let want = pod_ready_condition(pod, containers_ready, "ContainersNotReady");
+    current.status != want.status || current.message != want.message
+}
+
 /// The API status of `pod` from the runtime's view (upstream
 /// `generateAPIPodStatus`), its ephemeral containers' in
 /// `ephemeralContainerStatuses`. `waiting` gives, per container name, the
@@ -506,14 +589,14 @@ pub fn generate_api_pod_status_with(
                     "ContainersNotReady"
                 }),
             ),
-            condition(
-                "Ready",
+            pod_ready_condition(
+                pod,
                 containers_ready && !terminal,
-                Some(if terminal {
+                if terminal {
                     "PodCompleted"
                 } else {
                     "ContainersNotReady"
-                }),
+                },
             ),
             condition("PodScheduled", true, None),
         ]),
@@ -615,6 +698,87 @@ mod tests {
             reason(&s.container_statuses).as_deref(),
             Some(CONTAINER_CREATING)
         );
+    }
+
+    /// Upstream `GeneratePodReadyCondition` and `NeedToReconcilePodReadiness`,
+    /// checked by the [NodeConformance] spec "should support pod readiness
+    /// gates" (`common/node/pods.go`).
+    #[test]
+    fn readiness_gates_hold_ready_back_until_their_conditions_are_true() {
+        use k8s_openapi::api::core::v1::PodReadinessGate;
+        let mut p = pod("Always", &["a"]);
+        p.spec.as_mut().expect("spec").readiness_gates = Some(vec![
+            PodReadinessGate {
+                condition_type: "k8s.io/test-condition1".into(),
+            },
+            PodReadinessGate {
+                condition_type: "k8s.io/test-condition2".into(),
+            },
+        ]);
+        let running = rt(&[("a", RtState::Running, 0, 1)]);
+        let ready = |p: &Pod| {
+            let s = generate_api_pod_status(p, &running, &HashMap::new(), "c");
+            s.conditions
+                .expect("conditions")
+                .into_iter()
+                .find(|c| c.type_ == "Ready")
+                .expect("Ready")
+        };
+        let r = ready(&p);
+        assert_eq!(r.status, "False");
+        assert_eq!(r.reason.as_deref(), Some(READINESS_GATES_NOT_READY));
+        assert!(
+            r.message
+                .as_deref()
+                .is_some_and(|m| m.contains("does not exist"))
+        );
+        let set = |p: &mut Pod, c1: &str, c2: &str| {
+            let mut conds = vec![
+                condition("ContainersReady", true, None),
+                condition("Ready", false, Some("x")),
+            ];
+            for (t, v) in [
+                ("k8s.io/test-condition1", c1),
+                ("k8s.io/test-condition2", c2),
+            ] {
+                if !v.is_empty() {
+                    conds.push(PodCondition {
+                        type_: t.into(),
+                        status: v.into(),
+                        ..Default::default()
+                    });
+                }
+            }
+            p.status = Some(PodStatus {
+                conditions: Some(conds),
+                ..Default::default()
+            });
+        };
+        set(&mut p, "True", "");
+        assert_eq!(ready(&p).status, "False", "one gate left");
+        set(&mut p, "True", "False");
+        assert!(
+            ready(&p)
+                .message
+                .as_deref()
+                .is_some_and(|m| m.contains("but False"))
+        );
+        set(&mut p, "True", "True");
+        assert_eq!(ready(&p).status, "True");
+        // The API's Ready (False) disagrees with the gates: sync at once.
+        assert!(need_to_reconcile_pod_readiness(&p));
+        // Agreeing (both gates not True, ContainersReady true): nothing to do.
+        set(&mut p, "False", "False");
+        let want = pod_ready_condition(&p, true, "ContainersNotReady");
+        let conds = p
+            .status
+            .as_mut()
+            .and_then(|s| s.conditions.as_mut())
+            .expect("conds");
+        conds[1] = want;
+        assert!(!need_to_reconcile_pod_readiness(&p));
+        // No gates: never.
+        assert!(!need_to_reconcile_pod_readiness(&pod("Always", &["a"])));
     }
 
     #[test]
