@@ -108,6 +108,75 @@ pub fn admit(pod: &Pod, others: &[&Pod], node: &NodeFit<'_>) -> Result<(), Rejec
     Ok(())
 }
 
+/// The sysctls every pod may set (upstream `SafeSysctlAllowlist`,
+/// `pkg/kubelet/sysctl/safe_sysctls.go`; those upstream gates on a kernel
+/// version need 4.15 at most, older than any kernel this kubelet supports).
+pub const SAFE_SYSCTLS: &[&str] = &[
+    "kernel.shm_rmid_forced",
+    "net.ipv4.ip_local_port_range",
+    "net.ipv4.tcp_syncookies",
+    "net.ipv4.ping_group_range",
+    "net.ipv4.ip_unprivileged_port_start",
+    "net.ipv4.ip_local_reserved_ports",
+    "net.ipv4.tcp_keepalive_time",
+    "net.ipv4.tcp_fin_timeout",
+    "net.ipv4.tcp_keepalive_intvl",
+    "net.ipv4.tcp_keepalive_probes",
+    "net.ipv4.tcp_rmem",
+    "net.ipv4.tcp_wmem",
+];
+
+/// Upstream `utilsysctl.NormalizeName`: a name whose first separator is
+/// `/` (`net/ipv4/conf/eno2.100/rp_filter`) has its `.` and `/` swapped.
+pub fn normalize_sysctl_name(name: &str) -> String {
+    match name.find(['.', '/']) {
+        Some(i) if name.as_bytes()[i] == b'/' => name
+            .chars()
+            .map(|c| match c {
+                '.' => '/',
+                '/' => '.',
+                c => c,
+            })
+            .collect(),
+        _ => name.to_owned(),
+    }
+}
+
+/// Upstream's sysctl admit handler (`patternAllowlist.Admit`,
+/// `pkg/kubelet/sysctl/allowlist.go`) with the safe sysctls only
+/// (`allowedUnsafeSysctls` is refused by the config): a pod setting
+/// another sysctl, or a net sysctl with `hostNetwork` (`kernel.shm_*` with
+/// `hostIPC`), is rejected with reason `SysctlForbidden`.
+pub fn admit_sysctls(pod: &Pod) -> Result<(), Rejection> {
+    let Some(spec) = pod.spec.as_ref() else {
+        return Ok(());
+    };
+    let sysctls = spec
+        .security_context
+        .as_ref()
+        .and_then(|s| s.sysctls.as_deref())
+        .unwrap_or_default();
+    for s in sysctls {
+        let name = normalize_sysctl_name(&s.name);
+        let error = if !SAFE_SYSCTLS.contains(&name.as_str()) {
+            Some(format!("{name:?} not allowlisted"))
+        } else if name.starts_with("net.") && spec.host_network == Some(true) {
+            Some(format!("{name:?} not allowed with host net enabled"))
+        } else if name.starts_with("kernel.shm") && spec.host_ipc == Some(true) {
+            Some(format!("{name:?} not allowed with host ipc enabled"))
+        } else {
+            None
+        };
+        if let Some(e) = error {
+            return Err(Rejection {
+                reason: "SysctlForbidden".into(),
+                message: format!("forbidden sysctl: {e}"),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Upstream `noderesources.Fits` without the pod count: each resource the
 /// pod requests against allocatable minus what `others` request. A
 /// resource the node does not list is skipped, as upstream's
@@ -239,6 +308,41 @@ fn untolerated_no_execute(pod: &Pod, taints: &[Taint]) -> bool {
 
 #[cfg(test)]
 mod tests {
+
+    /// Upstream `pkg/kubelet/sysctl/allowlist.go`, checked by the
+    /// [NodeConformance] spec "Sysctls should not launch unsafe, but not
+    /// explicitly enabled sysctls on the node" (`common/node/sysctl.go`).
+    #[test]
+    fn only_safe_sysctls_are_admitted() {
+        let with = |name: &str, host_network: bool| -> Pod {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "p", "uid": "u"},
+                "spec": {"containers": [], "hostNetwork": host_network,
+                    "securityContext": {"sysctls": [{"name": name, "value": "1"}]}}
+            }))
+            .expect("pod")
+        };
+        let err = admit_sysctls(&with("kernel.msgmax", false)).expect_err("unsafe");
+        assert_eq!(err.reason, "SysctlForbidden");
+        assert_eq!(
+            err.message,
+            "forbidden sysctl: \"kernel.msgmax\" not allowlisted"
+        );
+        assert!(admit_sysctls(&with("kernel.shm_rmid_forced", false)).is_ok());
+        assert!(
+            admit_sysctls(&with("kernel/shm_rmid_forced", false)).is_ok(),
+            "slashes"
+        );
+        assert!(admit_sysctls(&with("net.ipv4.tcp_syncookies", false)).is_ok());
+        assert!(
+            admit_sysctls(&with("net.ipv4.tcp_syncookies", true)).is_err(),
+            "host net"
+        );
+        assert_eq!(
+            normalize_sysctl_name("net/ipv4/conf/eno2.100/rp_filter"),
+            "net.ipv4.conf.eno2/100.rp_filter"
+        );
+    }
     use super::*;
     use k8s_openapi::api::core::v1::{
         Container, ContainerPort, PodSpec, ResourceRequirements, Toleration,

@@ -773,7 +773,8 @@ where
     /// Upstream's admit handlers (`canAdmitPod` over `admitHandlers`, in
     /// upstream's order): the predicate handler first (pod count,
     /// resources against allocatable, host ports, `NoExecute` taints;
-    /// [`admission`]), then node pressure (eviction), then the topology,
+    /// [`admission`]), then node pressure (eviction), then sysctls (only
+    /// the safe ones, [`admission::admit_sysctls`]), then the topology,
     /// CPU and memory managers. `others` are the active pods.
     fn admit(&self, pod: &Pod, others: &[&Pod]) -> Result<(), String> {
         let allocatable = self
@@ -805,6 +806,8 @@ where
                 return Err(format!("{}: {}", r.reason, r.message));
             }
         }
+        // Upstream's sysctl admit handler: only the safe sysctls.
+        admission::admit_sysctls(pod).map_err(|r| r.to_string())?;
         if let Some(cm) = &self.cm {
             // Topology, CPU and memory managers (upstream's allocate-resources
             // admit handler): their own reason (`TopologyAffinityError`, ...),
