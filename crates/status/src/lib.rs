@@ -457,6 +457,29 @@ pub fn need_to_reconcile_pod_readiness(pod: &Pod) -> bool {
     current.status != want.status || current.message != want.message
 }
 
+/// The reason of a pod failed for its `activeDeadlineSeconds` (upstream
+/// `pkg/kubelet/active_deadline.go`).
+pub const DEADLINE_EXCEEDED: &str = "DeadlineExceeded";
+/// Its message, in upstream's words.
+pub const DEADLINE_EXCEEDED_MESSAGE: &str =
+    "Pod was active on the node longer than the specified deadline";
+
+/// Whether `pod`, started at `start`, has run its `activeDeadlineSeconds`
+/// out at `now` (upstream `activeDeadlineHandler.pastActiveDeadline`: no
+/// deadline or no start time, never). The kubelet notices at the pod's
+/// next sync: a spec update, a lifecycle event or its periodic resync
+/// (`syncFrequency`; upstream also checks every second).
+pub fn past_active_deadline(pod: &Pod, start: Option<&Time>, now: &Time) -> bool {
+    let Some(deadline) = pod.spec.as_ref().and_then(|s| s.active_deadline_seconds) else {
+        return false;
+    };
+    let Some(start) = start else {
+        return false;
+    };
+    let elapsed = now.0.as_second() - start.0.as_second();
+    elapsed >= deadline
+}
+
 /// The API status of `pod` from the runtime's view (upstream
 /// `generateAPIPodStatus`), its ephemeral containers' in
 /// `ephemeralContainerStatuses`. `waiting` gives, per container name, the
@@ -530,6 +553,27 @@ pub fn generate_api_pod_status_with(
         })
     });
     let phase = get_phase(pod, &init, &app, pod_has_initialized);
+    let start_time = rt
+        .sandbox_statuses
+        .last()
+        .and_then(|s| time_of(s.created_at));
+    // Upstream's active deadline handler, a pod sync handler whose
+    // `ShouldEvict` turns the phase to Failed (`generateAPIPodStatus`).
+    let deadline_exceeded = phase != phase::SUCCEEDED
+        && phase != phase::FAILED
+        && past_active_deadline(
+            pod,
+            pod.status
+                .as_ref()
+                .and_then(|s| s.start_time.as_ref())
+                .or(start_time.as_ref()),
+            &now(),
+        );
+    let phase = if deadline_exceeded {
+        phase::FAILED
+    } else {
+        phase
+    };
     let mut probed = PodStatus {
         init_container_statuses: Some(init),
         container_statuses: Some(app),
@@ -573,10 +617,9 @@ pub fn generate_api_pod_status_with(
         pod_ip: rt.ips.first().cloned(),
         pod_ips: Some(rt.ips.iter().map(|ip| PodIP { ip: ip.clone() }).collect()),
         host_ip: None,
-        start_time: rt
-            .sandbox_statuses
-            .last()
-            .and_then(|s| time_of(s.created_at)),
+        start_time,
+        reason: deadline_exceeded.then(|| DEADLINE_EXCEEDED.to_owned()),
+        message: deadline_exceeded.then(|| DEADLINE_EXCEEDED_MESSAGE.to_owned()),
         conditions: Some(vec![
             condition("PodReadyToStartContainers", sandbox_ready, None),
             condition("Initialized", initialized, Some("ContainersNotInitialized")),
@@ -779,6 +822,49 @@ mod tests {
         assert!(!need_to_reconcile_pod_readiness(&p));
         // No gates: never.
         assert!(!need_to_reconcile_pod_readiness(&pod("Always", &["a"])));
+    }
+
+    /// Upstream `pkg/kubelet/active_deadline.go`, checked by the
+    /// [NodeConformance] spec "Pods should allow activeDeadlineSeconds to be
+    /// updated" (`common/node/pods.go`).
+    #[test]
+    fn a_pod_past_its_active_deadline_fails_with_deadline_exceeded() {
+        let at = |secs: i64| Time(k8s_openapi::jiff::Timestamp::new(secs, 0).expect("time"));
+        let mut p = pod("Always", &["a"]);
+        assert!(
+            !past_active_deadline(&p, Some(&at(0)), &at(100)),
+            "no deadline"
+        );
+        p.spec.as_mut().expect("spec").active_deadline_seconds = Some(5);
+        assert!(!past_active_deadline(&p, None, &at(100)), "not started");
+        assert!(!past_active_deadline(&p, Some(&at(96)), &at(100)));
+        assert!(past_active_deadline(&p, Some(&at(95)), &at(100)));
+        p.status = Some(PodStatus {
+            start_time: Some(at(1)),
+            ..Default::default()
+        });
+        let s = generate_api_pod_status(
+            &p,
+            &rt(&[("a", RtState::Running, 0, 1)]),
+            &HashMap::new(),
+            "c",
+        );
+        assert_eq!(s.phase.as_deref(), Some("Failed"));
+        assert_eq!(s.reason.as_deref(), Some(DEADLINE_EXCEEDED));
+        assert_eq!(s.message.as_deref(), Some(DEADLINE_EXCEEDED_MESSAGE));
+        // A pod that already succeeded stays Succeeded.
+        let s = generate_api_pod_status(
+            &{
+                let mut q = p.clone();
+                q.spec.as_mut().expect("spec").restart_policy = Some("Never".into());
+                q
+            },
+            &rt(&[("a", RtState::Exited, 0, 1)]),
+            &HashMap::new(),
+            "c",
+        );
+        assert_eq!(s.phase.as_deref(), Some("Succeeded"));
+        assert_eq!(s.reason, None);
     }
 
     #[test]
