@@ -82,11 +82,25 @@ fi
 dir="$(mktemp -d /tmp/kconf-XXXXXX)"
 cgroup_root="kubelet-conformance-$$"
 kubelet_pid=""
+ginkgo_pid=""
 saved_sysctls=""
 created_host_paths=()
 cleanup() {
 	local rc=$? pid
 	set +e
+	if [ -n "$ginkgo_pid" ] && kill -0 "$ginkgo_pid" 2>/dev/null; then
+		# ginkgo interrupts its e2e.test processes and lets them clean up.
+		kill -INT "$ginkgo_pid"
+		for _ in $(seq 1 200); do
+			kill -0 "$ginkgo_pid" 2>/dev/null || break
+			sleep 0.2
+		done
+		kill -KILL "$ginkgo_pid" 2>/dev/null
+		# Its e2e.test processes, if it left any: children of a pid we started.
+		for pid in $(pgrep -P "$ginkgo_pid" 2>/dev/null); do
+			kill -KILL "$pid" 2>/dev/null
+		done
+	fi
 	if [ -n "$kubelet_pid" ] && kill -0 "$kubelet_pid" 2>/dev/null; then
 		kill -TERM "$kubelet_pid"
 		for _ in $(seq 1 50); do
@@ -221,14 +235,21 @@ if [ "$SUBSET" = ci ]; then
 	[ -z "$CI_SKIP_EXTRA" ] || ginkgo_args+=(--skip="$CI_SKIP_EXTRA")
 fi
 echo "== ginkgo ${ginkgo_args[*]} e2e.test"
+# In the background, waited for: a TERM or INT to this script then runs
+# the cleanup at once (bash runs traps only between foreground commands),
+# which interrupts ginkgo first.
 e2e_rc=0
-(cd "$REPORT_DIR" && "$CONF_DIR/ginkgo" "${ginkgo_args[@]}" "$CONF_DIR/e2e.test" -- \
+(cd "$REPORT_DIR" && exec "$CONF_DIR/ginkgo" "${ginkgo_args[@]}" "$CONF_DIR/e2e.test" -- \
 	--provider=local --kubeconfig="$dir/cp/admin.kubeconfig" --node-os-distro=debian \
-	--report-dir="$REPORT_DIR") >"$REPORT_DIR/e2e.log" 2>&1 || e2e_rc=$?
+	--report-dir="$REPORT_DIR") >"$REPORT_DIR/e2e.log" 2>&1 &
+ginkgo_pid=$!
+wait "$ginkgo_pid" || e2e_rc=$?
+ginkgo_pid=""
 tail -n 30 "$REPORT_DIR/e2e.log" | grep -E '^(Ran |FAIL|SUCCESS|Ginkgo ran|Test Suite)|\[FAIL\]' || true
 
 # One line per spec the run selected (specs filtered out by focus/skip are in
 # the report as skipped with no attempt).
+[ -s "$REPORT_DIR/report.json" ] || die "ginkgo wrote no report (see $REPORT_DIR/e2e.log)"
 python3 - "$REPORT_DIR" <<'PY'
 import json, sys
 d = sys.argv[1]
