@@ -510,20 +510,22 @@ pub fn generate_api_pod_status_with(
 ) -> PodStatus {
     let spec = pod.spec.as_ref();
     let reason = |c: &Container| waiting.get(&c.name).map(String::as_str);
-    let init: Vec<ContainerStatus> = spec
-        .and_then(|s| s.init_containers.as_deref())
-        .unwrap_or_default()
-        .iter()
-        .map(|c| container_status(c, rt, reason(c), CONTAINER_CREATING, runtime_name))
-        .collect();
-    // Upstream `convertToAPIContainerStatuses`: app containers of a pod
-    // with init containers wait in `PodInitializing` until created.
+    // Upstream `convertToAPIContainerStatuses` (called with
+    // `len(pod.Spec.InitContainers) > 0` for init, app and ephemeral
+    // containers alike): in a pod with init containers, a container not
+    // created yet waits in `PodInitializing`, else in `ContainerCreating`.
     let has_init = spec.is_some_and(|s| s.init_containers.as_ref().is_some_and(|i| !i.is_empty()));
     let app_default = if has_init {
         POD_INITIALIZING
     } else {
         CONTAINER_CREATING
     };
+    let init: Vec<ContainerStatus> = spec
+        .and_then(|s| s.init_containers.as_deref())
+        .unwrap_or_default()
+        .iter()
+        .map(|c| container_status(c, rt, reason(c), app_default, runtime_name))
+        .collect();
     let app: Vec<ContainerStatus> = spec
         .map(|s| s.containers.as_slice())
         .unwrap_or_default()
@@ -542,7 +544,7 @@ pub fn generate_api_pod_status_with(
             ContainerStatus {
                 ready: false,
                 started: None,
-                ..container_status(&c, rt, reason(&c), CONTAINER_CREATING, runtime_name)
+                ..container_status(&c, rt, reason(&c), app_default, runtime_name)
             }
         })
         .collect();
@@ -733,6 +735,32 @@ mod tests {
         };
         assert_eq!(
             reason(&s.container_statuses).as_deref(),
+            Some(POD_INITIALIZING)
+        );
+        // A second init container not created yet too (upstream's RestartNever spec).
+        p.spec
+            .as_mut()
+            .expect("spec")
+            .init_containers
+            .as_mut()
+            .expect("inits")
+            .push(Container {
+                name: "init2".into(),
+                ..Default::default()
+            });
+        let s = generate_api_pod_status(
+            &p,
+            &rt(&[("init1", RtState::Running, 0, 1)]),
+            &HashMap::new(),
+            "c",
+        );
+        let second = s.init_container_statuses.expect("inits")[1].clone();
+        assert_eq!(
+            second
+                .state
+                .and_then(|s| s.waiting)
+                .and_then(|w| w.reason)
+                .as_deref(),
             Some(POD_INITIALIZING)
         );
         // Without init containers: ContainerCreating.
