@@ -279,6 +279,40 @@ pub fn setup_empty_dir(path: &Path) -> Result<(), Error> {
     Ok(())
 }
 
+/// Gives a volume to the pod's `fsGroup` (upstream `SetVolumeOwnership` and
+/// `changeFilePermission` in `pkg/volume/volume_linux.go`, with
+/// `fsGroupChangePolicy: Always`): everything under `dir`, `dir`
+/// included, gets group `gid` (symbolic links themselves, never their
+/// targets) and, except links, the permission bits `rw-rw----` added
+/// (`r--r-----` for a `read_only` volume), directories also the setgid
+/// and group/owner execute bits.
+pub fn set_volume_ownership(dir: &Path, gid: u32, read_only: bool) -> Result<(), Error> {
+    use std::os::unix::fs::PermissionsExt;
+    let mask = if read_only { 0o440 } else { 0o660 };
+    let meta = std::fs::symlink_metadata(dir).map_err(io(dir))?;
+    std::os::unix::fs::lchown(dir, None, Some(gid)).map_err(io(dir))?;
+    if meta.file_type().is_symlink() {
+        return Ok(());
+    }
+    let mode = meta.permissions().mode() & 0o7777;
+    let add = if meta.is_dir() {
+        mask | 0o2000 | 0o110
+    } else {
+        mask
+    };
+    if mode | add != mode {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode | add))
+            .map_err(io(dir))?;
+    }
+    if meta.is_dir() {
+        for entry in std::fs::read_dir(dir).map_err(io(dir))? {
+            let entry = entry.map_err(io(dir))?;
+            set_volume_ownership(&entry.path(), gid, read_only)?;
+        }
+    }
+    Ok(())
+}
+
 /// Creates the pod's directories and volumes; returns what the runtime
 /// mounts, with the [`SafeSubpaths`] that prepare `subPath` mounts when
 /// each container is created.
@@ -303,6 +337,10 @@ pub fn prepare_pod_volumes(
     };
     let mut mounts = Mounts::default();
     let spec = pod.spec.as_ref();
+    let fs_group = spec
+        .and_then(|s| s.security_context.as_ref())
+        .and_then(|c| c.fs_group)
+        .and_then(|g| u32::try_from(g).ok());
     for v in spec.and_then(|s| s.volumes.as_deref()).unwrap_or_default() {
         if !is_plain_name(&v.name) {
             return Err(invalid(&name, format!("invalid volume name {:?}", v.name)));
@@ -373,6 +411,21 @@ pub fn prepare_pod_volumes(
                 ),
             ));
         };
+        // Upstream: the plugins that support ownership management hand
+        // the pod's fsGroup to `SetVolumeOwnership` after setting up
+        // (emptyDir read-write; secret, configMap, downwardAPI and projected
+        // read-only); hostPath is left alone.
+        if let Some(gid) = fs_group
+            && v.host_path.is_none()
+        {
+            set_volume_ownership(&path, gid, v.empty_dir.is_none()).map_err(|source| {
+                Error::Volume {
+                    pod: name.clone(),
+                    volume: v.name.clone(),
+                    source: Box::new(source),
+                }
+            })?;
+        }
         out.volumes.insert(v.name.clone(), path);
     }
     out.subpaths = Some(Subpaths(Arc::new(SafeSubpaths {
@@ -874,6 +927,45 @@ pub fn pod_dirs(root: &Path) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
+
+    /// Upstream `SetVolumeOwnership`, checked by the [NodeConformance] spec
+    /// "Secrets should be consumable from pods in volume as non-root with
+    /// defaultMode and fsGroup set" (`common/storage/secrets_volume.go`).
+    #[test]
+    fn volumes_are_given_to_the_fs_group() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let vol = tmp.path().join("vol");
+        std::fs::create_dir_all(vol.join("..data")).expect("mkdir");
+        std::fs::write(vol.join("..data/key"), "v").expect("write");
+        std::fs::set_permissions(
+            vol.join("..data/key"),
+            std::fs::Permissions::from_mode(0o400),
+        )
+        .expect("chmod");
+        std::os::unix::fs::symlink("..data/key", vol.join("key")).expect("link");
+        set_volume_ownership(&vol, 1001, true).expect("ownership");
+        let file = std::fs::metadata(vol.join("..data/key")).expect("stat");
+        assert_eq!(file.gid(), 1001);
+        assert_eq!(
+            file.permissions().mode() & 0o7777,
+            0o440,
+            "0400 | r--r-----"
+        );
+        let link = std::fs::symlink_metadata(vol.join("key")).expect("lstat");
+        assert_eq!(link.gid(), 1001, "the link itself");
+        let d = std::fs::metadata(vol.join("..data")).expect("stat");
+        assert_eq!(d.permissions().mode() & 0o2000, 0o2000, "setgid directory");
+        // Read-write (emptyDir): rw for the group.
+        let rw = tmp.path().join("rw");
+        std::fs::create_dir(&rw).expect("mkdir");
+        std::fs::write(rw.join("f"), "").expect("write");
+        std::fs::set_permissions(rw.join("f"), std::fs::Permissions::from_mode(0o600))
+            .expect("chmod");
+        set_volume_ownership(&rw, 1001, false).expect("ownership");
+        let f = std::fs::metadata(rw.join("f")).expect("stat");
+        assert_eq!(f.permissions().mode() & 0o777, 0o660);
+    }
 
     #[test]
     fn empty_dir_is_world_writable_whatever_the_umask() {
