@@ -82,6 +82,7 @@ fn in_node_units(name: &str, milli: i64) -> i64 {
 /// pods, cpu, memory, other resources (by name), host ports, then an
 /// untolerated `NoExecute` taint (not for static pods).
 pub fn admit(pod: &Pod, others: &[&Pod], node: &NodeFit<'_>) -> Result<(), Rejection> {
+    admit_os(pod)?;
     if others.len() >= node.max_pods {
         return Err(insufficient(
             "pods",
@@ -103,6 +104,35 @@ pub fn admit(pod: &Pod, others: &[&Pod], node: &NodeFit<'_>) -> Result<(), Rejec
             message:
                 "Predicate TaintToleration failed: node(s) had taints that the pod didn't tolerate"
                     .into(),
+        });
+    }
+    Ok(())
+}
+
+/// The checks of upstream's predicate handler that preemption would not
+/// help, which come first (`pkg/kubelet/lifecycle/predicate.go`): a pod
+/// whose `kubernetes.io/os` label names another OS than the node's
+/// (`PodOSSelectorNodeLabelDoesNotMatch`; the node here is always `linux`,
+/// the label this kubelet registers), or whose `spec.os.name` is not
+/// `linux` (`PodOSNotSupported`).
+pub fn admit_os(pod: &Pod) -> Result<(), Rejection> {
+    let label = pod
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get("kubernetes.io/os"));
+    if label.is_some_and(|os| os != "linux") {
+        return Err(Rejection {
+            reason: "PodOSSelectorNodeLabelDoesNotMatch".into(),
+            message: "Failed to admit pod as the `kubernetes.io/os` label doesn't match node label"
+                .into(),
+        });
+    }
+    let os = pod.spec.as_ref().and_then(|s| s.os.as_ref());
+    if os.is_some_and(|os| os.name != "linux") {
+        return Err(Rejection {
+            reason: "PodOSNotSupported".into(),
+            message: "Failed to admit pod as the OS field doesn't match node OS".into(),
         });
     }
     Ok(())
@@ -308,6 +338,34 @@ fn untolerated_no_execute(pod: &Pod, taints: &[Taint]) -> bool {
 
 #[cfg(test)]
 mod tests {
+
+    /// Upstream `rejectPodAdmissionBasedOnOSField` and
+    /// `rejectPodAdmissionBasedOnOSSelector`, checked by the
+    /// [NodeConformance] spec "PodOSRejection should reject pod when the node
+    /// OS doesn't match pod's OS" (`common/node/pod_admission.go`).
+    #[test]
+    fn pods_for_another_os_are_rejected() {
+        let with = |v: serde_json::Value| -> Pod { serde_json::from_value(v).expect("pod") };
+        let windows = with(serde_json::json!({
+            "metadata": {"name": "p"}, "spec": {"containers": [], "os": {"name": "windows"}}
+        }));
+        assert_eq!(
+            admit_os(&windows).expect_err("windows").reason,
+            "PodOSNotSupported"
+        );
+        let labelled = with(serde_json::json!({
+            "metadata": {"name": "p", "labels": {"kubernetes.io/os": "windows"}}, "spec": {"containers": []}
+        }));
+        assert_eq!(
+            admit_os(&labelled).expect_err("label").reason,
+            "PodOSSelectorNodeLabelDoesNotMatch"
+        );
+        let linux = with(serde_json::json!({
+            "metadata": {"name": "p", "labels": {"kubernetes.io/os": "linux"}},
+            "spec": {"containers": [], "os": {"name": "linux"}}
+        }));
+        assert!(admit_os(&linux).is_ok());
+    }
 
     /// Upstream `pkg/kubelet/sysctl/allowlist.go`, checked by the
     /// [NodeConformance] spec "Sysctls should not launch unsafe, but not
