@@ -590,16 +590,25 @@ pub fn generate_api_pod_status_with(
     // Upstream GeneratePodInitializedCondition: regular init containers
     // succeeded and sidecars started, or an app container started, or the
     // pod succeeded.
-    let initialized = spec_inits.iter().zip(&init).all(|(c, s)| {
-        if is_restartable_init(c) {
-            s.started == Some(true)
-        } else {
-            s.state
-                .as_ref()
-                .and_then(|x| x.terminated.as_ref())
-                .is_some_and(|t| t.exit_code == 0)
-        }
-    }) || app.iter().any(|s| s.started == Some(true))
+    // Its message names the init containers not complete yet, in spec
+    // order: `containers with incomplete status: [init1 init2]`.
+    let incomplete: Vec<&str> = spec_inits
+        .iter()
+        .zip(&init)
+        .filter(|(c, s)| {
+            if is_restartable_init(c) {
+                s.started != Some(true)
+            } else {
+                !s.state
+                    .as_ref()
+                    .and_then(|x| x.terminated.as_ref())
+                    .is_some_and(|t| t.exit_code == 0)
+            }
+        })
+        .map(|(c, _)| c.name.as_str())
+        .collect();
+    let initialized = incomplete.is_empty()
+        || app.iter().any(|s| s.started == Some(true))
         || phase == phase::SUCCEEDED;
     // Upstream GenerateContainersReadyCondition: sidecars count too.
     let sidecars_ready = spec_inits
@@ -624,7 +633,15 @@ pub fn generate_api_pod_status_with(
         message: deadline_exceeded.then(|| DEADLINE_EXCEEDED_MESSAGE.to_owned()),
         conditions: Some(vec![
             condition("PodReadyToStartContainers", sandbox_ready, None),
-            condition("Initialized", initialized, Some("ContainersNotInitialized")),
+            PodCondition {
+                message: (!initialized).then(|| {
+                    format!(
+                        "containers with incomplete status: [{}]",
+                        incomplete.join(" ")
+                    )
+                }),
+                ..condition("Initialized", initialized, Some("ContainersNotInitialized"))
+            },
             condition(
                 "ContainersReady",
                 containers_ready && !terminal,
@@ -736,6 +753,23 @@ mod tests {
         assert_eq!(
             reason(&s.container_statuses).as_deref(),
             Some(POD_INITIALIZING)
+        );
+        // The Initialized condition names the incomplete init containers.
+        let init_cond = s
+            .conditions
+            .as_ref()
+            .expect("conditions")
+            .iter()
+            .find(|c| c.type_ == "Initialized")
+            .expect("Initialized")
+            .clone();
+        assert_eq!(
+            init_cond.reason.as_deref(),
+            Some("ContainersNotInitialized")
+        );
+        assert_eq!(
+            init_cond.message.as_deref(),
+            Some("containers with incomplete status: [init1]")
         );
         // A second init container not created yet too (upstream's RestartNever spec).
         p.spec
