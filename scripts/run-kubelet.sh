@@ -69,13 +69,7 @@ if [ -n "$cluster" ]; then
 	# The node API's serving certificate from the cluster CA (what TLS
 	# bootstrap would get approved): the API server verifies kubelets
 	# against that CA for `kubectl logs` and the node proxy.
-	openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$dir/kubelet-serving.key" 2>/dev/null
-	openssl req -new -key "$dir/kubelet-serving.key" -subj "/O=system:nodes/CN=system:node:$node" \
-		-out "$dir/kubelet-serving.csr" 2>/dev/null
-	printf 'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:%s\n' \
-		"$node_ip" >"$dir/kubelet-serving.ext"
-	openssl x509 -req -in "$dir/kubelet-serving.csr" -CA "$CA_CERT" -CAkey "$CA_KEY" -CAcreateserial \
-		-days 2 -sha256 -extfile "$dir/kubelet-serving.ext" -out "$dir/kubelet-serving.crt" 2>/dev/null
+	scripts/testbed/kubelet-cert.sh "$dir/cp" "$node" "$node_ip" "$dir/kubelet-serving"
 	cluster_flags=(--kubeconfig "$dir/cp/node.kubeconfig" --node-ip "$node_ip"
 		--tls-cert-file "$dir/kubelet-serving.crt" --tls-private-key-file "$dir/kubelet-serving.key"
 		--client-ca-file "$CA_CERT")

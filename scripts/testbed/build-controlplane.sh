@@ -44,6 +44,11 @@ K8S_VERSION="$TESTBED_K8S_VERSION"
 ETCD_VERSION="$TESTBED_ETCD_VERSION"
 BIN_DIR="$TESTBED_K8S_BIN_DIR"
 K8S_COMMANDS=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet)
+# The packages the wrapper module lists as `tool` directives (build-conformance.sh,
+# which sources this file, adds the e2e test images and ginkgo).
+K8S_TOOLS=()
+for _cmd in "${K8S_COMMANDS[@]}"; do K8S_TOOLS+=("k8s.io/kubernetes/cmd/$_cmd"); done
+unset _cmd
 GO_DIR="$TESTBED_HOME/go"
 
 # The version a binary reports, or nothing if it does not run.
@@ -117,8 +122,8 @@ write_k8s_wrapper() {
 		echo "require k8s.io/kubernetes v$K8S_VERSION"
 		echo
 		echo "tool ("
-		for cmd in "${K8S_COMMANDS[@]}"; do
-			echo "	k8s.io/kubernetes/cmd/$cmd"
+		for cmd in "${K8S_TOOLS[@]}"; do
+			echo "	$cmd"
 		done
 		echo ")"
 		echo
@@ -229,4 +234,7 @@ main() {
 	done
 }
 
-main "$@"
+# build-conformance.sh sources this file for its wrapper-module helpers.
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+	main "$@"
+fi

@@ -39,6 +39,57 @@ require_root() {
 	[ "$(id -u)" -eq 0 ] || die "must run as root"
 }
 
+# Prints "URI SIGNED_BY" for the system's main Debian archive: the first apt
+# source whose suite is this release's codename (e.g. bookworm, not
+# bookworm-security). SIGNED_BY is "-" when the entry names no key file.
+system_debian_source() {
+	local codename="$1"
+	{
+		# deb822 files: one stanza per source.
+		for f in /etc/apt/sources.list.d/*.sources; do
+			[ -r "$f" ] || continue
+			awk -v want="$codename" '
+				BEGIN { RS = ""; FS = "\n" }
+				{
+					types = ""; uris = ""; suites = ""; key = "-"; enabled = "yes"
+					for (i = 1; i <= NF; i++) {
+						line = $i
+						if (line ~ /^#/) continue
+						split(line, kv, ":")
+						name = tolower(kv[1])
+						value = substr(line, length(kv[1]) + 2)
+						gsub(/^[ \t]+|[ \t]+$/, "", value)
+						if (name == "types") types = value
+						else if (name == "uris") uris = value
+						else if (name == "suites") suites = value
+						else if (name == "signed-by" && value ~ /^\//) key = value
+						else if (name == "enabled") enabled = tolower(value)
+					}
+					if (enabled == "no" || (" " types " ") !~ / deb /) next
+					if ((" " suites " ") !~ (" " want " ")) next
+					split(uris, u, " ")
+					print u[1], key
+				}' "$f"
+		done
+		# One-line format: deb [options] URI SUITE COMPONENT...
+		for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+			[ -r "$f" ] || continue
+			awk -v want="$codename" '
+				$1 != "deb" { next }
+				{
+					key = "-"; i = 2
+					if ($2 ~ /^\[/) {
+						for (; i <= NF; i++) {
+							if ($i ~ /^\[?signed-by=/) { key = $i; sub(/^\[?signed-by=/, "", key); sub(/\]$/, "", key) }
+							if ($i ~ /\]$/) { i++; break }
+						}
+					}
+					if ($(i + 1) == want) print $i, (key ~ /^\// ? key : "-")
+				}' "$f"
+		done
+	} | sed -n 1p
+}
+
 # Reads $TESTBED_ENV_FILE (written by install.sh) into the environment.
 # Sets TESTBED_CONTAINERD_BIN_DIR, TESTBED_CONTAINERD_VERSION, TESTBED_RUNC,
 # TESTBED_CNI_BIN_DIR, TESTBED_IMAGES_DIR.

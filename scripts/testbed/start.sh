@@ -19,6 +19,9 @@
 # Then imports localhost/pause:3.10 (the sandbox image) and
 # localhost/busybox:latest into the k8s.io namespace and prints
 #   testbed: containerd vX.Y.Z at unix://DIR/containerd.sock
+# TESTBED_EXTRA_IMAGES=FILE also imports the tarballs FILE lists, one
+# "TARBALL BASE_NAME" a line (build-conformance.sh writes such a list of the
+# e2e tests' images; each image is named BASE_NAME:<its layout's ref names>).
 #
 # Facts it relies on (see install.sh, which sets them up):
 #   - the containerd chosen by install.sh ($TESTBED_HOME/env); its folder is
@@ -202,6 +205,20 @@ import_image() {
 		die "importing $tarball did not give $expected (got: $("$CTR" --address "$SOCK" -n k8s.io images ls -q | tr '\n' ' '))"
 }
 
+# Imports every "TARBALL BASE_NAME" line of $TESTBED_EXTRA_IMAGES.
+import_extra_images() {
+	local list="$1" tarball name
+	[ -r "$list" ] || die "TESTBED_EXTRA_IMAGES=$list cannot be read"
+	while read -r tarball name; do
+		[ -n "$tarball" ] || continue
+		[ -r "$tarball" ] || die "$tarball (listed in $list) is missing"
+		"$CTR" --address "$SOCK" -n k8s.io images import --base-name "$name" "$tarball" >/dev/null ||
+			die "could not import $tarball"
+		"$CTR" --address "$SOCK" -n k8s.io images ls -q | grep "^$name:" >/dev/null ||
+			die "importing $tarball gave no $name:* image"
+	done <"$list"
+}
+
 server_version() {
 	"$CTR" --address "$SOCK" version | awk '/^Server:/ { s = 1 } s && $1 == "Version:" { print $2; exit }' |
 		sed -e 's/^v//' -e 's/[~+-].*//'
@@ -277,6 +294,9 @@ main() {
 	wait_until_ready
 	import_image "$TESTBED_IMAGES_DIR/pause.tar" localhost/pause localhost/pause:3.10
 	import_image "$TESTBED_IMAGES_DIR/busybox.tar" localhost/busybox localhost/busybox:latest
+	if [ -n "${TESTBED_EXTRA_IMAGES:-}" ]; then
+		import_extra_images "$TESTBED_EXTRA_IMAGES"
+	fi
 	VERSION="$(server_version)"
 	write_instance_env
 	STARTED=""

@@ -82,6 +82,7 @@ fn in_node_units(name: &str, milli: i64) -> i64 {
 /// pods, cpu, memory, other resources (by name), host ports, then an
 /// untolerated `NoExecute` taint (not for static pods).
 pub fn admit(pod: &Pod, others: &[&Pod], node: &NodeFit<'_>) -> Result<(), Rejection> {
+    admit_os(pod)?;
     if others.len() >= node.max_pods {
         return Err(insufficient(
             "pods",
@@ -104,6 +105,104 @@ pub fn admit(pod: &Pod, others: &[&Pod], node: &NodeFit<'_>) -> Result<(), Rejec
                 "Predicate TaintToleration failed: node(s) had taints that the pod didn't tolerate"
                     .into(),
         });
+    }
+    Ok(())
+}
+
+/// The checks of upstream's predicate handler that preemption would not
+/// help, which come first (`pkg/kubelet/lifecycle/predicate.go`): a pod
+/// whose `kubernetes.io/os` label names another OS than the node's
+/// (`PodOSSelectorNodeLabelDoesNotMatch`; the node here is always `linux`,
+/// the label this kubelet registers), or whose `spec.os.name` is not
+/// `linux` (`PodOSNotSupported`).
+pub fn admit_os(pod: &Pod) -> Result<(), Rejection> {
+    let label = pod
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get("kubernetes.io/os"));
+    if label.is_some_and(|os| os != "linux") {
+        return Err(Rejection {
+            reason: "PodOSSelectorNodeLabelDoesNotMatch".into(),
+            message: "Failed to admit pod as the `kubernetes.io/os` label doesn't match node label"
+                .into(),
+        });
+    }
+    let os = pod.spec.as_ref().and_then(|s| s.os.as_ref());
+    if os.is_some_and(|os| os.name != "linux") {
+        return Err(Rejection {
+            reason: "PodOSNotSupported".into(),
+            message: "Failed to admit pod as the OS field doesn't match node OS".into(),
+        });
+    }
+    Ok(())
+}
+
+/// The sysctls every pod may set (upstream `SafeSysctlAllowlist`,
+/// `pkg/kubelet/sysctl/safe_sysctls.go`; those upstream gates on a kernel
+/// version need 4.15 at most, older than any kernel this kubelet supports).
+pub const SAFE_SYSCTLS: &[&str] = &[
+    "kernel.shm_rmid_forced",
+    "net.ipv4.ip_local_port_range",
+    "net.ipv4.tcp_syncookies",
+    "net.ipv4.ping_group_range",
+    "net.ipv4.ip_unprivileged_port_start",
+    "net.ipv4.ip_local_reserved_ports",
+    "net.ipv4.tcp_keepalive_time",
+    "net.ipv4.tcp_fin_timeout",
+    "net.ipv4.tcp_keepalive_intvl",
+    "net.ipv4.tcp_keepalive_probes",
+    "net.ipv4.tcp_rmem",
+    "net.ipv4.tcp_wmem",
+];
+
+/// Upstream `utilsysctl.NormalizeName`: a name whose first separator is
+/// `/` (`net/ipv4/conf/eno2.100/rp_filter`) has its `.` and `/` swapped.
+pub fn normalize_sysctl_name(name: &str) -> String {
+    match name.find(['.', '/']) {
+        Some(i) if name.as_bytes()[i] == b'/' => name
+            .chars()
+            .map(|c| match c {
+                '.' => '/',
+                '/' => '.',
+                c => c,
+            })
+            .collect(),
+        _ => name.to_owned(),
+    }
+}
+
+/// Upstream's sysctl admit handler (`patternAllowlist.Admit`,
+/// `pkg/kubelet/sysctl/allowlist.go`) with the safe sysctls only
+/// (`allowedUnsafeSysctls` is refused by the config): a pod setting
+/// another sysctl, or a net sysctl with `hostNetwork` (`kernel.shm_*` with
+/// `hostIPC`), is rejected with reason `SysctlForbidden`.
+pub fn admit_sysctls(pod: &Pod) -> Result<(), Rejection> {
+    let Some(spec) = pod.spec.as_ref() else {
+        return Ok(());
+    };
+    let sysctls = spec
+        .security_context
+        .as_ref()
+        .and_then(|s| s.sysctls.as_deref())
+        .unwrap_or_default();
+    for s in sysctls {
+        let name = normalize_sysctl_name(&s.name);
+        let error = if !SAFE_SYSCTLS.contains(&name.as_str()) {
+            Some(format!("{name:?} not allowlisted"))
+        } else if name.starts_with("net.") && spec.host_network == Some(true) {
+            Some(format!("{name:?} not allowed with host net enabled"))
+        } else if name.starts_with("kernel.shm") && spec.host_ipc == Some(true) {
+            Some(format!("{name:?} not allowed with host ipc enabled"))
+        } else {
+            None
+        };
+        if let Some(e) = error {
+            return Err(Rejection {
+                reason: "SysctlForbidden".into(),
+                message: format!("forbidden sysctl: {e}"),
+            });
+        }
     }
     Ok(())
 }
@@ -239,6 +338,69 @@ fn untolerated_no_execute(pod: &Pod, taints: &[Taint]) -> bool {
 
 #[cfg(test)]
 mod tests {
+
+    /// Upstream `rejectPodAdmissionBasedOnOSField` and
+    /// `rejectPodAdmissionBasedOnOSSelector`, checked by the
+    /// [NodeConformance] spec "PodOSRejection should reject pod when the node
+    /// OS doesn't match pod's OS" (`common/node/pod_admission.go`).
+    #[test]
+    fn pods_for_another_os_are_rejected() {
+        let with = |v: serde_json::Value| -> Pod { serde_json::from_value(v).expect("pod") };
+        let windows = with(serde_json::json!({
+            "metadata": {"name": "p"}, "spec": {"containers": [], "os": {"name": "windows"}}
+        }));
+        assert_eq!(
+            admit_os(&windows).expect_err("windows").reason,
+            "PodOSNotSupported"
+        );
+        let labelled = with(serde_json::json!({
+            "metadata": {"name": "p", "labels": {"kubernetes.io/os": "windows"}}, "spec": {"containers": []}
+        }));
+        assert_eq!(
+            admit_os(&labelled).expect_err("label").reason,
+            "PodOSSelectorNodeLabelDoesNotMatch"
+        );
+        let linux = with(serde_json::json!({
+            "metadata": {"name": "p", "labels": {"kubernetes.io/os": "linux"}},
+            "spec": {"containers": [], "os": {"name": "linux"}}
+        }));
+        assert!(admit_os(&linux).is_ok());
+    }
+
+    /// Upstream `pkg/kubelet/sysctl/allowlist.go`, checked by the
+    /// [NodeConformance] spec "Sysctls should not launch unsafe, but not
+    /// explicitly enabled sysctls on the node" (`common/node/sysctl.go`).
+    #[test]
+    fn only_safe_sysctls_are_admitted() {
+        let with = |name: &str, host_network: bool| -> Pod {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "p", "uid": "u"},
+                "spec": {"containers": [], "hostNetwork": host_network,
+                    "securityContext": {"sysctls": [{"name": name, "value": "1"}]}}
+            }))
+            .expect("pod")
+        };
+        let err = admit_sysctls(&with("kernel.msgmax", false)).expect_err("unsafe");
+        assert_eq!(err.reason, "SysctlForbidden");
+        assert_eq!(
+            err.message,
+            "forbidden sysctl: \"kernel.msgmax\" not allowlisted"
+        );
+        assert!(admit_sysctls(&with("kernel.shm_rmid_forced", false)).is_ok());
+        assert!(
+            admit_sysctls(&with("kernel/shm_rmid_forced", false)).is_ok(),
+            "slashes"
+        );
+        assert!(admit_sysctls(&with("net.ipv4.tcp_syncookies", false)).is_ok());
+        assert!(
+            admit_sysctls(&with("net.ipv4.tcp_syncookies", true)).is_err(),
+            "host net"
+        );
+        assert_eq!(
+            normalize_sysctl_name("net/ipv4/conf/eno2.100/rp_filter"),
+            "net.ipv4.conf.eno2/100.rp_filter"
+        );
+    }
     use super::*;
     use k8s_openapi::api::core::v1::{
         Container, ContainerPort, PodSpec, ResourceRequirements, Toleration,

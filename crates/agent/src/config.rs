@@ -1643,7 +1643,7 @@ pub const UNIMPLEMENTED_FIELDS: &[UnimplementedField] = &[
         "allowedUnsafeSysctls",
         is_empty,
         "empty",
-        "unsafe sysctls are not checked: there is no allow-list to apply",
+        "an allow-list of unsafe sysctls is not implemented: only the safe sysctls are admitted",
     ),
     ignore(
         "volumePluginDir",

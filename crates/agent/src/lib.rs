@@ -806,7 +806,8 @@ where
     /// Upstream's admit handlers (`canAdmitPod` over `admitHandlers`, in
     /// upstream's order): the predicate handler first (pod count,
     /// resources against allocatable, host ports, `NoExecute` taints;
-    /// [`admission`]), then node pressure (eviction), then the topology,
+    /// [`admission`]), then node pressure (eviction), then sysctls (only
+    /// the safe ones, [`admission::admit_sysctls`]), then the topology,
     /// CPU and memory managers. `others` are the active pods.
     fn admit(&self, pod: &Pod, others: &[&Pod]) -> Result<(), String> {
         let allocatable = self
@@ -838,6 +839,8 @@ where
                 return Err(format!("{}: {}", r.reason, r.message));
             }
         }
+        // Upstream's sysctl admit handler: only the safe sysctls.
+        admission::admit_sysctls(pod).map_err(|r| r.to_string())?;
         if let Some(cm) = &self.cm {
             // Topology, CPU and memory managers (upstream's allocate-resources
             // admit handler): their own reason (`TopologyAffinityError`, ...),
@@ -911,7 +914,16 @@ where
                     .insert(kubelet_container::pod::pod_full_name(&pod), Arc::new(pod));
                 continue;
             }
-            self.pod_map().insert(uid_of(&pod), Arc::new(pod));
+            // Upstream `HandlePodReconcile`: a status change from the API
+            // that leaves the Ready condition at odds with the readiness
+            // gates (another writer set a gate's condition) syncs the pod
+            // now, not at its next periodic sync.
+            let reconcile = kubelet_status::need_to_reconcile_pod_readiness(&pod);
+            let pod = Arc::new(pod);
+            self.pod_map().insert(uid_of(&pod), Arc::clone(&pod));
+            if reconcile {
+                self.dispatch(UpdatePodOptions::sync(pod));
+            }
         }
     }
 

@@ -372,13 +372,7 @@ where
         let Some(p) = self.find_pod(namespace, pod) else {
             return LogLookup::PodNotFound;
         };
-        let known = p.spec.iter().any(|s| {
-            s.containers
-                .iter()
-                .chain(s.init_containers.iter().flatten())
-                .any(|c| c.name == container)
-        });
-        if !known {
+        if !has_container(&p, container) {
             return LogLookup::ContainerNotFound;
         }
         let uid = p.metadata.uid.as_deref().unwrap_or_default();
@@ -574,5 +568,46 @@ where
             node: node_stats,
             pods,
         })
+    }
+}
+
+/// Whether `pod` has an app, init or ephemeral container named `name`
+/// (upstream `validateContainerLogStatus` in `pkg/kubelet/kubelet_pods.go`
+/// looks the name up among all three kinds' statuses).
+fn has_container(pod: &Pod, name: &str) -> bool {
+    pod.spec.iter().any(|s| {
+        s.containers
+            .iter()
+            .chain(s.init_containers.iter().flatten())
+            .any(|c| c.name == name)
+            || s.ephemeral_containers
+                .iter()
+                .flatten()
+                .any(|c| c.name == name)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Checked by the [NodeConformance] specs of
+    /// `common/node/ephemeral_containers.go`, which read an ephemeral
+    /// container's log.
+    #[test]
+    fn logs_are_served_for_ephemeral_containers_too() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "uid": "u"},
+            "spec": {
+                "containers": [{"name": "app"}],
+                "initContainers": [{"name": "init"}],
+                "ephemeralContainers": [{"name": "debugger"}]
+            }
+        }))
+        .expect("pod");
+        for name in ["app", "init", "debugger"] {
+            assert!(has_container(&pod, name), "{name}");
+        }
+        assert!(!has_container(&pod, "other"));
     }
 }

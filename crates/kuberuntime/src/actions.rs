@@ -36,6 +36,11 @@ pub struct ContainerToKill {
     /// upstream's words (`Container app failed liveness probe, will be
     /// restarted`); empty for upstream's default, `Stopping container app`.
     pub message: String,
+    /// The failed probe's own `terminationGracePeriodSeconds`, when the kill
+    /// is for a liveness or startup probe failure and the probe sets one
+    /// (upstream `setTerminationGracePeriod` in `kuberuntime_container.go`:
+    /// it wins over the pod's, but not over a deletion's grace period).
+    pub probe_grace_period: Option<i64>,
 }
 
 /// The actions of one sync (upstream `podActions`).
@@ -158,7 +163,13 @@ fn kill_init(s: &ContainerStatus, message: String) -> ContainerToKill {
         id: s.id.clone(),
         name: s.name.clone(),
         message,
+        probe_grace_period: None,
     }
+}
+
+/// A probe's own `terminationGracePeriodSeconds`.
+fn probe_grace(probe: Option<&k8s_openapi::api::core::v1::Probe>) -> Option<i64> {
+    probe.and_then(|p| p.termination_grace_period_seconds)
 }
 
 /// Sets the init container actions of a sync (upstream
@@ -226,10 +237,13 @@ pub fn compute_init_container_actions(
                     match probes.map_or(Some(ProbeOutcome::Success), |p| p.startup_result(&s.id)) {
                         Some(ProbeOutcome::Success) => {}
                         Some(ProbeOutcome::Failure) => {
-                            changes.containers_to_kill.push(kill_init(
-                                s,
-                                format!("Init container {} failed startup probe", c.name),
-                            ));
+                            changes.containers_to_kill.push(ContainerToKill {
+                                probe_grace_period: probe_grace(c.startup_probe.as_ref()),
+                                ..kill_init(
+                                    s,
+                                    format!("Init container {} failed startup probe", c.name),
+                                )
+                            });
                             to_start.push(i);
                             break 'running;
                         }
@@ -252,10 +266,13 @@ pub fn compute_init_container_actions(
                     break 'running;
                 }
                 if c.liveness_probe.is_some() && probes.is_some_and(|p| p.liveness_failed(&s.id)) {
-                    changes.containers_to_kill.push(kill_init(
-                        s,
-                        format!("Init container {} failed liveness probe", c.name),
-                    ));
+                    changes.containers_to_kill.push(ContainerToKill {
+                        probe_grace_period: probe_grace(c.liveness_probe.as_ref()),
+                        ..kill_init(
+                            s,
+                            format!("Init container {} failed liveness probe", c.name),
+                        )
+                    });
                     to_start.push(i);
                 }
             }
@@ -413,23 +430,30 @@ pub fn compute_pod_actions_with_probes(
                         name: s.name.clone(),
                         message: "Container is in \"unknown\" state, try killing it before restart"
                             .into(),
+                        probe_grace_period: None,
                     });
                 }
                 changes.containers_to_start.push(i);
             }
             continue;
         };
-        let (message, restart) = if !running.hash.is_none_or(|h| h.matches(c)) {
-            (format!("Container {} definition changed", c.name), true)
+        let (message, restart, probe_grace_period) = if !running.hash.is_none_or(|h| h.matches(c)) {
+            (
+                format!("Container {} definition changed", c.name),
+                true,
+                None,
+            )
         } else if probes.is_some_and(|p| p.liveness_failed(&running.id)) {
             (
                 format!("Container {} failed liveness probe", c.name),
                 restart_policy(pod) != "Never",
+                probe_grace(c.liveness_probe.as_ref()),
             )
         } else if probes.is_some_and(|p| p.startup_failed(&running.id)) {
             (
                 format!("Container {} failed startup probe", c.name),
                 restart_policy(pod) != "Never",
+                probe_grace(c.startup_probe.as_ref()),
             )
         } else {
             keep += 1;
@@ -443,6 +467,7 @@ pub fn compute_pod_actions_with_probes(
             } else {
                 message
             },
+            probe_grace_period,
         });
         if restart {
             changes.containers_to_start.push(i);
@@ -878,12 +903,57 @@ mod tests {
                 id: "id-s1".into(),
                 name: "s1".into(),
                 message: "Init container s1 failed startup probe".into(),
+                probe_grace_period: None,
             }]
         );
         // A sidecar without a startup probe ignores startup results.
         let p = sidecar_pod("Always", &["s1", "i2"], &["a"]);
         let (a, _) = init_actions(&p, &st, Some(&none));
         assert_eq!(a.init_containers_to_start, [1]);
+    }
+
+    /// Upstream `setTerminationGracePeriod` (`kuberuntime_container.go`),
+    /// checked by the [NodeConformance] specs "should override
+    /// timeoutGracePeriodSeconds when LivenessProbe field is set"
+    /// (`common/node/container_probe.go`, app containers and sidecars).
+    #[test]
+    fn a_probe_kill_carries_the_probes_own_grace_period() {
+        let with_grace = |p: Option<i64>| k8s_openapi::api::core::v1::Probe {
+            termination_grace_period_seconds: p,
+            ..Default::default()
+        };
+        let mut p = pod("Always", &[], &["a"]);
+        let app = &mut p.spec.as_mut().expect("spec").containers[0];
+        app.liveness_probe = Some(with_grace(Some(5)));
+        app.startup_probe = Some(with_grace(None));
+        let st = running(&["a"]);
+        let live = Probes {
+            liveness_failed: vec!["id-a".into()],
+            ..Default::default()
+        };
+        let a = compute_pod_actions_with_probes(&p, &st, Some(&live));
+        assert_eq!(a.containers_to_kill.len(), 1);
+        assert_eq!(a.containers_to_kill[0].probe_grace_period, Some(5));
+        let start = Probes {
+            startup: vec![("id-a".into(), ProbeOutcome::Failure)],
+            ..Default::default()
+        };
+        let a = compute_pod_actions_with_probes(&p, &st, Some(&start));
+        assert_eq!(a.containers_to_kill.len(), 1);
+        assert_eq!(
+            a.containers_to_kill[0].probe_grace_period, None,
+            "the pod's"
+        );
+        // A sidecar's liveness probe too.
+        let mut p = with_probes(sidecar_pod("Always", &["s1"], &["a"]), "s1", false, true);
+        init_containers_mut(&mut p).for_each(|c| c.liveness_probe = Some(with_grace(Some(7))));
+        let st = running(&["s1", "a"]);
+        let live = Probes {
+            liveness_failed: vec!["id-s1".into()],
+            ..Default::default()
+        };
+        let a = compute_pod_actions_with_probes(&p, &st, Some(&live));
+        assert_eq!(a.containers_to_kill[0].probe_grace_period, Some(7));
     }
 
     #[test]

@@ -1352,7 +1352,12 @@ impl Runtime for RuntimeManager {
             for k in &actions.containers_to_kill {
                 let running = status.container_statuses.iter().find(|c| c.id == k.id);
                 if let Some(c) = running.map(RunningContainer::from) {
-                    if let Err(e) = self.kill_container(Some(pod), &c, None, &k.message).await {
+                    // Upstream `setTerminationGracePeriod`: a deletion's
+                    // grace period first, then the failed probe's own.
+                    let grace = k
+                        .probe_grace_period
+                        .filter(|_| pod.metadata.deletion_grace_period_seconds.is_none());
+                    if let Err(e) = self.kill_container(Some(pod), &c, grace, &k.message).await {
                         result.errors.push(e);
                         return result;
                     }

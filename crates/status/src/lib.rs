@@ -168,10 +168,18 @@ fn restart_policy(pod: &Pod) -> &str {
 }
 
 /// One container's API status from the runtime's newest record of it.
+/// The waiting reason of a container not created yet (upstream
+/// `kubecontainer.ContainerCreating`, `pkg/kubelet/kuberuntime`).
+pub const CONTAINER_CREATING: &str = "ContainerCreating";
+/// The waiting reason of an app container while its pod's init containers
+/// run (upstream `PodInitializing`, `pkg/kubelet/kubelet_pods.go`).
+pub const POD_INITIALIZING: &str = "PodInitializing";
+
 fn container_status(
     c: &Container,
     rt: &RuntimePodStatus,
     waiting_reason: Option<&str>,
+    default_waiting: &str,
     runtime_name: &str,
 ) -> ContainerStatus {
     let mut statuses = rt.container_statuses.iter().filter(|s| s.name == c.name);
@@ -210,7 +218,7 @@ fn container_status(
         _ => (
             ContainerState {
                 waiting: Some(ContainerStateWaiting {
-                    reason: Some(waiting_reason.unwrap_or("ContainerCreating").to_owned()),
+                    reason: Some(waiting_reason.unwrap_or(default_waiting).to_owned()),
                     message: None,
                 }),
                 ..Default::default()
@@ -401,6 +409,112 @@ pub fn apply_old_container_statuses(
     }
 }
 
+/// The reason of a `Ready` condition held back by readiness gates (upstream
+/// `ReadinessGatesNotReady`, `pkg/kubelet/status/generate.go`).
+pub const READINESS_GATES_NOT_READY: &str = "ReadinessGatesNotReady";
+
+/// The `Ready` condition (upstream `GeneratePodReadyCondition`,
+/// `pkg/kubelet/status/generate.go`): not ready with `unready_reason` while
+/// the containers are not; else not ready with
+/// [`READINESS_GATES_NOT_READY`] while a readiness gate of the spec has no
+/// `True` condition of its type in the pod's status (conditions written by
+/// others through the API, which the status manager keeps).
+pub fn pod_ready_condition(
+    pod: &Pod,
+    containers_ready: bool,
+    unready_reason: &str,
+) -> PodCondition {
+    if !containers_ready {
+        return condition("Ready", false, Some(unready_reason));
+    }
+    let conditions = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_deref())
+        .unwrap_or_default();
+    let unready: Vec<String> = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.readiness_gates.as_deref())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|gate| {
+            let kind = &gate.condition_type;
+            match conditions.iter().find(|c| &c.type_ == kind) {
+                None => Some(format!(
+                    "corresponding condition of pod readiness gate {kind:?} does not exist."
+                )),
+                Some(c) if c.status != "True" => Some(format!(
+                    "the status of pod readiness gate {kind:?} is not \"True\", but {}",
+                    c.status
+                )),
+                Some(_) => None,
+            }
+        })
+        .collect();
+    if unready.is_empty() {
+        return condition("Ready", true, None);
+    }
+    PodCondition {
+        message: Some(unready.join(", ")),
+        ..condition("Ready", false, Some(READINESS_GATES_NOT_READY))
+    }
+}
+
+/// Whether the API's `Ready` condition of `pod` disagrees with its
+/// readiness gates (upstream `NeedToReconcilePodReadiness`,
+/// `pkg/kubelet/status/status_manager.go`): a pod with gates whose
+/// status, as the API server has it, has a `Ready` condition of another
+/// status or message than the gates and its `ContainersReady` condition
+/// give. The kubelet then syncs the pod at once (upstream
+/// `HandlePodReconcile`) rather than at its next periodic sync.
+pub fn need_to_reconcile_pod_readiness(pod: &Pod) -> bool {
+    let has_gates = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.readiness_gates.as_ref())
+        .is_some_and(|g| !g.is_empty());
+    if !has_gates {
+        return false;
+    }
+    let conditions = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_deref())
+        .unwrap_or_default();
+    let Some(current) = conditions.iter().find(|c| c.type_ == "Ready") else {
+        return false;
+    };
+    let containers_ready = conditions
+        .iter()
+        .any(|c| c.type_ == "ContainersReady" && c.status == "True");
+    let want = pod_ready_condition(pod, containers_ready, "ContainersNotReady");
+    current.status != want.status || current.message != want.message
+}
+
+/// The reason of a pod failed for its `activeDeadlineSeconds` (upstream
+/// `pkg/kubelet/active_deadline.go`).
+pub const DEADLINE_EXCEEDED: &str = "DeadlineExceeded";
+/// Its message, in upstream's words.
+pub const DEADLINE_EXCEEDED_MESSAGE: &str =
+    "Pod was active on the node longer than the specified deadline";
+
+/// Whether `pod`, started at `start`, has run its `activeDeadlineSeconds`
+/// out at `now` (upstream `activeDeadlineHandler.pastActiveDeadline`: no
+/// deadline or no start time, never). The kubelet notices at the pod's
+/// next sync: a spec update, a lifecycle event or its periodic resync
+/// (`syncFrequency`; upstream also checks every second).
+pub fn past_active_deadline(pod: &Pod, start: Option<&Time>, now: &Time) -> bool {
+    let Some(deadline) = pod.spec.as_ref().and_then(|s| s.active_deadline_seconds) else {
+        return false;
+    };
+    let Some(start) = start else {
+        return false;
+    };
+    let elapsed = now.0.as_second() - start.0.as_second();
+    elapsed >= deadline
+}
+
 /// The API status of `pod` from the runtime's view (upstream
 /// `generateAPIPodStatus`), its ephemeral containers' in
 /// `ephemeralContainerStatuses`. `waiting` gives, per container name, the
@@ -431,17 +545,27 @@ pub fn generate_api_pod_status_with(
 ) -> PodStatus {
     let spec = pod.spec.as_ref();
     let reason = |c: &Container| waiting.get(&c.name).map(String::as_str);
+    // Upstream `convertToAPIContainerStatuses` (called with
+    // `len(pod.Spec.InitContainers) > 0` for init, app and ephemeral
+    // containers alike): in a pod with init containers, a container not
+    // created yet waits in `PodInitializing`, else in `ContainerCreating`.
+    let has_init = spec.is_some_and(|s| s.init_containers.as_ref().is_some_and(|i| !i.is_empty()));
+    let app_default = if has_init {
+        POD_INITIALIZING
+    } else {
+        CONTAINER_CREATING
+    };
     let init: Vec<ContainerStatus> = spec
         .and_then(|s| s.init_containers.as_deref())
         .unwrap_or_default()
         .iter()
-        .map(|c| container_status(c, rt, reason(c), runtime_name))
+        .map(|c| container_status(c, rt, reason(c), app_default, runtime_name))
         .collect();
     let app: Vec<ContainerStatus> = spec
         .map(|s| s.containers.as_slice())
         .unwrap_or_default()
         .iter()
-        .map(|c| container_status(c, rt, reason(c), runtime_name))
+        .map(|c| container_status(c, rt, reason(c), app_default, runtime_name))
         .collect();
     // Upstream: each `EphemeralContainerCommon` as a `v1.Container`, with
     // no probe results (not ready, `started` unset); they count in neither
@@ -455,7 +579,7 @@ pub fn generate_api_pod_status_with(
             ContainerStatus {
                 ready: false,
                 started: None,
-                ..container_status(&c, rt, reason(&c), runtime_name)
+                ..container_status(&c, rt, reason(&c), app_default, runtime_name)
             }
         })
         .collect();
@@ -466,6 +590,27 @@ pub fn generate_api_pod_status_with(
         })
     });
     let phase = get_phase(pod, &init, &app, pod_has_initialized);
+    let start_time = rt
+        .sandbox_statuses
+        .last()
+        .and_then(|s| time_of(s.created_at));
+    // Upstream's active deadline handler, a pod sync handler whose
+    // `ShouldEvict` turns the phase to Failed (`generateAPIPodStatus`).
+    let deadline_exceeded = phase != phase::SUCCEEDED
+        && phase != phase::FAILED
+        && past_active_deadline(
+            pod,
+            pod.status
+                .as_ref()
+                .and_then(|s| s.start_time.as_ref())
+                .or(start_time.as_ref()),
+            &now(),
+        );
+    let phase = if deadline_exceeded {
+        phase::FAILED
+    } else {
+        phase
+    };
     let mut probed = PodStatus {
         init_container_statuses: Some(init),
         container_statuses: Some(app),
@@ -480,16 +625,25 @@ pub fn generate_api_pod_status_with(
     // Upstream GeneratePodInitializedCondition: regular init containers
     // succeeded and sidecars started, or an app container started, or the
     // pod succeeded.
-    let initialized = spec_inits.iter().zip(&init).all(|(c, s)| {
-        if is_restartable_init(c) {
-            s.started == Some(true)
-        } else {
-            s.state
-                .as_ref()
-                .and_then(|x| x.terminated.as_ref())
-                .is_some_and(|t| t.exit_code == 0)
-        }
-    }) || app.iter().any(|s| s.started == Some(true))
+    // Its message names the init containers not complete yet, in spec
+    // order: `containers with incomplete status: [init1 init2]`.
+    let incomplete: Vec<&str> = spec_inits
+        .iter()
+        .zip(&init)
+        .filter(|(c, s)| {
+            if is_restartable_init(c) {
+                s.started != Some(true)
+            } else {
+                s.state
+                    .as_ref()
+                    .and_then(|x| x.terminated.as_ref())
+                    .is_none_or(|t| t.exit_code != 0)
+            }
+        })
+        .map(|(c, _)| c.name.as_str())
+        .collect();
+    let initialized = incomplete.is_empty()
+        || app.iter().any(|s| s.started == Some(true))
         || phase == phase::SUCCEEDED;
     // Upstream GenerateContainersReadyCondition: sidecars count too.
     let sidecars_ready = spec_inits
@@ -509,13 +663,20 @@ pub fn generate_api_pod_status_with(
         pod_ip: rt.ips.first().cloned(),
         pod_ips: Some(rt.ips.iter().map(|ip| PodIP { ip: ip.clone() }).collect()),
         host_ip: None,
-        start_time: rt
-            .sandbox_statuses
-            .last()
-            .and_then(|s| time_of(s.created_at)),
+        start_time,
+        reason: deadline_exceeded.then(|| DEADLINE_EXCEEDED.to_owned()),
+        message: deadline_exceeded.then(|| DEADLINE_EXCEEDED_MESSAGE.to_owned()),
         conditions: Some(vec![
             condition("PodReadyToStartContainers", sandbox_ready, None),
-            condition("Initialized", initialized, Some("ContainersNotInitialized")),
+            PodCondition {
+                message: (!initialized).then(|| {
+                    format!(
+                        "containers with incomplete status: [{}]",
+                        incomplete.join(" ")
+                    )
+                }),
+                ..condition("Initialized", initialized, Some("ContainersNotInitialized"))
+            },
             condition(
                 "ContainersReady",
                 containers_ready && !terminal,
@@ -525,14 +686,14 @@ pub fn generate_api_pod_status_with(
                     "ContainersNotReady"
                 }),
             ),
-            condition(
-                "Ready",
+            pod_ready_condition(
+                pod,
                 containers_ready && !terminal,
-                Some(if terminal {
+                if terminal {
                     "PodCompleted"
                 } else {
                     "ContainersNotReady"
-                }),
+                },
             ),
             condition("PodScheduled", true, None),
         ]),
@@ -598,6 +759,209 @@ mod tests {
     fn phase_of(policy: &str, apps: &[&str], cs: &[(&str, RtState, i32, i64)]) -> String {
         let s = generate_api_pod_status(&pod(policy, apps), &rt(cs), &HashMap::new(), "containerd");
         s.phase.unwrap_or_default()
+    }
+
+    /// Upstream `convertToAPIContainerStatuses` (`kubelet_pods.go`), checked
+    /// by the [NodeConformance] spec "should not start app containers if
+    /// init containers fail on a RestartAlways pod"
+    /// (`common/node/init_container.go`).
+    #[test]
+    fn app_containers_wait_in_pod_initializing_behind_init_containers() {
+        let mut p = pod("Always", &["run1"]);
+        p.spec.as_mut().expect("spec").init_containers = Some(vec![Container {
+            name: "init1".into(),
+            ..Default::default()
+        }]);
+        let s = generate_api_pod_status(
+            &p,
+            &rt(&[("init1", RtState::Exited, 1, 1)]),
+            &HashMap::new(),
+            "containerd",
+        );
+        let reason = |cs: &Option<Vec<ContainerStatus>>| {
+            cs.as_ref().expect("statuses")[0]
+                .state
+                .as_ref()
+                .and_then(|s| s.waiting.as_ref())
+                .and_then(|w| w.reason.clone())
+        };
+        assert_eq!(
+            reason(&s.container_statuses).as_deref(),
+            Some(POD_INITIALIZING)
+        );
+        // The Initialized condition names the incomplete init containers.
+        let init_cond = s
+            .conditions
+            .as_ref()
+            .expect("conditions")
+            .iter()
+            .find(|c| c.type_ == "Initialized")
+            .expect("Initialized")
+            .clone();
+        assert_eq!(
+            init_cond.reason.as_deref(),
+            Some("ContainersNotInitialized")
+        );
+        assert_eq!(
+            init_cond.message.as_deref(),
+            Some("containers with incomplete status: [init1]")
+        );
+        // A second init container not created yet too (upstream's RestartNever spec).
+        p.spec
+            .as_mut()
+            .expect("spec")
+            .init_containers
+            .as_mut()
+            .expect("inits")
+            .push(Container {
+                name: "init2".into(),
+                ..Default::default()
+            });
+        let s = generate_api_pod_status(
+            &p,
+            &rt(&[("init1", RtState::Running, 0, 1)]),
+            &HashMap::new(),
+            "c",
+        );
+        let second = s.init_container_statuses.expect("inits")[1].clone();
+        assert_eq!(
+            second
+                .state
+                .and_then(|s| s.waiting)
+                .and_then(|w| w.reason)
+                .as_deref(),
+            Some(POD_INITIALIZING)
+        );
+        // Without init containers: ContainerCreating.
+        let s = generate_api_pod_status(&pod("Always", &["run1"]), &rt(&[]), &HashMap::new(), "c");
+        assert_eq!(
+            reason(&s.container_statuses).as_deref(),
+            Some(CONTAINER_CREATING)
+        );
+    }
+
+    /// Upstream `GeneratePodReadyCondition` and `NeedToReconcilePodReadiness`,
+    /// checked by the [NodeConformance] spec "should support pod readiness
+    /// gates" (`common/node/pods.go`).
+    #[test]
+    fn readiness_gates_hold_ready_back_until_their_conditions_are_true() {
+        use k8s_openapi::api::core::v1::PodReadinessGate;
+        let mut p = pod("Always", &["a"]);
+        p.spec.as_mut().expect("spec").readiness_gates = Some(vec![
+            PodReadinessGate {
+                condition_type: "k8s.io/test-condition1".into(),
+            },
+            PodReadinessGate {
+                condition_type: "k8s.io/test-condition2".into(),
+            },
+        ]);
+        let running = rt(&[("a", RtState::Running, 0, 1)]);
+        let ready = |p: &Pod| {
+            let s = generate_api_pod_status(p, &running, &HashMap::new(), "c");
+            s.conditions
+                .expect("conditions")
+                .into_iter()
+                .find(|c| c.type_ == "Ready")
+                .expect("Ready")
+        };
+        let r = ready(&p);
+        assert_eq!(r.status, "False");
+        assert_eq!(r.reason.as_deref(), Some(READINESS_GATES_NOT_READY));
+        assert!(
+            r.message
+                .as_deref()
+                .is_some_and(|m| m.contains("does not exist"))
+        );
+        let set = |p: &mut Pod, c1: &str, c2: &str| {
+            let mut conds = vec![
+                condition("ContainersReady", true, None),
+                condition("Ready", false, Some("x")),
+            ];
+            for (t, v) in [
+                ("k8s.io/test-condition1", c1),
+                ("k8s.io/test-condition2", c2),
+            ] {
+                if !v.is_empty() {
+                    conds.push(PodCondition {
+                        type_: t.into(),
+                        status: v.into(),
+                        ..Default::default()
+                    });
+                }
+            }
+            p.status = Some(PodStatus {
+                conditions: Some(conds),
+                ..Default::default()
+            });
+        };
+        set(&mut p, "True", "");
+        assert_eq!(ready(&p).status, "False", "one gate left");
+        set(&mut p, "True", "False");
+        assert!(
+            ready(&p)
+                .message
+                .as_deref()
+                .is_some_and(|m| m.contains("but False"))
+        );
+        set(&mut p, "True", "True");
+        assert_eq!(ready(&p).status, "True");
+        // The API's Ready (False) disagrees with the gates: sync at once.
+        assert!(need_to_reconcile_pod_readiness(&p));
+        // Agreeing (both gates not True, ContainersReady true): nothing to do.
+        set(&mut p, "False", "False");
+        let want = pod_ready_condition(&p, true, "ContainersNotReady");
+        let conds = p
+            .status
+            .as_mut()
+            .and_then(|s| s.conditions.as_mut())
+            .expect("conds");
+        conds[1] = want;
+        assert!(!need_to_reconcile_pod_readiness(&p));
+        // No gates: never.
+        assert!(!need_to_reconcile_pod_readiness(&pod("Always", &["a"])));
+    }
+
+    /// Upstream `pkg/kubelet/active_deadline.go`, checked by the
+    /// [NodeConformance] spec "Pods should allow activeDeadlineSeconds to be
+    /// updated" (`common/node/pods.go`).
+    #[test]
+    fn a_pod_past_its_active_deadline_fails_with_deadline_exceeded() {
+        let at = |secs: i64| Time(k8s_openapi::jiff::Timestamp::new(secs, 0).expect("time"));
+        let mut p = pod("Always", &["a"]);
+        assert!(
+            !past_active_deadline(&p, Some(&at(0)), &at(100)),
+            "no deadline"
+        );
+        p.spec.as_mut().expect("spec").active_deadline_seconds = Some(5);
+        assert!(!past_active_deadline(&p, None, &at(100)), "not started");
+        assert!(!past_active_deadline(&p, Some(&at(96)), &at(100)));
+        assert!(past_active_deadline(&p, Some(&at(95)), &at(100)));
+        p.status = Some(PodStatus {
+            start_time: Some(at(1)),
+            ..Default::default()
+        });
+        let s = generate_api_pod_status(
+            &p,
+            &rt(&[("a", RtState::Running, 0, 1)]),
+            &HashMap::new(),
+            "c",
+        );
+        assert_eq!(s.phase.as_deref(), Some("Failed"));
+        assert_eq!(s.reason.as_deref(), Some(DEADLINE_EXCEEDED));
+        assert_eq!(s.message.as_deref(), Some(DEADLINE_EXCEEDED_MESSAGE));
+        // A pod that already succeeded stays Succeeded.
+        let s = generate_api_pod_status(
+            &{
+                let mut q = p.clone();
+                q.spec.as_mut().expect("spec").restart_policy = Some("Never".into());
+                q
+            },
+            &rt(&[("a", RtState::Exited, 0, 1)]),
+            &HashMap::new(),
+            "c",
+        );
+        assert_eq!(s.phase.as_deref(), Some("Succeeded"));
+        assert_eq!(s.reason, None);
     }
 
     #[test]

@@ -255,6 +255,64 @@ pub struct VolumeContext {
     pub allocatable_milli_cpu: Option<i64>,
 }
 
+/// The permission bits of an emptyDir's directory (upstream `perm` in
+/// `pkg/volume/emptydir/empty_dir.go`): anyone may write, whatever user
+/// the containers run as.
+pub const EMPTY_DIR_PERM: u32 = 0o777;
+
+/// Creates an emptyDir's directory with [`EMPTY_DIR_PERM`], whatever the
+/// kubelet's umask (upstream `emptyDir.setupDir` in
+/// `pkg/volume/emptydir/empty_dir.go`: `MkdirAll`, then a `chmod` of the
+/// permission bits when they differ, keeping the setgid bit).
+pub fn setup_empty_dir(path: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(path).map_err(io(path))?;
+    let mode = std::fs::symlink_metadata(path)
+        .map_err(io(path))?
+        .permissions()
+        .mode();
+    if mode & 0o777 != EMPTY_DIR_PERM {
+        let keep = mode & 0o2000;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(EMPTY_DIR_PERM | keep))
+            .map_err(io(path))?;
+    }
+    Ok(())
+}
+
+/// Gives a volume to the pod's `fsGroup` (upstream `SetVolumeOwnership` and
+/// `changeFilePermission` in `pkg/volume/volume_linux.go`, with
+/// `fsGroupChangePolicy: Always`): everything under `dir`, `dir`
+/// included, gets group `gid` (symbolic links themselves, never their
+/// targets) and, except links, the permission bits `rw-rw----` added
+/// (`r--r-----` for a `read_only` volume), directories also the setgid
+/// and group/owner execute bits.
+pub fn set_volume_ownership(dir: &Path, gid: u32, read_only: bool) -> Result<(), Error> {
+    use std::os::unix::fs::PermissionsExt;
+    let mask = if read_only { 0o440 } else { 0o660 };
+    let meta = std::fs::symlink_metadata(dir).map_err(io(dir))?;
+    std::os::unix::fs::lchown(dir, None, Some(gid)).map_err(io(dir))?;
+    if meta.file_type().is_symlink() {
+        return Ok(());
+    }
+    let mode = meta.permissions().mode() & 0o7777;
+    let add = if meta.is_dir() {
+        mask | 0o2000 | 0o110
+    } else {
+        mask
+    };
+    if mode | add != mode {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode | add))
+            .map_err(io(dir))?;
+    }
+    if meta.is_dir() {
+        for entry in std::fs::read_dir(dir).map_err(io(dir))? {
+            let entry = entry.map_err(io(dir))?;
+            set_volume_ownership(&entry.path(), gid, read_only)?;
+        }
+    }
+    Ok(())
+}
+
 /// Creates the pod's directories and volumes; returns what the runtime
 /// mounts, with the [`SafeSubpaths`] that prepare `subPath` mounts when
 /// each container is created.
@@ -279,13 +337,17 @@ pub fn prepare_pod_volumes(
     };
     let mut mounts = Mounts::default();
     let spec = pod.spec.as_ref();
+    let fs_group = spec
+        .and_then(|s| s.security_context.as_ref())
+        .and_then(|c| c.fs_group)
+        .and_then(|g| u32::try_from(g).ok());
     for v in spec.and_then(|s| s.volumes.as_deref()).unwrap_or_default() {
         if !is_plain_name(&v.name) {
             return Err(invalid(&name, format!("invalid volume name {:?}", v.name)));
         }
         let path = if let Some(empty) = &v.empty_dir {
             let p = dir.join("volumes/kubernetes.io~empty-dir").join(&v.name);
-            std::fs::create_dir_all(&p).map_err(io(&p))?;
+            setup_empty_dir(&p)?;
             if empty.medium.as_deref() == Some("Memory") {
                 let size = memory_volume_size(pod, empty.size_limit.as_ref(), ctx);
                 mount_tmpfs(&p, size, &mut mounts)?;
@@ -349,6 +411,21 @@ pub fn prepare_pod_volumes(
                 ),
             ));
         };
+        // Upstream: the plugins that support ownership management hand
+        // the pod's fsGroup to `SetVolumeOwnership` after setting up
+        // (emptyDir read-write; secret, configMap, downwardAPI and projected
+        // read-only); hostPath is left alone.
+        if let Some(gid) = fs_group
+            && v.host_path.is_none()
+        {
+            set_volume_ownership(&path, gid, v.empty_dir.is_none()).map_err(|source| {
+                Error::Volume {
+                    pod: name.clone(),
+                    volume: v.name.clone(),
+                    source: Box::new(source),
+                }
+            })?;
+        }
         out.volumes.insert(v.name.clone(), path);
     }
     out.subpaths = Some(Subpaths(Arc::new(SafeSubpaths {
@@ -598,8 +675,12 @@ fn field_value(pod: &Pod, path: &str) -> Option<String> {
     })
 }
 
-/// Upstream `resource.ExtractContainerResourceValue`: limits default to node
-/// allocatable; the value is divided by the divisor (default 1) and rounded up.
+/// Upstream `fieldpath.ExtractResourceValueByContainerNameAndNodeAllocatable`
+/// (`pkg/api/v1/resource/helpers.go`, called by the downwardAPI volume
+/// plugin's `CollectData`): limits default to node allocatable; the value is
+/// divided by the divisor (`1` when unset or zero, as the API server
+/// defaults it to `0`) and rounded up. The one implementation is the
+/// environment's ([`kubelet_container::env::container_resource_value`]).
 fn resource_value(
     pod: &Pod,
     r: &k8s_openapi::api::core::v1::ResourceFieldSelector,
@@ -612,40 +693,14 @@ fn resource_value(
         .iter()
         .chain(spec.init_containers.iter().flatten())
         .find(|c| c.name == name)?;
-    let res = c.resources.as_ref();
-    let (kind, resource) = r.resource.split_once('.')?;
-    let list = match kind {
-        "limits" => res.and_then(|r| r.limits.as_ref()),
-        "requests" => res.and_then(|r| r.requests.as_ref()),
-        _ => return None,
-    };
-    let q = list.and_then(|l| l.get(resource)).map(|q| q.0.as_str());
-    let divisor = r.divisor.as_ref().map(|d| d.0.as_str()).unwrap_or("1");
-    match resource {
-        "cpu" => {
-            let milli = match q {
-                Some(q) => kubelet_container::quantity::milli_value(q).ok()?,
-                None if kind == "limits" => ctx.allocatable_milli_cpu?,
-                None => 0,
-            };
-            let d = kubelet_container::quantity::milli_value(divisor)
-                .ok()
-                .filter(|d| *d > 0)?;
-            Some(((milli + d - 1) / d).to_string())
-        }
-        "memory" | "ephemeral-storage" => {
-            let v = match q {
-                Some(q) => kubelet_container::quantity::value(q).ok()?,
-                None if kind == "limits" && resource == "memory" => ctx.allocatable_memory?,
-                None => 0,
-            };
-            let d = kubelet_container::quantity::value(divisor)
-                .ok()
-                .filter(|d| *d > 0)?;
-            Some(((v + d - 1) / d).to_string())
-        }
-        _ => None,
-    }
+    let allocatable: BTreeMap<String, i64> = [
+        ("cpu", ctx.allocatable_milli_cpu),
+        ("memory", ctx.allocatable_memory),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| Some((k.to_owned(), v?)))
+    .collect();
+    kubelet_container::env::container_resource_value(r, pod, c, &allocatable).ok()
 }
 
 // ---------------------------------------------------------------- subPath
@@ -872,6 +927,65 @@ pub fn pod_dirs(root: &Path) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
+
+    /// Upstream `SetVolumeOwnership`, checked by the [NodeConformance] spec
+    /// "Secrets should be consumable from pods in volume as non-root with
+    /// defaultMode and fsGroup set" (`common/storage/secrets_volume.go`).
+    #[test]
+    fn volumes_are_given_to_the_fs_group() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let vol = tmp.path().join("vol");
+        std::fs::create_dir_all(vol.join("..data")).expect("mkdir");
+        std::fs::write(vol.join("..data/key"), "v").expect("write");
+        std::fs::set_permissions(
+            vol.join("..data/key"),
+            std::fs::Permissions::from_mode(0o400),
+        )
+        .expect("chmod");
+        std::os::unix::fs::symlink("..data/key", vol.join("key")).expect("link");
+        set_volume_ownership(&vol, 1001, true).expect("ownership");
+        let file = std::fs::metadata(vol.join("..data/key")).expect("stat");
+        assert_eq!(file.gid(), 1001);
+        assert_eq!(
+            file.permissions().mode() & 0o7777,
+            0o440,
+            "0400 | r--r-----"
+        );
+        let link = std::fs::symlink_metadata(vol.join("key")).expect("lstat");
+        assert_eq!(link.gid(), 1001, "the link itself");
+        let d = std::fs::metadata(vol.join("..data")).expect("stat");
+        assert_eq!(d.permissions().mode() & 0o2000, 0o2000, "setgid directory");
+        // Read-write (emptyDir): rw for the group.
+        let rw = tmp.path().join("rw");
+        std::fs::create_dir(&rw).expect("mkdir");
+        std::fs::write(rw.join("f"), "").expect("write");
+        std::fs::set_permissions(rw.join("f"), std::fs::Permissions::from_mode(0o600))
+            .expect("chmod");
+        set_volume_ownership(&rw, 1001, false).expect("ownership");
+        let f = std::fs::metadata(rw.join("f")).expect("stat");
+        assert_eq!(f.permissions().mode() & 0o777, 0o660);
+    }
+
+    #[test]
+    fn empty_dir_is_world_writable_whatever_the_umask() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let p = tmp.path().join("vol");
+        // As if created under umask 022 by an earlier sync.
+        std::fs::create_dir(&p).expect("mkdir");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o2755)).expect("chmod");
+        setup_empty_dir(&p).expect("setup");
+        let mode = std::fs::metadata(&p).expect("stat").permissions().mode();
+        assert_eq!(mode & 0o7777, 0o2777, "0777 and the setgid bit kept");
+        let fresh = tmp.path().join("a/b");
+        setup_empty_dir(&fresh).expect("setup");
+        let mode = std::fs::metadata(&fresh)
+            .expect("stat")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, EMPTY_DIR_PERM);
+    }
     use super::*;
 
     fn pod(json: serde_json::Value) -> Pod {
@@ -937,7 +1051,9 @@ mod tests {
                     {"path": "sub/labels", "fieldRef": {"fieldPath": "metadata.labels"}},
                     {"path": "mem", "resourceFieldRef": {"containerName": "c", "resource": "limits.memory", "divisor": "1Mi"}},
                     {"path": "cpu", "resourceFieldRef": {"containerName": "c", "resource": "requests.cpu"}},
-                    {"path": "cpulimit", "resourceFieldRef": {"containerName": "c", "resource": "limits.cpu", "divisor": "1m"}}
+                    {"path": "cpulimit", "resourceFieldRef": {"containerName": "c", "resource": "limits.cpu", "divisor": "1m"}},
+                    {"path": "cpu0", "resourceFieldRef": {"containerName": "c", "resource": "limits.cpu", "divisor": "0"}},
+                    {"path": "mem0", "resourceFieldRef": {"containerName": "c", "resource": "requests.memory", "divisor": "0"}}
                 ]}}]
             }
         }));
@@ -953,6 +1069,10 @@ mod tests {
         assert_eq!(read("mem"), "64");
         assert_eq!(read("cpu"), "1", "250m rounds up to 1 CPU");
         assert_eq!(read("cpulimit"), "2000", "no limit: node allocatable");
+        // The API server defaults an unset divisor to "0": it means 1
+        // (upstream common/storage/downwardapi_volume.go's default-limit specs).
+        assert_eq!(read("cpu0"), "2", "node allocatable in whole CPUs");
+        assert_eq!(read("mem0"), "0", "no request");
         // Mounted read-only whatever the container's volumeMounts say.
         assert!(v.read_only.contains("info"), "{:?}", v.read_only);
         let bad = pod(serde_json::json!({
