@@ -393,17 +393,6 @@ async fn tls_and_auth_allow_any_address_and_without_them_loopback_only() {
     .expect("TLS and auth");
 }
 
-/// This process's resident set, from `/proc/self/status`.
-fn rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .unwrap()
-        * 1024
-}
-
 /// A thousand connections that never say a word (slowloris) do not keep a
 /// legitimate request from being answered, and cost little memory; a
 /// 100 MiB request body is never read into memory: the answer comes while
@@ -420,7 +409,7 @@ async fn silent_connections_and_huge_bodies_starve_nothing() {
         get(&bed, Some(&alice), None, "/pods").await.unwrap().0,
         StatusCode::OK
     );
-    let before = rss_bytes();
+    let before = kubelet_testbed::rss_bytes();
     let mut silent = Vec::new();
     for _ in 0..1000 {
         silent.push(TcpStream::connect(bed.addr).await.unwrap());
@@ -440,7 +429,7 @@ async fn silent_connections_and_huge_bodies_starve_nothing() {
     .unwrap();
     assert_eq!(status, StatusCode::OK, "{body}");
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
-    let grown = rss_bytes().saturating_sub(before);
+    let grown = kubelet_testbed::rss_bytes().saturating_sub(before);
     assert!(
         grown < 48 << 20,
         "1000 silent connections grew the RSS by {grown} bytes"
@@ -483,7 +472,7 @@ async fn silent_connections_and_huge_bodies_starve_nothing() {
         "the body was read to its end ({at_answer} bytes) before the answer"
     );
     writer.abort();
-    let grown = rss_bytes().saturating_sub(before);
+    let grown = kubelet_testbed::rss_bytes().saturating_sub(before);
     assert!(
         grown < 64 << 20,
         "the RSS grew by {grown} bytes (silent connections and a 100 MiB body)"
