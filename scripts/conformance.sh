@@ -6,6 +6,8 @@
 #   scripts/conformance.sh                    # ours, the full focus (~15 min)
 #   KUBELET=upstream scripts/conformance.sh   # upstream's kubelet 1.35.4, the reference
 #   SUBSET=ci scripts/conformance.sh          # the fixed fast subset CI runs (must pass)
+#   ONLY='over websockets' scripts/conformance.sh  # only the specs matching a regex
+#   HOLD=600 ONLY=x scripts/conformance.sh    # keep the cluster up 10 min first, to look at it
 #
 # It starts a private containerd (scripts/testbed/start.sh, with the test
 # images of build-conformance.sh imported: nothing can be pulled here), the
@@ -232,7 +234,18 @@ for _ in $(seq 1 120); do
 done
 "${kubectl[@]}" wait --for=condition=Ready "node/$NODE" --timeout=1s >/dev/null
 echo "== cluster up in $((SECONDS - start)) s"
+# HOLD=N keeps the cluster up N seconds before the run, to look at it by hand
+# (KUBECONFIG=$dir/cp/admin.kubeconfig); the cleanup still runs at the end.
+if [ -n "${HOLD:-}" ]; then
+	echo "== holding $HOLD s: KUBECONFIG=$dir/cp/admin.kubeconfig, kubelet log $dir/kubelet.log"
+	sleep "$HOLD" &
+	wait $! || true
+fi
 
+# ONLY replaces the focus with a regex of spec names (for looking into one
+# failure; ginkgo ORs several --focus flags, so it cannot narrow); the skips
+# still apply.
+[ -z "${ONLY:-}" ] || FOCUS="$ONLY"
 ginkgo_args=(--procs="$PROCS" --timeout=3h --no-color --output-dir="$REPORT_DIR"
 	--junit-report=junit.xml --json-report=report.json --focus="$FOCUS" --skip="$SKIP")
 if [ "$SUBSET" = ci ]; then
