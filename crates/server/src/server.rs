@@ -594,10 +594,15 @@ async fn stream_session(
             [ns, pod, uid] => (ns.clone(), pod.clone(), Some(uid.clone())),
             _ => return text(StatusCode::NOT_FOUND, "404 page not found\n"),
         };
+        let ports = match crate::stream::websocket_ports(&req) {
+            Ok(p) => p,
+            Err(e) => return text(StatusCode::BAD_REQUEST, e),
+        };
         StreamRequest::PortForward {
             namespace,
             pod,
             uid,
+            ports,
         }
     } else {
         let (options, command) = match crate::stream::options(req.uri().query()) {
@@ -827,7 +832,7 @@ async fn container_logs(
             tracing::warn!(error = %e, "streaming a container log failed");
         }
     });
-    with_type(StatusCode::OK, TEXT_PLAIN, ResponseBody::Channel(rx))
+    with_type(StatusCode::OK, TEXT_PLAIN, ResponseBody::channel(rx))
 }
 
 #[cfg(test)]
