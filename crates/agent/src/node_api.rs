@@ -215,6 +215,7 @@ where
                 namespace,
                 pod,
                 uid,
+                ..
             } => (namespace, pod, uid),
         };
         let running = match self
@@ -263,14 +264,16 @@ where
                     })
                     .await
             }
-            StreamRequest::PortForward { .. } => {
+            StreamRequest::PortForward { ports, .. } => {
                 let Some(sandbox) = running.sandboxes.iter().find(|s| s.ready) else {
                     return StreamLookup::PodNotFound;
                 };
+                // Upstream `GetPortForward` (`kuberuntime_sandbox.go`): the
+                // ports of a WebSocket session go to the runtime.
                 self.cri
                     .port_forward(api::PortForwardRequest {
                         pod_sandbox_id: sandbox.id.clone(),
-                        port: Vec::new(),
+                        port: ports.clone(),
                     })
                     .await
             }

@@ -57,6 +57,10 @@ pub enum StreamRequest {
         pod: String,
         /// The pod's UID when the path names it.
         uid: Option<String>,
+        /// The ports of a WebSocket session (`port` in the query, see
+        /// [`websocket_ports`]), passed to the runtime's `PortForward`
+        /// request; empty for SPDY, whose client opens a stream per port.
+        ports: Vec<i32>,
     },
 }
 
@@ -112,16 +116,65 @@ pub(crate) fn options(query: Option<&str>) -> Result<(StreamOptions, Vec<String>
     Ok((o, command))
 }
 
-/// Whether the request asks to upgrade its connection.
-pub(crate) fn is_upgrade(req: &Request<Incoming>) -> bool {
-    let connection_upgrade = req
-        .headers()
+/// The ports of a port-forward request (upstream `portforward.NewV4Options`,
+/// `k8s.io/kubelet/pkg/cri/streaming/portforward/websocket.go`): none for a
+/// SPDY upgrade; for a WebSocket one, every `port` query parameter, each a
+/// comma-separated list of ports in 1–65535, at least one. The runtime's
+/// streaming server serves a WebSocket session (`v4.channel.k8s.io`) on
+/// exactly the ports of its `PortForward` request, so without them it
+/// forwards nothing.
+pub(crate) fn websocket_ports<B>(req: &Request<B>) -> Result<Vec<i32>, String> {
+    if !is_websocket(req) {
+        return Ok(Vec::new());
+    }
+    let mut ports = Vec::new();
+    let mut seen = false;
+    for (k, v) in form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()) {
+        if k != "port" {
+            continue;
+        }
+        seen = true;
+        if v.is_empty() {
+            return Err(r#"query parameter "port" cannot be empty"#.into());
+        }
+        for p in v.split(',') {
+            match p.parse::<u16>() {
+                Ok(0) => return Err(format!("port {v:?} must be > 0")),
+                Ok(port) => ports.push(i32::from(port)),
+                Err(e) => return Err(format!("unable to parse {v:?} as a port: {e}")),
+            }
+        }
+    }
+    if !seen {
+        return Err(r#"query parameter "port" is required"#.into());
+    }
+    Ok(ports)
+}
+
+/// Whether the request asks for a WebSocket (upstream
+/// `wsstream.IsWebSocketRequest`: `Connection` names `upgrade` and
+/// `Upgrade` is `websocket`, both case-insensitively).
+pub(crate) fn is_websocket<B>(req: &Request<B>) -> bool {
+    connection_upgrade(req)
+        && req
+            .headers()
+            .get(UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket"))
+}
+
+fn connection_upgrade<B>(req: &Request<B>) -> bool {
+    req.headers()
         .get_all(CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
-    connection_upgrade && req.headers().contains_key(UPGRADE)
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// Whether the request asks to upgrade its connection.
+pub(crate) fn is_upgrade(req: &Request<Incoming>) -> bool {
+    connection_upgrade(req) && req.headers().contains_key(UPGRADE)
 }
 
 /// Proxies the upgrade request `req` to the runtime's streaming `url`.
@@ -262,5 +315,38 @@ mod tests {
             options(None).unwrap_err(),
             "you must specify at least 1 of stdin, stdout, stderr"
         );
+    }
+
+    fn port_forward(query: &str, websocket: bool) -> Request<()> {
+        let mut b = Request::get(format!("/portForward/ns/pod?{query}"));
+        if websocket {
+            b = b
+                .header(CONNECTION, "keep-alive, Upgrade")
+                .header(UPGRADE, "WebSocket");
+        } else {
+            b = b.header(CONNECTION, "Upgrade").header(UPGRADE, "SPDY/3.1");
+        }
+        b.body(()).unwrap()
+    }
+
+    #[test]
+    fn websocket_port_forwards_name_their_ports_as_upstream_v4_options() {
+        assert_eq!(
+            websocket_ports(&port_forward("port=80&port=8080,9090", true)),
+            Ok(vec![80, 8080, 9090])
+        );
+        // SPDY: the client names a port per stream, the query none.
+        assert_eq!(websocket_ports(&port_forward("", false)), Ok(vec![]));
+        assert_eq!(
+            websocket_ports(&port_forward("ports=80", true)).unwrap_err(),
+            r#"query parameter "port" is required"#
+        );
+        assert_eq!(
+            websocket_ports(&port_forward("port=", true)).unwrap_err(),
+            r#"query parameter "port" cannot be empty"#
+        );
+        assert!(websocket_ports(&port_forward("port=0", true)).is_err());
+        assert!(websocket_ports(&port_forward("port=65536", true)).is_err());
+        assert!(websocket_ports(&port_forward("port=80,x", true)).is_err());
     }
 }

@@ -868,6 +868,42 @@ async fn streaming_requests_are_checked_then_proxied_to_the_runtime() {
     assert_eq!((r.status, r.text().as_str()), (404, "pod does not exist"));
     *host.stream.lock().unwrap() = Some(StreamLookup::Failed("Exec: not found".into()));
     assert_eq!(get(s.addr, "/portForward/default/web").await.status, 500);
+    // A WebSocket port forward names its ports in the query (upstream
+    // NewV4Options): none is a 400 before the host is asked; the ports go to
+    // the host, which passes them to the runtime's PortForward.
+    let asked = host.stream_requests.lock().unwrap().len();
+    for (query, status) in [("", "400"), ("?port=80&port=8080,9090", "500")] {
+        let mut tcp = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+        tcp.write_all(
+            format!(
+                "GET /portForward/default/web{query} HTTP/1.1\r\nHost: node\r\n\
+                 Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut status_line = [0u8; 12];
+        tcp.read_exact(&mut status_line).await.unwrap();
+        assert_eq!(
+            &status_line[9..],
+            status.as_bytes(),
+            "{query}: {}",
+            String::from_utf8_lossy(&status_line)
+        );
+    }
+    let requests = host.stream_requests.lock().unwrap();
+    assert_eq!(requests.len(), asked + 1, "only the request with ports");
+    assert_eq!(
+        requests.last(),
+        Some(&StreamRequest::PortForward {
+            namespace: "default".into(),
+            pod: "web".into(),
+            uid: None,
+            ports: vec![80, 8080, 9090],
+        })
+    );
+    drop(requests);
     // A URL, but not an upgrade request.
     let (backend, head) = echo_streaming_server().await;
     *host.stream.lock().unwrap() = Some(StreamLookup::Url(format!("http://{backend}/exec/tok3n")));
