@@ -64,11 +64,8 @@ SKIP='\[Serial\]|\[Flaky\]|\[Disruptive\]|\[Slow\]'
 # kubelet too). About 150 specs, 5 minutes with 8 processes.
 CI_SKIP_FILES='common/node/container_probe\.go|common/node/privileged\.go'
 # Specs of the CI subset that fail here for ours, each with its reason
-# (see docs/conformance.md):
-#   - retrieving logs over websockets (common/node/pods.go): through the API
-#     server's websocket log streamer ours gives an empty stream (the node
-#     API, crates/server; kubectl logs works).
-CI_SKIP_EXTRA='should support retrieving logs from the container over websockets'
+# (see docs/conformance.md); none at present.
+CI_SKIP_EXTRA=''
 
 TB="$REPO_DIR/scripts/testbed"
 . "$TB/lib.sh"
