@@ -12,7 +12,7 @@
 //!   CPU time (`utime + stime` of `/proc/<pid>/stat`) over `WINDOW` (60 s),
 //!   its `VmRSS` at the end of the window, and its CRI calls in the window
 //!   (`kubelet_runtime_operations_total` of its `/metrics`, by operation);
-//! - for each N of `PODS` (default `10,50,100`): N manifests of busybox
+//! - for each N of `PODS` (default `10,50,100`): N manifests `bench<N>-<i>` of busybox
 //!   `sleep 3600` (`terminationGracePeriodSeconds: 1`, `common::manifest`)
 //!   written to a staging folder and renamed into the static pod folder;
 //!   from the renames, the time until ListContainers shows N of them
@@ -81,7 +81,7 @@ use kubelet_testbed::Testbed;
 mod common;
 use common::{
     IMAGE, KubeletProcess, clock_ticks_per_second, cpu_ticks, free_port, http_get, kubelet_binary,
-    load_average, manifest, remove_everything, rss_kib,
+    load_average, named_manifest, remove_everything, rss_kib, status_kib,
 };
 
 /// The node name both kubelets run as.
@@ -768,6 +768,7 @@ impl Bench {
         let m1 = runtime_operations(running.port).await.unwrap_or_default();
         let elapsed = t0.elapsed().as_secs_f64();
         let rss = rss_kib(pid) as f64 / 1024.0;
+        let anon = status_kib(pid, "RssAnon") as f64 / 1024.0;
         running.check_alive("during a steady-state window");
         let kind = running.kind;
         let cpu_per_min = (c1.saturating_sub(c0)) as f64 / self.clk_tck * 60.0 / elapsed;
@@ -785,6 +786,13 @@ impl Bench {
             "MiB",
             goal(0.2),
             rss,
+        );
+        self.results.record(
+            kind,
+            &format!("of which anonymous (RssAnon), {what}"),
+            "MiB",
+            None,
+            anon,
         );
         let per = (n.max(1) as f64) * elapsed / 60.0;
         let ops = ops_delta(&m1, &m0, per);
@@ -806,10 +814,11 @@ impl Bench {
         );
         self.results.record_ops(kind, &label, ops);
         println!(
-            "  {} {what}: CPU {:.2} s/60 s, RSS {:.1} MiB, load {}",
+            "  {} {what}: CPU {:.2} s/60 s, RSS {:.1} MiB ({:.1} anonymous), load {}",
             kind.name(),
             cpu_per_min,
             rss,
+            anon,
             load_average()
         );
     }
@@ -820,17 +829,24 @@ impl Bench {
         let port = running.port;
         let manifests = running.dir.join("manifests");
         let staging = running.dir.join("staging");
+        // Names of their own for each N: a manifest written again with the
+        // same content is the same static pod (same UID).
+        let prefix = format!("bench{n}-");
         for i in 0..n {
-            std::fs::write(staging.join(format!("bench-{i}.yaml")), manifest(i)).expect("write");
+            std::fs::write(
+                staging.join(format!("{prefix}{i}.yaml")),
+                named_manifest(&format!("{prefix}{i}")),
+            )
+            .expect("write");
         }
         let before = runtime_operations(port).await.unwrap_or_default();
         let started = Instant::now();
         for i in 0..n {
-            let name = format!("bench-{i}.yaml");
+            let name = format!("{prefix}{i}.yaml");
             std::fs::rename(staging.join(&name), manifests.join(&name)).expect("rename");
         }
         let cri_view = async {
-            while running_containers(&self.cri, "bench-").await.len() < n {
+            while running_containers(&self.cri, &prefix).await.len() < n {
                 if started.elapsed() > RUNNING_LIMIT {
                     return None;
                 }
@@ -840,7 +856,7 @@ impl Bench {
         };
         let api_view = async {
             loop {
-                if let Ok(pods) = node_pods(port, "bench-").await
+                if let Ok(pods) = node_pods(port, &prefix).await
                     && pods.iter().filter(|p| phase(p) == "Running").count() >= n
                 {
                     return Some(started.elapsed());
@@ -883,7 +899,7 @@ impl Bench {
         self.results.record_ops(kind, &label, ops);
         // Statuses right, a moment after all are Running.
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let pods = node_pods(port, "bench-").await.unwrap_or_default();
+        let pods = node_pods(port, &prefix).await.unwrap_or_default();
         let wrong: Vec<String> = pods
             .iter()
             .filter(|p| !status_right(p))
@@ -916,10 +932,10 @@ impl Bench {
         // Terminate: every manifest removed at once.
         let t0 = Instant::now();
         for i in 0..n {
-            let _ = std::fs::remove_file(manifests.join(format!("bench-{i}.yaml")));
+            let _ = std::fs::remove_file(manifests.join(format!("{prefix}{i}.yaml")));
         }
         loop {
-            if ready_sandboxes(&self.cri, "bench-").await == Some(0) {
+            if ready_sandboxes(&self.cri, &prefix).await == Some(0) {
                 break;
             }
             if t0.elapsed() > STOPPED_LIMIT {

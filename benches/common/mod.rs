@@ -46,11 +46,17 @@ pub fn kubelet_binary() -> PathBuf {
 
 /// `VmRSS` of process `pid` in KiB (0 when it cannot be read).
 pub fn rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS")
+}
+
+/// A KiB field of `/proc/<pid>/status` (`VmRSS`, `RssAnon`, `RssFile`);
+/// 0 when it cannot be read.
+pub fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
+                .find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|v| v.parse().ok())
         })
@@ -141,8 +147,13 @@ pub async fn remove_everything(cri: &RemoteRuntime) {
 /// The benchmark pod `bench-<i>`: busybox `sleep 3600`, a grace period of
 /// 1 s, as a static pod manifest (YAML).
 pub fn manifest(i: usize) -> String {
+    named_manifest(&format!("bench-{i}"))
+}
+
+/// [`manifest`] with the pod name `name`.
+pub fn named_manifest(name: &str) -> String {
     format!(
-        "apiVersion: v1\nkind: Pod\nmetadata: {{name: bench-{i}}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {{name: app, image: \"{IMAGE}\", imagePullPolicy: IfNotPresent, command: [sleep, \"3600\"]}}\n"
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {{name: app, image: \"{IMAGE}\", imagePullPolicy: IfNotPresent, command: [sleep, \"3600\"]}}\n"
     )
 }
 
