@@ -54,10 +54,12 @@ use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kubelet_rs::cri::{RemoteRuntime, RuntimeService};
 use kubelet_testbed::{ControlPlane, NodeNet, Testbed};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 mod common;
-use common::{IMAGE, KubeletProcess, kubelet_binary, median, remove_everything, rss_kib};
+use common::{
+    IMAGE, KubeletProcess, free_port, http_get, kubelet_binary, load_average, median,
+    remove_everything, rss_kib,
+};
 
 /// Pods per round.
 const PODS: usize = 30;
@@ -90,19 +92,6 @@ fn percentile(samples: &[Duration], p: f64) -> Duration {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "?".into())
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 /// The API pod `bench-<i>`: what `common::manifest(i)` is for the floor,
@@ -505,19 +494,9 @@ async fn stop(kubelet: &mut KubeletProcess) {
 /// `rest_client_requests_total` from the kubelet's `/metrics`, summed over
 /// code and host, by method.
 async fn api_requests(port: u16) -> Result<BTreeMap<String, f64>, String> {
-    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .map_err(|e| e.to_string())?;
-    // HTTP/1.0: the body ends with the connection, never chunked.
-    conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut response = String::new();
-    conn.read_to_string(&mut response)
-        .await
-        .map_err(|e| e.to_string())?;
-    if !response.starts_with("HTTP/1.") || !response.contains(" 200 ") {
-        return Err(response.lines().next().unwrap_or_default().to_owned());
+    let (code, response) = http_get(port, "/metrics").await?;
+    if code != 200 {
+        return Err(format!("GET /metrics: {code}"));
     }
     let mut by_method = BTreeMap::new();
     for line in response.lines() {

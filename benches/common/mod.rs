@@ -1,7 +1,7 @@
-//! What the kubelet benchmarks share (`kubelet_startup`, `cluster_pods`):
-//! the release kubelet's path and process, its RSS, the manifest of a
-//! benchmark pod, and the floor — the kubelet's CRI calls for each pod made
-//! directly.
+//! What the kubelet benchmarks share (`kubelet_startup`, `cluster_pods`,
+//! `vs_upstream`): the release kubelet's path and process, its RSS and CPU
+//! time, the manifest of a benchmark pod, a plain HTTP GET of the node API,
+//! and the floor — the kubelet's CRI calls for each pod made directly.
 //!
 //! Each bench that uses this module uses only part of it.
 #![allow(dead_code)]
@@ -46,15 +46,94 @@ pub fn kubelet_binary() -> PathBuf {
 
 /// `VmRSS` of process `pid` in KiB (0 when it cannot be read).
 pub fn rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS")
+}
+
+/// A KiB field of `/proc/<pid>/status` (`VmRSS`, `RssAnon`, `RssFile`);
+/// 0 when it cannot be read.
+pub fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
+                .find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|v| v.parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// `utime + stime` of process `pid` in clock ticks (all its threads), from
+/// `/proc/<pid>/stat` (fields 14 and 15); `None` when it cannot be read.
+pub fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces: count after its ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts at field 3 (state): utime is field 14, stime 15.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// Clock ticks per second (`getconf CLK_TCK`; 100 when it cannot be run).
+pub fn clock_ticks_per_second() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// The 1, 5 and 15 minute load averages (`/proc/loadavg`).
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
+
+/// A loopback TCP port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// `GET path` on `127.0.0.1:port` in plain HTTP/1.0 (the body ends with
+/// the connection, never chunked): the status code and the body. Both
+/// kubelets answer this on a loopback port without credentials when they
+/// serve anonymous requests with `AlwaysAllow` (upstream's on its
+/// `readOnlyPort`).
+pub async fn http_get(port: u16, path: &str) -> Result<(u16, String), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .map_err(|e| format!("connect to 127.0.0.1:{port}: {e}"))?;
+        conn.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
+            .await
+            .map_err(|e| format!("GET {path}: {e}"))?;
+        let mut response = Vec::new();
+        conn.read_to_end(&mut response)
+            .await
+            .map_err(|e| format!("GET {path}: {e}"))?;
+        Ok::<_, String>(String::from_utf8_lossy(&response).into_owned())
+    };
+    let response = tokio::time::timeout(Duration::from_secs(30), exchange)
+        .await
+        .map_err(|_| format!("GET {path}: no answer within 30 s"))??;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("GET {path}: no end of headers"))?;
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("GET {path}: bad status line {:?}", head.lines().next()))?;
+    Ok((code, body.to_owned()))
 }
 
 /// Stops and removes every pod sandbox of the runtime.
@@ -68,8 +147,13 @@ pub async fn remove_everything(cri: &RemoteRuntime) {
 /// The benchmark pod `bench-<i>`: busybox `sleep 3600`, a grace period of
 /// 1 s, as a static pod manifest (YAML).
 pub fn manifest(i: usize) -> String {
+    named_manifest(&format!("bench-{i}"))
+}
+
+/// [`manifest`] with the pod name `name`.
+pub fn named_manifest(name: &str) -> String {
     format!(
-        "apiVersion: v1\nkind: Pod\nmetadata: {{name: bench-{i}}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {{name: app, image: \"{IMAGE}\", imagePullPolicy: IfNotPresent, command: [sleep, \"3600\"]}}\n"
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {{name: app, image: \"{IMAGE}\", imagePullPolicy: IfNotPresent, command: [sleep, \"3600\"]}}\n"
     )
 }
 

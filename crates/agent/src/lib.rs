@@ -974,6 +974,22 @@ where
             }
         }
         let known = self.workers.sync_known_pods(&desired);
+        // Upstream `HandlePodCleanups` (`pkg/kubelet/kubelet_pods.go`): an
+        // active pod the workers do not know was killed and created again
+        // with the same UID while its worker was terminating it — a static
+        // pod whose manifest was removed and put back (same content, same
+        // UID). `sync_known_pods` has just forgotten that worker; the pod
+        // starts again as created.
+        let restartable: Vec<Arc<Pod>> = {
+            let pods: Vec<Arc<Pod>> = self.pod_map().values().cloned().collect();
+            pods.into_iter()
+                .filter(|p| !known.contains_key(&uid_of(p)) && self.is_active(p))
+                .collect()
+        };
+        for pod in restartable {
+            tracing::info!(pod = ?pod.metadata.name, uid = %uid_of(&pod), "pod will be restarted: desired and not known to the pod workers (likely a reused UID)");
+            self.dispatch(UpdatePodOptions::create(pod));
+        }
         if let Some(prober) = &self.prober {
             prober.cleanup_pods(desired.iter());
         }

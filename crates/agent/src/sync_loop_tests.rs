@@ -514,6 +514,35 @@ async fn an_added_pod_is_created_and_a_removed_one_killed_then_cleaned_up() {
     assert!(h.kubelet.statuses().get(&id).is_none());
 }
 
+/// A pod removed and added again with the same UID while its worker still
+/// terminates it — a static pod whose manifest is moved out and back, the
+/// usual way to restart one: same content, same UID — runs again once
+/// housekeeping has forgotten the old worker (upstream `restartRequested`
+/// in `pod_workers.go` and the restart of active pods unknown to the
+/// workers in `HandlePodCleanups`).
+#[tokio::test(start_paused = true)]
+async fn a_static_pod_removed_and_added_again_runs_again() {
+    let h = harness(110);
+    // Static: upstream gives static pods no terminal phase when they are
+    // killed (kubernetes#116484), so that they can run again.
+    let (web, _) = static_and_mirror("web");
+    let id = uid("web");
+    h.start(&web).await;
+    h.kubelet.handle_pod_removes(vec![web.clone()]);
+    h.kubelet.handle_pod_additions(vec![web.clone()]);
+    h.until("the first instance is killed", async |h| {
+        !h.runtime.kills(&id).is_empty() && !h.is_running(&id).await
+    })
+    .await;
+    h.until("the pod runs again", async |h| {
+        h.kubelet.handle_pod_cleanups().await;
+        h.is_running(&id).await
+    })
+    .await;
+    assert_eq!(h.runtime.kills(&id).len(), 1, "killed once");
+    assert_eq!(h.known_uids(), [id]);
+}
+
 #[tokio::test(start_paused = true)]
 async fn an_updated_spec_restarts_the_changed_container_and_a_reconcile_syncs_nothing() {
     let h = harness(110);

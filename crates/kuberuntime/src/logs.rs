@@ -47,6 +47,7 @@
 //! - Rotation is sequential: upstream's `containerLogMaxWorkers` (default
 //!   1) has no equivalent.
 
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
@@ -206,11 +207,20 @@ pub struct RotateReport {
 
 /// Rotates container logs (upstream `containerLogManager`). Share it with an
 /// [`Arc`]; rotations are serialised.
+///
+/// Unlike upstream, which asks `ContainerStatus` of every running container
+/// on every pass (every 10 s) for its log path (its `rotateLogs` TODO:
+/// "Use kubelet pod cache"), the manager remembers each container's log
+/// path: it is fixed when the container is created. At steady state a pass
+/// costs one `ListContainers`, whatever the number of containers.
 pub struct ContainerLogManager {
     runtime: Arc<dyn RuntimeService>,
     policy: LogRotatePolicy,
     reopen_timeout: Duration,
-    lock: tokio::sync::Mutex<()>,
+    /// Serialises rotations and cleanups; holds the log path of each
+    /// container seen running (`None`: it has no log path), pruned to the
+    /// running containers on every pass.
+    lock: tokio::sync::Mutex<HashMap<String, Option<PathBuf>>>,
 }
 
 impl std::fmt::Debug for ContainerLogManager {
@@ -358,7 +368,7 @@ impl ContainerLogManager {
             runtime,
             policy,
             reopen_timeout: DEFAULT_REOPEN_TIMEOUT,
-            lock: tokio::sync::Mutex::new(()),
+            lock: tokio::sync::Mutex::new(HashMap::new()),
         })
     }
 
@@ -383,7 +393,7 @@ impl ContainerLogManager {
     /// Fails only when the containers cannot be listed; each container's
     /// failure is in the report's `errors`.
     pub async fn rotate_logs_at(&self, now: SystemTime) -> Result<RotateReport, Error> {
-        let _guard = self.lock.lock().await;
+        let mut paths = self.lock.lock().await;
         let containers = self
             .runtime
             .list_containers(None)
@@ -394,12 +404,14 @@ impl ContainerLogManager {
                 source,
             })?;
         let mut report = RotateReport::default();
-        for c in containers {
-            // Only running containers write more output.
-            if c.state != ContainerState::ContainerRunning as i32 {
-                continue;
-            }
-            match self.rotate_container(&c.id, now).await {
+        // Only running containers write more output.
+        let running: Vec<_> = containers
+            .into_iter()
+            .filter(|c| c.state == ContainerState::ContainerRunning as i32)
+            .collect();
+        paths.retain(|id, _| running.iter().any(|c| &c.id == id));
+        for c in running {
+            match self.rotate_container(&mut paths, &c.id, now).await {
                 Ok(Some(rotation)) => {
                     tracing::info!(container = %c.id, log = %rotation.log_path.display(), rotated = %rotation.rotated_to.display(), "rotated container log");
                     report.rotated.push(rotation);
@@ -414,7 +426,22 @@ impl ContainerLogManager {
         Ok(report)
     }
 
-    async fn log_path(&self, id: &str) -> Result<Option<PathBuf>, Error> {
+    /// The container's log path: remembered in `paths`, else asked of the
+    /// runtime (and remembered).
+    async fn log_path(
+        &self,
+        paths: &mut HashMap<String, Option<PathBuf>>,
+        id: &str,
+    ) -> Result<Option<PathBuf>, Error> {
+        if let Some(path) = paths.get(id) {
+            return Ok(path.clone());
+        }
+        let path = self.ask_log_path(id).await?;
+        paths.insert(id.to_owned(), path.clone());
+        Ok(path)
+    }
+
+    async fn ask_log_path(&self, id: &str) -> Result<Option<PathBuf>, Error> {
         let resp = self
             .runtime
             .container_status(id, false)
@@ -440,8 +467,13 @@ impl ContainerLogManager {
         .map_err(|e| io_err("opening log directory", log.dir.clone(), e))
     }
 
-    async fn rotate_container(&self, id: &str, now: SystemTime) -> Result<Option<Rotation>, Error> {
-        let Some(path) = self.log_path(id).await? else {
+    async fn rotate_container(
+        &self,
+        paths: &mut HashMap<String, Option<PathBuf>>,
+        id: &str,
+        now: SystemTime,
+    ) -> Result<Option<Rotation>, Error> {
+        let Some(path) = self.log_path(paths, id).await? else {
             return Ok(None);
         };
         let log = LogFile::parse(&path)?;
@@ -597,8 +629,13 @@ impl ContainerLogManager {
     /// container being removed). Only regular files with the live log's name
     /// or a rotated name are removed.
     pub async fn clean(&self, container_id: &str) -> Result<Vec<PathBuf>, Error> {
-        let _guard = self.lock.lock().await;
-        let Some(path) = self.log_path(container_id).await? else {
+        let mut paths = self.lock.lock().await;
+        let known = paths.remove(container_id);
+        let path = match known {
+            Some(path) => path,
+            None => self.ask_log_path(container_id).await?,
+        };
+        let Some(path) = path else {
             return Ok(Vec::new());
         };
         let log = LogFile::parse(&path)?;

@@ -413,3 +413,25 @@ async fn clean_removes_the_live_and_rotated_logs() {
     assert_eq!(removed.len(), 2);
     assert_eq!(names(&b.dir), vec!["0.log.foo"]);
 }
+
+/// A container's log path is fixed at its creation: the manager asks
+/// ContainerStatus for it once, not on every pass (upstream asks every
+/// running container's status every 10 s), and the remembered path still
+/// rotates.
+#[tokio::test]
+async fn each_container_status_is_asked_once_across_passes() {
+    let b = bed(10).await;
+    let m = manager(&b, 1024, 3);
+    b.cri.fake.clear_calls();
+    for _ in 0..3 {
+        let report = m.rotate_logs_at(now()).await.unwrap();
+        assert!(report.errors.is_empty() && report.rotated.is_empty());
+    }
+    let count = |name: &str| b.cri.fake.calls().iter().filter(|c| **c == name).count();
+    assert_eq!(count("ListContainers"), 3);
+    assert_eq!(count("ContainerStatus"), 1);
+    fs::write(&b.log, vec![b'x'; 2000]).unwrap();
+    let report = m.rotate_logs_at(now()).await.unwrap();
+    assert_eq!(report.rotated.len(), 1, "{:?}", report.errors);
+    assert_eq!(count("ContainerStatus"), 1);
+}
