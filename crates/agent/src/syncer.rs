@@ -22,7 +22,7 @@ use kubelet_podworkers::{
 };
 
 use crate::status::{StatusManager, generate_api_pod_status_with, phase};
-use crate::volumes::{VolumeContext, prepare_pod_volumes, remove_pod_dir};
+use crate::volumes::{VolumeContext, prepare_pod_volumes};
 use kubelet_server::PodWorkerOperation;
 
 /// The kubelet's pod syncer.
@@ -578,19 +578,4 @@ impl KubeletSyncer {
             None => Ok(SyncPodOutcome::Running),
         }
     }
-}
-
-/// Removes what a terminated pod leaves: its sandboxes (and containers)
-/// and its directory (upstream `HandlePodCleanups` → `removeOrphanedPodStatuses`,
-/// `cleanupOrphanedPodDirs`, container GC of deleted pods).
-pub async fn cleanup_pod(
-    runtime: &dyn Runtime,
-    root_dir: &std::path::Path,
-    uid: &str,
-) -> Result<(), crate::Error> {
-    let pods = runtime.get_pods(true).await?;
-    if let Some(found) = pods.iter().find(|p| p.uid == uid) {
-        runtime.remove_pod(found).await?;
-    }
-    Ok(remove_pod_dir(root_dir, uid)?)
 }
