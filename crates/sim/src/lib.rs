@@ -22,6 +22,16 @@
 //!   runtime restart (calls in flight fail, nothing else is lost:
 //!   [`FakeRuntime::restart`]), a sandbox that dies (not ready), lost PLEG
 //!   events (the next few lifecycle events never reach the sync loop);
+//! - exec probes ([`SimConfig::probes`]): about a third of the pods get an
+//!   exec liveness probe, a third an exec readiness probe, on their first
+//!   container (`periodSeconds` [`PROBE_PERIOD_SECS`], `failureThreshold`
+//!   [`PROBE_FAILURE_THRESHOLD`]); now and then a running probed
+//!   container's probe starts failing or passes again, through
+//!   [`FakeRuntime::set_exec_handler`]. The real prober is wired as the
+//!   builder wires it (results read by the runtime manager for liveness
+//!   and startup, by the status for readiness), its first-probe jitter off
+//!   (it is not seeded). These decisions come from a generator of their
+//!   own, so a seed's other actions are the same with probes off;
 //! - kubelet restarts: the old kubelet's tokio runtime is dropped, which ends
 //!   every one of its tasks mid-call as a killed process ends, and a fresh
 //!   kubelet is built whose state comes only from the fake runtime, its
@@ -73,7 +83,16 @@
 //! - [`Invariant::RestartKeepsRunning`]: a container running in a ready
 //!   sandbox when the kubelet restarted, whose pod's spec was applied, keeps
 //!   running unless the simulation touched its pod since (an exit, an
-//!   update, a deletion, a dead sandbox).
+//!   update, a deletion, a dead sandbox, a probe) or its liveness probe
+//!   was failing.
+//! - [`Invariant::LivenessFailureRestarts`]: a running container of a live
+//!   pod whose liveness probe has failed for `periodSeconds` ×
+//!   `failureThreshold` plus [`PROBE_BOUND`] (counted, like deletions, from
+//!   the end of the faults that may hold a sync up, or from a kubelet
+//!   restart) no longer runs.
+//! - [`Invariant::ReadinessFailureUnready`]: by the same deadline, a
+//!   running container whose readiness probe fails is not reported ready,
+//!   nor is its pod (`Ready` condition).
 //!
 //! And at quiet points (every [`SimConfig::quiet_every`] steps and at the
 //! end: armed faults, lost events included, are cleared, then virtual time
@@ -95,8 +114,11 @@
 //!   through a `SummaryProvider` over cgroups; the fake runtime has no
 //!   stats to give it, so the simulation does not drive it (nor admission
 //!   under pressure).
-//! - probes: no simulated pod has probes yet (the prober's exec probes
-//!   would go through `FakeRuntime::set_exec_handler`).
+//! - startup probes, HTTP and TCP probes, and probes on init containers or
+//!   sidecars: only exec liveness and readiness probes of a pod's first
+//!   container are simulated. Nor is a readiness that passes again checked
+//!   to be reported ready in time (only the quiet comparison of running
+//!   containers runs at quiet points).
 //! - the API status sync (`kubelet-status`'s syncer against an API server)
 //!   and mirror pods: there is no API server; the invariants read the
 //!   status manager's cache, which is what the syncer would write.
@@ -258,6 +280,16 @@ const FAULT_METHODS: [&str; 12] = [
     "ImageStatus",
 ];
 
+/// The simulated probes' `periodSeconds`.
+pub const PROBE_PERIOD_SECS: u64 = 3;
+/// The simulated probes' `failureThreshold`.
+pub const PROBE_FAILURE_THRESHOLD: u64 = 2;
+/// How long, beyond `periodSeconds` × `failureThreshold`, a container whose
+/// exec probe fails may still run (liveness) or be reported ready
+/// (readiness): the probe result's way through the sync loop and a pod
+/// worker's sync, with a retry after a failed sync.
+pub const PROBE_BOUND: Duration = Duration::from_secs(30);
+
 /// CRI methods only the container garbage collector calls, in its own task
 /// beside the sync loop (as upstream's `StartGarbageCollection`): a fault
 /// in them holds up no kill, so it does not push back the deadlines of
@@ -283,6 +315,10 @@ pub struct SimConfig {
     /// Stop at this much virtual time, whatever `steps` says (`None`: no
     /// limit).
     pub until: Option<Duration>,
+    /// Give some pods exec liveness and readiness probes, and make them
+    /// fail and recover now and then. Drawn from a generator of its own, so
+    /// that turning it off leaves a seed's other actions as they were.
+    pub probes: bool,
 }
 
 impl SimConfig {
@@ -295,6 +331,7 @@ impl SimConfig {
             kubelet_restarts: true,
             quiet_every: 60,
             until: None,
+            probes: true,
         }
     }
 
@@ -307,6 +344,7 @@ impl SimConfig {
             kubelet_restarts: true,
             quiet_every: 600,
             until: Some(Duration::from_secs(3600)),
+            probes: true,
         }
     }
 }
@@ -328,6 +366,11 @@ pub enum Invariant {
     RestartKeepsRunning,
     /// Once quiet, the reported status is what the runtime holds.
     QuietStatusMatchesRuntime,
+    /// A container whose liveness probe keeps failing is restarted in time.
+    LivenessFailureRestarts,
+    /// A container whose readiness probe keeps failing is reported unready
+    /// in time, and so is its pod.
+    ReadinessFailureUnready,
     /// The simulation itself could not go on (a runtime could not be built).
     Harness,
 }
@@ -418,6 +461,13 @@ enum Action {
         n: u32,
     },
     KubeletRestart,
+    /// A container's exec probe of `kind` (`liveness`, `readiness`) starts
+    /// failing, or passes again.
+    Probe {
+        container: String,
+        kind: &'static str,
+        failing: bool,
+    },
 }
 
 impl Action {
@@ -434,6 +484,7 @@ impl Action {
             Action::SandboxNotReady { .. } => "sandbox-not-ready",
             Action::LoseEvents { .. } => "lose-events",
             Action::KubeletRestart => "kubelet-restart",
+            Action::Probe { .. } => "probe",
         }
     }
 }
@@ -462,6 +513,58 @@ struct Slot {
 struct Gone {
     at: Duration,
     grace: i64,
+}
+
+/// Failing exec probes by (container ID, probe kind), with since when; the
+/// fake runtime's exec handler reads it.
+type ProbeFailures = Arc<std::sync::Mutex<BTreeMap<(String, String), Duration>>>;
+
+/// The prober's liveness and startup results as the runtime manager reads
+/// them, as the builder wires them (by CRI container ID; the prober keys by
+/// `<runtime>://<id>`).
+struct ProberResults(Arc<kubelet_prober::Manager>);
+
+impl ProberResults {
+    fn get(
+        &self,
+        results: &kubelet_prober::results::Manager,
+        container_id: &str,
+    ) -> Option<kubelet_prober::ProbeResult> {
+        results.get(&kubelet_prober::ContainerId::new(
+            kubelet_agent::DEFAULT_RUNTIME_NAME,
+            container_id,
+        ))
+    }
+}
+
+impl kubelet_kuberuntime::actions::ProbeResults for ProberResults {
+    fn liveness_failed(&self, container_id: &str) -> bool {
+        self.get(&self.0.liveness(), container_id) == Some(kubelet_prober::ProbeResult::Failure)
+    }
+
+    fn startup_failed(&self, container_id: &str) -> bool {
+        self.get(&self.0.startup(), container_id) == Some(kubelet_prober::ProbeResult::Failure)
+    }
+
+    fn startup_result(
+        &self,
+        container_id: &str,
+    ) -> Option<kubelet_kuberuntime::actions::ProbeOutcome> {
+        use kubelet_kuberuntime::actions::ProbeOutcome;
+        self.get(&self.0.startup(), container_id).map(|r| match r {
+            kubelet_prober::ProbeResult::Success => ProbeOutcome::Success,
+            kubelet_prober::ProbeResult::Failure => ProbeOutcome::Failure,
+            kubelet_prober::ProbeResult::Unknown => ProbeOutcome::Unknown,
+        })
+    }
+}
+
+fn probe_lock(
+    failing: &ProbeFailures,
+) -> std::sync::MutexGuard<'_, BTreeMap<(String, String), Duration>> {
+    failing
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// One kubelet: its own runtime and every part.
@@ -502,6 +605,10 @@ pub struct Sim {
     /// Pods with running containers at a kubelet restart that the sources
     /// no longer held: the new kubelet knows them only as orphans.
     orphans_at_restart: BTreeSet<String>,
+    /// Draws the probe decisions ([`SimConfig::probes`]).
+    probe_rng: Rng,
+    /// Exec probes that fail, by (container ID, kind), with since when.
+    probe_failing: ProbeFailures,
     recent: Vec<String>,
     hash: u64,
     step_hashes: Vec<u64>,
@@ -569,6 +676,20 @@ impl Sim {
             let clock = clock.clone();
             fake.set_wall_clock(move || clock.wall_nanos());
         }
+        // Exec probes run `probe <kind>`: they fail while the simulation
+        // says so.
+        let probe_failing: ProbeFailures = Arc::default();
+        {
+            let failing = probe_failing.clone();
+            fake.set_exec_handler(move |id, cmd| {
+                let kind = cmd.get(1).cloned().unwrap_or_default();
+                let fails = probe_lock(&failing).contains_key(&(id.to_owned(), kind));
+                api::ExecSyncResponse {
+                    exit_code: i32::from(fails),
+                    ..Default::default()
+                }
+            });
+        }
         let root = tempfile::tempdir().map_err(|e| harness(format!("root dir: {e}")))?;
         let logs = tempfile::tempdir().map_err(|e| harness(format!("logs dir: {e}")))?;
         let slots = (0..config.slots)
@@ -603,6 +724,8 @@ impl Sim {
             running_at_restart: BTreeSet::new(),
             disturbed: BTreeSet::new(),
             orphans_at_restart: BTreeSet::new(),
+            probe_rng: Rng::new(seed ^ 0x5052_4f42_4553_0000),
+            probe_failing,
             recent: Vec::new(),
             hash: 0xcbf2_9ce4_8422_2325,
             step_hashes: Vec::new(),
@@ -658,11 +781,27 @@ impl Sim {
                 ..ConfigOptions::new(Arc::new(kubelet_cm::StaticResources::default()))
             };
             let event_clock = clock.clone();
+            // The prober, as the builder wires it: exec probes through the
+            // CRI, liveness and startup results read by the runtime manager,
+            // readiness by the status. Its workers' first-probe jitter is
+            // off (it is not seeded).
+            let statuses = Arc::new(kubelet_agent::StatusManager::default());
+            let prober = Arc::new(
+                kubelet_prober::Manager::builder(Arc::new(fake.clone()), statuses.clone())
+                    .clock(Arc::new(clock.clone()))
+                    .jitter(false)
+                    .build()
+                    .map_err(|e| format!("prober: {e}"))?,
+            );
             let sim_clock: Arc<dyn kubelet_container::flowcontrol::Clock> = Arc::new(clock);
-            let manager = Arc::new(RuntimeManager::new(Arc::new(fake), opts).with_backoffs(
-                Arc::new(Backoff::crash_loop().clock(sim_clock.clone())),
-                Arc::new(Backoff::image_pull().clock(sim_clock)),
-            ));
+            let manager = Arc::new(
+                RuntimeManager::new(Arc::new(fake), opts)
+                    .with_backoffs(
+                        Arc::new(Backoff::crash_loop().clock(sim_clock.clone())),
+                        Arc::new(Backoff::image_pull().clock(sim_clock)),
+                    )
+                    .with_probe_results(Arc::new(ProberResults(prober.clone()))),
+            );
             let cache = Arc::new(PodCache::new());
             let pleg = GenericPleg::new(manager.clone(), cache.clone(), PlegConfig::default());
             let mut pleg_events = pleg
@@ -677,7 +816,12 @@ impl Sim {
             // an injected fault first would then vary from run to run.
             config.container_gc_period = GC_PERIOD;
             config.housekeeping_period = HOUSEKEEPING_PERIOD;
-            let kubelet = Kubelet::new(config, manager.clone(), cache)
+            let parts = kubelet_agent::KubeletParts {
+                statuses,
+                prober: Some(prober),
+                ..Default::default()
+            };
+            let kubelet = Kubelet::with_parts(config, manager.clone(), cache, parts)
                 .map_err(|e| format!("kubelet: {e}"))?
                 .with_container_gc(manager);
             let kubelet = Arc::new(kubelet);
@@ -821,6 +965,11 @@ impl Sim {
         // `SidecarContainers`), running beside the app containers.
         let with_sidecar = self.rng.percent(15);
         let image = IMAGES[self.rng.index(IMAGES.len())];
+        let (liveness, readiness) = if self.config.probes {
+            (self.probe_rng.percent(35), self.probe_rng.percent(35))
+        } else {
+            (false, false)
+        };
         let s = &mut self.slots[slot];
         s.generation += 1;
         let uid = format!("{}-g{}", s.name, s.generation);
@@ -839,11 +988,24 @@ impl Sim {
         };
         let created = k8s_openapi::jiff::Timestamp::from_nanosecond(i128::from(now_nanos))
             .unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
+        let probe = |kind: &str| {
+            serde_json::json!({
+                "exec": {"command": ["probe", kind]},
+                "periodSeconds": PROBE_PERIOD_SECS,
+                "failureThreshold": PROBE_FAILURE_THRESHOLD,
+            })
+        };
         let mut spec = serde_json::json!({
             "restartPolicy": policy,
             "terminationGracePeriodSeconds": grace,
             "containers": (0..containers).map(|i| container(format!("c{i}"))).collect::<Vec<_>>(),
         });
+        if liveness {
+            spec["containers"][0]["livenessProbe"] = probe("liveness");
+        }
+        if readiness {
+            spec["containers"][0]["readinessProbe"] = probe("readiness");
+        }
         let mut inits = Vec::new();
         if with_init {
             inits.push(container("init".into()));
@@ -973,6 +1135,48 @@ impl Sim {
             10 => Action::KubeletRestart,
             _ => Action::Idle,
         }
+    }
+
+    /// Now and then (from [`Sim::probe_rng`]), a running probed container's
+    /// probe starts failing, or passes again.
+    fn choose_probe(&mut self) -> Option<Action> {
+        if !self.probe_rng.percent(12) {
+            return None;
+        }
+        // Running first containers of live pods, with their probes.
+        let mut candidates: Vec<(String, &'static str)> = Vec::new();
+        for c in self.fake.inspect_containers() {
+            if c.state != api::ContainerState::ContainerRunning as i32
+                || label(&c.labels, kubelet_kuberuntime::labels::CONTAINER_NAME) != "c0"
+            {
+                continue;
+            }
+            let uid = label(&c.labels, kubelet_kuberuntime::labels::POD_UID);
+            let Some(spec) = self
+                .slots
+                .iter()
+                .filter_map(|s| s.live.as_ref())
+                .find(|l| l.uid == uid && l.deleting.is_none())
+                .and_then(|l| l.pod.spec.as_ref())
+                .and_then(|s| s.containers.first())
+            else {
+                continue;
+            };
+            if spec.liveness_probe.is_some() {
+                candidates.push((c.id.clone(), "liveness"));
+            }
+            if spec.readiness_probe.is_some() {
+                candidates.push((c.id.clone(), "readiness"));
+            }
+        }
+        let (container, kind) = self.probe_rng.pick(&candidates)?.clone();
+        let failing =
+            !probe_lock(&self.probe_failing).contains_key(&(container.clone(), kind.to_owned()));
+        Some(Action::Probe {
+            container,
+            kind,
+            failing,
+        })
     }
 
     fn apply(&mut self, action: &Action) -> Result<(), Box<Failure>> {
@@ -1106,6 +1310,28 @@ impl Sim {
                     inc.lost_events.fetch_add(*n, Ordering::SeqCst);
                 }
             }
+            Action::Probe {
+                container,
+                kind,
+                failing,
+            } => {
+                if let Some(c) = self
+                    .fake
+                    .inspect_containers()
+                    .into_iter()
+                    .find(|c| &c.id == container)
+                {
+                    self.disturbed
+                        .insert(label(&c.labels, kubelet_kuberuntime::labels::POD_UID).to_owned());
+                }
+                let key = (container.clone(), (*kind).to_owned());
+                let mut probes = probe_lock(&self.probe_failing);
+                if *failing {
+                    probes.entry(key).or_insert(now);
+                } else {
+                    probes.remove(&key);
+                }
+            }
             Action::KubeletRestart => {
                 // The API server holds what the status manager's syncer last
                 // wrote: a restarted kubelet reads its API pods' statuses
@@ -1183,9 +1409,14 @@ impl Sim {
                             .as_ref()
                             .map(|i| i.image.as_str())
                             .unwrap_or_default();
+                        // A container failing its liveness probe is rightly
+                        // restarted by the new kubelet's prober.
+                        let unhealthy = probe_lock(&self.probe_failing)
+                            .contains_key(&(c.id.clone(), "liveness".to_owned()));
                         c.state == api::ContainerState::ContainerRunning as i32
                             && ready.contains(&c.pod_sandbox_id)
                             && desired.get(&key).is_some_and(|d| d == image)
+                            && !unhealthy
                     })
                     .map(|c| {
                         (
@@ -1233,6 +1464,23 @@ impl Sim {
                     .and_then(|s| s.metadata)
                     .map(|m| (m.uid, m.attempt));
                 format!("{} sandbox-not-ready {what:?}", self.step)
+            }
+            Action::Probe {
+                container,
+                kind,
+                failing,
+            } => {
+                let what = self
+                    .fake
+                    .inspect_containers()
+                    .into_iter()
+                    .find(|c| &c.id == container)
+                    .map(|c| {
+                        let attempt = c.metadata.as_ref().map(|m| m.attempt).unwrap_or_default();
+                        let uid = label(&c.labels, kubelet_kuberuntime::labels::POD_UID);
+                        format!("{uid} {attempt}")
+                    });
+                format!("{} probe {what:?} {kind} {failing}", self.step)
             }
             other => format!("{} {other:?}", self.step),
         }
@@ -1306,10 +1554,22 @@ impl Sim {
                 eprintln!("{line}");
             }
             self.recent.push(line);
-            if self.recent.len() > 25 {
+            while self.recent.len() > 25 {
                 self.recent.remove(0);
             }
             self.apply(&action)?;
+            if self.config.probes
+                && let Some(probe) = self.choose_probe()
+            {
+                *self.actions.entry(probe.kind()).or_default() += 1;
+                self.hash = fnv(self.hash, self.canonical(&probe).as_bytes());
+                let line = format!("step {} at {:?}: {probe:?}", self.step, self.now());
+                if std::env::var_os("SIM_PRINT_ACTIONS").is_some() {
+                    eprintln!("{line}");
+                }
+                self.recent.push(line);
+                self.apply(&probe)?;
+            }
             let dt = Duration::from_millis(self.rng.range(200, 2000));
             self.advance(dt);
             self.finish_deletions()?;
@@ -1566,6 +1826,67 @@ impl Sim {
             ));
         }
 
+        // Failing probes: a container failing its liveness probe is
+        // restarted, one failing its readiness probe reported unready with
+        // its pod, within `periodSeconds` × `failureThreshold` plus
+        // [`PROBE_BOUND`], counted from the failure or, if later, from the
+        // end of the faults that may hold a sync up.
+        let live: BTreeMap<&str, &Live> = self
+            .slots
+            .iter()
+            .filter_map(|s| s.live.as_ref())
+            .filter(|l| l.deleting.is_none())
+            .map(|l| (l.uid.as_str(), l))
+            .collect();
+        let probe_window =
+            Duration::from_secs(PROBE_PERIOD_SECS * PROBE_FAILURE_THRESHOLD) + PROBE_BOUND;
+        let failing: Vec<((String, String), Duration)> = {
+            let mut probes = probe_lock(&self.probe_failing);
+            // Containers the runtime no longer holds are forgotten.
+            probes.retain(|(id, _), _| containers.iter().any(|c| &c.id == id));
+            probes.iter().map(|(k, v)| (k.clone(), *v)).collect()
+        };
+        for ((id, kind), since) in failing {
+            let Some(c) = containers.iter().find(|c| c.id == id && running(c)) else {
+                continue;
+            };
+            let uid = uid_of(c);
+            if !live.contains_key(uid.as_str()) || now <= since.max(horizon) + probe_window {
+                continue;
+            }
+            if kind == "liveness" {
+                return Err(self.failure(
+                    Invariant::LivenessFailureRestarts,
+                    format!(
+                        "container {id} of pod {uid} fails its liveness probe since {since:?} and still runs at {now:?}"
+                    ),
+                ));
+            }
+            let Some(status) = inc.kubelet.statuses().get(&uid) else {
+                continue;
+            };
+            let ready_container = status.container_statuses.iter().flatten().any(|cs| {
+                cs.ready
+                    && cs
+                        .container_id
+                        .as_deref()
+                        .is_some_and(|i| i.ends_with(id.as_str()))
+            });
+            let ready_pod = status
+                .conditions
+                .iter()
+                .flatten()
+                .any(|cond| cond.type_ == "Ready" && cond.status == "True");
+            if ready_container || ready_pod {
+                return Err(self.failure(
+                    Invariant::ReadinessFailureUnready,
+                    format!(
+                        "container {id} of pod {uid} fails its readiness probe since {since:?}, at {now:?} reported ready: container {ready_container}, pod {ready_pod}"
+                    ),
+                ));
+            }
+        }
+
         // A kubelet restart restarted nothing running.
         for (uid, id) in &self.running_at_restart {
             if self.disturbed.contains(uid) || self.gone.contains_key(uid) {
@@ -1746,6 +2067,66 @@ mod tests {
             kubelet_restarts: false,
             quiet_every: 0,
             until: None,
+            probes: false,
+        }
+    }
+
+    /// [`settled`], but slot 0's first container has an exec liveness and
+    /// readiness probe, and slot 1's none.
+    fn settled_probed() -> Sim {
+        let mut sim = Sim::new(7, small()).unwrap_or_else(|f| panic!("{f}"));
+        for slot in 0..sim.slots.len() {
+            let mut live = sim.make_pod(slot);
+            if slot == 0
+                && let Some(c) = live
+                    .pod
+                    .spec
+                    .as_mut()
+                    .and_then(|s| s.containers.first_mut())
+            {
+                let probe = |kind: &str| {
+                    serde_json::from_value(serde_json::json!({
+                        "exec": {"command": ["probe", kind]},
+                        "periodSeconds": PROBE_PERIOD_SECS,
+                        "failureThreshold": PROBE_FAILURE_THRESHOLD,
+                    }))
+                    .unwrap_or_else(|e| panic!("{e}"))
+                };
+                c.liveness_probe = Some(probe("liveness"));
+                c.readiness_probe = Some(probe("readiness"));
+            }
+            sim.slots[slot].live = Some(live);
+        }
+        sim.push_sources();
+        sim.advance(Duration::from_secs(5));
+        sim.check().unwrap_or_else(|f| panic!("{f}"));
+        sim
+    }
+
+    /// The running first container of slot `slot`'s pod.
+    fn first_container(sim: &Sim, slot: usize) -> String {
+        let live = sim.slots[slot]
+            .live
+            .clone()
+            .unwrap_or_else(|| panic!("a pod"));
+        sim.fake
+            .inspect_containers()
+            .into_iter()
+            .find(|c| {
+                label(&c.labels, kubelet_kuberuntime::labels::POD_UID) == live.uid
+                    && label(&c.labels, kubelet_kuberuntime::labels::CONTAINER_NAME) == "c0"
+                    && c.state == api::ContainerState::ContainerRunning as i32
+            })
+            .map(|c| c.id)
+            .unwrap_or_else(|| panic!("c0 of slot {slot} runs"))
+    }
+
+    /// Runs `secs` one-second steps, every check holding.
+    fn hold(sim: &mut Sim, secs: u64) {
+        for _ in 0..secs {
+            sim.advance(Duration::from_secs(1));
+            sim.finish_deletions().unwrap_or_else(|f| panic!("{f}"));
+            sim.check().unwrap_or_else(|f| panic!("{f}"));
         }
     }
 
@@ -1939,6 +2320,84 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         sim.advance(Duration::from_secs(5));
         assert_eq!(sim.mismatches(), Vec::<String>::new());
+    }
+
+    /// The prober, wired as the builder wires it, restarts a container
+    /// whose exec liveness probe fails and reports one whose readiness
+    /// probe fails unready, in time.
+    #[test]
+    fn failing_exec_probes_restart_and_unready_in_time() {
+        let mut sim = settled_probed();
+        let probe_window =
+            Duration::from_secs(PROBE_PERIOD_SECS * PROBE_FAILURE_THRESHOLD) + PROBE_BOUND;
+        let uid = sim.slots[0].live.clone().map(|l| l.uid).unwrap_or_default();
+        let ready = |sim: &Sim| {
+            let inc = sim.inc.as_ref().unwrap_or_else(|| panic!("a kubelet runs"));
+            inc.kubelet.statuses().get(&uid).is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .flatten()
+                    .any(|c| c.type_ == "Ready" && c.status == "True")
+            })
+        };
+        hold(&mut sim, 5);
+        assert!(ready(&sim), "the probed pod is ready while its probes pass");
+
+        let id = first_container(&sim, 0);
+        let fail = |kind| Action::Probe {
+            container: id.clone(),
+            kind,
+            failing: true,
+        };
+        sim.apply(&fail("readiness"))
+            .unwrap_or_else(|f| panic!("{f}"));
+        hold(&mut sim, probe_window.as_secs() + 1);
+        assert!(!ready(&sim), "unready while its readiness probe fails");
+        assert_eq!(first_container(&sim, 0), id, "readiness restarts nothing");
+
+        sim.apply(&fail("liveness"))
+            .unwrap_or_else(|f| panic!("{f}"));
+        hold(&mut sim, probe_window.as_secs() + 1);
+        let still = sim
+            .fake
+            .inspect_containers()
+            .into_iter()
+            .any(|c| c.id == id && c.state == api::ContainerState::ContainerRunning as i32);
+        assert!(
+            !still,
+            "the container failing its liveness probe was killed"
+        );
+    }
+
+    /// The probe invariants can fail: a container without probes, whose
+    /// (absent) probes the simulation says fail, is neither restarted nor
+    /// reported unready.
+    #[test]
+    fn unprobed_failures_break_the_probe_invariants() {
+        let mut sim = settled_probed();
+        let id = first_container(&sim, 1);
+        let probe_window =
+            Duration::from_secs(PROBE_PERIOD_SECS * PROBE_FAILURE_THRESHOLD) + PROBE_BOUND;
+        sim.apply(&Action::Probe {
+            container: id.clone(),
+            kind: "readiness",
+            failing: true,
+        })
+        .unwrap_or_else(|f| panic!("{f}"));
+        sim.advance(probe_window + Duration::from_secs(1));
+        let f = sim.check().expect_err("reported ready");
+        assert_eq!(f.invariant, Invariant::ReadinessFailureUnready, "{f}");
+
+        probe_lock(&sim.probe_failing).clear();
+        sim.apply(&Action::Probe {
+            container: id,
+            kind: "liveness",
+            failing: true,
+        })
+        .unwrap_or_else(|f| panic!("{f}"));
+        sim.advance(probe_window + Duration::from_secs(1));
+        let f = sim.check().expect_err("still runs");
+        assert_eq!(f.invariant, Invariant::LivenessFailureRestarts, "{f}");
     }
 
     #[test]
