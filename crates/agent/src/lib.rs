@@ -435,8 +435,11 @@ where
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Garbage-collects dead containers of `manager` every
-    /// `container_gc_period` while the loop runs.
+    /// Garbage-collects dead containers and sandboxes of `manager` every
+    /// `container_gc_period` while the loop runs, beside it (upstream
+    /// `StartGarbageCollection`). It is what removes terminated pods'
+    /// containers and sandboxes, as upstream: without it they stay in the
+    /// runtime (housekeeping only kills unknown running pods).
     pub fn with_container_gc(mut self, manager: Arc<RuntimeManager>) -> Self {
         self.gc = Some(manager);
         self
