@@ -109,6 +109,16 @@ pub enum Error {
     /// The pod workers could not start.
     #[error(transparent)]
     Workers(Box<kubelet_podworkers::Error>),
+    /// Containers still ran after a kill that succeeded (upstream's "CRI
+    /// violation" check in `SyncTerminatingPod`): the kill went by a stale
+    /// status.
+    #[error("pod {pod}: detected running containers after a successful KillPod: {containers:?}")]
+    RunningAfterKill {
+        /// The pod (`namespace/name`).
+        pod: String,
+        /// The IDs of the containers still running.
+        containers: Vec<String>,
+    },
 }
 
 impl From<kubelet_kuberuntime::Error> for Error {

@@ -1057,6 +1057,59 @@ async fn a_hung_sandbox_removal_does_not_stall_the_sync_loop() {
     );
 }
 
+/// Found by the simulation (`kubelet-sim`, seed 1760): the terminating
+/// sync killed what the cached status listed, and a cache left stale (the
+/// PLEG could not inspect the pod: a hung `PodSandboxStatus`) listed none
+/// of the containers, so the kill "succeeded", the pod counted as
+/// terminated and a static pod's next UID started beside it. Upstream's
+/// `SyncTerminatingPod` asks the runtime again after the kill and fails
+/// the sync ("CRI violation") while a container still runs.
+#[tokio::test(start_paused = true)]
+async fn a_kill_by_a_stale_status_fails_while_containers_still_run() {
+    use kubelet_podworkers::PodSyncer;
+
+    let h = harness(110);
+    let web = pod("web", "Always", 1);
+    let id = uid("web");
+    // The status as the cache held it before the pod started: nothing.
+    let stale = Arc::new(
+        h.runtime
+            .get_pod_status(&id, "web", "default")
+            .await
+            .expect("status"),
+    );
+    h.start(&web).await;
+    let syncer = crate::KubeletSyncer::new(
+        h.runtime.clone(),
+        h.kubelet.statuses().clone(),
+        h.root.path().to_path_buf(),
+        None,
+    );
+    let ctx = kubelet_podworkers::SyncContext::new();
+    let r = syncer
+        .sync_terminating_pod(&ctx, &web, &stale, 30, None)
+        .await;
+    assert!(h.is_running(&id).await, "the stale kill stopped nothing");
+    let e = r.expect_err("a container still runs: the pod is not terminated");
+    assert!(
+        e.to_string()
+            .contains("running containers after a successful KillPod"),
+        "{e}"
+    );
+    // With the runtime's own status, the kill stops it and succeeds.
+    let fresh = Arc::new(
+        h.runtime
+            .get_pod_status(&id, "web", "default")
+            .await
+            .expect("status"),
+    );
+    syncer
+        .sync_terminating_pod(&ctx, &web, &fresh, 30, None)
+        .await
+        .expect("killed");
+    assert!(!h.runtime_pod(&id).await.expect("pod").is_running());
+}
+
 /// A container manager that admits nothing but `admit` says so, with
 /// `refusal`, and does nothing else.
 struct RefusingCm {
