@@ -704,6 +704,7 @@ impl KubeletBuilder {
                 node_name: opts.node_name.clone(),
                 root_dir: opts.root_dir.clone(),
                 housekeeping_period: opts.housekeeping_period,
+                container_gc_period: opts.container_gc_period,
                 max_pods: usize::try_from(config.max_pods).unwrap_or(110),
                 runtime_name: runtime_name.clone(),
                 node_ips: node_ips.clone(),

@@ -81,7 +81,7 @@ mod sync_loop_tests;
 mod syncer;
 
 pub use status::StatusManager;
-pub use syncer::{KubeletSyncer, cleanup_pod};
+pub use syncer::KubeletSyncer;
 
 /// Errors of this crate.
 #[derive(Debug, thiserror::Error)]
@@ -109,6 +109,16 @@ pub enum Error {
     /// The pod workers could not start.
     #[error(transparent)]
     Workers(Box<kubelet_podworkers::Error>),
+    /// Containers still ran after a kill that succeeded (upstream's "CRI
+    /// violation" check in `SyncTerminatingPod`): the kill went by a stale
+    /// status.
+    #[error("pod {pod}: detected running containers after a successful KillPod: {containers:?}")]
+    RunningAfterKill {
+        /// The pod (`namespace/name`).
+        pod: String,
+        /// The IDs of the containers still running.
+        containers: Vec<String>,
+    },
 }
 
 impl From<kubelet_kuberuntime::Error> for Error {
@@ -435,8 +445,11 @@ where
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Garbage-collects dead containers of `manager` every
-    /// `container_gc_period` while the loop runs.
+    /// Garbage-collects dead containers and sandboxes of `manager` every
+    /// `container_gc_period` while the loop runs, beside it (upstream
+    /// `StartGarbageCollection`). It is what removes terminated pods'
+    /// containers and sandboxes, as upstream: without it they stay in the
+    /// runtime (housekeeping only kills unknown running pods).
     pub fn with_container_gc(mut self, manager: Arc<RuntimeManager>) -> Self {
         self.gc = Some(manager);
         self
@@ -557,10 +570,30 @@ where
         shutdown: impl Future<Output = ()>,
     ) {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let sources_ready = &*sources_ready;
         let sync_loop = async {
             self.sync_loop(updates, events, sources_ready, shutdown)
                 .await;
             let _ = stop_tx.send(true);
+        };
+        // Container garbage collection beside the sync loop, as upstream's
+        // `StartGarbageCollection` runs it in its own goroutine
+        // (`pkg/kubelet/kubelet.go`): it removes terminated pods' dead
+        // containers and sandboxes (`evictSandboxes`,
+        // `pkg/kubelet/kuberuntime/kuberuntime_gc.go`), so a runtime call
+        // that hangs there (a `RemovePodSandbox` that never answers) holds
+        // up only the next collection, never the loop's config updates and
+        // lifecycle events. Stopped with the sync loop: a call in flight is
+        // dropped then, so nothing outlives `run`.
+        let gc = async {
+            if self.gc.is_none() {
+                return;
+            }
+            let mut stop = stop_rx.clone();
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => {}
+                () = self.gc_loop(sources_ready) => {}
+            }
         };
         // The eviction manager's loop (upstream `evictionManager.Start`),
         // stopped with the sync loop.
@@ -579,7 +612,23 @@ where
                 )
                 .await;
         };
-        tokio::join!(sync_loop, eviction);
+        tokio::join!(sync_loop, eviction, gc);
+    }
+
+    /// Collects garbage every `container_gc_period`, the first time one
+    /// period after the loop starts (upstream `wait.Until` over
+    /// `ContainerGCPeriod`: the next pass starts a period after the last
+    /// one ended).
+    async fn gc_loop(&self, sources_ready: &(dyn Fn() -> bool + Send + Sync + '_)) {
+        let mut gc = tokio::time::interval_at(
+            tokio::time::Instant::now() + self.config.container_gc_period,
+            self.config.container_gc_period,
+        );
+        gc.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            gc.tick().await;
+            self.garbage_collect(sources_ready()).await;
+        }
     }
 
     /// Pods admitted and not yet terminated (upstream `GetActivePods`).
@@ -641,7 +690,7 @@ where
         &self,
         mut updates: PodUpdates,
         mut events: tokio::sync::mpsc::Receiver<String>,
-        sources_ready: Box<dyn Fn() -> bool + Send + Sync + '_>,
+        sources_ready: &(dyn Fn() -> bool + Send + Sync + '_),
         shutdown: impl Future<Output = ()>,
     ) {
         let mut evictions = self
@@ -665,11 +714,6 @@ where
             self.config.housekeeping_period,
         );
         housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut gc = tokio::time::interval_at(
-            tokio::time::Instant::now() + self.config.container_gc_period,
-            self.config.container_gc_period,
-        );
-        gc.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(shutdown);
         // Probe results (upstream: the liveness, readiness and startup
         // managers' update channels in syncLoopIteration).
@@ -723,7 +767,6 @@ where
                         self.handle_pod_cleanups().await;
                     }
                 }
-                _ = gc.tick() => self.garbage_collect(sources_ready()).await,
                 () = &mut shutdown => {
                     tracing::info!("shutting down the sync loop; pods keep running");
                     return;
@@ -1022,38 +1065,47 @@ where
                 metrics.set_running_containers(label, n);
             }
         }
+        // Runtime pods nobody knows that still run are killed through the
+        // pod workers. What terminated pods leave in the runtime (dead
+        // containers, stopped sandboxes) is not removed here: upstream's
+        // `HandlePodCleanups` (`pkg/kubelet/kubelet_pods.go`) leaves it to
+        // the container garbage collector, which runs in its own task
+        // (`Kubelet::run`); a hung `RemovePodSandbox` here would stall the
+        // whole sync loop until the call timed out.
         for pod in &runtime_pods {
-            if desired.contains(&pod.uid) || known.contains_key(&pod.uid) {
+            if desired.contains(&pod.uid) || known.contains_key(&pod.uid) || !pod.is_running() {
                 continue;
             }
-            if pod.is_running() {
-                tracing::info!(pod = %pod.name, uid = %pod.uid, "runtime pod unknown to the kubelet: killing it");
-                self.workers
-                    .update_pod(UpdatePodOptions::kill_runtime_pod(RuntimePod::new(
-                        pod.uid.clone(),
-                        pod.name.clone(),
-                        pod.namespace.clone(),
-                    )));
-            } else if let Err(e) =
-                cleanup_pod(self.runtime.as_ref(), &self.config.root_dir, &pod.uid).await
-            {
-                tracing::warn!(pod = %pod.name, error = %e, "cannot clean up a terminated pod");
-            } else {
-                tracing::info!(pod = %pod.name, uid = %pod.uid, "removed a terminated pod's sandboxes and directory");
-                self.statuses.remove(&pod.uid);
-            }
+            tracing::info!(pod = %pod.name, uid = %pod.uid, "runtime pod unknown to the kubelet: killing it");
+            self.workers
+                .update_pod(UpdatePodOptions::kill_runtime_pod(RuntimePod::new(
+                    pod.uid.clone(),
+                    pod.name.clone(),
+                    pod.namespace.clone(),
+                )));
         }
-        // Directories of pods that are neither desired, known nor in the runtime.
+        // Directories of pods that are neither desired, known nor in the
+        // runtime (upstream `cleanupOrphanedPodDirs`), and with them the
+        // pods' statuses: the garbage collector removed what the runtime
+        // held of them.
         let in_runtime: HashSet<&str> = runtime_pods.iter().map(|p| p.uid.as_str()).collect();
         if let Ok(entries) = std::fs::read_dir(self.config.root_dir.join("pods")) {
             for entry in entries.flatten() {
                 let uid = entry.file_name().to_string_lossy().into_owned();
-                if !desired.contains(&uid)
-                    && !known.contains_key(&uid)
-                    && !in_runtime.contains(uid.as_str())
-                    && let Err(e) = volumes::remove_pod_dir(&self.config.root_dir, &uid)
+                if desired.contains(&uid)
+                    || known.contains_key(&uid)
+                    || in_runtime.contains(uid.as_str())
                 {
-                    tracing::warn!(%uid, error = %e, "cannot remove an orphaned pod directory");
+                    continue;
+                }
+                match volumes::remove_pod_dir(&self.config.root_dir, &uid) {
+                    Ok(()) => {
+                        tracing::info!(%uid, "removed a terminated pod's directory");
+                        self.statuses.remove(&uid);
+                    }
+                    Err(e) => {
+                        tracing::warn!(%uid, error = %e, "cannot remove an orphaned pod directory");
+                    }
                 }
             }
         }

@@ -41,6 +41,10 @@ pub struct StandaloneOptions {
     pub runtime_connect_timeout: Duration,
     /// The housekeeping period (upstream 2 s).
     pub housekeeping_period: Duration,
+    /// The container garbage collection period (upstream
+    /// `ContainerGCPeriod`, 1 min): what removes terminated pods' dead
+    /// containers and sandboxes.
+    pub container_gc_period: Duration,
     /// Where pod statuses are recorded; keep a clone to read them.
     pub statuses: Arc<StatusManager>,
     /// Adds pod sources to the pod config.
@@ -67,6 +71,7 @@ impl StandaloneOptions {
             root_dir: PathBuf::from("/var/lib/kubelet"),
             runtime_connect_timeout: Duration::from_secs(30),
             housekeeping_period: crate::HOUSEKEEPING_PERIOD,
+            container_gc_period: crate::CONTAINER_GC_PERIOD,
             statuses: Arc::new(StatusManager::default()),
             pod_config_hook: None,
             kubeconfig: None,

@@ -208,6 +208,9 @@ fn harness_configured(
         pod_logs_dir: logs.path().to_path_buf(),
         ..ConfigOptions::new(Arc::new(kubelet_cm::StaticResources::default()))
     };
+    // Garbage collection over the same runtime, as the builder wires it
+    // (calls only the CRI, so the recording sees none of it).
+    let gc = Arc::new(RuntimeManager::new(Arc::new(fake.clone()), opts.clone()));
     let runtime = Arc::new(Recording {
         inner: RuntimeManager::new(Arc::new(fake.clone()), opts),
         ops: Mutex::new(Vec::new()),
@@ -219,8 +222,11 @@ fn harness_configured(
     config.root_dir = root.path().to_path_buf();
     config.max_pods = max_pods;
     configure(&mut config);
-    let kubelet =
-        Arc::new(Kubelet::with_parts(config, runtime.clone(), cache, parts).expect("kubelet"));
+    let kubelet = Arc::new(
+        Kubelet::with_parts(config, runtime.clone(), cache, parts)
+            .expect("kubelet")
+            .with_container_gc(gc),
+    );
     Harness {
         fake,
         runtime,
@@ -502,16 +508,29 @@ async fn an_added_pod_is_created_and_a_removed_one_killed_then_cleaned_up() {
     let left = h.runtime_pod(&id).await.expect("killed, not yet removed");
     assert!(!left.is_running(), "{left:?}");
 
-    // Housekeeping forgets the finished worker and removes what is left
-    // (upstream TestDeletePodDirsForDeletedPods).
-    h.until("housekeeping removes the pod", async |h| {
+    // Housekeeping forgets the finished worker but leaves the runtime's
+    // leftovers to garbage collection (upstream `HandlePodCleanups` removes
+    // no sandbox); the directory stays while the runtime holds the pod.
+    h.until("housekeeping forgets the worker", async |h| {
         h.kubelet.handle_pod_cleanups().await;
-        h.runtime_pod(&id).await.is_none()
+        !h.kubelet.workers.is_pod_known(&id)
     })
     .await;
-    assert!(h.runtime.ops().contains(&Op::Remove(id.clone())));
+    assert!(h.runtime_pod(&id).await.is_some());
+    assert!(!h.fake.calls().contains(&"RemovePodSandbox"));
+    assert!(h.pod_dir(&id).exists());
+    // Garbage collection removes the sandbox, then housekeeping the
+    // directory and the status (upstream TestDeletePodDirsForDeletedPods).
+    h.kubelet.garbage_collect(true).await;
+    assert!(h.runtime_pod(&id).await.is_none());
+    assert!(h.fake.calls().contains(&"RemovePodSandbox"));
+    h.kubelet.handle_pod_cleanups().await;
     assert!(!h.pod_dir(&id).exists());
     assert!(h.kubelet.statuses().get(&id).is_none());
+    assert!(
+        !h.runtime.ops().contains(&Op::Remove(id.clone())),
+        "not removed through the sync loop's housekeeping"
+    );
 }
 
 /// A pod removed and added again with the same UID while its worker still
@@ -714,9 +733,15 @@ async fn housekeeping_kills_unknown_runtime_pods_and_removes_orphaned_dirs() {
 
     h.kubelet.handle_pod_cleanups().await;
     assert!(
-        h.runtime_pod(&orphan_uid).await.is_none(),
-        "its sandboxes are removed"
+        h.pod_dir(&orphan_uid).exists(),
+        "kept while the runtime holds the pod"
     );
+    h.kubelet.garbage_collect(true).await;
+    assert!(
+        h.runtime_pod(&orphan_uid).await.is_none(),
+        "garbage collection removes its sandboxes"
+    );
+    h.kubelet.handle_pod_cleanups().await;
     assert!(!h.pod_dir(&orphan_uid).exists());
 
     // The desired pod is untouched.
@@ -812,7 +837,10 @@ async fn an_eviction_through_the_loop_records_the_evicted_status_and_kills_the_p
 async fn the_loop_cleans_up_only_once_its_sources_are_ready_and_applies_removes() {
     use std::sync::atomic::{AtomicBool, Ordering};
 
-    let h = harness(110);
+    // Garbage collection every second, within the test's patience.
+    let h = harness_configured(110, crate::KubeletParts::default(), |c| {
+        c.container_gc_period = Duration::from_secs(1);
+    });
     let orphan_uid = uid("orphan");
     let status = h
         .runtime
@@ -863,8 +891,9 @@ async fn the_loop_cleans_up_only_once_its_sources_are_ready_and_applies_removes(
         })
         .await;
 
-        // A REMOVE from the config kills the pod; housekeeping then removes
-        // what is left.
+        // A REMOVE from the config kills the pod; garbage collection then
+        // removes what the runtime holds of it, and housekeeping its
+        // directory.
         source
             .send(PodOperation::Remove, vec![web.clone()])
             .await
@@ -890,7 +919,7 @@ async fn the_loop_cleans_up_only_once_its_sources_are_ready_and_applies_removes(
             grace: Some(30)
         }]
     );
-    assert!(h.runtime.ops().contains(&Op::Remove(id.clone())));
+    assert!(h.fake.calls().contains(&"RemovePodSandbox"));
     assert!(h.runtime_pod(&orphan_uid).await.is_none());
 }
 
@@ -976,6 +1005,138 @@ async fn housekeeping_first_runs_one_period_after_the_loop_starts() {
         }),
         test
     );
+}
+
+/// Found by the simulation (`kubelet-sim`): housekeeping removed terminated
+/// pods' sandboxes inline, so a `RemovePodSandbox` that hung stalled the
+/// whole sync loop (no config update, no lifecycle event handled) until the
+/// call timed out. Upstream's `HandlePodCleanups` removes no sandbox; the
+/// container garbage collector does, in its own goroutine
+/// (`StartGarbageCollection`, `evictSandboxes`). Here a removed pod's
+/// sandbox removal hangs for an hour, and a pod added meanwhile must still
+/// start within seconds; stopping the loop must not wait for the hung call.
+#[tokio::test(start_paused = true)]
+async fn a_hung_sandbox_removal_does_not_stall_the_sync_loop() {
+    let h = harness_configured(110, crate::KubeletParts::default(), |c| {
+        c.container_gc_period = Duration::from_secs(3);
+    });
+    let (pod_config, updates) = PodConfig::builder("node-1").start();
+    let source = pod_config.channel("test");
+    let (events_tx, events_rx) = mpsc::channel(1000);
+    *h.loop_events.lock().expect("loop events") = Some(events_tx);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let old = pod("old", "Always", 1);
+    let (old_id, new_id) = (uid("old"), uid("new"));
+    let started = tokio::time::Instant::now();
+    let test = async {
+        source
+            .send(PodOperation::Add, vec![old.clone()])
+            .await
+            .expect("config runs");
+        h.until("old runs", async |h| h.is_running(&old_id).await)
+            .await;
+        h.fake
+            .inject_hang("RemovePodSandbox", Duration::from_secs(3600));
+        source
+            .send(PodOperation::Remove, vec![old.clone()])
+            .await
+            .expect("config runs");
+        h.until("old is killed", async |h| {
+            h.runtime_pod(&old_id)
+                .await
+                .is_some_and(|p| !p.is_running())
+        })
+        .await;
+        // Housekeeping forgets the finished worker; then the sandbox's
+        // removal starts, and hangs.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while h.fake.pending_injections() > 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "nothing removed the killed pod's sandbox: {:?}",
+                h.fake.calls()
+            );
+            h.relist(true).await;
+        }
+        assert!(h.runtime_pod(&old_id).await.is_some(), "the removal hangs");
+
+        source
+            .send(PodOperation::Add, vec![pod("new", "Always", 2)])
+            .await
+            .expect("config runs");
+        h.until("a pod added while the removal hangs runs", async |h| {
+            h.is_running(&new_id).await
+        })
+        .await;
+        assert!(h.runtime_pod(&old_id).await.is_some(), "still hanging");
+        stop_tx.send(()).expect("the loop runs");
+    };
+    // `run` returns though the removal still hangs: the collection in
+    // flight is dropped with the loop.
+    tokio::join!(
+        h.kubelet.run(updates, events_rx, Box::new(|| true), async {
+            let _ = stop_rx.await;
+        }),
+        test
+    );
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed < Duration::from_secs(60),
+        "run waited for the hung call: {elapsed:?}"
+    );
+}
+
+/// Found by the simulation (`kubelet-sim`, seed 1760): the terminating
+/// sync killed what the cached status listed, and a cache left stale (the
+/// PLEG could not inspect the pod: a hung `PodSandboxStatus`) listed none
+/// of the containers, so the kill "succeeded", the pod counted as
+/// terminated and a static pod's next UID started beside it. Upstream's
+/// `SyncTerminatingPod` asks the runtime again after the kill and fails
+/// the sync ("CRI violation") while a container still runs.
+#[tokio::test(start_paused = true)]
+async fn a_kill_by_a_stale_status_fails_while_containers_still_run() {
+    use kubelet_podworkers::PodSyncer;
+
+    let h = harness(110);
+    let web = pod("web", "Always", 1);
+    let id = uid("web");
+    // The status as the cache held it before the pod started: nothing.
+    let stale = Arc::new(
+        h.runtime
+            .get_pod_status(&id, "web", "default")
+            .await
+            .expect("status"),
+    );
+    h.start(&web).await;
+    let syncer = crate::KubeletSyncer::new(
+        h.runtime.clone(),
+        h.kubelet.statuses().clone(),
+        h.root.path().to_path_buf(),
+        None,
+    );
+    let ctx = kubelet_podworkers::SyncContext::new();
+    let r = syncer
+        .sync_terminating_pod(&ctx, &web, &stale, 30, None)
+        .await;
+    assert!(h.is_running(&id).await, "the stale kill stopped nothing");
+    let e = r.expect_err("a container still runs: the pod is not terminated");
+    assert!(
+        e.to_string()
+            .contains("running containers after a successful KillPod"),
+        "{e}"
+    );
+    // With the runtime's own status, the kill stops it and succeeds.
+    let fresh = Arc::new(
+        h.runtime
+            .get_pod_status(&id, "web", "default")
+            .await
+            .expect("status"),
+    );
+    syncer
+        .sync_terminating_pod(&ctx, &web, &fresh, 30, None)
+        .await
+        .expect("killed");
+    assert!(!h.runtime_pod(&id).await.expect("pod").is_running());
 }
 
 /// A container manager that admits nothing but `admit` says so, with

@@ -22,7 +22,7 @@ use kubelet_podworkers::{
 };
 
 use crate::status::{StatusManager, generate_api_pod_status_with, phase};
-use crate::volumes::{VolumeContext, prepare_pod_volumes, remove_pod_dir};
+use crate::volumes::{VolumeContext, prepare_pod_volumes};
 use kubelet_server::PodWorkerOperation;
 
 /// The kubelet's pod syncer.
@@ -397,7 +397,36 @@ impl PodSyncer for KubeletSyncer {
         self.runtime
             .kill_pod(Some(pod), &running, Some(grace_period_seconds))
             .await
-            .map_err(worker_error)
+            .map_err(worker_error)?;
+        // Upstream `SyncTerminatingPod` (`pkg/kubelet/kubelet.go`): the kill
+        // went by the cached status, which may be stale (a relist that could
+        // not inspect the pod); the runtime is asked again, and a container
+        // still running fails the sync, to be retried, rather than the pod
+        // counting as terminated (a static pod's next UID would then start
+        // beside it).
+        let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+        let stopped = self
+            .runtime
+            .get_pod_status(
+                uid,
+                pod.metadata.name.as_deref().unwrap_or_default(),
+                pod.metadata.namespace.as_deref().unwrap_or_default(),
+            )
+            .await
+            .map_err(worker_error)?;
+        let still: Vec<String> = stopped
+            .container_statuses
+            .iter()
+            .filter(|c| c.state == kubelet_kuberuntime::ContainerState::Running)
+            .map(|c| c.id.clone())
+            .collect();
+        if !still.is_empty() {
+            return Err(worker_error(crate::Error::RunningAfterKill {
+                pod: pod_name(pod),
+                containers: still,
+            }));
+        }
+        Ok(())
     }
 
     async fn sync_terminating_runtime_pod(
@@ -578,19 +607,4 @@ impl KubeletSyncer {
             None => Ok(SyncPodOutcome::Running),
         }
     }
-}
-
-/// Removes what a terminated pod leaves: its sandboxes (and containers)
-/// and its directory (upstream `HandlePodCleanups` → `removeOrphanedPodStatuses`,
-/// `cleanupOrphanedPodDirs`, container GC of deleted pods).
-pub async fn cleanup_pod(
-    runtime: &dyn Runtime,
-    root_dir: &std::path::Path,
-    uid: &str,
-) -> Result<(), crate::Error> {
-    let pods = runtime.get_pods(true).await?;
-    if let Some(found) = pods.iter().find(|p| p.uid == uid) {
-        runtime.remove_pod(found).await?;
-    }
-    Ok(remove_pod_dir(root_dir, uid)?)
 }

@@ -149,6 +149,8 @@ impl ClusterNode {
         let mut opts = StandaloneOptions::new(self.name.clone());
         opts.root_dir = self.root.clone();
         opts.housekeeping_period = Duration::from_millis(500);
+        // Terminated pods' sandboxes are removed by garbage collection.
+        opts.container_gc_period = Duration::from_secs(1);
         opts.kubeconfig = Some(self.cp.node_kubeconfig());
         opts.node_ips = vec![IpAddr::V4(self.net.address())];
         opts.node_labels = BTreeMap::from([("e2e".to_owned(), "cluster".to_owned())]);

@@ -71,6 +71,8 @@ impl Node {
         let mut opts = StandaloneOptions::new(NODE);
         opts.root_dir = root;
         opts.housekeeping_period = Duration::from_millis(500);
+        // Terminated pods' sandboxes are removed by garbage collection.
+        opts.container_gc_period = Duration::from_secs(1);
         opts.statuses = Arc::new(StatusManager::default());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {

@@ -125,6 +125,8 @@ impl Node {
         let mut opts = StandaloneOptions::new(NODE);
         opts.root_dir = self.root.clone();
         opts.housekeeping_period = Duration::from_millis(500);
+        // Terminated pods' sandboxes are removed by garbage collection.
+        opts.container_gc_period = Duration::from_secs(1);
         self.statuses = Arc::new(StatusManager::default());
         opts.statuses = self.statuses.clone();
         if let Some(api) = &self.api {

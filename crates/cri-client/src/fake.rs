@@ -342,6 +342,14 @@ impl FakeRuntime {
             + state.hangs.values().map(VecDeque::len).sum::<usize>()
     }
 
+    /// How many injected errors and hangs of `method` still wait for their
+    /// call.
+    pub fn pending_injections_of(&self, method: &str) -> usize {
+        let state = self.state();
+        state.errors.get(method).map_or(0, VecDeque::len)
+            + state.hangs.get(method).map_or(0, VecDeque::len)
+    }
+
     /// Forgets the injected errors and hangs that have not fired yet (a
     /// call already waiting in a hang goes on waiting).
     pub fn clear_injections(&self) {
@@ -1631,11 +1639,14 @@ mod tests {
         let rt = FakeRuntime::new();
         rt.inject_hang("ListPodSandbox", Duration::from_secs(120));
         assert_eq!(rt.pending_injections(), 1);
+        assert_eq!(rt.pending_injections_of("ListPodSandbox"), 1);
+        assert_eq!(rt.pending_injections_of("ListContainers"), 0);
         let start = tokio::time::Instant::now();
         let err = rt.list_pod_sandbox(None).await.expect_err("hung");
         assert!(matches!(err, Error::DeadlineExceeded { .. }), "{err:?}");
         assert_eq!(start.elapsed(), Duration::from_secs(120));
         assert_eq!(rt.pending_injections(), 0);
+        assert_eq!(rt.pending_injections_of("ListPodSandbox"), 0);
         rt.list_pod_sandbox(None).await.expect("one-shot");
 
         let id = rt.run_pod_sandbox(sandbox("a"), "").await.expect("run");

@@ -94,3 +94,10 @@ impl Clock for SimClock {
         self.wall()
     }
 }
+
+/// The prober's wall clock (for `initialDelaySeconds`).
+impl kubelet_prober::Clock for SimClock {
+    fn now(&self) -> SystemTime {
+        self.wall()
+    }
+}

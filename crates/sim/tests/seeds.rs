@@ -149,13 +149,18 @@ fn determinism_rate() {
     );
 }
 
-/// Seed 925: an open failure (see the crate docs, "What it found"): a pod
-/// is not synced again for over 100 s after a lost lifecycle event. Kept as
-/// a fixed seed until it is explained and fixed.
+/// Seed 925, once open (see the crate docs, "What it found"): events armed
+/// to be lost before a quiet point were lost during its wait, and the quiet
+/// comparison failed though the kubelet did as upstream does. The quiet
+/// point now disarms them.
 #[test]
-#[ignore = "open: seed 925 breaks QuietStatusMatchesRuntime, not yet explained"]
-fn open_seed_925_a_pod_not_resynced_after_a_lost_event() {
-    if let Err(f) = run(925, &SimConfig::ci()) {
+fn seed_925_a_quiet_point_loses_no_event() {
+    // Without probes, which came later: the seed's actions as they were.
+    let config = SimConfig {
+        probes: false,
+        ..SimConfig::ci()
+    };
+    if let Err(f) = run(925, &config) {
         panic!("{f}");
     }
 }
