@@ -120,6 +120,11 @@ pub trait CgroupManager: Send + Sync {
     /// Sets `cpuset.cpus` (the CPU manager's pools), copying `cpuset.mems`
     /// from the parent when empty.
     fn set_cpuset(&self, name: &CgroupName, cpus: &str) -> Result<()>;
+    /// The child cgroups of `name` found in any hierarchy (none by default).
+    fn children(&self, name: &CgroupName) -> Result<Vec<CgroupName>> {
+        let _ = name;
+        Ok(Vec::new())
+    }
 }
 
 /// A [`CgroupManager`] that writes cgroup files under a mount root.
@@ -566,6 +571,39 @@ impl<D: CgroupDriver> CgroupManager for FsCgroupManager<D> {
             Self::remove_tree(&root.join(&rel))?;
         }
         Ok(())
+    }
+
+    fn children(&self, name: &CgroupName) -> Result<Vec<CgroupName>> {
+        let mut out: Vec<CgroupName> = Vec::new();
+        for dir in self.all_dirs(name) {
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io("read dir", &dir, e)),
+            };
+            for entry in entries.flatten() {
+                if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    continue;
+                }
+                let literal = entry.file_name().to_string_lossy().into_owned();
+                // The systemd driver's `kubepods-burstable-pod1_2.slice` is
+                // the part `pod1-2` below `kubepods/burstable`.
+                let part = match self.driver.kind() {
+                    CgroupDriverKind::Systemd => literal
+                        .strip_suffix(".slice")
+                        .and_then(|base| base.rsplit('-').next())
+                        .map(|p| p.replace('_', "-")),
+                    _ => Some(literal),
+                };
+                if let Some(part) = part {
+                    let child = name.child(part);
+                    if !out.contains(&child) {
+                        out.push(child);
+                    }
+                }
+            }
+        }
+        Ok(out)
     }
 
     fn exists(&self, name: &CgroupName) -> bool {
