@@ -198,7 +198,7 @@ fn manifest(name: &str, kind: Kind, variant: u64) -> String {
     let (command, resources) = match kind {
         Kind::Sleep => (
             r#"[sleep, "3600"]"#,
-            if variant % 2 == 0 {
+            if variant.is_multiple_of(2) {
                 ""
             } else {
                 "\n    resources: {requests: {cpu: 10m, memory: 8Mi}}"
@@ -209,7 +209,7 @@ fn manifest(name: &str, kind: Kind, variant: u64) -> String {
             // Doubles a shell string until the memory limit's OOM killer
             // ends it (about 16 MiB): exit 137, reason OOMKilled.
             r#"[sh, -c, "x=0123456789abcdef; while :; do x=$x$x; done"]"#,
-            if variant % 2 == 0 {
+            if variant.is_multiple_of(2) {
                 "\n    resources: {limits: {memory: 16Mi}}"
             } else {
                 "\n    resources: {limits: {cpu: 100m, memory: 16Mi}}"
