@@ -1109,6 +1109,36 @@ where
                 }
             }
         }
+        // Upstream `cleanupOrphanedPodCgroups`: the cgroups of pods that are
+        // neither desired, known nor in the runtime. A pod whose termination
+        // a kubelet restart interrupted, or that left while the kubelet was
+        // down, has no worker to remove its cgroup (the fault soak found
+        // such cgroups left for good). As upstream, not while the pod's
+        // directory (its volumes) still exists.
+        if let Some(cm) = &self.cm {
+            match cm.pod_cgroups() {
+                Ok(cgroups) => {
+                    for (uid, name) in cgroups {
+                        if desired.contains(&uid)
+                            || known.contains_key(&uid)
+                            || in_runtime.contains(uid.as_str())
+                            || self.config.root_dir.join("pods").join(&uid).exists()
+                        {
+                            continue;
+                        }
+                        match cm.destroy_orphaned_pod_cgroup(&name) {
+                            Ok(()) => {
+                                tracing::info!(%uid, cgroup = %name, "removed an orphaned pod cgroup");
+                            }
+                            Err(e) => {
+                                tracing::warn!(%uid, error = %e, "cannot remove an orphaned pod cgroup");
+                            }
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot list the pod cgroups"),
+            }
+        }
     }
 }
 

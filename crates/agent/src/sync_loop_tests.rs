@@ -750,6 +750,53 @@ async fn housekeeping_kills_unknown_runtime_pods_and_removes_orphaned_dirs() {
     assert!(h.runtime.kills(&keep).is_empty());
 }
 
+/// Soak regression: a pod cgroup whose pod the kubelet no longer knows
+/// (its termination interrupted by a kubelet restart, or the pod gone
+/// while the kubelet was down) is removed by housekeeping, as upstream's
+/// `cleanupOrphanedPodCgroups` does; the cgroups of known pods stay.
+#[tokio::test(start_paused = true)]
+async fn housekeeping_removes_orphaned_pod_cgroups() {
+    use kubelet_cm::ContainerManager as _;
+    let cgroups = tempfile::tempdir().expect("tempdir");
+    for c in ["cpu", "cpuset", "memory", "pids"] {
+        std::fs::create_dir_all(cgroups.path().join(c)).expect("controller");
+    }
+    let cm = kubelet_cm::NodeContainerManager::new(
+        kubelet_cm::ContainerManagerConfig {
+            cgroup_mount_root: cgroups.path().to_owned(),
+            ..Default::default()
+        },
+        kubelet_cm::MachineInfo::synthetic(kubelet_cm::CpuTopology::synthetic(1, 1, 2, 1), 8 << 30),
+    )
+    .expect("container manager");
+    cm.start().expect("kubepods");
+    let cm = Arc::new(cm);
+    let h = harness_with(
+        110,
+        crate::KubeletParts {
+            cm: Some(cm.clone()),
+            ..Default::default()
+        },
+    );
+    let keep = pod("keep", "Always", 1);
+    h.start(&keep).await;
+    let r = cgroups.path();
+    for c in ["cpu", "memory"] {
+        std::fs::create_dir_all(r.join(c).join("kubepods/besteffort/poduid-gone"))
+            .expect("orphan cgroup");
+    }
+    let before = cm.pod_cgroups().expect("pod cgroups");
+    assert!(before.contains_key("uid-gone"), "{before:?}");
+    assert!(before.contains_key(&uid("keep")), "{before:?}");
+
+    h.kubelet.handle_pod_cleanups().await;
+    let after = cm.pod_cgroups().expect("pod cgroups");
+    assert!(!after.contains_key("uid-gone"), "{after:?}");
+    assert!(!r.join("memory/kubepods/besteffort/poduid-gone").exists());
+    assert!(after.contains_key(&uid("keep")), "the running pod's stays");
+    assert!(h.is_running(&uid("keep")).await);
+}
+
 // ---- the whole loop: config updates, PLEG events, evictions ----
 
 #[tokio::test(start_paused = true)]

@@ -88,6 +88,16 @@ pub const V1_CONTROLLERS: &[&str] = &[
     "cpu", "cpuacct", "cpuset", "memory", "pids", "hugetlb", "blkio", "devices", "freezer",
 ];
 
+/// v1 hierarchies without a resource controller that the runtime also
+/// places containers in, so pod cgroups appear there too: `name=systemd`
+/// (mounted at `systemd`) and, on a hybrid host, the unified hierarchy
+/// (`unified`). Upstream's cgroupfs manager joins both and removes the pod
+/// cgroup from both (opencontainers/cgroups `fs/fs.go`: the `name=systemd`
+/// `NameGroup`, and the `""` one added when `IsCgroup2HybridMode`); the
+/// manager creates nothing in them, but [`CgroupManager::destroy`] removes
+/// what the runtime left there.
+pub const V1_NAMED_HIERARCHIES: &[&str] = &["systemd", "unified"];
+
 /// The v2 controllers the manager enables in `cgroup.subtree_control`, when available.
 pub const V2_CONTROLLERS: &[&str] = &["cpu", "cpuset", "memory", "pids", "hugetlb", "io"];
 
@@ -110,6 +120,11 @@ pub trait CgroupManager: Send + Sync {
     /// Sets `cpuset.cpus` (the CPU manager's pools), copying `cpuset.mems`
     /// from the parent when empty.
     fn set_cpuset(&self, name: &CgroupName, cpus: &str) -> Result<()>;
+    /// The child cgroups of `name` found in any hierarchy (none by default).
+    fn children(&self, name: &CgroupName) -> Result<Vec<CgroupName>> {
+        let _ = name;
+        Ok(Vec::new())
+    }
 }
 
 /// A [`CgroupManager`] that writes cgroup files under a mount root.
@@ -120,6 +135,8 @@ pub struct FsCgroupManager<D: CgroupDriver = Cgroupfs> {
     driver: D,
     /// v1: (controller name, its mount point), one per distinct hierarchy.
     hierarchies: Vec<(String, PathBuf)>,
+    /// v1: the mount points of [`V1_NAMED_HIERARCHIES`] found.
+    named: Vec<PathBuf>,
 }
 
 /// One cgroup interface file and the value written to it.
@@ -256,7 +273,13 @@ impl<D: CgroupDriver> FsCgroupManager<D> {
         let mount_root = mount_root.into();
         let version = detect_cgroup_version(&mount_root);
         let mut hierarchies: Vec<(String, PathBuf)> = Vec::new();
+        let mut named = Vec::new();
         if version == CgroupVersion::V1 {
+            named = V1_NAMED_HIERARCHIES
+                .iter()
+                .map(|h| mount_root.join(h))
+                .filter(|p| p.is_dir())
+                .collect();
             let mut seen = Vec::new();
             for c in V1_CONTROLLERS {
                 let p = mount_root.join(c);
@@ -277,6 +300,7 @@ impl<D: CgroupDriver> FsCgroupManager<D> {
             version,
             driver,
             hierarchies,
+            named,
         }
     }
 
@@ -540,7 +564,46 @@ impl<D: CgroupDriver> CgroupManager for FsCgroupManager<D> {
         for dir in self.all_dirs(name) {
             Self::remove_tree(&dir)?;
         }
+        // The runtime's directories in the hierarchies without resource
+        // controllers: the containers that made them are gone by now.
+        let rel = self.driver.relative_path(name);
+        for root in &self.named {
+            Self::remove_tree(&root.join(&rel))?;
+        }
         Ok(())
+    }
+
+    fn children(&self, name: &CgroupName) -> Result<Vec<CgroupName>> {
+        let mut out: Vec<CgroupName> = Vec::new();
+        for dir in self.all_dirs(name) {
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io("read dir", &dir, e)),
+            };
+            for entry in entries.flatten() {
+                if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    continue;
+                }
+                let literal = entry.file_name().to_string_lossy().into_owned();
+                // The systemd driver's `kubepods-burstable-pod1_2.slice` is
+                // the part `pod1-2` below `kubepods/burstable`.
+                let part = match self.driver.kind() {
+                    CgroupDriverKind::Systemd => literal
+                        .strip_suffix(".slice")
+                        .and_then(|base| base.rsplit('-').next())
+                        .map(|p| p.replace('_', "-")),
+                    _ => Some(literal),
+                };
+                if let Some(part) = part {
+                    let child = name.child(part);
+                    if !out.contains(&child) {
+                        out.push(child);
+                    }
+                }
+            }
+        }
+        Ok(out)
     }
 
     fn exists(&self, name: &CgroupName) -> bool {
@@ -717,6 +780,38 @@ mod tests {
         let back = m.read_config(&name).unwrap();
         assert_eq!(back.cpu_quota, Some(-1));
         assert_eq!(back.memory_limit, Some(1 << 30));
+    }
+
+    /// Soak regression: runc puts a pod's containers in the `name=systemd`
+    /// and hybrid `unified` hierarchies too; destroying the pod cgroup must
+    /// remove them there, or every pod leaks two cgroups.
+    #[test]
+    fn destroy_removes_the_runtime_dirs_in_named_hierarchies() {
+        let root = v1_fixture();
+        for h in V1_NAMED_HIERARCHIES {
+            std::fs::create_dir_all(root.path().join(h)).unwrap();
+        }
+        let m = FsCgroupManager::new(root.path());
+        let pod = CgroupName::new(["kubepods", "besteffort", "podabc"]);
+        m.create(&pod, &ResourceConfig::default()).unwrap();
+        // What runc makes for a container of the pod.
+        for h in V1_NAMED_HIERARCHIES {
+            std::fs::create_dir_all(root.path().join(h).join("kubepods/besteffort/podabc/c1"))
+                .unwrap();
+        }
+        m.destroy(&pod).unwrap();
+        for h in V1_NAMED_HIERARCHIES
+            .iter()
+            .chain(&["cpu", "memory", "pids"])
+        {
+            let dir = root.path().join(h).join("kubepods/besteffort/podabc");
+            assert!(!dir.exists(), "{} is left", dir.display());
+            assert!(root.path().join(h).join("kubepods/besteffort").is_dir());
+        }
+        // Not made there by the manager: creating a cgroup leaves them alone.
+        let other = CgroupName::new(["kubepods", "burstable", "poddef"]);
+        m.create(&other, &ResourceConfig::default()).unwrap();
+        assert!(!root.path().join("systemd/kubepods/burstable").exists());
     }
 
     #[test]

@@ -199,6 +199,18 @@ pub trait ContainerManager: kubelet_container::ContainerResources {
     fn pod_cgroup_exists(&self, pod: &Pod) -> bool;
     /// Removes a terminated pod's cgroup and releases its CPUs and memory.
     fn destroy_pod_cgroup(&self, pod: &Pod) -> Result<()>;
+    /// The pod cgroups under the QoS cgroups, by pod UID (upstream
+    /// `podContainerManagerImpl.GetAllPodsFromCgroups`); none by default.
+    fn pod_cgroups(&self) -> Result<std::collections::BTreeMap<String, CgroupName>> {
+        Ok(Default::default())
+    }
+    /// Removes the cgroup of a pod the kubelet no longer knows (one that
+    /// [`ContainerManager::pod_cgroups`] found), as upstream's
+    /// `cleanupOrphanedPodCgroups` does; refuses while it holds processes.
+    fn destroy_orphaned_pod_cgroup(&self, name: &CgroupName) -> Result<()> {
+        let _ = name;
+        Ok(())
+    }
     /// Recomputes the QoS cgroups from the active pods (upstream `UpdateCgroups`).
     fn update_qos_cgroups(&self, active_pods: &[Pod]) -> Result<()>;
     /// Admits a pod's resources: the topology manager with the CPU and memory
@@ -551,6 +563,44 @@ impl ContainerManager for NodeContainerManager {
             )));
         }
         self.cgroups.destroy(&name)
+    }
+
+    fn pod_cgroups(&self) -> Result<std::collections::BTreeMap<String, CgroupName>> {
+        let mut out = std::collections::BTreeMap::new();
+        if !self.config.cgroups_per_qos {
+            return Ok(out);
+        }
+        // Upstream `GetAllPodsFromCgroups`: the children named pod<uid> of
+        // the Guaranteed (kubepods), Burstable and BestEffort cgroups.
+        let kubepods = self.config.cgroup_root.child(crate::resources::KUBEPODS);
+        for qos in [
+            kubepods.clone(),
+            kubepods.child("burstable"),
+            kubepods.child("besteffort"),
+        ] {
+            for child in self.cgroups.children(&qos)? {
+                let uid = child
+                    .parts()
+                    .last()
+                    .and_then(|p| p.strip_prefix(crate::resources::POD_CGROUP_PREFIX))
+                    .filter(|uid| !uid.is_empty())
+                    .map(str::to_owned);
+                if let Some(uid) = uid {
+                    out.insert(uid, child);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn destroy_orphaned_pod_cgroup(&self, name: &CgroupName) -> Result<()> {
+        let pids = self.cgroups.pids(name)?;
+        if !pids.is_empty() {
+            return Err(Error::InvalidConfig(format!(
+                "orphaned pod cgroup {name} still has processes {pids:?}"
+            )));
+        }
+        self.cgroups.destroy(name)
     }
 
     fn update_qos_cgroups(&self, active_pods: &[Pod]) -> Result<()> {

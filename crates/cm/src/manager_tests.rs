@@ -94,6 +94,41 @@ fn pod_cgroup_lifecycle_and_qos_updates() {
     assert!(cm.ensure_pod_cgroup(&anon).is_err());
 }
 
+/// Soak regression: a pod cgroup left by a pod the kubelet no longer knows
+/// is found by UID under each QoS cgroup and can be removed.
+#[test]
+fn orphaned_pod_cgroups_are_listed_and_removed() {
+    let root = v1_fixture();
+    let cm = NodeContainerManager::new(config(root.path()), machine_2cpu_8gi()).unwrap();
+    cm.start().unwrap();
+    let p = seed004();
+    let uid = p.metadata.uid.clone().unwrap();
+    cm.ensure_pod_cgroup(&p).unwrap();
+    let r = root.path();
+    // A Guaranteed and a BestEffort pod's cgroups from a previous run.
+    for dir in ["kubepods/podg-1", "kubepods/besteffort/podb-2"] {
+        for c in ["cpu", "memory"] {
+            std::fs::create_dir_all(r.join(c).join(dir)).unwrap();
+        }
+    }
+    let found = cm.pod_cgroups().unwrap();
+    let uids: Vec<&str> = found.keys().map(String::as_str).collect();
+    let mut expected = vec!["b-2", "g-1", uid.as_str()];
+    expected.sort_unstable();
+    assert_eq!(uids, expected);
+    assert_eq!(found["b-2"].to_cgroupfs(), "/kubepods/besteffort/podb-2");
+    cm.destroy_orphaned_pod_cgroup(&found["b-2"]).unwrap();
+    cm.destroy_orphaned_pod_cgroup(&found["g-1"]).unwrap();
+    assert!(!r.join("cpu/kubepods/besteffort/podb-2").exists());
+    assert!(!r.join("memory/kubepods/podg-1").exists());
+    assert!(r.join("cpu/kubepods/besteffort").is_dir());
+    // One with a process stays.
+    let dir = format!("kubepods/burstable/pod{uid}");
+    std::fs::write(r.join(format!("pids/{dir}/cgroup.procs")), "42\n").unwrap();
+    assert!(cm.destroy_orphaned_pod_cgroup(&found[&uid]).is_err());
+    assert!(r.join(format!("cpu/{dir}")).is_dir());
+}
+
 #[test]
 fn without_cgroups_per_qos_pods_sit_at_the_root() {
     let root = v1_fixture();

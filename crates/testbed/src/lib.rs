@@ -13,7 +13,10 @@
 //! `scripts/testbed/stop.sh` (kills containers, containerd and its shims,
 //! unmounts, removes the bridge) and removes the cgroup root in every
 //! hierarchy, so a test leaves nothing running or mounted behind it, even
-//! when it panics.
+//! when it panics. [`Testbed::kill_containerd`] and
+//! [`Testbed::restart_containerd`] crash it (SIGKILL: its shims and
+//! containers keep running) and start it again on the same state, for
+//! fault tests.
 //!
 //! # A control plane and a node address
 //!
@@ -112,6 +115,9 @@ pub struct Testbed {
     dir: tempfile::TempDir,
     cgroup_root: String,
     version: String,
+    /// containerds started again by [`Testbed::restart_containerd`]: this
+    /// process's children, reaped when killed and on drop.
+    restarted: std::sync::Mutex<Vec<std::process::Child>>,
 }
 
 /// The repository's `scripts/testbed` directory: found by walking up from
@@ -164,6 +170,7 @@ impl Testbed {
             dir,
             cgroup_root,
             version: String::new(),
+            restarted: std::sync::Mutex::new(Vec::new()),
         };
         let out = Command::new("bash")
             .arg(&start)
@@ -253,6 +260,123 @@ impl Testbed {
         Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
     }
 
+    /// The pid of this test bed's containerd (`<dir>/containerd.pid`), if
+    /// it is running.
+    pub fn containerd_pid(&self) -> Option<u32> {
+        let pid = std::fs::read_to_string(self.dir.path().join("containerd.pid")).ok()?;
+        let pid: u32 = pid.trim().parse().ok()?;
+        process_running(pid).then_some(pid)
+    }
+
+    /// Kills this test bed's containerd with SIGKILL, as a crash would, and
+    /// waits (up to 10 s) until it is gone. Its shims and containers keep
+    /// running, as they do when containerd crashes. Returns the pid killed.
+    pub fn kill_containerd(&self) -> Result<u32, String> {
+        let pid = self
+            .containerd_pid()
+            .ok_or_else(|| "containerd is not running".to_owned())?;
+        let status = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status()
+            .map_err(|e| format!("cannot run kill: {e}"))?;
+        if !status.success() {
+            return Err(format!("kill -KILL {pid}: {status}"));
+        }
+        // Reap it when it is one this process started again.
+        if let Ok(mut children) = self.restarted.lock() {
+            children.retain_mut(|child| {
+                if child.id() == pid {
+                    let _ = child.wait();
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while process_running(pid) {
+            if std::time::Instant::now() > deadline {
+                return Err(format!(
+                    "containerd (pid {pid}) still runs 10 s after SIGKILL"
+                ));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Ok(pid)
+    }
+
+    /// Starts this test bed's containerd again, with the config, state and
+    /// socket `start.sh` gave it, as `start.sh` starts it (in a session of
+    /// its own, its output appended to `containerd.log`), records its pid in
+    /// `containerd.pid` for `stop.sh`, and waits (up to `limit`) until its
+    /// CRI plugin answers. Fails if a containerd already runs here.
+    pub fn restart_containerd(&self, limit: std::time::Duration) -> Result<u32, String> {
+        if let Some(pid) = self.containerd_pid() {
+            return Err(format!("containerd already runs (pid {pid})"));
+        }
+        let env = std::fs::read_to_string(self.dir.path().join("testbed.env"))
+            .map_err(|e| format!("read testbed.env: {e}"))?;
+        let ctr = env
+            .lines()
+            .find_map(|l| l.strip_prefix("CTR="))
+            .map(PathBuf::from)
+            .ok_or_else(|| "testbed.env names no CTR".to_owned())?;
+        let bin_dir = ctr
+            .parent()
+            .ok_or_else(|| format!("{} has no folder", ctr.display()))?
+            .to_path_buf();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("containerd.log"))
+            .map_err(|e| format!("open containerd.log: {e}"))?;
+        let log2 = log
+            .try_clone()
+            .map_err(|e| format!("containerd.log: {e}"))?;
+        let path = format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", bin_dir.display());
+        // Not a process group leader, so setsid(1) execs containerd in a
+        // new session without forking: the child's pid is containerd's.
+        let child = Command::new("setsid")
+            .arg(bin_dir.join("containerd"))
+            .arg("--config")
+            .arg(self.dir.path().join("config.toml"))
+            .env("PATH", path)
+            .stdin(std::process::Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .spawn()
+            .map_err(|e| format!("cannot start containerd: {e}"))?;
+        let pid = child.id();
+        if let Ok(mut children) = self.restarted.lock() {
+            children.push(child);
+        }
+        std::fs::write(self.dir.path().join("containerd.pid"), pid.to_string())
+            .map_err(|e| format!("write containerd.pid: {e}"))?;
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            let answers = Command::new("timeout")
+                .arg("5")
+                .arg(&ctr)
+                .arg("--address")
+                .arg(self.socket())
+                .arg("version")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if answers {
+                return Ok(pid);
+            }
+            if !process_running(pid) {
+                return Err(format!("containerd (pid {pid}) exited during start-up"));
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(format!("containerd did not answer within {limit:?}"));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
     fn remove_cgroups(&self) {
         let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") else {
             return;
@@ -270,6 +394,16 @@ impl Testbed {
 
 fn pid_alive(pid: &str) -> bool {
     Path::new("/proc").join(pid).exists()
+}
+
+/// True when process `pid` exists and is not a zombie.
+fn process_running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        // "pid (comm) S ...": the state follows the last ')'.
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X")
+    })
 }
 
 /// Stops the test beds and removes the cgroup roots of test processes that
@@ -350,6 +484,14 @@ impl Drop for Testbed {
                 String::from_utf8_lossy(&out.stderr)
             ),
             Err(e) => eprintln!("testbed: cannot run {}: {e}", stop.display()),
+        }
+        // stop.sh killed the containerd of containerd.pid: reap the ones
+        // this process started (a no-op for those already reaped).
+        if let Ok(mut children) = self.restarted.lock() {
+            for child in children.iter_mut() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
         }
         self.remove_cgroups();
     }
