@@ -892,18 +892,19 @@ async fn streaming_requests_are_checked_then_proxied_to_the_runtime() {
             String::from_utf8_lossy(&status_line)
         );
     }
-    let requests = host.stream_requests.lock().unwrap();
-    assert_eq!(requests.len(), asked + 1, "only the request with ports");
-    assert_eq!(
-        requests.last(),
-        Some(&StreamRequest::PortForward {
-            namespace: "default".into(),
-            pod: "web".into(),
-            uid: None,
-            ports: vec![80, 8080, 9090],
-        })
-    );
-    drop(requests);
+    {
+        let requests = host.stream_requests.lock().unwrap();
+        assert_eq!(requests.len(), asked + 1, "only the request with ports");
+        assert_eq!(
+            requests.last(),
+            Some(&StreamRequest::PortForward {
+                namespace: "default".into(),
+                pod: "web".into(),
+                uid: None,
+                ports: vec![80, 8080, 9090],
+            })
+        );
+    }
     // A URL, but not an upgrade request.
     let (backend, head) = echo_streaming_server().await;
     *host.stream.lock().unwrap() = Some(StreamLookup::Url(format!("http://{backend}/exec/tok3n")));
