@@ -57,9 +57,10 @@ pub enum StreamRequest {
         pod: String,
         /// The pod's UID when the path names it.
         uid: Option<String>,
-        /// The ports of a WebSocket session (`port` in the query, see
-        /// [`websocket_ports`]), passed to the runtime's `PortForward`
-        /// request; empty for SPDY, whose client opens a stream per port.
+        /// The ports of a WebSocket session (every `port` query parameter,
+        /// each a comma-separated list; upstream `portforward.NewV4Options`),
+        /// passed to the runtime's `PortForward` request; empty for SPDY,
+        /// whose client opens a stream per port.
         ports: Vec<i32>,
     },
 }
