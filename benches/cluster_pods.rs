@@ -53,12 +53,12 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kubelet_rs::cri::{RemoteRuntime, RuntimeService};
-use kubelet_testbed::{ControlPlane, NodeNet, Testbed};
+use kubelet_testbed::{ControlPlane, NodeNet, Testbed, http_get};
 
 mod common;
 use common::{
-    IMAGE, KubeletProcess, free_port, http_get, kubelet_binary, load_average, median,
-    remove_everything, rss_kib,
+    IMAGE, KubeletProcess, free_port, kubelet_binary, load_average, median, remove_everything,
+    rss_kib,
 };
 
 /// Pods per round.

@@ -76,11 +76,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use kubelet_rs::cri::{RemoteRuntime, RuntimeService, api};
-use kubelet_testbed::Testbed;
+use kubelet_testbed::{Testbed, http_get};
 
 mod common;
 use common::{
-    IMAGE, KubeletProcess, clock_ticks_per_second, cpu_ticks, free_port, http_get, kubelet_binary,
+    IMAGE, KubeletProcess, clock_ticks_per_second, cpu_ticks, free_port, kubelet_binary,
     load_average, named_manifest, remove_everything, rss_kib, status_kib,
 };
 

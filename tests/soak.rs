@@ -62,7 +62,7 @@ use std::time::{Duration, Instant};
 
 use kubelet_rs::cri::{RemoteRuntime, RuntimeService, api};
 use kubelet_rs::podconfig::{ManifestOrigin, decode_static_pod};
-use kubelet_testbed::Testbed;
+use kubelet_testbed::{Testbed, http_get};
 
 /// The node name (`--hostname-override`): static pods are `<name>-soak`.
 const NODE: &str = "soak";
@@ -1230,34 +1230,6 @@ fn dir_names(dir: &Path) -> BTreeSet<String> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-/// HTTP/1.0 GET on the loopback node API: status and body.
-async fn http_get(port: u16, path: &str) -> Result<(u16, String), String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let get = async {
-        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .map_err(|e| format!("connect to the node API: {e}"))?;
-        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
-            .await
-            .map_err(|e| format!("request {path}: {e}"))?;
-        let mut raw = Vec::new();
-        s.read_to_end(&mut raw)
-            .await
-            .map_err(|e| format!("response to {path}: {e}"))?;
-        let text = String::from_utf8_lossy(&raw).into_owned();
-        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-        let code = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        Ok((code, body.to_owned()))
-    };
-    tokio::time::timeout(Duration::from_secs(20), get)
-        .await
-        .map_err(|_| format!("GET {path}: no answer in 20 s"))?
 }
 
 // ---------------------------------------------------------------------------

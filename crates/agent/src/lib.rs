@@ -1089,13 +1089,13 @@ where
         // pods' statuses: the garbage collector removed what the runtime
         // held of them.
         let in_runtime: HashSet<&str> = runtime_pods.iter().map(|p| p.uid.as_str()).collect();
+        let orphaned = |uid: &str| {
+            !desired.contains(uid) && !known.contains_key(uid) && !in_runtime.contains(uid)
+        };
         if let Ok(entries) = std::fs::read_dir(self.config.root_dir.join("pods")) {
             for entry in entries.flatten() {
                 let uid = entry.file_name().to_string_lossy().into_owned();
-                if desired.contains(&uid)
-                    || known.contains_key(&uid)
-                    || in_runtime.contains(uid.as_str())
-                {
+                if !orphaned(&uid) {
                     continue;
                 }
                 match volumes::remove_pod_dir(&self.config.root_dir, &uid) {
@@ -1119,10 +1119,7 @@ where
             match cm.pod_cgroups() {
                 Ok(cgroups) => {
                     for (uid, name) in cgroups {
-                        if desired.contains(&uid)
-                            || known.contains_key(&uid)
-                            || in_runtime.contains(uid.as_str())
-                            || self.config.root_dir.join("pods").join(&uid).exists()
+                        if !orphaned(&uid) || self.config.root_dir.join("pods").join(&uid).exists()
                         {
                             continue;
                         }

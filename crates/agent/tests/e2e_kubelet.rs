@@ -219,23 +219,9 @@ fn free_port() -> u16 {
 
 /// HTTP/1.0 GET (no chunking, the server closes): status and body.
 async fn http_get(port: u16, path: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+    kubelet_testbed::http_get(port, path)
         .await
-        .expect("connect to the node API");
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
-        .await
-        .expect("request");
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).await.expect("response");
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (code, body.to_owned())
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn running(status: &PodStatus, container: &str) -> bool {

@@ -2187,6 +2187,19 @@ mod tests {
     }
 
     /// A sim with its first pods running.
+    /// A running container of the first slot's pod, in the fake runtime.
+    fn first_pods_running_container(sim: &Sim) -> api::Container {
+        let live = sim.slots[0].live.clone().unwrap_or_else(|| panic!("a pod"));
+        sim.fake
+            .inspect_containers()
+            .into_iter()
+            .find(|c| {
+                label(&c.labels, kubelet_kuberuntime::labels::POD_UID) == live.uid
+                    && c.state == api::ContainerState::ContainerRunning as i32
+            })
+            .unwrap_or_else(|| panic!("a running container"))
+    }
+
     fn settled() -> Sim {
         let mut sim = Sim::new(7, small()).unwrap_or_else(|f| panic!("{f}"));
         for slot in 0..sim.slots.len() {
@@ -2361,16 +2374,7 @@ mod tests {
         let inc = sim.inc.as_ref().unwrap_or_else(|| panic!("a kubelet runs"));
         assert_eq!(inc.lost_events.load(Ordering::SeqCst), 0);
         // A container exit after the quiet point reaches the kubelet at once.
-        let live = sim.slots[0].live.clone().unwrap_or_else(|| panic!("a pod"));
-        let running = sim
-            .fake
-            .inspect_containers()
-            .into_iter()
-            .find(|c| {
-                label(&c.labels, kubelet_kuberuntime::labels::POD_UID) == live.uid
-                    && c.state == api::ContainerState::ContainerRunning as i32
-            })
-            .unwrap_or_else(|| panic!("a running container"));
+        let running = first_pods_running_container(&sim);
         sim.fake
             .exit_container(&running.id, 1, "Error")
             .unwrap_or_else(|e| panic!("{e}"));
@@ -2460,16 +2464,7 @@ mod tests {
     fn a_running_pod_reported_otherwise_breaks_the_quiet_comparison() {
         let sim = settled();
         assert_eq!(sim.mismatches(), Vec::<String>::new());
-        let live = sim.slots[0].live.clone().unwrap_or_else(|| panic!("a pod"));
-        let running = sim
-            .fake
-            .inspect_containers()
-            .into_iter()
-            .find(|c| {
-                label(&c.labels, kubelet_kuberuntime::labels::POD_UID) == live.uid
-                    && c.state == api::ContainerState::ContainerRunning as i32
-            })
-            .unwrap_or_else(|| panic!("a running container"));
+        let running = first_pods_running_container(&sim);
         // The process exits and no time passes: the kubelet cannot know yet.
         sim.fake
             .exit_container(&running.id, 1, "Error")

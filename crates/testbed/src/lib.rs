@@ -94,7 +94,7 @@ pub use require::{
     K8S_VERSION, cgroup_v1, executable, is_ci, is_root, k8s_bin_dir, k8s_binary, kubectl_path,
     require, root, testbed_home,
 };
-pub use util::{init_tracing, read_trimmed, rss_bytes, wait_for, wait_for_file};
+pub use util::{http_get, init_tracing, read_trimmed, rss_bytes, wait_for, wait_for_file};
 
 /// The pause image the test bed imports and sets as the sandbox image.
 pub const PAUSE_IMAGE: &str = "localhost/pause:3.10";

@@ -72,6 +72,40 @@ pub fn rss_bytes() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
+/// `GET path` on `127.0.0.1:port` in plain HTTP/1.0 (the body ends with
+/// the connection, never chunked): the status code and the body. Both
+/// kubelets answer this on a loopback port without credentials when they
+/// serve anonymous requests with `AlwaysAllow` (upstream's on its
+/// `readOnlyPort`).
+pub async fn http_get(port: u16, path: &str) -> Result<(u16, String), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .map_err(|e| format!("connect to 127.0.0.1:{port}: {e}"))?;
+        conn.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
+            .await
+            .map_err(|e| format!("GET {path}: {e}"))?;
+        let mut response = Vec::new();
+        conn.read_to_end(&mut response)
+            .await
+            .map_err(|e| format!("GET {path}: {e}"))?;
+        Ok::<_, String>(String::from_utf8_lossy(&response).into_owned())
+    };
+    let response = tokio::time::timeout(Duration::from_secs(30), exchange)
+        .await
+        .map_err(|_| format!("GET {path}: no answer within 30 s"))??;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("GET {path}: no end of headers"))?;
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("GET {path}: bad status line {:?}", head.lines().next()))?;
+    Ok((code, body.to_owned()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
