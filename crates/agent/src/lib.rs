@@ -1084,11 +1084,18 @@ where
                     pod.namespace.clone(),
                 )));
         }
-        // Directories of pods that are neither desired, known nor in the
-        // runtime (upstream `cleanupOrphanedPodDirs`), and with them the
-        // pods' statuses: the garbage collector removed what the runtime
-        // held of them.
-        let in_runtime: HashSet<&str> = runtime_pods.iter().map(|p| p.uid.as_str()).collect();
+        // Directories of pods that are neither desired, known nor running
+        // in the runtime (upstream `cleanupOrphanedPodDirs`), and with them
+        // the pods' statuses. As upstream's, "in the runtime" means running
+        // (`runtimeCache.GetPods` lists with `all = false`): a terminated
+        // pod's dead containers and stopped sandbox, which the container GC
+        // removes a minute or more later, do not keep its directory and
+        // cgroups (the fault soak counted them as leaks past 30 s).
+        let in_runtime: HashSet<&str> = runtime_pods
+            .iter()
+            .filter(|p| p.is_running())
+            .map(|p| p.uid.as_str())
+            .collect();
         let orphaned = |uid: &str| {
             !desired.contains(uid) && !known.contains_key(uid) && !in_runtime.contains(uid)
         };
