@@ -977,8 +977,20 @@ impl BuiltKubelet {
         }
 
         // PLEG events wake the pod's worker; ContainerRemoved needs no sync
-        // (upstream).
+        // (upstream). A ContainerDied also hands the pod's older dead
+        // containers to the container deletor (upstream
+        // `cleanUpContainersInPod`).
+        let (deletor, deletor_worker) =
+            crate::deletor::ContainerDeletor::new(kubelet.dead_containers_to_keep());
+        {
+            let runtime: Arc<dyn kubelet_cri_client::RuntimeService> = Arc::new(cri.clone());
+            tasks.spawn("container deletor", |mut stop| async move {
+                deletor_worker.run(runtime, stopped(&mut stop)).await;
+            });
+        }
         let (events_tx, events_rx) = mpsc::channel(1000);
+        let events_kubelet = kubelet.clone();
+        let events_cache = cache.clone();
         tasks.spawn("PLEG events", |mut stop| async move {
             loop {
                 let event = tokio::select! {
@@ -988,6 +1000,12 @@ impl BuiltKubelet {
                 let Some(event) = event else { return };
                 if event.kind == PodLifecycleEventType::ContainerRemoved {
                     continue;
+                }
+                if event.kind == PodLifecycleEventType::ContainerDied
+                    && let Ok(status) = events_cache.get(&event.pod_uid)
+                {
+                    let remove_all = events_kubelet.should_pod_content_be_removed(&event.pod_uid);
+                    deletor.delete_containers_in_pod(&event.data, &status, remove_all);
                 }
                 if events_tx.send(event.pod_uid).await.is_err() {
                     return;

@@ -71,6 +71,7 @@ pub use kubelet_status as status;
 pub use kubelet_volumemanager as volumes;
 pub mod config;
 pub mod cpu_reconcile;
+pub mod deletor;
 pub mod explain;
 pub mod mirror;
 pub mod node_api;
@@ -453,6 +454,22 @@ where
     pub fn with_container_gc(mut self, manager: Arc<RuntimeManager>) -> Self {
         self.gc = Some(manager);
         self
+    }
+
+    /// Whether everything of the pod may go from the node: its dead
+    /// containers, sandboxes and logs (upstream
+    /// `podWorkers.ShouldPodContentBeRemoved`, for a pod the pod manager no
+    /// longer holds).
+    pub fn should_pod_content_be_removed(&self, uid: &str) -> bool {
+        !self.pod_map().contains_key(uid) && self.workers.should_pod_content_be_removed(uid)
+    }
+
+    /// The dead containers kept per container name (the garbage collection
+    /// policy's `max_per_pod_container`, at least one).
+    pub fn dead_containers_to_keep(&self) -> usize {
+        usize::try_from(self.config.gc_policy.max_per_pod_container)
+            .unwrap_or(usize::MAX)
+            .max(deletor::MIN_DEAD_CONTAINER_IN_POD)
     }
 
     /// The status manager (every pod's API status).

@@ -83,6 +83,18 @@ pub enum Error {
         available: usize,
     },
 
+    /// Processes left in a pod cgroup could not be killed (upstream
+    /// `tryKillingCgroupProcesses`); the cgroup stays until a retry.
+    #[error("cannot kill processes {pids:?} left in pod cgroup {cgroup}: {reason}")]
+    KillProcesses {
+        /// The pod cgroup.
+        cgroup: String,
+        /// The processes that did not take the signal.
+        pids: Vec<u32>,
+        /// The last error.
+        reason: String,
+    },
+
     /// The named part is not built yet.
     #[error("{0} is not implemented yet")]
     Unimplemented(&'static str),

@@ -72,7 +72,7 @@ pub use kubelet_container::quantity;
 pub use machine::{CpuInfo, CpuTopology, MachineInfo, NumaNode, ResourceList};
 pub use manager::{
     ContainerExplanation, ContainerManager, ContainerManagerConfig, NodeContainerManager,
-    PodExplanation, qos_cgroup_configs,
+    PodExplanation, ProcessKiller, qos_cgroup_configs,
 };
 pub use memorymanager::{MemoryManager, MemoryPolicy};
 pub use node::NodeAllocatableConfig;

@@ -197,7 +197,9 @@ pub trait ContainerManager: kubelet_container::ContainerResources {
     fn ensure_pod_cgroup(&self, pod: &Pod) -> Result<()>;
     /// Whether the pod cgroup exists.
     fn pod_cgroup_exists(&self, pod: &Pod) -> bool;
-    /// Removes a terminated pod's cgroup and releases its CPUs and memory.
+    /// Removes a terminated pod's cgroup and releases its CPUs and memory;
+    /// processes left in it are killed first, as upstream's
+    /// `podContainerManagerImpl.Destroy`.
     fn destroy_pod_cgroup(&self, pod: &Pod) -> Result<()>;
     /// The pod cgroups under the QoS cgroups, by pod UID (upstream
     /// `podContainerManagerImpl.GetAllPodsFromCgroups`); none by default.
@@ -206,7 +208,7 @@ pub trait ContainerManager: kubelet_container::ContainerResources {
     }
     /// Removes the cgroup of a pod the kubelet no longer knows (one that
     /// [`ContainerManager::pod_cgroups`] found), as upstream's
-    /// `cleanupOrphanedPodCgroups` does; refuses while it holds processes.
+    /// `cleanupOrphanedPodCgroups` does, after killing what is left in it.
     fn destroy_orphaned_pod_cgroup(&self, name: &CgroupName) -> Result<()> {
         let _ = name;
         Ok(())
@@ -303,6 +305,20 @@ pub struct NodeContainerManager {
     hugepage_sizes: Vec<String>,
     cgroup_v2: bool,
     oom_score_adj_floor: Option<i64>,
+    killer: ProcessKiller,
+}
+
+/// Sends `SIGKILL` to one process: what [`NodeContainerManager`] does to
+/// the processes left in a pod cgroup it removes. Replaceable with
+/// [`NodeContainerManager::with_process_killer`] (tests record instead).
+pub type ProcessKiller = std::sync::Arc<dyn Fn(u32) -> std::io::Result<()> + Send + Sync>;
+
+fn sigkill(pid: u32) -> std::io::Result<()> {
+    let pid = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+        .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    rustix::process::kill_process(pid, rustix::process::Signal::KILL).map_err(std::io::Error::from)
 }
 
 impl fmt::Debug for NodeContainerManager {
@@ -373,7 +389,67 @@ impl NodeContainerManager {
             topology,
             hugepage_sizes,
             cgroup_v2,
+            killer: std::sync::Arc::new(sigkill),
         })
+    }
+
+    /// Replaces what kills the processes left in a pod cgroup that is
+    /// removed (`SIGKILL` by default).
+    pub fn with_process_killer(mut self, killer: ProcessKiller) -> Self {
+        self.killer = killer;
+        self
+    }
+
+    /// Upstream `tryKillingCgroupProcesses`
+    /// (`pkg/kubelet/cm/pod_container_manager_linux.go`): `SIGKILL` to every
+    /// process left in the cgroup but this one, up to five rounds while
+    /// some refuse. Upstream then removes the cgroup at once; this waits up
+    /// to 100 ms for the killed processes to be reaped, so the removal that
+    /// follows does not fail on a cgroup that is about to be empty.
+    fn kill_cgroup_processes(&self, name: &CgroupName) -> Result<()> {
+        let me = std::process::id();
+        let pids: Vec<u32> = self
+            .cgroups
+            .pids(name)?
+            .into_iter()
+            .filter(|p| *p != me)
+            .collect();
+        if pids.is_empty() {
+            return Ok(());
+        }
+        tracing::info!(cgroup = %name, ?pids, "killing the processes left in a pod cgroup");
+        let mut failed = Vec::new();
+        let mut reason = String::new();
+        for _ in 0..5 {
+            failed.clear();
+            for &pid in &pids {
+                match (self.killer)(pid) {
+                    Ok(()) => {}
+                    Err(e) if e.raw_os_error() == Some(rustix::io::Errno::SRCH.raw_os_error()) => {}
+                    Err(e) => {
+                        failed.push(pid);
+                        reason = e.to_string();
+                    }
+                }
+            }
+            if failed.is_empty() {
+                break;
+            }
+        }
+        if !failed.is_empty() {
+            return Err(Error::KillProcesses {
+                cgroup: name.to_string(),
+                pids: failed,
+                reason,
+            });
+        }
+        for _ in 0..20 {
+            if self.cgroups.pids(name)?.iter().all(|p| *p == me) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        Ok(())
     }
 
     /// The CPU manager.
@@ -556,12 +632,7 @@ impl ContainerManager for NodeContainerManager {
             return Ok(());
         }
         let name = self.pod_cgroup(pod);
-        let pids = self.cgroups.pids(&name)?;
-        if !pids.is_empty() {
-            return Err(Error::InvalidConfig(format!(
-                "pod cgroup {name} still has processes {pids:?}; stop the pod's containers first"
-            )));
-        }
+        self.kill_cgroup_processes(&name)?;
         self.cgroups.destroy(&name)
     }
 
@@ -594,12 +665,7 @@ impl ContainerManager for NodeContainerManager {
     }
 
     fn destroy_orphaned_pod_cgroup(&self, name: &CgroupName) -> Result<()> {
-        let pids = self.cgroups.pids(name)?;
-        if !pids.is_empty() {
-            return Err(Error::InvalidConfig(format!(
-                "orphaned pod cgroup {name} still has processes {pids:?}"
-            )));
-        }
+        self.kill_cgroup_processes(name)?;
         self.cgroups.destroy(name)
     }
 

@@ -99,7 +99,22 @@ fn pod_cgroup_lifecycle_and_qos_updates() {
 #[test]
 fn orphaned_pod_cgroups_are_listed_and_removed() {
     let root = v1_fixture();
-    let cm = NodeContainerManager::new(config(root.path()), machine_2cpu_8gi()).unwrap();
+    // Killing a process empties its cgroup.procs, as the kernel would once
+    // the killed process is reaped; 43 refuses the signal.
+    let killed = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (record, procs_root) = (killed.clone(), root.path().to_path_buf());
+    let cm = NodeContainerManager::new(config(root.path()), machine_2cpu_8gi())
+        .unwrap()
+        .with_process_killer(std::sync::Arc::new(move |pid| {
+            record.lock().unwrap().push(pid);
+            if pid == 43 {
+                return Err(std::io::Error::from_raw_os_error(1));
+            }
+            for procs in walk_procs(&procs_root) {
+                std::fs::write(procs, "").unwrap();
+            }
+            Ok(())
+        }));
     cm.start().unwrap();
     let p = seed004();
     let uid = p.metadata.uid.clone().unwrap();
@@ -122,11 +137,36 @@ fn orphaned_pod_cgroups_are_listed_and_removed() {
     assert!(!r.join("cpu/kubepods/besteffort/podb-2").exists());
     assert!(!r.join("memory/kubepods/podg-1").exists());
     assert!(r.join("cpu/kubepods/besteffort").is_dir());
-    // One with a process stays.
+    // One with a process that refuses the signal stays, with an error
+    // naming it (upstream retries five times).
     let dir = format!("kubepods/burstable/pod{uid}");
-    std::fs::write(r.join(format!("pids/{dir}/cgroup.procs")), "42\n").unwrap();
-    assert!(cm.destroy_orphaned_pod_cgroup(&found[&uid]).is_err());
+    std::fs::write(r.join(format!("pids/{dir}/cgroup.procs")), "43\n").unwrap();
+    let err = cm.destroy_orphaned_pod_cgroup(&found[&uid]).unwrap_err();
+    assert!(matches!(&err, Error::KillProcesses { pids, .. } if pids == &[43]), "{err}");
+    assert_eq!(*killed.lock().unwrap(), vec![43; 5]);
     assert!(r.join(format!("cpu/{dir}")).is_dir());
+    // A process left behind is killed, then the cgroup goes (upstream
+    // `tryKillingCgroupProcesses`; the fault soak found terminated pods
+    // whose sandbox outlived their termination retrying here for good).
+    killed.lock().unwrap().clear();
+    std::fs::write(r.join(format!("pids/{dir}/cgroup.procs")), "42\n").unwrap();
+    cm.destroy_pod_cgroup(&p).unwrap();
+    assert_eq!(*killed.lock().unwrap(), vec![42]);
+    assert!(!r.join(format!("cpu/{dir}")).exists());
+    assert!(!r.join(format!("pids/{dir}")).exists());
+}
+
+fn walk_procs(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk_procs(&path));
+        } else if path.file_name().is_some_and(|n| n == "cgroup.procs") {
+            out.push(path);
+        }
+    }
+    out
 }
 
 #[test]

@@ -192,6 +192,23 @@ impl PodCache {
         }
     }
 
+    /// Moves the global timestamp to `timestamp` if a relist has set it
+    /// before, as [`update_time`](Self::update_time) does; before the first
+    /// relist it does nothing.
+    ///
+    /// For a source of events (upstream's evented PLEG `updateGlobalCache`):
+    /// events keep the entries fresh, but only once a relist has written
+    /// every pod. Upstream sets the time regardless, so a kubelet restarted
+    /// with its first relist still running can sync a running pod against an
+    /// empty status and create a second sandbox (found by the fault soak).
+    pub fn refresh_time(&self, timestamp: Instant) -> bool {
+        if self.inner().timestamp.is_none() {
+            return false;
+        }
+        self.update_time(timestamp);
+        true
+    }
+
     /// Waits until the cache holds data for the pod newer than `min_time`,
     /// or the global timestamp passes `min_time`, then returns what
     /// [`get`](Self::get) would (upstream `GetNewerThan`).

@@ -92,7 +92,10 @@ impl RemoteRuntimeBuilder {
 
     /// Dials the endpoint, retrying with backoff (100 ms doubling to 3 s, as
     /// upstream's dial options) until the connect timeout, then checks the
-    /// API version.
+    /// API version. A runtime that takes the connection but cannot answer
+    /// yet (restarting, or still loading its state) is retried the same way
+    /// until the same deadline: upstream's kubelet exits there and leaves
+    /// the restart to systemd; this one waits.
     pub async fn connect(self) -> Result<RemoteRuntime> {
         let uri = parse_endpoint(&self.endpoint)?;
         let endpoint = Endpoint::from_shared(uri).map_err(|e| Error::InvalidEndpoint {
@@ -101,25 +104,40 @@ impl RemoteRuntimeBuilder {
         })?;
         let started = Instant::now();
         let mut delay = Duration::from_millis(100);
-        let channel = loop {
-            match endpoint.connect().await {
-                Ok(channel) => break channel,
-                Err(e) => {
-                    let waited = started.elapsed();
-                    if waited + delay > self.connect_timeout {
-                        return Err(Error::Connect {
-                            endpoint: self.endpoint,
-                            waited,
-                            reason: error_chain(&e),
-                        });
+        // A runtime that is restarting accepts connections before it
+        // answers (containerd's "server is not initialized yet") or drops
+        // them: both are retried until the deadline, as the socket is.
+        loop {
+            let attempt = match endpoint.connect().await {
+                Ok(channel) => {
+                    let runtime = self.client(channel);
+                    if !self.check_api_version {
+                        return Ok(runtime);
                     }
-                    tracing::debug!(endpoint = %self.endpoint, error = %error_chain(&e), ?delay, "CRI runtime not reachable yet");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(3));
+                    match runtime.check_version().await {
+                        Ok(()) => return Ok(runtime),
+                        Err(e @ Error::UnsupportedApi { .. }) => return Err(e),
+                        Err(e) => e.to_string(),
+                    }
                 }
+                Err(e) => error_chain(&e),
+            };
+            let waited = started.elapsed();
+            if waited + delay > self.connect_timeout {
+                return Err(Error::Connect {
+                    endpoint: self.endpoint,
+                    waited,
+                    reason: attempt,
+                });
             }
-        };
-        let runtime = RemoteRuntime {
+            tracing::debug!(endpoint = %self.endpoint, error = %attempt, ?delay, "CRI runtime not reachable yet");
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(3));
+        }
+    }
+
+    fn client(&self, channel: Channel) -> RemoteRuntime {
+        RemoteRuntime {
             runtime: RuntimeServiceClient::new(channel.clone())
                 .max_decoding_message_size(self.max_message_size)
                 .max_encoding_message_size(self.max_message_size),
@@ -127,16 +145,12 @@ impl RemoteRuntimeBuilder {
                 .max_decoding_message_size(self.max_message_size)
                 .max_encoding_message_size(self.max_message_size),
             inner: Arc::new(Settings {
-                endpoint: self.endpoint,
+                endpoint: self.endpoint.clone(),
                 request_timeout: self.request_timeout,
                 image_pull_timeout: self.image_pull_timeout,
-                observer: self.observer,
+                observer: self.observer.clone(),
             }),
-        };
-        if self.check_api_version {
-            runtime.check_version().await?;
         }
-        Ok(runtime)
     }
 }
 

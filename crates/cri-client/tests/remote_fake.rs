@@ -314,3 +314,40 @@ async fn image_pulls_carry_credentials() {
             .is_some()
     );
 }
+
+/// A runtime that takes connections before it can answer (containerd
+/// restarting: "server is not initialized yet") is waited for, not given up
+/// on: the soak's kubelet exited when started during a containerd restart.
+#[tokio::test]
+async fn connect_waits_for_a_runtime_that_is_not_ready_yet() {
+    let s = serve().await;
+    for message in ["server is not initialized yet", "transport error"] {
+        s.fake.inject_error(
+            "Version",
+            Error::Rpc {
+                call: kubelet_cri_client::Call::new("Version"),
+                code: tonic::Code::Unknown,
+                message: message.into(),
+            },
+        );
+    }
+    let runtime = client(&s).await;
+    let versions = s.fake.calls().iter().filter(|c| **c == "Version").count();
+    assert_eq!(versions, 3, "two refused Version calls, then one answered");
+    runtime.version().await.expect("answers now");
+
+    // An API mismatch is no transient state: refused at once.
+    s.fake.inject_error(
+        "Version",
+        Error::Unimplemented {
+            call: kubelet_cri_client::Call::new("Version"),
+            message: "unknown service runtime.v1.RuntimeService".into(),
+        },
+    );
+    let err = RemoteRuntime::builder(s.server.endpoint())
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .expect_err("runtime.v1 not served");
+    assert!(matches!(err, Error::UnsupportedApi { .. }), "{err:?}");
+}

@@ -472,7 +472,8 @@ async fn global_cache_loop(weak: Weak<Inner>, mut stop: watch::Receiver<bool>) {
         if !this.in_use.load(Ordering::Acquire) {
             return;
         }
-        this.cache.update_time(Instant::now());
+        // Never before the first relist: see `PodCache::refresh_time`.
+        this.cache.refresh_time(Instant::now());
     }
 }
 

@@ -301,3 +301,30 @@ async fn a_first_sync_waits_for_the_first_relist() {
     .await;
     assert!(again.is_ok());
 }
+
+/// An event source's periodic refresh never stands for a relist: before
+/// the first one, a restarted kubelet's first sync of a running pod waits
+/// instead of seeing an empty status (which made the fault soak's kubelet
+/// create a second sandbox and leak the first).
+#[tokio::test(start_paused = true)]
+async fn refresh_time_waits_for_the_first_relist() {
+    let cache = PodCache::new();
+    let first_sync = {
+        let cache = cache.clone();
+        tokio::spawn(async move { name_of(cache.get_newer_than("running", None).await) })
+    };
+    settle().await;
+    assert!(!cache.refresh_time(Instant::now()), "no relist yet");
+    settle().await;
+    assert!(!first_sync.is_finished(), "an event refresh said nothing yet");
+    let t = Instant::now();
+    cache.set("running", status("running", "relisted"), t);
+    cache.update_time(t);
+    assert_eq!(first_sync.await.expect("join"), "relisted");
+    assert!(cache.refresh_time(t + ms(5)), "after the first relist it moves");
+    assert_eq!(
+        name_of(cache.get_newer_than("gone", Some(t + ms(1))).await),
+        "",
+        "the refreshed time answers for pods without an entry"
+    );
+}
