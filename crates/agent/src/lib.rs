@@ -45,7 +45,7 @@
 //! # }
 //! ```
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -298,10 +298,15 @@ where
     cm: Option<Arc<dyn ContainerManager>>,
     workers: PodWorkerPool<KubeletSyncer, C>,
     statuses: Arc<StatusManager>,
-    pods: Mutex<HashMap<String, Arc<Pod>>>,
+    /// The pods the sources gave, by UID (upstream's pod manager). Ordered:
+    /// housekeeping and the handlers walk it to dispatch work, and the
+    /// order reaches the pod workers and the runtime's calls. Upstream
+    /// ranges over Go maps (any order); a fixed one makes a run on a paused
+    /// clock (`kubelet-sim`) replay exactly. At most `maxPods` entries.
+    pods: Mutex<BTreeMap<String, Arc<Pod>>>,
     /// Mirror pods from the API server, by full name (upstream's pod
-    /// manager keeps them apart from the pods it runs).
-    mirror_pods: Mutex<HashMap<String, Arc<Pod>>>,
+    /// manager keeps them apart from the pods it runs); ordered as `pods`.
+    mirror_pods: Mutex<BTreeMap<String, Arc<Pod>>>,
     mirror_client: Option<Arc<dyn mirror::MirrorClient>>,
     prober: Option<Arc<kubelet_prober::Manager>>,
     metrics: Option<kubelet_server::Metrics>,
@@ -401,8 +406,8 @@ where
             cm,
             workers,
             statuses,
-            pods: Mutex::new(HashMap::new()),
-            mirror_pods: Mutex::new(HashMap::new()),
+            pods: Mutex::new(BTreeMap::new()),
+            mirror_pods: Mutex::new(BTreeMap::new()),
             mirror_client,
             prober,
             metrics,
@@ -482,11 +487,11 @@ where
         self.pod_map().values().cloned().collect()
     }
 
-    fn pod_map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Pod>>> {
+    fn pod_map(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<Pod>>> {
         self.pods.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn mirror_map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Pod>>> {
+    fn mirror_map(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<Pod>>> {
         self.mirror_pods
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

@@ -1,7 +1,7 @@
 //! [`PodCache`]: the newest runtime status of every pod, with upstream's
 //! blocking `GetNewerThan` (`pkg/kubelet/container/cache.go`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -30,7 +30,11 @@ struct Subscriber {
 struct Inner {
     pods: HashMap<String, Data>,
     timestamp: Option<Instant>,
-    subscribers: HashMap<String, Vec<Subscriber>>,
+    /// Ordered by UID: [`PodCache::update_time`] wakes the waiters of every
+    /// pod in this order, which decides the order their pod workers run
+    /// in. Upstream ranges over a Go map (any order); a fixed one makes a
+    /// run on a paused clock (`kubelet-sim`) replay exactly.
+    subscribers: BTreeMap<String, Vec<Subscriber>>,
 }
 
 #[derive(Debug, Default)]

@@ -121,6 +121,13 @@ impl Merger {
                 seen.insert(source.to_string());
                 let mut old = std::mem::replace(current, HashMap::with_capacity(pods.len()));
                 update_pods(owners, source, pods, Some(&mut old), current, &mut ch);
+                // Ordered by UID: the REMOVE's order is the order the
+                // kubelet kills the pods in. Upstream ranges over a Go map
+                // (`oldPods` in `updatePodsFunc`, any order); a fixed one
+                // makes a run on a paused clock (`kubelet-sim`) replay
+                // exactly.
+                let mut old: Vec<_> = old.into_iter().collect();
+                old.sort_unstable_by(|a, b| a.0.cmp(&b.0));
                 for (uid, existing) in old {
                     owners.remove(&uid);
                     ch.removes.push(*existing);

@@ -1130,7 +1130,12 @@ where
     fn sync_known_pods(&self, desired: &HashSet<String>) -> HashMap<String, PodWorkerSync> {
         let mut state = self.lock();
         state.pods_synced = true;
-        let uids: Vec<String> = state.statuses.keys().cloned().collect();
+        // In UID order: forgetting a worker can release a static pod's
+        // full name and wake the pods waiting for it. Upstream ranges over
+        // a Go map (`podSyncStatuses`, any order); a fixed one makes a run
+        // on a paused clock (`kubelet-sim`) replay exactly.
+        let mut uids: Vec<String> = state.statuses.keys().cloned().collect();
+        uids.sort_unstable();
         let mut workers = HashMap::with_capacity(uids.len());
         for uid in uids {
             let orphan = !desired.contains(&uid);
