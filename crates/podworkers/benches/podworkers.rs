@@ -6,6 +6,13 @@
 //!   per update (throughput in elements = updates).
 //! - `update_pod_call`: the caller-side cost of one `update_pod` call while
 //!   the workers run.
+//! - `pods_1000/adds_to_synced`: 1,000 pods created at once in a fresh
+//!   pool, timed until every one has run `sync_pod` once (issue 17's
+//!   1,000-pod goal, against the same no-op syncer: the pod workers' own
+//!   cost, not the runtime's).
+//! - `pods_1000/resync_unchanged`: 1,000 running pods, unchanged, each
+//!   sent a `Sync` update (what the periodic resync does), timed until
+//!   every one has synced again.
 //! - `static_churn/100`: 100 running static pods replaced by new UIDs with
 //!   the same names (kill the old, create the new); time until every new
 //!   one has run `sync_pod`.
@@ -27,14 +34,21 @@ use k8s_openapi::api::core::v1::{Pod, PodSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kubelet_podworkers::{
     CONFIG_SOURCE_ANNOTATION, Error, KillPodOptions, PodStatusCache, PodSyncer, PodWorkerPool,
-    PodWorkers, RuntimePod, SyncContext, SyncPodOutcome, SyncPodType, TerminatePodOptions,
-    UpdatePodOptions,
+    PodWorkers, PodWorkersConfig, RuntimePod, SyncContext, SyncPodOutcome, SyncPodType,
+    TerminatePodOptions, UpdatePodOptions,
 };
+use tokio::sync::Notify;
 
-/// A syncer that does nothing but note the newest generation it synced.
+/// A syncer that does nothing but note the newest generation it synced
+/// and count its syncs.
 struct NoopSyncer {
     generation: Vec<AtomicI64>,
     new_running: AtomicUsize,
+    /// `sync_pod` calls so far.
+    syncs: AtomicUsize,
+    /// `done` is notified when `syncs` reaches this.
+    target: AtomicUsize,
+    done: Notify,
 }
 
 impl NoopSyncer {
@@ -42,6 +56,19 @@ impl NoopSyncer {
         Self {
             generation: (0..pods).map(|_| AtomicI64::new(-1)).collect(),
             new_running: AtomicUsize::new(0),
+            syncs: AtomicUsize::new(0),
+            target: AtomicUsize::new(usize::MAX),
+            done: Notify::new(),
+        }
+    }
+
+    /// Waits until `sync_pod` has run `target` times in all (without
+    /// spinning: the waiting thread leaves both cores to the workers).
+    async fn wait_for_syncs(&self, target: usize) {
+        self.target.store(target, Ordering::SeqCst);
+        // A permit left by an earlier round only costs one more check.
+        while self.syncs.load(Ordering::SeqCst) < target {
+            self.done.notified().await;
         }
     }
 }
@@ -64,6 +91,11 @@ impl PodSyncer for NoopSyncer {
     ) -> Result<SyncPodOutcome, Error> {
         if let Some(g) = index(pod).and_then(|i| self.generation.get(i)) {
             g.store(pod.metadata.generation.unwrap_or(0), Ordering::Release);
+        }
+        // `notify_one` keeps a permit: a waiter that arrives after the last
+        // sync still wakes.
+        if self.syncs.fetch_add(1, Ordering::SeqCst) + 1 == self.target.load(Ordering::SeqCst) {
+            self.done.notify_one();
         }
         if update_type == SyncPodType::Create
             && pod
@@ -280,6 +312,102 @@ fn churn_pods() -> (Vec<Arc<Pod>>, Vec<Arc<Pod>>) {
     (old, new)
 }
 
+/// A pool whose workers never resync on their own during a benchmark.
+fn quiet_pool(pods: usize) -> PodWorkerPool<NoopSyncer, NoopCache> {
+    PodWorkerPool::builder(NoopSyncer::new(pods), NoopCache)
+        .config(PodWorkersConfig {
+            resync_interval: Duration::from_secs(3600),
+            ..Default::default()
+        })
+        .build()
+        .expect("pool")
+}
+
+/// CPU time of the whole process so far (user + system, every thread,
+/// finished ones included: `CLOCK_PROCESS_CPUTIME_ID`).
+fn process_cpu() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    Duration::new(
+        u64::try_from(t.tv_sec).unwrap_or_default(),
+        u32::try_from(t.tv_nsec).unwrap_or_default(),
+    )
+}
+
+/// 1,000 pods created at once, until every one has synced: the time.
+async fn adds_to_synced(pods: &[Arc<Pod>]) -> Duration {
+    let pool = quiet_pool(pods.len());
+    let start = Instant::now();
+    for pod in pods {
+        pool.update_pod(UpdatePodOptions::create(Arc::clone(pod)));
+    }
+    pool.syncer().wait_for_syncs(pods.len()).await;
+    let elapsed = start.elapsed();
+    drop(pool);
+    elapsed
+}
+
+/// A `Sync` update to every one of `pods` (running, unchanged) until every
+/// one has synced again: the time.
+async fn resync_unchanged(
+    pool: &PodWorkerPool<NoopSyncer, NoopCache>,
+    pods: &[Arc<Pod>],
+) -> Duration {
+    let target = pool.syncer().syncs.load(Ordering::SeqCst) + pods.len();
+    let start = Instant::now();
+    for pod in pods {
+        pool.update_pod(UpdatePodOptions::sync(Arc::clone(pod)));
+    }
+    pool.syncer().wait_for_syncs(target).await;
+    start.elapsed()
+}
+
+fn bench_thousand(c: &mut Criterion) {
+    let rt = runtime();
+    let pods: Vec<Arc<Pod>> = (0..PODS)
+        .map(|i| Arc::new(make_pod('p', i, 0, &format!("p{i}"), false)))
+        .collect();
+    let pool = rt.block_on(async {
+        let pool = quiet_pool(PODS);
+        for pod in &pods {
+            pool.update_pod(UpdatePodOptions::create(Arc::clone(pod)));
+        }
+        pool.syncer().wait_for_syncs(PODS).await;
+        pool
+    });
+
+    // Process CPU time (both workers and the caller), over many rounds.
+    const ROUNDS: u32 = 50;
+    let cpu = process_cpu();
+    for _ in 0..ROUNDS {
+        rt.block_on(adds_to_synced(&pods));
+    }
+    let adds_cpu = process_cpu().saturating_sub(cpu) / ROUNDS;
+    let cpu = process_cpu();
+    for _ in 0..ROUNDS {
+        rt.block_on(resync_unchanged(&pool, &pods));
+    }
+    let resync_cpu = process_cpu().saturating_sub(cpu) / ROUNDS;
+    println!(
+        "pods_1000, process CPU time per round ({ROUNDS} rounds): adds_to_synced {adds_cpu:?}, resync_unchanged {resync_cpu:?}"
+    );
+
+    let mut group = c.benchmark_group("pods_1000");
+    group.throughput(Throughput::Elements(PODS as u64));
+    group.sample_size(20);
+    group.bench_function("adds_to_synced", |b| {
+        b.iter_custom(|iters| (0..iters).map(|_| rt.block_on(adds_to_synced(&pods))).sum())
+    });
+    group.bench_function("resync_unchanged", |b| {
+        b.iter_custom(|iters| {
+            (0..iters)
+                .map(|_| rt.block_on(resync_unchanged(&pool, &pods)))
+                .sum()
+        })
+    });
+    group.finish();
+    drop(pool);
+}
+
 fn bench_static_churn(c: &mut Criterion) {
     let rt = runtime();
     let (old, new) = churn_pods();
@@ -368,6 +496,7 @@ fn main() {
     let mut c = Criterion::default().configure_from_args();
     bench_reports(&mut c);
     bench_updates(&mut c);
+    bench_thousand(&mut c);
     bench_static_churn(&mut c);
     c.final_summary();
 }

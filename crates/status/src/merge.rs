@@ -495,9 +495,60 @@ pub fn is_pod_status_by_kubelet_equal(old: &PodStatus, new: &PodStatus) -> bool 
             }
         }
     }
+    // The common case, a pod worker's resync of an unchanged pod: equal
+    // field for field but the conditions (compared above) is equal, without
+    // the two clones and JSON documents the semantic comparison below costs
+    // (about 20 µs a pod with 3 containers: 20 ms a resync of 1,000 pods).
+    if equal_but_conditions(old, new) {
+        return true;
+    }
     let mut old = old.clone();
     old.conditions = new.conditions.clone();
     pruned_json(&old) == pruned_json(new)
+}
+
+/// `a == b` but for the conditions. Exact equality implies the semantic
+/// equality of [`is_pod_status_by_kubelet_equal`]; the destructuring is
+/// exhaustive, so a field added to `PodStatus` fails to compile here
+/// rather than being left out of the comparison.
+fn equal_but_conditions(a: &PodStatus, b: &PodStatus) -> bool {
+    let PodStatus {
+        conditions: _,
+        container_statuses,
+        ephemeral_container_statuses,
+        extended_resource_claim_status,
+        host_ip,
+        host_ips,
+        init_container_statuses,
+        message,
+        nominated_node_name,
+        observed_generation,
+        phase,
+        pod_ip,
+        pod_ips,
+        qos_class,
+        reason,
+        resize,
+        resource_claim_statuses,
+        start_time,
+    } = a;
+    *container_statuses == b.container_statuses
+        && *ephemeral_container_statuses == b.ephemeral_container_statuses
+        && *extended_resource_claim_status == b.extended_resource_claim_status
+        && *host_ip == b.host_ip
+        && *host_ips == b.host_ips
+        && *init_container_statuses == b.init_container_statuses
+        && *message == b.message
+        && *nominated_node_name == b.nominated_node_name
+        && *observed_generation == b.observed_generation
+        && *phase == b.phase
+        && *pod_ip == b.pod_ip
+        && *pod_ips == b.pod_ips
+        && *qos_class == b.qos_class
+        && *reason == b.reason
+        && *resize == b.resize
+        && *resource_claim_statuses == b.resource_claim_statuses
+        && *start_time == b.start_time
 }
 
 #[cfg(test)]
@@ -642,5 +693,97 @@ mod tests {
             .and_then(|t| t.message.clone())
             .unwrap_or_default();
         assert_eq!(m.len(), MAX_POD_TERMINATION_MESSAGE_LOG_LENGTH);
+    }
+
+    /// The reference: the semantic comparison alone, without the fast path.
+    fn by_json(old: &PodStatus, new: &PodStatus) -> bool {
+        let mut old = old.clone();
+        old.conditions = new.conditions.clone();
+        pruned_json(&old) == pruned_json(new)
+    }
+
+    #[test]
+    fn kubelet_equality_fast_path_agrees_with_the_json_comparison() {
+        let at = |secs: i64, nanos: i32| {
+            Time(k8s_openapi::jiff::Timestamp::new(secs, nanos).expect("time"))
+        };
+        let running = |name: &str| ContainerStatus {
+            name: name.into(),
+            ready: true,
+            container_id: Some(format!("containerd://{name}")),
+            state: Some(ContainerState {
+                running: Some(k8s_openapi::api::core::v1::ContainerStateRunning {
+                    started_at: Some(at(1_700_000_000, 0)),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let mut ready = cond("Ready", "True");
+        ready.last_transition_time = Some(at(1_700_000_000, 0));
+        let base = PodStatus {
+            host_ip: Some("192.168.1.10".into()),
+            pod_ip: Some("10.88.0.5".into()),
+            start_time: Some(at(1_700_000_000, 0)),
+            container_statuses: Some(vec![running("a"), running("b")]),
+            ..status(phase::RUNNING, vec![ready])
+        };
+        let variant = |f: &dyn Fn(&mut PodStatus)| {
+            let mut s = base.clone();
+            f(&mut s);
+            s
+        };
+        let cases: Vec<(&str, PodStatus, bool)> = vec![
+            ("identical", base.clone(), true),
+            (
+                "a condition's transition time only",
+                variant(&|s| {
+                    if let Some(c) = s.conditions.as_mut().and_then(|c| c.first_mut()) {
+                        c.last_transition_time = Some(at(1_700_000_100, 0));
+                    }
+                }),
+                true,
+            ),
+            (
+                "an empty message against none",
+                variant(&|s| s.message = Some(String::new())),
+                true,
+            ),
+            (
+                "a start time a fraction of a second later",
+                variant(&|s| s.start_time = Some(at(1_700_000_000, 500_000_000))),
+                by_json(
+                    &base,
+                    &variant(&|s| s.start_time = Some(at(1_700_000_000, 500_000_000))),
+                ),
+            ),
+            (
+                "a container no longer ready",
+                variant(&|s| {
+                    if let Some(c) = s.container_statuses.as_mut().and_then(|c| c.first_mut()) {
+                        c.ready = false;
+                    }
+                }),
+                false,
+            ),
+            (
+                "another phase",
+                variant(&|s| s.phase = Some(phase::SUCCEEDED.into())),
+                false,
+            ),
+            (
+                "another pod IP",
+                variant(&|s| s.pod_ip = Some("10.88.0.6".into())),
+                false,
+            ),
+        ];
+        for (what, new, want) in cases {
+            assert_eq!(is_pod_status_by_kubelet_equal(&base, &new), want, "{what}");
+            assert_eq!(
+                by_json(&base, &new),
+                want,
+                "{what}: the reference disagrees"
+            );
+        }
     }
 }
