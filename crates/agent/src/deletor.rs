@@ -134,9 +134,8 @@ pub fn containers_to_delete_in_pod(
     if candidates.len() <= containers_to_keep {
         return Vec::new();
     }
-    candidates.sort_by(|a, b| {
-        (b.restart_count, b.created_at).cmp(&(a.restart_count, a.created_at))
-    });
+    candidates
+        .sort_by(|a, b| (b.restart_count, b.created_at).cmp(&(a.restart_count, a.created_at)));
     candidates
         .into_iter()
         .skip(containers_to_keep)
@@ -189,11 +188,20 @@ mod tests {
     #[test]
     fn keeps_the_newest_dead_containers_of_the_died_ones_name() {
         let status = pod();
-        assert_eq!(containers_to_delete_in_pod("app-2", &status, 1), ["app-1", "app-0"]);
+        assert_eq!(
+            containers_to_delete_in_pod("app-2", &status, 1),
+            ["app-1", "app-0"]
+        );
         assert_eq!(containers_to_delete_in_pod("app-2", &status, 2), ["app-0"]);
         assert!(containers_to_delete_in_pod("app-2", &status, 3).is_empty());
-        assert_eq!(containers_to_delete_in_pod("side-0", &status, 1), ["side-0"]);
-        assert!(containers_to_delete_in_pod("gone", &status, 0).is_empty(), "no match");
+        assert_eq!(
+            containers_to_delete_in_pod("side-0", &status, 1),
+            ["side-0"]
+        );
+        assert!(
+            containers_to_delete_in_pod("gone", &status, 0).is_empty(),
+            "no match"
+        );
         // No filter: every name; the running container never.
         assert_eq!(
             containers_to_delete_in_pod("", &status, 0),
@@ -272,7 +280,10 @@ mod tests {
             .into_iter()
             .map(|c| c.id)
             .collect();
-        assert_eq!(left, expected_left, "every exited container removed, the running one kept");
+        assert_eq!(
+            left, expected_left,
+            "every exited container removed, the running one kept"
+        );
         let _ = stop_tx.send(());
         run.await.expect("worker stops");
     }

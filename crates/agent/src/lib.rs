@@ -637,19 +637,16 @@ where
         tokio::join!(sync_loop, eviction, gc);
     }
 
-    /// Collects garbage every `container_gc_period`, the first time one
-    /// period after the loop starts (upstream `wait.Until` over
-    /// `ContainerGCPeriod`: the next pass starts a period after the last
-    /// one ended).
+    /// Collects garbage at once, then `container_gc_period` after each
+    /// pass ends, as upstream's `wait.Until` over `ContainerGCPeriod`
+    /// (`StartGarbageCollection`). The first pass comes before the sources
+    /// are ready, so it removes only what the per-container limits allow;
+    /// a kubelet restarted more often than the period (the fault soak's
+    /// short variant) still keeps crash loops' dead containers down.
     async fn gc_loop(&self, sources_ready: &(dyn Fn() -> bool + Send + Sync + '_)) {
-        let mut gc = tokio::time::interval_at(
-            tokio::time::Instant::now() + self.config.container_gc_period,
-            self.config.container_gc_period,
-        );
-        gc.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            gc.tick().await;
             self.garbage_collect(sources_ready()).await;
+            tokio::time::sleep(self.config.container_gc_period).await;
         }
     }
 

@@ -142,7 +142,10 @@ fn orphaned_pod_cgroups_are_listed_and_removed() {
     let dir = format!("kubepods/burstable/pod{uid}");
     std::fs::write(r.join(format!("pids/{dir}/cgroup.procs")), "43\n").unwrap();
     let err = cm.destroy_orphaned_pod_cgroup(&found[&uid]).unwrap_err();
-    assert!(matches!(&err, Error::KillProcesses { pids, .. } if pids == &[43]), "{err}");
+    assert!(
+        matches!(&err, Error::KillProcesses { pids, .. } if pids == &[43]),
+        "{err}"
+    );
     assert_eq!(*killed.lock().unwrap(), vec![43; 5]);
     assert!(r.join(format!("cpu/{dir}")).is_dir());
     // A process left behind is killed, then the cgroup goes (upstream

@@ -394,9 +394,15 @@ mod tests {
         let err = garbage_collect(&rt, dir.path(), GcPolicy::default(), true, false, &provider)
             .await
             .unwrap_err();
-        assert!(matches!(err, kubelet_cri_client::Error::Unavailable { .. }), "{err}");
+        assert!(
+            matches!(err, kubelet_cri_client::Error::Unavailable { .. }),
+            "{err}"
+        );
         let calls = rt.calls();
-        assert!(!calls.contains(&"RemovePodSandbox"), "the pass ended: {calls:?}");
+        assert!(
+            !calls.contains(&"RemovePodSandbox"),
+            "the pass ended: {calls:?}"
+        );
     }
 
     #[tokio::test]

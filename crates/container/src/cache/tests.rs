@@ -316,12 +316,18 @@ async fn refresh_time_waits_for_the_first_relist() {
     settle().await;
     assert!(!cache.refresh_time(Instant::now()), "no relist yet");
     settle().await;
-    assert!(!first_sync.is_finished(), "an event refresh said nothing yet");
+    assert!(
+        !first_sync.is_finished(),
+        "an event refresh said nothing yet"
+    );
     let t = Instant::now();
     cache.set("running", status("running", "relisted"), t);
     cache.update_time(t);
     assert_eq!(first_sync.await.expect("join"), "relisted");
-    assert!(cache.refresh_time(t + ms(5)), "after the first relist it moves");
+    assert!(
+        cache.refresh_time(t + ms(5)),
+        "after the first relist it moves"
+    );
     assert_eq!(
         name_of(cache.get_newer_than("gone", Some(t + ms(1))).await),
         "",
