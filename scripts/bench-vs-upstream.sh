@@ -15,7 +15,9 @@
 # window, s), EXITS (5: container exits timed per round), DENSITY (0: off),
 # REPORT_DIR ($CARGO_TARGET_DIR/vs-upstream: summary.md, samples.tsv and the
 # kubelets' logs). SHORT=1 sets ROUNDS=1 PODS=10 WINDOW=10 SETTLE=3 EXITS=2
-# DENSITY=0 (what is set explicitly wins).
+# DENSITY=0 (what is set explicitly wins). KUBELET_PROFILE (release) is the
+# Cargo profile our kubelet is built with: `dist` measures the deployable
+# binary (Cargo.toml), at 11 minutes or more of build.
 #
 # It installs the test bed (scripts/testbed/install.sh: containerd, images,
 # and upstream's kubelet, built once from the Go module proxy by
@@ -36,5 +38,7 @@ fi
 
 scripts/testbed/install.sh >/dev/null
 scripts/testbed/build-controlplane.sh >/dev/null
-cargo build --release --quiet --example kubelet
+profile="${KUBELET_PROFILE:-release}"
+cargo build --profile "$profile" --quiet --example kubelet
+export KUBELET_BIN="${CARGO_TARGET_DIR:-$PWD/target}/$profile/examples/kubelet"
 cargo bench --quiet --bench vs_upstream

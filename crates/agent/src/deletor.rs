@@ -134,8 +134,7 @@ pub fn containers_to_delete_in_pod(
     if candidates.len() <= containers_to_keep {
         return Vec::new();
     }
-    candidates
-        .sort_by(|a, b| (b.restart_count, b.created_at).cmp(&(a.restart_count, a.created_at)));
+    candidates.sort_by_key(|c| std::cmp::Reverse((c.restart_count, c.created_at)));
     candidates
         .into_iter()
         .skip(containers_to_keep)
