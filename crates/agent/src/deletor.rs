@@ -259,26 +259,18 @@ mod tests {
             let _ = stop_rx.await;
         }));
         let expected_left: Vec<String> = vec![status.container_statuses[3].id.clone()];
+        let container_ids = || async {
+            let listed = runtime.list_containers(None).await.expect("list");
+            listed.into_iter().map(|c| c.id).collect::<Vec<String>>()
+        };
+        let mut left = container_ids().await;
         for _ in 0..100 {
-            let left: Vec<String> = runtime
-                .list_containers(None)
-                .await
-                .expect("list")
-                .into_iter()
-                .map(|c| c.id)
-                .collect();
             if left == expected_left {
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            left = container_ids().await;
         }
-        let left: Vec<String> = runtime
-            .list_containers(None)
-            .await
-            .expect("list")
-            .into_iter()
-            .map(|c| c.id)
-            .collect();
         assert_eq!(
             left, expected_left,
             "every exited container removed, the running one kept"

@@ -1001,12 +1001,8 @@ where
     /// `StartGarbageCollection`'s container half).
     pub async fn garbage_collect(&self, all_sources_ready: bool) {
         let Some(manager) = &self.gc else { return };
-        let provider = WorkerState {
-            desired: self.pod_map().keys().cloned().collect(),
-            workers: &self.workers,
-        };
         match manager
-            .garbage_collect(self.config.gc_policy, all_sources_ready, false, &provider)
+            .garbage_collect(self.config.gc_policy, all_sources_ready, false, self)
             .await
         {
             Ok(r) if !r.containers.is_empty() || !r.sandboxes.is_empty() => tracing::info!(
@@ -1208,14 +1204,12 @@ where
 
 /// What garbage collection may remove, from the pod manager and the pod
 /// workers (upstream's pod workers are the kubelet's `podStateProvider`).
-struct WorkerState<'a, W: PodWorkers> {
-    desired: HashSet<String>,
-    workers: &'a W,
-}
-
-impl<W: PodWorkers + Sync> PodStateProvider for WorkerState<'_, W> {
+impl<C> PodStateProvider for Kubelet<C>
+where
+    C: PodStatusCache<Status = Arc<PodStatus>>,
+{
     fn should_pod_content_be_removed(&self, uid: &str) -> bool {
-        !self.desired.contains(uid) && self.workers.should_pod_content_be_removed(uid)
+        Kubelet::should_pod_content_be_removed(self, uid)
     }
 
     fn should_pod_runtime_be_removed(&self, uid: &str) -> bool {
